@@ -1,0 +1,51 @@
+# Two commands: `make demo` and `make test`. Each creates .venv on first use and reuses it
+# while the dependency lists are unchanged (the stamp file is keyed on their hash).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPENDENCY_FILES := requirements.txt requirements-nodeps.txt setup.py
+DEPENDENCY_HASH := $(shell cat $(DEPENDENCY_FILES) | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(DEPENDENCY_HASH)
+
+# DDS stays on this machine; override ROS_DOMAIN_ID to share a domain with other nodes.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv test test-fast demo bench clean system-deps
+
+venv: $(STAMP)
+
+$(STAMP): $(DEPENDENCY_FILES)
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# open3d's wheel links against libusb-1.0; install it with apt when it is missing.
+system-deps:
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+		echo "installing libusb-1.0-0 (needed by open3d)"; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0; \
+	fi
+
+test: venv
+	$(PY) -m pytest -q -ra
+
+test-fast: venv
+	$(PY) -m pytest -q -ra -m "not slow"
+
+demo: venv
+	$(PY) -m threed_llm_ros.ros.sim_demo
+
+bench: venv
+	$(VENV)/bin/threed-llm bench-conversions --output bench_out/conversions.json
+
+clean:
+	rm -rf $(VENV) build install log demo_out bench_out .pytest_cache .hypothesis

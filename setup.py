@@ -1,0 +1,49 @@
+"""ament_python package setup: works with `colcon build` on a robot and `pip install -e .` standalone."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE_NAME = "threed_llm_ros"
+
+
+def files_under(pattern: str) -> list[str]:
+    return [path for path in glob(pattern, recursive=True) if not path.endswith("/")]
+
+
+def model_data_files() -> list[tuple[str, list[str]]]:
+    """Install each shipped checkpoint directory under share/<package>/models/<name>."""
+    entries: dict[str, list[str]] = {}
+    for path in files_under("models/**/*"):
+        if "/" in path and not path.endswith("__pycache__"):
+            directory = path.rsplit("/", 1)[0]
+            entries.setdefault(f"share/{PACKAGE_NAME}/{directory}", []).append(path)
+    return sorted(entries.items())
+
+
+setup(
+    name=PACKAGE_NAME,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
+        (f"share/{PACKAGE_NAME}", ["package.xml"]),
+        (f"share/{PACKAGE_NAME}/launch", files_under("launch/*.launch.py")),
+        (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml")),
+        (f"share/{PACKAGE_NAME}/msg", files_under("msg/*.msg")),
+        *model_data_files(),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="threed_llm_ros maintainers",
+    maintainer_email="maintainers@threed-llm-ros.invalid",
+    description="A 3D large language model for robots: captions, answers, 3D grounding and plans from point clouds.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "threed-llm = threed_llm_ros.cli:main",
+            "scene_sim_node = threed_llm_ros.ros.scene_sim_node:main",
+        ],
+    },
+)

@@ -1,0 +1,47 @@
+"""The ``threed-llm`` command: one entry point, one subcommand per task.
+
+Each subcommand lives in its own module as ``main(argv: list[str]) -> int`` with its own
+argparse parser, imported only when called so ``threed-llm --help`` stays fast and the
+ROS-free subcommands never import rclpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("threed_llm_ros.data.scene_sim", "render a simulated RGB-D scene and print or save what it holds"),
+    "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
+    "bench-conversions": (
+        "threed_llm_ros.ros.bench_conversions",
+        "time PointCloud2/Image/depth conversions for a 640x480 frame (JSON out)",
+    ),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = ["usage: threed-llm <command> [options]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    lines += ["", "Run 'threed-llm <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand's ``main``."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or arguments[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = arguments[0], arguments[1:]
+    if name not in SUBCOMMANDS:
+        print(f"threed-llm: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

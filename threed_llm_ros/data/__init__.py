@@ -1,0 +1,1 @@
+"""data sub-package (ROS-free)."""

@@ -1,0 +1,1 @@
+"""eval sub-package (ROS-free)."""

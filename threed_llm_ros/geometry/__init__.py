@@ -1,0 +1,1 @@
+"""Geometry without ROS: camera models, oriented boxes, frame conventions."""

@@ -1,0 +1,1 @@
+"""runtime sub-package (ROS-free)."""
