@@ -96,12 +96,21 @@ def depth_to_points(
     slope_x, slope_y = pixel_rays(intrinsics)
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(depth) & (depth > 0) & (depth >= min_range) & (depth <= max_range)
-    points = np.stack((slope_x * depth, slope_y * depth, depth), axis=-1)
     if organized:
-        points = np.where(valid[..., None], points, np.float32(np.nan)).astype(np.float32)
+        safe_depth = np.where(valid, depth, np.float32(np.nan))
+        points = np.stack((slope_x * safe_depth, slope_y * safe_depth, safe_depth), axis=-1).astype(np.float32)
         return points, (None if color is None else np.asarray(color, dtype=np.uint8)[..., :3])
-    rgb = None if color is None else np.ascontiguousarray(np.asarray(color, dtype=np.uint8)[..., :3][valid])
-    return np.ascontiguousarray(points[valid], dtype=np.float32), rgb
+    # Compress the flat arrays first: far cheaper than boolean-indexing an H×W×3 stack.
+    flat_valid = valid.ravel()
+    depth_valid = depth.ravel().compress(flat_valid)
+    points = np.empty((depth_valid.size, 3), dtype=np.float32)
+    np.multiply(slope_x.ravel().compress(flat_valid), depth_valid, out=points[:, 0])
+    np.multiply(slope_y.ravel().compress(flat_valid), depth_valid, out=points[:, 1])
+    points[:, 2] = depth_valid
+    if color is None:
+        return points, None
+    rgb = np.asarray(color, dtype=np.uint8)[..., :3].reshape(-1, 3).compress(flat_valid, axis=0)
+    return points, np.ascontiguousarray(rgb)
 
 
 def project_points(points: np.ndarray, intrinsics: CameraIntrinsics) -> tuple[np.ndarray, np.ndarray]:
