@@ -13,6 +13,10 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("threed_llm_ros.data.scene_sim", "render a simulated RGB-D scene and print or save what it holds"),
+    "generate-data": (
+        "threed_llm_ros.data.generate",
+        "render simulated scenes, annotate them for every task and write a dataset",
+    ),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
     "bench-conversions": (
         "threed_llm_ros.ros.bench_conversions",
