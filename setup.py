@@ -29,7 +29,7 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         (f"share/{PACKAGE_NAME}/launch", files_under("launch/*.launch.py")),
-        (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml")),
+        (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml") + files_under("config/*.xml")),
         (f"share/{PACKAGE_NAME}/msg", files_under("msg/*.msg")),
         *model_data_files(),
     ],
