@@ -41,3 +41,16 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct (model, tokenizer), loaded once per session.
+
+    The first load dequantises the GGUF (~15 s) and caches it; later loads in the session
+    (each ThreeDLLM builds its own, since it modifies the model) read the cache in < 1 s.
+    Treat the returned pair as read-only.
+    """
+    from threed_llm_ros.model.language_model import load_language_model
+
+    return load_language_model()
