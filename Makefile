@@ -42,7 +42,7 @@ test-fast: venv
 	$(PY) -m pytest -q -ra -m "not slow"
 
 demo: venv
-	$(PY) -m threed_llm_ros.ros.sim_demo
+	$(PY) -m threed_llm_ros.ros.demo
 
 bench: venv
 	$(VENV)/bin/threed-llm bench-conversions --output bench_out/conversions.json

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "render simulated scenes, annotate them for every task and write a dataset",
     ),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
+    "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
     "bench-conversions": (
         "threed_llm_ros.ros.bench_conversions",
         "time PointCloud2/Image/depth conversions for a 640x480 frame (JSON out)",

@@ -1,0 +1,202 @@
+"""`make demo`: the full graph — simulated camera + threed_llm_node — asked three things over DDS.
+
+1. Starts ``threed-llm up --config config/demo.yaml`` in the background (each node its own
+   process) with the trained checkpoint ``models/threed-llm-mini`` if it exists, else an
+   UNTRAINED model built once into the cache (said loudly: its answers mean nothing).
+2. Reads the simulator's ground truth (``/camera/ground_truth/markers``) and asks, through
+   :class:`~threed_llm_ros.ros.prompt_client.PromptClient`: "Describe the scene.",
+   "Where is the <colour> <category>?" and "Bring the <object> to the <furniture>.",
+   printing each reply with its latency.
+3. Writes ``demo_out/``: ``topdown.png`` (points seen from above, ground-truth boxes,
+   predicted boxes, the plan's path), ``replies.json`` and the nodes' logs, then stops
+   the graph and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import PointCloud2
+from visualization_msgs.msg import Marker, MarkerArray
+
+from threed_llm_ros.geometry.frames import rotation_to_gravity, to_gravity_frame
+from threed_llm_ros.resources import config_path, models_directory
+from threed_llm_ros.ros.conversions import pointcloud2_to_arrays
+from threed_llm_ros.ros.prompt_client import LATCHED, PromptClient, Reply, print_reply
+
+UP_AXIS = "-y"
+PORTABLE = ("cup", "bottle", "book", "box", "lamp", "monitor")
+FURNITURE = ("table", "desk", "sofa", "bed", "dresser", "cabinet", "night stand", "chair", "bookshelf")
+
+
+def choose_checkpoint() -> Path:
+    """The trained default if present, else an untrained one built into the cache (announced)."""
+    trained = models_directory() / "threed-llm-mini"
+    if (trained / "config.json").is_file():
+        print(f"checkpoint: {trained} (trained default)")
+        return trained
+    from threed_llm_ros.model.language_model import cache_root
+    from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+
+    target = cache_root() / "untrained-threed-llm-mini"
+    print("=" * 78)
+    print("NO TRAINED CHECKPOINT at models/threed-llm-mini: the demo uses an UNTRAINED model")
+    print(f"({target}). The graph, timings and message flow are real; the answers are not.")
+    print("=" * 78, flush=True)
+    return build_untrained_checkpoint(target)
+
+
+def _marker_boxes(markers: MarkerArray | None) -> list[tuple[str, np.ndarray, tuple[float, float, float], float]]:
+    """(label, gravity centre, size, yaw) of each CUBE with the TEXT of the same id."""
+    if markers is None:
+        return []
+    texts = {(m.ns.removesuffix("_labels"), m.id): m.text for m in markers.markers if m.type == Marker.TEXT_VIEW_FACING}
+    boxes = []
+    for marker in markers.markers:
+        if marker.type != Marker.CUBE:
+            continue
+        position = marker.pose.position
+        centre = to_gravity_frame(np.array([[position.x, position.y, position.z]]), UP_AXIS)[0]
+        q = marker.pose.orientation
+        x, y, z, w = q.x, q.y, q.z, q.w
+        rotation = np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ])
+        gravity = rotation_to_gravity(UP_AXIS) @ rotation
+        yaw = math.atan2(gravity[1, 0], gravity[0, 0])
+        boxes.append((texts.get((marker.ns, marker.id), ""), centre, (marker.scale.x, marker.scale.y, marker.scale.z), yaw))
+    return boxes
+
+
+def choose_prompts(ground_truth: MarkerArray) -> list[str]:
+    labels = [label for label, *_ in _marker_boxes(ground_truth) if label]
+    portable = next((label for label in labels if label.split(" ", 1)[-1] in PORTABLE), labels[0] if labels else "cup")
+    furniture = next((label for label in labels if label.split(" ", 1)[-1] in FURNITURE and label != portable),
+                     labels[-1] if labels else "table")
+    return ["Describe the scene.", f"Where is the {portable}?", f"Bring the {portable} to the {furniture}."]
+
+
+def _footprint(centre: np.ndarray, size: tuple[float, float, float], yaw: float) -> np.ndarray:
+    half_length, half_width = size[0] / 2, size[1] / 2
+    corners = np.array([[half_length, half_width], [-half_length, half_width], [-half_length, -half_width],
+                        [half_length, -half_width], [half_length, half_width]])
+    c, s = math.cos(yaw), math.sin(yaw)
+    return corners @ np.array([[c, s], [-s, c]]) + centre[:2]
+
+
+def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArray | None, replies: list[Reply]) -> None:
+    """Top-down view (x forward up the page, y left to the left): points, GT boxes, predictions, plan path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 8))
+    if points is not None and len(points):
+        gravity = to_gravity_frame(points[:: max(1, len(points) // 30000)].astype(np.float64), UP_AXIS)
+        axes.scatter(-gravity[:, 1], gravity[:, 0], s=0.3, c=gravity[:, 2], cmap="viridis", alpha=0.5)
+    for label, centre, size, yaw in _marker_boxes(ground_truth):
+        outline = _footprint(centre, size, yaw)
+        axes.plot(-outline[:, 1], outline[:, 0], color="black", linewidth=1)
+        axes.text(-centre[1], centre[0], label, fontsize=7, ha="center")
+    for reply in replies:
+        for label, centre, size, yaw in _marker_boxes(reply.markers):
+            outline = _footprint(centre, size, yaw)
+            axes.plot(-outline[:, 1], outline[:, 0], color="red", linewidth=1.5, linestyle="--")
+            axes.text(-centre[1], centre[0] - 0.15, f"pred: {label}", fontsize=7, color="red", ha="center")
+        if reply.path is not None and reply.path.poses:
+            goals = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z] for p in reply.path.poses])
+            goals = to_gravity_frame(goals, UP_AXIS)
+            route = np.vstack([[0.0, 0.0, 0.0], goals])
+            axes.plot(-route[:, 1], route[:, 0], color="blue", marker="o", linewidth=1.5, label="plan path")
+    axes.plot([0], [0], marker="^", color="black", markersize=10, label="camera")
+    axes.set_xlabel("left  ←  (m, -y)  →  right")
+    axes.set_ylabel("x forward (m)")
+    axes.set_aspect("equal")
+    axes.set_title("black: ground truth   red dashed: predicted   blue: plan path")
+    axes.legend(loc="lower right")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGINT, 30.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("demo_out"))
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each answer")
+    arguments = parser.parse_args(argv)
+    arguments.output.mkdir(parents=True, exist_ok=True)
+    checkpoint = choose_checkpoint()
+    command = [sys.executable, "-m", "threed_llm_ros.up", "--config", str(config_path("demo.yaml")),
+               "--param", f"threed_llm_node.checkpoint={checkpoint}", "--log-dir", str(arguments.output / "logs")]
+    print("starting:", " ".join(command[1:]), flush=True)
+    graph = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    rclpy.init()
+    client = PromptClient("demo_prompt_client")
+    state: dict[str, Any] = {"points": None, "ground_truth": None, "active": False}
+    client.create_subscription(PointCloud2, "/camera/points", lambda m: state.__setitem__("points", m), qos_profile_sensor_data)
+    client.create_subscription(MarkerArray, "/camera/ground_truth/markers", lambda m: state.__setitem__("ground_truth", m), LATCHED)
+
+    def on_diagnostics(message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.startswith("threed_llm_node") and any(v.key == "state" and v.value == "active" for v in status.values):
+                state["active"] = True
+
+    client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    replies: list[Reply] = []
+    try:
+        deadline = time.monotonic() + 300
+        while not (state["active"] and state["ground_truth"] is not None and state["points"] is not None):
+            if graph.poll() is not None or time.monotonic() > deadline:
+                print(f"the graph did not come up; see {arguments.output / 'logs'}", file=sys.stderr)
+                return 1
+            rclpy.spin_once(client, timeout_sec=0.2)
+        print("graph is up: scene_sim_node -> /camera/points -> threed_llm_node (active)", flush=True)
+        for prompt in choose_prompts(state["ground_truth"]):
+            reply = client.ask(prompt, arguments.timeout, on_piece=lambda piece: print(piece, end="", flush=True))
+            print()
+            print_reply(reply, prompt)
+            if reply is not None:
+                replies.append(reply)
+        cloud = pointcloud2_to_arrays(state["points"]).xyz
+        save_topdown(arguments.output / "topdown.png", cloud, state["ground_truth"], replies)
+        (arguments.output / "replies.json").write_text(json.dumps(
+            [{"prompt": r.prompt, "answer": r.answer, "latency_s": round(r.latency_s, 3), "plan": r.plan} for r in replies],
+            indent=2) + "\n")
+        print(f"\nwrote {arguments.output / 'topdown.png'} and {arguments.output / 'replies.json'}")
+        return 0 if len(replies) == 3 else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.destroy_node()
+        rclpy.try_shutdown()
+        _stop(graph)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Message builders for grounding and plan outputs: MarkerArray, PoseStamped, nav_msgs/Path."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose, PoseStamped
+from nav_msgs.msg import Path
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from threed_llm_ros.geometry.frames import from_gravity_frame
+from threed_llm_ros.ros.conversions import tuple_to_stamp
+from threed_llm_ros.runtime.engine import GroundedObject
+
+BOX_COLOR = (0.1, 0.8, 0.2, 0.45)
+LABEL_HEIGHT_M = 0.1
+
+
+def _header(frame_id: str, stamp: tuple[int, int]) -> Header:
+    return Header(frame_id=frame_id, stamp=tuple_to_stamp(stamp))
+
+
+def make_pose(position: Sequence[float], orientation: Sequence[float]) -> Pose:
+    """A Pose from (x, y, z) and a quaternion (x, y, z, w)."""
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(value) for value in position)
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (float(v) for v in orientation)
+    return pose
+
+
+def pose_stamped(position: Sequence[float], orientation: Sequence[float], frame_id: str, stamp: tuple[int, int]) -> PoseStamped:
+    """A PoseStamped in ``frame_id`` at ``stamp``."""
+    return PoseStamped(header=_header(frame_id, stamp), pose=make_pose(position, orientation))
+
+
+def path_message(poses: Iterable[tuple[Sequence[float], Sequence[float]]], frame_id: str, stamp: tuple[int, int]) -> Path:
+    """A nav_msgs/Path through the (position, orientation) goals, in order."""
+    return Path(header=_header(frame_id, stamp),
+                poses=[pose_stamped(position, orientation, frame_id, stamp) for position, orientation in poses])
+
+
+def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: tuple[int, int], up_axis: str,
+                      namespace: str = "grounding") -> MarkerArray:
+    """DELETEALL, then per object a CUBE (its box) and a TEXT_VIEW_FACING 'label score' above it."""
+    clear = Marker(action=Marker.DELETEALL)
+    clear.header = _header(frame_id, stamp)
+    markers = [clear]
+    for index, grounded in enumerate(objects):
+        cube = Marker(ns=namespace, id=index, type=Marker.CUBE, action=Marker.ADD)
+        cube.header = _header(frame_id, stamp)
+        cube.pose = make_pose(grounded.position, grounded.orientation)
+        cube.scale.x, cube.scale.y, cube.scale.z = (float(value) for value in grounded.box.size)
+        cube.color.r, cube.color.g, cube.color.b, cube.color.a = BOX_COLOR
+        label = Marker(ns=f"{namespace}_labels", id=index, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        label.header = _header(frame_id, stamp)
+        top = list(grounded.box.center)
+        top[2] += grounded.box.size[2] / 2.0 + LABEL_HEIGHT_M
+        label.pose = make_pose(from_gravity_frame([top], up_axis)[0], (0.0, 0.0, 0.0, 1.0))
+        label.scale.z = LABEL_HEIGHT_M
+        label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+        label.text = f"{grounded.label} {grounded.score:.2f}"
+        markers += [cube, label]
+    return MarkerArray(markers=markers)
+
+
+def stamp_of(message_stamp: Time) -> tuple[int, int]:
+    return int(message_stamp.sec), int(message_stamp.nanosec)

