@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "threed_llm_ros.data.generate",
         "render simulated scenes, annotate them for every task and write a dataset",
     ),
+    "train": ("threed_llm_ros.train.trainer", "train the 3D-LLM with the cascaded recipe (config/train_*.yaml)"),
+    "eval": ("threed_llm_ros.eval.evaluate", "evaluate a checkpoint and its blind baseline; Markdown + JSON report"),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
     "bench-conversions": (

@@ -1,0 +1,102 @@
+"""``threed-llm eval`` on a tiny generated dataset with a real (untrained) checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from threed_llm_ros.data.annotations import TASKS
+from threed_llm_ros.eval import evaluate as evaluate_module
+from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, navigation_pose
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.model.checkpoint import parameter_report, save_checkpoint
+from threed_llm_ros.model.threed_llm import ThreeDLLM
+from threed_llm_ros.train.trainer import ensure_dataset, load_train_config, model_config_of
+
+pytestmark = pytest.mark.slow
+
+TEXT_METRICS = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")
+GROUNDING_METRICS = ("acc@0.25", "acc@0.5", "mean_iou", "center_error_mean_m", "center_error_median_m", "missing", "count")
+
+
+@pytest.fixture(scope="module")
+def setup(repo_root: Path, tmp_path_factory, smollm2):
+    """A 3-scene dataset and an untrained tiny checkpoint."""
+    config = load_train_config(repo_root / "config" / "train_tiny.yaml")
+    config.data.directory = str(tmp_path_factory.mktemp("data") / "sim_tiny")
+    dataset = ensure_dataset(config.data, progress=False)
+    model = ThreeDLLM(model_config_of(config))
+    checkpoint = save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny")
+    return dataset, checkpoint, parameter_report(model)["trainable"]
+
+
+def _in_unit_range(value) -> bool:
+    return value is not None and 0.0 <= value <= 1.0
+
+
+def test_eval_writes_every_metric_for_model_and_blind_baseline(setup, tmp_path: Path) -> None:
+    dataset, checkpoint, trainable = setup
+    output = tmp_path / "report"
+    code = evaluate_module.main([
+        "--checkpoint", str(checkpoint), "--dataset", str(dataset), "--split", "train", "--limit", "1",
+        "--max-new-tokens", "6", "--output", str(output), "--quiet",
+    ])
+    assert code == 0
+    document = json.loads((output / "report.json").read_text())
+    systems = document["systems"]
+    assert set(systems) == {MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD}
+    for system in (MODEL_TOKENS, BLIND_TOKENS):
+        results = systems[system]
+        assert set(results) == set(TASKS) | {"trainable parameters"}
+        assert results["trainable parameters"] == trainable == document["trainable_parameters"]
+        for task in ("caption", "dense_caption", "qa"):
+            assert results[task]["count"] == 1
+            for metric in ("BLEU-1", "BLEU-4", "ROUGE-L"):
+                assert _in_unit_range(results[task][metric]), (system, task, metric)
+            assert results[task]["CIDEr"] is not None and results[task]["CIDEr"] >= 0.0
+        assert _in_unit_range(results["qa"]["exact_match"])
+        assert _in_unit_range(results["plan"]["step_accuracy"]) and _in_unit_range(results["plan"]["plan_success"])
+    for system in (MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD):
+        grounding = systems[system]["grounding"]
+        assert set(GROUNDING_METRICS) <= set(grounding)
+        assert _in_unit_range(grounding["acc@0.25"]) and _in_unit_range(grounding["acc@0.5"])
+        assert grounding["acc@0.5"] <= grounding["acc@0.25"] and grounding["count"] == 1
+        assert grounding["center_error_mean_m"] is None or grounding["center_error_mean_m"] >= 0.0
+    # the head's box always exists (the <box3d> state is forced), for the blind baseline too
+    assert systems[MODEL_HEAD]["grounding"]["missing"] == 0 and systems[BLIND_HEAD]["grounding"]["missing"] == 0
+    assert systems[MODEL_HEAD]["grounding"]["center_error_mean_m"] is not None
+    # one prediction per task and mode, blind ones marked
+    predictions = document["predictions"]
+    assert len(predictions) == 2 * len(TASKS) and sum(p["blind"] for p in predictions) == len(TASKS)
+    report = (output / "report.md").read_text()
+    assert f"| task | metric | {MODEL_TOKENS} | {MODEL_HEAD} | {BLIND_TOKENS} | {BLIND_HEAD} |" in report
+    assert "| grounding | acc@0.25 |" in report and "| qa | exact_match |" in report
+
+
+def test_bad_checkpoint_and_dataset_fail_clearly(setup, tmp_path: Path, capsys) -> None:
+    dataset, checkpoint, _ = setup
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated weights
+    arguments = ["--dataset", str(dataset), "--split", "train", "--limit", "1", "--output", str(tmp_path / "r"), "--quiet"]
+    assert evaluate_module.main(["--checkpoint", str(broken), *arguments]) == 2
+    assert "cannot load checkpoint" in capsys.readouterr().err
+    assert evaluate_module.main(["--checkpoint", str(tmp_path / "nowhere"), *arguments]) == 2
+    assert "not a threed_llm_ros checkpoint" in capsys.readouterr().err
+    assert evaluate_module.main(["--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "no-data"),
+                                 "--output", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "index.jsonl" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_navigation_pose_faces_the_box_from_the_sensor_side() -> None:
+    box = OrientedBox((3.0, 0.0, 0.4), (0.8, 0.6, 0.8), 0.0)
+    pose = navigation_pose(box, floor_z=0.0, standoff_m=0.6)
+    assert pose["position"] == pytest.approx([3.0 - 0.4 - 0.6, 0.0, 0.0])
+    assert pose["orientation"] == pytest.approx([0.0, 0.0, 0.0, 1.0])  # facing +x, toward the box
+    assert math.isclose(sum(v * v for v in pose["orientation"]), 1.0)

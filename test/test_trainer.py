@@ -1,0 +1,177 @@
+"""Training on the real SmolLM2: collation, loss going down, stage freezing, resume, log and plot."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from threed_llm_ros.data.annotations import BOX_TOKEN
+from threed_llm_ros.data.dataset import load_dataset
+from threed_llm_ros.errors import ConfigError
+from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.model.box_head import BOX3D_TOKEN
+from threed_llm_ros.model.location_tokens import LOCATION_TOKEN_PATTERN
+from threed_llm_ros.model.threed_llm import ThreeDLLM
+from threed_llm_ros.train import trainer as trainer_module
+from threed_llm_ros.train.collate import SceneCache, collate
+from threed_llm_ros.train.trainer import (
+    LOG_FILE,
+    PLOT_FILE,
+    StageSampler,
+    Trainer,
+    ensure_dataset,
+    load_train_config,
+    model_config_of,
+    parameter_group_members,
+    read_log,
+    train,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_config(repo_root: Path, tmp_path_factory):
+    """config/train_tiny.yaml with its data generated into a temporary directory (by the trainer's own path)."""
+    config = load_train_config(repo_root / "config" / "train_tiny.yaml")
+    config.data.directory = str(tmp_path_factory.mktemp("data") / "sim_tiny")
+    config.output = str(tmp_path_factory.mktemp("run"))
+    config.progress = False
+    ensure_dataset(config.data, progress=False)
+    return config
+
+
+def _config(tiny_config, tmp_path: Path, **changes):
+    config = copy.deepcopy(tiny_config)
+    config.output = str(tmp_path / "run")
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def test_dataset_is_generated_when_missing(tiny_config) -> None:
+    dataset = load_dataset(tiny_config.data.directory, splits="train")
+    assert len(dataset.scene_ids) == 3
+    assert set(dataset.counts()["tasks"]) == {"caption", "dense_caption", "qa", "grounding", "plan"}
+
+
+def test_collate_fills_boxes_and_caches_scenes(tiny_config, smollm2) -> None:
+    model = ThreeDLLM(model_config_of(tiny_config))
+    dataset = load_dataset(tiny_config.data.directory, splits="train")
+    grounding = next(i for i, e in enumerate(dataset.entries) if e.annotation.task == "grounding")
+    dense = next(i for i, e in enumerate(dataset.entries) if e.annotation.task == "dense_caption")
+    caption = next(i for i, e in enumerate(dataset.entries) if e.annotation.task == "caption")
+    loads: list[str] = []
+
+    def loader(scene_id: str):
+        loads.append(scene_id)
+        return dataset.scene(scene_id)
+
+    cache = SceneCache(model.config.scene_encoder.preprocess)
+    items = [(dataset.entries[p].scene_id, dataset.entries[p].annotation) for p in (grounding, dense, caption)]
+    batch = collate(model, items, cache, loader=loader)
+    assert batch.scene.batch_size == 3 and batch.tasks == ["grounding", "dense_caption", "caption"]
+    assert all(BOX_TOKEN not in text for text in batch.prompts + batch.targets)
+    # grounding: <box3d> first (the head's query), then the description and exactly 7 location tokens
+    assert batch.targets[0].startswith(BOX3D_TOKEN + " ") and len(LOCATION_TOKEN_PATTERN.findall(batch.targets[0])) == 7
+    assert batch.target_boxes[0] is not None and batch.target_boxes[1] is None and batch.target_boxes[2] is None
+    assert len(LOCATION_TOKEN_PATTERN.findall(batch.prompts[1])) == 7  # the dense caption's box is in the prompt
+    # the location tokens decode back to the annotated box (up to quantisation)
+    target = dataset.entries[grounding].annotation.target_box
+    decoded = model.boxes_in_text(batch.targets[0], cache.get(items[0][0]))
+    assert len(decoded) == 1 and rotated_box_iou(decoded[0], target) > 0.6
+    # the head's target is the same box in normalised units
+    normalized = model.codec.find_boxes(batch.targets[0])[0]
+    assert np.allclose(normalized[:3], batch.target_boxes[0][:3], atol=2.4 / 128)
+    # each scene was read and preprocessed once; a second batch reuses the cache
+    assert sorted(set(loads)) == sorted(loads) and len(cache) == len(set(loads))
+    again = collate(model, items, cache, loader=loader)
+    assert len(loads) == len(set(loads)) and torch.equal(again.scene.patches, batch.scene.patches)
+
+
+def test_training_steps_lower_the_loss(tiny_config, tmp_path: Path) -> None:
+    trainer = Trainer(_config(tiny_config, tmp_path))
+    trainer.prepare_stage(1)  # instruct: every task, LoRA + rows + head trained
+    stage = tiny_config.stages[1]
+    batch = trainer.batch(StageSampler(trainer.load_data(), stage, 1, seed=3), 0)
+    losses = [trainer.train_step(batch, stage, seed=step)["loss"] for step in range(5)]
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+
+
+def _snapshot(trainer: Trainer) -> dict[str, list[torch.Tensor]]:
+    return {group: [p.detach().clone() for p in params] for group, params in parameter_group_members(trainer.model).items()}
+
+
+def _changed(before: dict[str, list[torch.Tensor]], trainer: Trainer) -> dict[str, bool]:
+    after = parameter_group_members(trainer.model)
+    return {group: any(not torch.equal(b, a) for b, a in zip(before[group], after[group])) for group in before}
+
+
+def test_stage_freezing(tiny_config, tmp_path: Path) -> None:
+    trainer = Trainer(_config(tiny_config, tmp_path))
+    dataset = trainer.load_data()
+    embedding = trainer.model.causal_lm.get_input_embeddings().weight
+    lora_a = next(p for n, p in trainer.model.named_parameters() if "lora_A" in n)
+    for stage_index, expected in ((0, {"point_encoder", "projector", "qformer", "experts", "router"}), (2, {"experts", "router"})):
+        stage = tiny_config.stages[stage_index]
+        trainer.prepare_stage(stage_index)
+        before = _snapshot(trainer)
+        lora_before, embedding_before = lora_a.detach().clone(), embedding.detach().clone()
+        batch = trainer.batch(StageSampler(dataset, stage, stage_index, seed=0), 0)
+        trainer.train_step(batch, stage, seed=0)
+        changed = {group for group, moved in _changed(before, trainer).items() if moved}
+        assert changed == expected, (stage.name, changed)
+        assert torch.equal(lora_a, lora_before) and torch.equal(embedding, embedding_before)
+    # a checkpoint saved mid-stage still holds every tensor a fresh model has (frozen ones included)
+    trainer.position.global_step = 1
+    directory = trainer.save()
+    from safetensors.torch import load_file
+
+    saved = load_file(str(directory / "model.safetensors"))
+    assert any("lora_A" in key for key in saved) and torch.equal(saved["box_head.network.1.weight"], trainer.model.box_head.network[1].weight)
+    assert [p.requires_grad for p in parameter_group_members(trainer.model)["lora"]] == [False] * len(parameter_group_members(trainer.model)["lora"])
+
+
+def test_resume_repeats_the_uninterrupted_run_and_writes_log_and_plot(tiny_config, tmp_path: Path) -> None:
+    stages = copy.deepcopy(tiny_config.stages[:2])
+    stages[0].steps, stages[1].steps = 1, 2  # the checkpoint at step 2 falls inside the instruct stage
+    whole = _config(tiny_config, tmp_path / "whole", stages=stages, checkpoint_every=2)
+    final = train(whole)
+    assert final is not None and (final / "model.safetensors").is_file()
+    records = read_log(Path(whole.output) / LOG_FILE)
+    assert [r["step"] for r in records] == [0, 1, 2] and [r["stage"] for r in records] == ["align", "instruct", "instruct"]
+    for record in records:
+        assert {"loss", "language_loss", "box_loss", "load_balance_loss", "lr", "seconds", "grad_norm"} <= set(record)
+        assert np.isfinite(record["loss"]) and record["lr"] > 0 and record["seconds"] > 0
+    assert (Path(whole.output) / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    parted = _config(tiny_config, tmp_path / "parted", stages=stages, checkpoint_every=2)
+    assert train(parted, max_steps=2) is None  # interrupted after the checkpoint at step 2
+    with pytest.raises(ConfigError, match="--resume"):
+        train(parted)
+    resumed = Trainer(parted)
+    checkpoint = resumed.resume()
+    assert checkpoint is not None and checkpoint.name == "step_000002"
+    assert resumed.position.global_step == 2 and resumed.position.stage_index == 1 and resumed.position.stage_step == 1
+    assert resumed.optimizer is not None and len(resumed.optimizer.state) > 0  # AdamW moments restored
+    assert resumed.run() is not None
+    resumed_records = read_log(Path(parted.output) / LOG_FILE)
+    assert [r["step"] for r in resumed_records] == [0, 1, 2]
+    assert resumed_records[2]["loss"] == pytest.approx(records[2]["loss"], rel=1e-5, abs=1e-6)
+    assert resumed_records[2]["lr"] == pytest.approx(records[2]["lr"])
+
+
+def test_bad_configs_fail_clearly(tiny_config, tmp_path: Path, capsys) -> None:
+    with pytest.raises(ConfigError, match="train"):
+        trainer_module._build(trainer_module.StageConfig, {
+            "name": "x", "steps": 1, "lr": 1e-3, "batch_size": 1, "tasks": ["caption"], "train": ["everything"],
+        }, "stages[0]")
+    with pytest.raises(ConfigError, match="unknown key"):
+        trainer_module.train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
+    assert trainer_module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

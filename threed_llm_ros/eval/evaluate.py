@@ -1,0 +1,302 @@
+"""``threed-llm eval --checkpoint DIR --dataset DIR --split test [--limit N] [--output report]``.
+
+Runs a checkpoint on a dataset split, task by task, always next to the **blind
+baseline** (the same model with ``blind=True``: no scene tokens, boxes still decoded in
+the scene's normalised frame, so it is the language prior's best guess):
+
+* caption, dense_caption: greedy answers → BLEU-1/4, ROUGE-L, CIDEr;
+* qa: the same plus exact match;
+* grounding: one generation with ``answer_prefix="<box3d>"`` gives both box outputs
+  side by side: the 3D query head's box (the ``<box3d>`` state, as trained) and the
+  location tokens the text then writes → Acc@0.25 / Acc@0.5, mean IoU, centre error;
+* plan: the plan text → :func:`parse_plan_text` → step accuracy and whole-plan success,
+  navigation poses from grounding each ``navigate_to`` target ("Where is the X?"; the
+  location-token box, else the head's) with :func:`navigation_goal_for_box`.
+
+Writes ``OUTPUT/report.md`` (:func:`format_report`, one column per system) and
+``OUTPUT/report.json`` (metrics per system, trainable-parameter count, per-sample
+predictions). NaN metrics (no sample) are ``null`` in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from threed_llm_ros.data.annotations import TASKS, Annotation
+from threed_llm_ros.data.dataset import SPLITS, SceneDataset, SceneRecord, load_dataset
+from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
+from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_plan_text, plan_metrics, qa_metrics, text_metrics
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
+from threed_llm_ros.model.preprocessing import SceneBatch
+from threed_llm_ros.model.threed_llm import ThreeDLLM
+from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt
+
+MODEL_TOKENS = "model (location tokens)"
+MODEL_HEAD = "model (3D query head)"
+BLIND_TOKENS = "blind baseline"
+BLIND_HEAD = "blind baseline (3D query head)"
+SYSTEMS = (MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD)
+NAVIGATION_ACTIONS = ("navigate_to",)
+GROUNDING_QUERY = "Where is the {target}?"
+MAX_NEW_TOKENS = {"caption": 64, "dense_caption": 40, "qa": 12, "grounding": 32, "plan": 64}
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate and how."""
+
+    split: str = "test"
+    limit: int | None = None  # at most this many annotations per task (a seeded choice)
+    tasks: tuple[str, ...] = TASKS
+    blind: bool = True  # also run the blind baseline
+    seed: int = 0
+    standoff_m: float = 0.6
+    pose_tolerance_m: float = 0.5
+    max_new_tokens: int | None = None  # cap on every task's answer length (default: per task, MAX_NEW_TOKENS)
+    progress: bool = True
+
+
+def select_items(dataset: SceneDataset, settings: EvalSettings) -> dict[str, list[int]]:
+    """Dataset positions per task: all, or a seeded choice of ``limit`` (kept in index order)."""
+    positions: dict[str, list[int]] = {task: [] for task in settings.tasks}
+    for position, entry in enumerate(dataset.entries):
+        if entry.annotation.task in positions:
+            positions[entry.annotation.task].append(position)
+    if settings.limit is not None:
+        rng = np.random.default_rng(settings.seed)
+        positions = {
+            task: sorted(int(p) for p in rng.permutation(items)[: settings.limit]) if items else []
+            for task, items in positions.items()
+        }
+    return positions
+
+
+def floor_height(record: SceneRecord) -> float:
+    """The floor in the gravity frame: a low percentile of the cloud's heights (as the inference engine does)."""
+    heights = record.points_gravity()[:, 2]
+    heights = heights[np.isfinite(heights)]
+    return float(np.percentile(heights, 2.0)) if len(heights) else 0.0
+
+
+def navigation_pose(box: OrientedBox, floor_z: float, standoff_m: float) -> dict[str, list[float]]:
+    """A navigation goal pose for a grounded box (gravity frame), as the plan annotations store it."""
+    from threed_llm_ros.runtime.engine import navigation_goal_for_box
+
+    goal, yaw = navigation_goal_for_box(box, floor_z, standoff_m)
+    return {
+        "position": [float(v) for v in goal],
+        "orientation": [0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)],
+    }
+
+
+class Evaluator:
+    """Runs one model over the selected annotations and gathers metrics per system."""
+
+    def __init__(self, model: ThreeDLLM, dataset: SceneDataset, settings: EvalSettings) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.settings = settings
+        self.cache = SceneCache(model.config.scene_encoder.preprocess, seed=settings.seed)
+        self.predictions: list[dict[str, Any]] = []
+
+    def _generate(self, scene: SceneBatch, prompt: str, task: str, blind: bool, answer_prefix: str = ""):
+        limit = MAX_NEW_TOKENS[task]
+        if self.settings.max_new_tokens is not None:
+            limit = min(limit, self.settings.max_new_tokens)
+        return self.model.generate(scene, prompt, max_new_tokens=limit, blind=blind, answer_prefix=answer_prefix)
+
+    def ground(self, scene: SceneBatch, prompt: str, blind: bool) -> tuple[str, OrientedBox | None, OrientedBox | None]:
+        """(text, location-token box, head box) of a grounding prompt."""
+        result = self._generate(scene, prompt, "grounding", blind, GROUNDING_ANSWER_PREFIX)
+        token_box = result.boxes_from_tokens[0] if result.boxes_from_tokens else None
+        return result.text, token_box, result.box_from_head
+
+    def run(self) -> dict[str, Any]:
+        """Metrics per system (``{system: {task: {metric: value}}}``)."""
+        selected = select_items(self.dataset, self.settings)
+        modes = [False, True] if self.settings.blind else [False]
+        results: dict[str, dict[str, Any]] = {system: {} for system in SYSTEMS if self.settings.blind or "blind" not in system}
+        total = sum(len(items) for items in selected.values()) * len(modes)
+        with tqdm(total=total, desc="eval", unit="sample", disable=not self.settings.progress) as bar:
+            for task, positions in selected.items():
+                if not positions:
+                    continue
+                for blind in modes:
+                    tokens_system, head_system = (BLIND_TOKENS, BLIND_HEAD) if blind else (MODEL_TOKENS, MODEL_HEAD)
+                    metrics = self._run_task(task, positions, blind, bar)
+                    if task == "grounding":
+                        results[tokens_system][task] = metrics["tokens"]
+                        results[head_system][task] = metrics["head"]
+                    else:
+                        results[tokens_system][task] = metrics
+        return results
+
+    def _run_task(self, task: str, positions: Sequence[int], blind: bool, bar: tqdm) -> dict[str, Any]:
+        texts: dict[int, str] = {}
+        references: dict[int, str] = {}
+        token_boxes: dict[int, OrientedBox | None] = {}
+        head_boxes: dict[int, OrientedBox | None] = {}
+        target_boxes: dict[int, OrientedBox] = {}
+        plans: dict[int, list[dict[str, Any]]] = {}
+        reference_plans: dict[int, list[dict[str, Any]]] = {}
+        for position in positions:
+            entry = self.dataset.entries[position]
+            annotation: Annotation = entry.annotation
+            record = self.dataset.scene(entry.scene_id)
+            scene = self.cache.get(record)
+            prompt = model_prompt(self.model, annotation, scene)
+            sample: dict[str, Any] = {"position": position, "scene_id": entry.scene_id, "task": task, "blind": blind, "prompt": prompt}
+            if task == "grounding":
+                text, token_box, head_box = self.ground(scene, prompt, blind)
+                token_boxes[position], head_boxes[position] = token_box, head_box
+                target_boxes[position] = annotation.target_box
+                sample.update(text=text, token_box=_box_list(token_box), head_box=_box_list(head_box),
+                              target_box=_box_list(annotation.target_box))
+            elif task == "plan":
+                text = self._generate(scene, prompt, task, blind).text
+                steps = self._plan_with_poses(text, scene, record, blind)
+                plans[position] = steps
+                reference_plans[position] = list((annotation.plan or {}).get("steps", []))
+                sample.update(text=text, steps=steps, reference=annotation.answer)
+            else:
+                text = self._generate(scene, prompt, task, blind).text
+                texts[position] = text
+                references[position] = annotation.answer
+                sample.update(text=text, reference=annotation.answer)
+            self.predictions.append(sample)
+            bar.update(1)
+        if task == "grounding":
+            return {"tokens": grounding_metrics(token_boxes, target_boxes), "head": grounding_metrics(head_boxes, target_boxes)}
+        if task == "plan":
+            return plan_metrics(plans, reference_plans, pose_tolerance_m=self.settings.pose_tolerance_m)
+        if task == "qa":
+            return qa_metrics(texts, references)
+        return text_metrics(texts, references)
+
+    def _plan_with_poses(self, text: str, scene: SceneBatch, record: SceneRecord, blind: bool) -> list[dict[str, Any]]:
+        steps = [dict(step) for step in parse_plan_text(text)]
+        grounded: dict[str, OrientedBox | None] = {}
+        floor_z = floor_height(record)
+        for step in steps:
+            if step["action"] not in NAVIGATION_ACTIONS:
+                continue
+            target = step["target"]
+            if target not in grounded:
+                _, token_box, head_box = self.ground(scene, GROUNDING_QUERY.format(target=target), blind)
+                grounded[target] = token_box if token_box is not None else head_box
+            box = grounded[target]
+            if box is not None:
+                step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
+        return steps
+
+
+def _box_list(box: OrientedBox | None) -> list[float] | None:
+    return None if box is None else [round(float(v), 4) for v in box.to_array()]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(float(value)) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def _load(checkpoint: str | Path) -> ThreeDLLM:
+    """load_checkpoint with every failure (missing, truncated or foreign files) as a ModelFileError."""
+    try:
+        return load_checkpoint(checkpoint)
+    except ThreeDLLMError:
+        raise
+    except Exception as error:  # safetensors / JSON / shape errors of a damaged checkpoint
+        raise ModelFileError(f"cannot load checkpoint {checkpoint}: {type(error).__name__}: {error}") from error
+
+
+def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str | Path, settings: EvalSettings,
+             model: ThreeDLLM | None = None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset split; writes ``report.md`` and ``report.json`` to ``output``."""
+    if settings.split not in SPLITS:
+        raise ConfigError("--split", f"unknown split {settings.split!r}", f"use one of {SPLITS}")
+    dataset = load_dataset(dataset_directory, splits=settings.split, tasks=list(settings.tasks), cache_size=64)
+    if len(dataset) == 0:
+        raise ConfigError("--split", f"{dataset_directory} has no {settings.split!r} annotation of {list(settings.tasks)}",
+                          "choose another split or generate more scenes")
+    model = model or _load(checkpoint)
+    torch.manual_seed(settings.seed)
+    started = time.perf_counter()
+    evaluator = Evaluator(model, dataset, settings)
+    results = evaluator.run()
+    report = parameter_report(model)
+    for system in results:
+        if "3D query head" not in system:
+            results[system]["trainable parameters"] = report["trainable"]
+    document = {
+        "checkpoint": str(checkpoint),
+        "dataset": str(dataset_directory),
+        "split": settings.split,
+        "limit": settings.limit,
+        "systems": results,
+        "trainable_parameters": report["trainable"],
+        "total_parameters": report["total"],
+        "parameter_components": report["components"],
+        "seconds": round(time.perf_counter() - started, 2),
+        "predictions": evaluator.predictions,
+    }
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    title = f"{model.config.name} on {Path(dataset_directory).name}/{settings.split}"
+    if settings.limit is not None:
+        title += f" (at most {settings.limit} per task)"
+    (output / "report.md").write_text(format_report(results, title=title))
+    (output / "report.json").write_text(json.dumps(_json_safe(document), indent=2) + "\n")
+    return document
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``threed-llm eval --checkpoint DIR --dataset DIR [--split test] [--limit N] [--output report]``."""
+    parser = argparse.ArgumentParser(prog="threed-llm eval", description="Evaluate a checkpoint and its blind baseline.")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory (e.g. models/threed-llm-mini)")
+    parser.add_argument("--dataset", required=True, help="dataset directory (index.jsonl + scenes/)")
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--limit", type=int, help="at most N annotations per task (seeded choice)")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--output", default="report", help="directory for report.md and report.json")
+    parser.add_argument("--no-blind", action="store_true", help="skip the blind baseline")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, help="cap every answer at N tokens (quick runs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    arguments = parser.parse_args(argv)
+    if arguments.limit is not None and arguments.limit < 1:
+        print("threed-llm eval: --limit must be at least 1", file=sys.stderr)
+        return 2
+    settings = EvalSettings(split=arguments.split, limit=arguments.limit, tasks=tuple(arguments.tasks),
+                            blind=not arguments.no_blind, seed=arguments.seed, progress=not arguments.quiet,
+                            max_new_tokens=arguments.max_new_tokens)
+    try:
+        document = evaluate(arguments.checkpoint, arguments.dataset, arguments.output, settings)
+    except ThreeDLLMError as error:
+        print(f"threed-llm eval: {error}", file=sys.stderr)
+        return 2
+    print((Path(arguments.output) / "report.md").read_text())
+    print(f"wrote {arguments.output}/report.md and report.json in {document['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Turn dataset items (SceneRecord, Annotation) into model batches.
+
+* Scenes: ``prepare_scenes`` on each record's points and colours with the record's
+  ``up_axis``; the result is cached per scene id (:class:`SceneCache`), so a scene is
+  preprocessed once however many annotations and epochs use it.
+* Text: the ``<box>`` marker of prompts and answers becomes the model's 7 location
+  tokens of the annotation's ``target_box`` (``ThreeDLLM.box_text_metres``). Grounding
+  targets start with the ``<box3d>`` query token, LLMI3D style: its hidden state sees the
+  scene and the prompt only and feeds the box head, whose regression target is the
+  normalised ``target_box``. At inference the same position is reached by generating, or
+  by forcing ``answer_prefix="<box3d>"``; the text after it then writes the description
+  and the location tokens, so one generation gives both box outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from threed_llm_ros.data.annotations import BOX_TOKEN, Annotation
+from threed_llm_ros.data.dataset import SceneRecord
+from threed_llm_ros.model.box_head import BOX3D_TOKEN
+from threed_llm_ros.model.preprocessing import PreprocessConfig, SceneBatch, boxes_to_normalized, prepare_scenes
+
+#: Prefix forced before a grounding answer so the box head reads the ``<box3d>`` state.
+GROUNDING_ANSWER_PREFIX = BOX3D_TOKEN
+
+
+@dataclass
+class TrainingBatch:
+    """What ``ThreeDLLM.forward`` takes, plus the items' tasks (for logging)."""
+
+    scene: SceneBatch
+    prompts: list[str]
+    targets: list[str]
+    target_boxes: list[np.ndarray | None]  # normalised 7-vectors for the box head, None where no <box3d>
+    tasks: list[str]
+
+    @property
+    def size(self) -> int:
+        """Number of samples."""
+        return len(self.prompts)
+
+
+def concatenate_scenes(scenes: Sequence[SceneBatch]) -> SceneBatch:
+    """One SceneBatch of several (all with the up axis of the first: boxes live in the gravity frame)."""
+    if not scenes:
+        raise ValueError("concatenate_scenes needs at least one scene batch")
+    valid = [s.num_valid_points for s in scenes]
+    return SceneBatch(
+        patches=torch.cat([s.patches for s in scenes]),
+        centers=torch.cat([s.centers for s in scenes]),
+        offset=torch.cat([s.offset for s in scenes]),
+        scale=torch.cat([s.scale for s in scenes]),
+        up_axis=scenes[0].up_axis,
+        num_valid_points=None if any(v is None for v in valid) else torch.cat(valid),  # type: ignore[arg-type]
+    )
+
+
+class SceneCache:
+    """Preprocessed scenes (a SceneBatch of one each) keyed by scene id."""
+
+    def __init__(self, config: PreprocessConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+        self._scenes: dict[str, SceneBatch] = {}
+
+    def __len__(self) -> int:
+        return len(self._scenes)
+
+    def get(self, record: SceneRecord | str, loader: Callable[[str], SceneRecord] | None = None) -> SceneBatch:
+        """The prepared scene of a record (or of a scene id, read through ``loader`` only when not cached)."""
+        scene_id = record if isinstance(record, str) else record.scene_id
+        scene = self._scenes.get(scene_id)
+        if scene is None:
+            if isinstance(record, str):
+                if loader is None:
+                    raise ValueError(f"scene {record!r} is not cached and no loader was given")
+                record = loader(record)
+            config = replace(self.config, up_axis=record.up_axis)
+            scene = prepare_scenes([(record.points, record.colors)], config, seed=self.seed)
+            self._scenes[scene_id] = scene
+        return scene
+
+
+def box_tokens(model, annotation: Annotation, scene: SceneBatch) -> str:
+    """The location-token text of the annotation's target box in ``scene`` (a batch of one)."""
+    if annotation.target_box is None:
+        raise ValueError(f"a {annotation.task} annotation uses {BOX_TOKEN} but has no target_box")
+    return model.box_text_metres(annotation.target_box, scene, 0)
+
+
+def fill_box_marker(text: str, model, annotation: Annotation, scene: SceneBatch) -> str:
+    """``text`` with every ``<box>`` replaced by the target box's location tokens."""
+    if BOX_TOKEN not in text:
+        return text
+    return text.replace(BOX_TOKEN, box_tokens(model, annotation, scene))
+
+
+def model_prompt(model, annotation: Annotation, scene: SceneBatch) -> str:
+    """The prompt as the model reads it (``<box>`` filled)."""
+    return fill_box_marker(annotation.prompt, model, annotation, scene)
+
+
+def model_target(model, annotation: Annotation, scene: SceneBatch) -> tuple[str, np.ndarray | None]:
+    """The answer as the model writes it and, for grounding, the normalised box for the ``<box3d>`` head."""
+    answer = fill_box_marker(annotation.answer, model, annotation, scene)
+    if annotation.task != "grounding" or annotation.target_box is None:
+        return answer, None
+    metres = torch.as_tensor(annotation.target_box.to_array(), dtype=torch.float64).reshape(1, 1, 7)
+    normalized = boxes_to_normalized(metres, scene)[0, 0].numpy()
+    return f"{GROUNDING_ANSWER_PREFIX} {answer}", normalized
+
+
+def collate(
+    model,
+    items: Sequence[tuple[SceneRecord | str, Annotation]],
+    cache: SceneCache,
+    loader: Callable[[str], SceneRecord] | None = None,
+) -> TrainingBatch:
+    """A training batch of (record or scene id, annotation) items; scenes come from (and fill) ``cache``."""
+    scenes, prompts, targets, boxes, tasks = [], [], [], [], []
+    for record, annotation in items:
+        scene = cache.get(record, loader)
+        scenes.append(scene)
+        prompts.append(model_prompt(model, annotation, scene))
+        target, box = model_target(model, annotation, scene)
+        targets.append(target)
+        boxes.append(box)
+        tasks.append(annotation.task)
+    return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks)
