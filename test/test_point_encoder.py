@@ -101,5 +101,7 @@ def test_gradients_reach_every_parameter() -> None:
     encoder.train()
     patches, centers = random_input(2, seed=5)
     encoder(patches, centers).square().mean().backward()
-    missing = [name for name, parameter in encoder.named_parameters() if parameter.grad is None or not parameter.grad.any()]
+    missing = [
+        name for name, parameter in encoder.named_parameters() if parameter.grad is None or not parameter.grad.any()
+    ]
     assert missing == []

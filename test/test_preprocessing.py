@@ -163,7 +163,9 @@ def test_voxel_downsample_averages_points_in_each_voxel() -> None:
 @pytest.mark.parametrize("method", ["voxel", "random", "voxel_fps"])
 def test_subsampling_keeps_the_scene_extent(method: str) -> None:
     xyz, rgb = room_cloud(6000, seed=4)
-    config = PreprocessConfig(num_points=512, num_groups=64, group_size=8, subsample=method, voxel_size=0.05, up_axis="z")
+    config = PreprocessConfig(
+        num_points=512, num_groups=64, group_size=8, subsample=method, voxel_size=0.05, up_axis="z"
+    )
     batch = prepare_scenes([(xyz, rgb)], config)
     assert batch.patches.shape == (1, 64, 8, 6)
     recovered = grouped_points_metres(batch)[0, :, :3]

@@ -63,7 +63,9 @@ def test_config_json_round_trip_and_validation() -> None:
     assert SceneEncoderConfig.preset("base").preprocess.num_groups == 512
     with pytest.raises(ConfigError, match="num_groups"):
         SceneEncoderConfig(
-            preprocess=PreprocessConfig(num_groups=64), encoder=PointEncoderConfig(num_groups=128), qformer=QFormerConfig()
+            preprocess=PreprocessConfig(num_groups=64),
+            encoder=PointEncoderConfig(num_groups=128),
+            qformer=QFormerConfig(),
         )
     with pytest.raises(ConfigError, match="unknown key"):
         SceneEncoderConfig.from_dict({**tiny_config().to_dict(), "decoder": {}})

@@ -20,10 +20,14 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def config_from_dict(config_class: type[ConfigT], data: dict[str, Any], nested: dict[str, type] | None = None) -> ConfigT:
+def config_from_dict(
+    config_class: type[ConfigT], data: dict[str, Any], nested: dict[str, type] | None = None
+) -> ConfigT:
     """Build ``config_class`` from a dict; ``nested`` maps field names to config classes built recursively."""
     if not isinstance(data, dict):
-        raise ConfigError(config_class.__name__, f"expected a mapping, got {type(data).__name__}", "pass a dict/JSON object")
+        raise ConfigError(
+            config_class.__name__, f"expected a mapping, got {type(data).__name__}", "pass a dict/JSON object"
+        )
     known = {field.name for field in dataclasses.fields(config_class)}
     unknown = sorted(set(data) - known)
     if unknown:

@@ -41,12 +41,18 @@ class PointEncoderConfig:
     def __post_init__(self) -> None:
         for name in ("num_groups", "group_size", "in_channels", "width", "depth", "heads", "patch_channels"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"encoder.{name}", f"must be at least 1, got {getattr(self, name)}", "use a positive size")
+                raise ConfigError(
+                    f"encoder.{name}", f"must be at least 1, got {getattr(self, name)}", "use a positive size"
+                )
         if self.in_channels < 3:
-            raise ConfigError("encoder.in_channels", f"need xyz at least (3), got {self.in_channels}", "use 6 for xyz+rgb")
+            raise ConfigError(
+                "encoder.in_channels", f"need xyz at least (3), got {self.in_channels}", "use 6 for xyz+rgb"
+            )
         if self.width % self.heads:
             raise ConfigError(
-                "encoder.heads", f"width {self.width} is not divisible by heads {self.heads}", "pick heads dividing width"
+                "encoder.heads",
+                f"width {self.width} is not divisible by heads {self.heads}",
+                "pick heads dividing width",
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("encoder.dropout", f"must be in [0, 1), got {self.dropout}", "use 0.0 to 0.2")

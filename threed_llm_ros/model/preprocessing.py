@@ -173,7 +173,9 @@ def knn_indices(queries: torch.Tensor, points: torch.Tensor, k: int) -> torch.Te
     distance block stays below ~16M elements.
     """
     if queries.dim() != 3 or points.dim() != 3 or queries.shape[-1] != 3 or points.shape[-1] != 3:
-        raise ValueError(f"need queries (B, G, 3) and points (B, N, 3), got {tuple(queries.shape)}, {tuple(points.shape)}")
+        raise ValueError(
+            f"need queries (B, G, 3) and points (B, N, 3), got {tuple(queries.shape)}, {tuple(points.shape)}"
+        )
     if queries.shape[0] != points.shape[0]:
         raise ValueError(f"batch sizes differ: {queries.shape[0]} queries vs {points.shape[0]} clouds")
     batch_size, num_queries, _ = queries.shape
@@ -205,6 +207,8 @@ def voxel_downsample(
     cells = torch.floor(xyz / voxel_size).to(torch.int64)
     cells = cells - cells.min(dim=0).values
     extent = cells.max(dim=0).values + 1
+    if math.prod(int(axis) for axis in extent) >= 2**62:
+        raise ValueError(f"voxel_size {voxel_size} is too small for a cloud this large (voxel keys overflow)")
     keys = (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
     _, voxel_of_point = torch.unique(keys, sorted=True, return_inverse=True)
     num_voxels = int(voxel_of_point.max()) + 1
@@ -222,7 +226,9 @@ def _as_tensor(values: PointArray) -> torch.Tensor:
     """A tensor view of an array (copied only when numpy marks it read-only, e.g. message buffers)."""
     if isinstance(values, torch.Tensor):
         return values
-    array = np.asarray(values)
+    array = np.ascontiguousarray(values)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     if not array.flags.writeable:
         array = array.copy()
     return torch.from_numpy(array)

@@ -39,16 +39,23 @@ class QFormerConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("num_experts", "queries_per_expert", "top_k", "width", "depth", "heads", "encoder_width", "router_hidden"):
+        sizes = ("num_experts", "queries_per_expert", "top_k", "width", "depth", "heads")
+        for name in (*sizes, "encoder_width", "router_hidden"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"qformer.{name}", f"must be at least 1, got {getattr(self, name)}", "use a positive size")
+                raise ConfigError(
+                    f"qformer.{name}", f"must be at least 1, got {getattr(self, name)}", "use a positive size"
+                )
         if self.top_k > self.num_experts:
             raise ConfigError(
-                "qformer.top_k", f"{self.top_k} exceeds num_experts {self.num_experts}", "use top_k <= num_experts (e.g. 2)"
+                "qformer.top_k",
+                f"{self.top_k} exceeds num_experts {self.num_experts}",
+                "use top_k <= num_experts (e.g. 2)",
             )
         if self.width % self.heads:
             raise ConfigError(
-                "qformer.heads", f"width {self.width} is not divisible by heads {self.heads}", "pick heads dividing width"
+                "qformer.heads",
+                f"width {self.width} is not divisible by heads {self.heads}",
+                "pick heads dividing width",
             )
         if self.load_balance_weight < 0:
             raise ConfigError(
@@ -150,9 +157,10 @@ class MixtureOfQueryExperts(nn.Module):
 
     def forward(self, encoder_tokens: torch.Tensor) -> MixtureOfQueryExpertsOutput:
         """Route, run only the chosen experts' query sets, and mix them."""
-        if encoder_tokens.dim() != 3 or encoder_tokens.shape[-1] != self.config.encoder_width or encoder_tokens.shape[1] < 2:
+        width = self.config.encoder_width
+        if encoder_tokens.dim() != 3 or encoder_tokens.shape[-1] != width or encoder_tokens.shape[1] < 2:
             raise ValueError(
-                f"encoder_tokens must be (B, 1+G, {self.config.encoder_width}) with G >= 1, got {tuple(encoder_tokens.shape)}"
+                f"encoder_tokens must be (B, 1+G, {width}) with G >= 1, got {tuple(encoder_tokens.shape)}"
             )
         router_probs, chosen, chosen_weights = self.route(encoder_tokens)
         keys = self.encoder_norm(encoder_tokens)

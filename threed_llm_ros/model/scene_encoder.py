@@ -34,7 +34,8 @@ class SceneEncoderConfig:
     output_dim: int = SMOLLM2_135M_HIDDEN
 
     def __post_init__(self) -> None:
-        if (self.preprocess.num_groups, self.preprocess.group_size) != (self.encoder.num_groups, self.encoder.group_size):
+        preprocess_groups = (self.preprocess.num_groups, self.preprocess.group_size)
+        if preprocess_groups != (self.encoder.num_groups, self.encoder.group_size):
             raise ConfigError(
                 "preprocess.num_groups/group_size",
                 f"preprocessing makes {self.preprocess.num_groups} groups of {self.preprocess.group_size} but the "
@@ -42,13 +43,17 @@ class SceneEncoderConfig:
                 "make preprocess and encoder num_groups/group_size equal",
             )
         if self.output_dim < 1:
-            raise ConfigError("output_dim", f"must be positive, got {self.output_dim}", "use the language model's hidden size")
+            raise ConfigError(
+                "output_dim", f"must be positive, got {self.output_dim}", "use the language model's hidden size"
+            )
 
     @classmethod
     def preset(cls, name: str, output_dim: int = SMOLLM2_135M_HIDDEN) -> "SceneEncoderConfig":
         """``"mini"`` (CPU-fast default) or ``"base"`` (MiniGPT-3D-sized encoder)."""
         if name not in _PRESET_GROUPS:
-            raise ConfigError("scene encoder preset", f"unknown preset {name!r}", f"use one of {sorted(_PRESET_GROUPS)}")
+            raise ConfigError(
+                "scene encoder preset", f"unknown preset {name!r}", f"use one of {sorted(_PRESET_GROUPS)}"
+            )
         encoder = PointEncoderConfig.preset(name)
         return cls(
             preprocess=PreprocessConfig(num_groups=encoder.num_groups, group_size=encoder.group_size),

@@ -469,6 +469,7 @@ class ThreeDLLM(nn.Module):
         on_token: Callable[[str], None] | None = None,
         blind: bool | None = None,
         answer_prefix: str = "",
+        scene_tokens: torch.Tensor | None = None,
     ) -> GenerationResult:
         """Answer ``prompt`` about one scene, streaming text pieces to ``on_token``.
 
@@ -479,6 +480,9 @@ class ThreeDLLM(nn.Module):
         frame of the scene; in blind mode too when a scene is given, else none).
         ``answer_prefix`` forces the start of the answer (e.g. ``"<box3d>"`` to always get
         the head's box); it is part of the prompt, not of ``text``, but its boxes count.
+        ``scene_tokens`` (1, Q, hidden), when given, are used instead of running the scene
+        encoder on ``scene`` (an exported encoder's output, see ``runtime.backends``);
+        ``scene`` still gives the frame for boxes.
         """
         blind = self.config.blind if blind is None else blind
         limit = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
@@ -493,7 +497,12 @@ class ThreeDLLM(nn.Module):
         box_hidden: torch.Tensor | None = None
         with self._evaluating():
             start = time.perf_counter()
-            scene_tokens = None if blind else self.encode_scene(scene).scene_tokens
+            if blind:
+                scene_tokens = None
+            elif scene_tokens is None:
+                scene_tokens = self.encode_scene(scene).scene_tokens
+            else:
+                scene_tokens = scene_tokens.to(self.device)
             timings["scene_encoder_s"] = time.perf_counter() - start
             num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
             prefix = self._token_ids(self.prompt_text(prompt, num_scene_tokens, blind=blind))
