@@ -74,7 +74,7 @@ def test_navigation_goal_stands_off_the_footprint_and_faces_the_box() -> None:
     [
         ({"checkpoint": "/nonexistent/threed-llm-mini"}, "checkpoint"),
         ({"checkpoint": ""}, "checkpoint"),
-        ({"checkpoint": "x", "backend": "onnxruntime"}, "backend"),
+        ({"checkpoint": "x", "backend": "openvino"}, "backend"),
         ({"checkpoint": "x", "backend": "tensorrt"}, "backend"),
         ({"checkpoint": "x", "up_axis": "y"}, "up_axis"),
         ({"checkpoint": "x", "device": "gpu"}, "device"),

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("threed_llm_ros.eval.evaluate", "evaluate a checkpoint and its blind baseline; Markdown + JSON report"),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
+    "export": ("threed_llm_ros.runtime.export", "export the scene encoder and box head to ONNX (threed-llm export onnx ...)"),
+    "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out"),
     "bench-conversions": (
         "threed_llm_ros.ros.bench_conversions",
         "time PointCloud2/Image/depth conversions for a 640x480 frame (JSON out)",

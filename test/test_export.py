@@ -1,0 +1,161 @@
+"""ONNX export of the scene encoder (+ MQE + projector) and the box head, checked against torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from threed_llm_ros.model.box_head import BoxHead
+from threed_llm_ros.model.preprocessing import prepare_scenes
+from threed_llm_ros.model.scene_encoder import SceneEncoder, SceneEncoderConfig
+from threed_llm_ros.runtime import export
+from threed_llm_ros.runtime.backends import OnnxRuntimeBoxHead, OnnxRuntimeSceneEncoder, TorchSceneEncoder
+
+TOLERANCE = 1e-4  # fp32, absolute
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SceneEncoder:
+    torch.manual_seed(3)
+    return SceneEncoder(SceneEncoderConfig.preset("mini")).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(encoder: SceneEncoder, tmp_path_factory) -> export.ExportedGraph:
+    return export.export_scene_encoder(encoder, tmp_path_factory.mktemp("onnx") / "scene_encoder.onnx", opset=17)
+
+
+@pytest.fixture(scope="module")
+def runtime_encoder(exported: export.ExportedGraph) -> OnnxRuntimeSceneEncoder:
+    return OnnxRuntimeSceneEncoder(exported.path, providers=["CPUExecutionProvider"], threads=1)
+
+
+def _random_inputs(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 128, 32, 6, generator=generator) * 0.1, torch.rand(batch, 128, 3, generator=generator) * 2 - 1
+
+
+def _assert_matches_torch(encoder: SceneEncoder, runtime: OnnxRuntimeSceneEncoder, patches, centers) -> None:
+    reference_tokens, reference_weights = TorchSceneEncoder(encoder).encode(patches, centers)
+    tokens, weights = runtime.encode(patches.numpy(), centers.numpy())
+    assert tokens.shape == reference_tokens.shape == (patches.shape[0], 32, 576)
+    assert weights.shape == reference_weights.shape == (patches.shape[0], 8)
+    assert float((tokens - reference_tokens).abs().max()) < TOLERANCE
+    assert float((weights - reference_weights).abs().max()) < TOLERANCE
+    assert torch.equal(weights > 0, reference_weights > 0), "the same experts are chosen"
+    assert torch.all((weights > 0).sum(dim=1) == 2), "top-2 routing"
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_onnxruntime_matches_torch_on_random_scenes(encoder, runtime_encoder, batch: int) -> None:
+    _assert_matches_torch(encoder, runtime_encoder, *_random_inputs(batch, seed=batch))
+
+
+def test_different_scenes_in_one_batch_pick_their_own_experts(encoder, runtime_encoder) -> None:
+    """Dynamic batch: each row of a batch of 3 equals that scene run alone (no batch-1 broadcast baked in)."""
+    patches, centers = _random_inputs(3, seed=11)
+    patches[1] *= 8.0  # push scenes apart so the router may differ
+    centers[2] = centers[2].flip(-1)
+    tokens, weights = runtime_encoder.encode(patches, centers)
+    for row in range(3):
+        alone_tokens, alone_weights = runtime_encoder.encode(patches[row : row + 1], centers[row : row + 1])
+        assert float((tokens[row] - alone_tokens[0]).abs().max()) < TOLERANCE
+        assert torch.allclose(weights[row], alone_weights[0], atol=TOLERANCE)
+
+
+def _sunrgbd_cloud(realdata: Path) -> np.ndarray:
+    return np.load(realdata / "sunrgbd_mmdet3d" / "lidar" / "000001.npz")["pc"]
+
+
+def test_onnxruntime_matches_torch_on_real_scenes(encoder, runtime_encoder, realdata: Path) -> None:
+    cloud = _sunrgbd_cloud(realdata)
+    mirrored = cloud.copy()
+    mirrored[:, 0] *= -1.0
+    scenes = [(cloud[:, :3], cloud[:, 3:]), (cloud[: len(cloud) // 2, :3], cloud[: len(cloud) // 2, 3:]),
+              (mirrored[:, :3], mirrored[:, 3:])]
+    config = encoder.config.preprocess
+    config = type(config)(**{**config.to_dict(), "up_axis": "z"})
+    single = prepare_scenes(scenes[:1], config, seed=0)
+    _assert_matches_torch(encoder, runtime_encoder, single.patches, single.centers)
+    batch = prepare_scenes(scenes, config, seed=0)
+    assert batch.batch_size == 3
+    _assert_matches_torch(encoder, runtime_encoder, batch.patches, batch.centers)
+
+
+def test_sidecar_records_opset_hash_names_and_shapes(exported: export.ExportedGraph) -> None:
+    metadata = json.loads(exported.sidecar.read_text())
+    assert exported.sidecar == exported.path.with_suffix(".json")
+    assert metadata["opset"] == 17
+    assert metadata["sha256"] == export.file_sha256(exported.path) == exported.sha256
+    assert [item["name"] for item in metadata["inputs"]] == ["patches", "centers"]
+    assert [item["name"] for item in metadata["outputs"]] == ["scene_tokens", "expert_weights"]
+    assert metadata["inputs"][0]["shape"] == ["batch", 128, 32, 6]
+    assert metadata["outputs"][0]["shape"] == ["batch", 32, 576]
+    assert metadata["outputs"][1]["shape"] == ["batch", 8]
+    import onnx
+
+    model = onnx.load(str(exported.path))
+    assert {entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")} == {17}
+    batch_dimension = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dimension.dim_param == "batch", "the batch axis is dynamic"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_box_head_graph_matches_torch(tmp_path: Path, batch: int) -> None:
+    torch.manual_seed(0)
+    head = BoxHead(576).eval()
+    graph = export.export_box_head(head, tmp_path / "box_head.onnx")
+    hidden = torch.randn(batch, 576) * 2.0
+    with torch.inference_mode():
+        reference = head.decode(head(hidden))
+    predicted = OnnxRuntimeBoxHead(graph.path, providers=["CPUExecutionProvider"], threads=1).predict(hidden)
+    assert predicted.shape == (batch, 7)
+    assert float((predicted - reference).abs().max()) < TOLERANCE
+    assert bool((predicted[:, 3:6] > 0).all()) and bool((predicted[:, 6].abs() <= np.pi + 1e-6).all())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+
+    return build_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "untrained-mini")
+
+
+@pytest.mark.slow
+def test_cli_exports_both_graphs_of_a_checkpoint(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "out" / "encoder.onnx"
+    assert export.main(["onnx", "--checkpoint", str(checkpoint), "--output", str(output), "--opset", "18"]) == 0
+    printed = capsys.readouterr().out
+    assert "ONNX Runtime vs torch" in printed
+    for path in (output, output.parent / export.BOX_HEAD_FILE):
+        metadata = export.read_sidecar(path)
+        assert metadata["opset"] == 18
+        assert metadata["checkpoint"] == str(checkpoint.resolve())
+        assert metadata["checkpoint_sha256"] == export.checkpoint_weights_sha256(checkpoint)
+    encoder, head, _ = export.load_exportable_parts(checkpoint)
+    patches, centers = _random_inputs(2, seed=5)
+    runtime = OnnxRuntimeSceneEncoder(output, providers=["CPUExecutionProvider"], threads=1)
+    _assert_matches_torch(encoder, runtime, patches, centers)
+
+
+@pytest.mark.slow
+def test_ensure_exported_reuses_current_graphs_and_replaces_stale_ones(checkpoint: Path, tmp_path: Path) -> None:
+    encoder_path, head_path = export.ensure_exported(checkpoint, directory=tmp_path)
+    first = encoder_path.stat().st_mtime_ns
+    assert export.ensure_exported(checkpoint, directory=tmp_path) == (encoder_path, head_path)
+    assert encoder_path.stat().st_mtime_ns == first, "a current export is reused"
+    encoder_path.write_bytes(encoder_path.read_bytes()[:-10])  # damaged file: its hash no longer matches the sidecar
+    export.ensure_exported(checkpoint, directory=tmp_path)
+    assert export.read_sidecar(encoder_path)["sha256"] == export.file_sha256(encoder_path)
+    OnnxRuntimeSceneEncoder(encoder_path, threads=1)  # loadable again
+
+
+def test_missing_graph_is_a_model_file_error(tmp_path: Path) -> None:
+    from threed_llm_ros.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="threed-llm export onnx"):
+        OnnxRuntimeSceneEncoder(tmp_path / "absent.onnx")
