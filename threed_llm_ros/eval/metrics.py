@@ -20,10 +20,6 @@ import re
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.rouge.rouge import Rouge
-
 from threed_llm_ros.data.annotations import plan_text as format_plan_text
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
@@ -81,6 +77,11 @@ def text_metrics(
     gts = {str(position): [" ".join(tokenize(reference)) for reference in _as_references(references[key])]
            for position, key in enumerate(keys)}
     res = {str(position): [" ".join(tokenize(predictions[key]))] for position, key in enumerate(keys)}
+    # Imported here so the plan parser and grounding metrics work on a robot without pycocoevalcap.
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.eval.metrics import parse_plan_text
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import (
     UP_AXIS_ROTATIONS,
@@ -61,28 +62,6 @@ CHECKPOINT_FIX = (
     "save_checkpoint / training), or train the default one into models/threed-llm-mini"
 )
 _ANGLE_TOKEN = re.compile(r"<[^<>\s]+>")
-
-
-def parse_plan_text(text: str) -> list[dict[str, str]]:
-    """Steps of the plan text format; the evaluation's parser when present (one format everywhere)."""
-    try:
-        from threed_llm_ros.eval.metrics import parse_plan_text as evaluation_parser
-    except ImportError:  # the evaluation extras (pycocoevalcap) are not installed
-        evaluation_parser = None
-    if evaluation_parser is not None:
-        return evaluation_parser(text)
-    steps = []
-    for part in re.split(r"[;\n]", text):
-        match = re.match(r"^\s*(?:\d+\s*[.)]\s*)?([A-Za-z_]+)\s*\((.*)\)\s*\.?\s*$", part)
-        if match is None:
-            continue
-        arguments = [argument.strip() for argument in match.group(2).split(",")]
-        if arguments and arguments[0]:
-            step = {"action": match.group(1).lower(), "target": arguments[0]}
-            if len(arguments) > 1 and arguments[1]:
-                step["destination"] = arguments[1]
-            steps.append(step)
-    return steps
 
 
 @dataclass(frozen=True)
