@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("threed_llm_ros.train.trainer", "train the 3D-LLM with the cascaded recipe (config/train_*.yaml)"),
     "eval": ("threed_llm_ros.eval.evaluate", "evaluate a checkpoint and its blind baseline; Markdown + JSON report"),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
+    "ask": ("threed_llm_ros.ask", "answer a prompt about a .ply/.pcd/.npz point cloud, without ROS"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
     "export": ("threed_llm_ros.runtime.export", "export the scene encoder and box head to ONNX (threed-llm export onnx ...)"),
     "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out"),
