@@ -243,6 +243,9 @@ def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, che
         process.stop()
 
 
+BAD_IMAGE_REPEATS = 3
+
+
 @pytest.mark.slow
 def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint: Path) -> None:
     intrinsics = CameraIntrinsics.from_field_of_view(320, 240, 60.0)
@@ -270,7 +273,11 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
 
         sensor = Publisher(15.0, publish_trio)
         probe.wait_for(lambda: len(probe.messages("caption")) >= 1, STARTUP_S, process, "a caption from RGB-D input")
-        publishers["color/image_raw"].publish(bad_color)
+        # Sensor topics are best effort with a short keep-last queue, and 15 Hz good frames
+        # follow: one bad image can be overwritten before a busy node reads it. Send a few.
+        for _ in range(BAD_IMAGE_REPEATS):
+            publishers["color/image_raw"].publish(bad_color)
+            time.sleep(0.3)
         # Let the allocator settle first: each executor thread that runs the model grows its own
         # malloc arena once (measured: RSS plateaus after ~6 inferences), which is not a queue.
         probe.wait_for(lambda: len(probe.messages("caption")) >= 6, 120, process, "six captions")
@@ -283,10 +290,17 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
         sensor.stop()
 
         assert last["frame_id"] == FRAME_ID
-        assert int(last["frames_dropped"]) - int(first["frames_dropped"]) > 50, (first, last)
+        # How many frames arrive depends on the machine's load; what must hold is that the
+        # slow model consumes few of them and the rest are dropped, not queued.
+        received = int(last["frames_received"]) - int(first["frames_received"])
+        dropped = int(last["frames_dropped"]) - int(first["frames_dropped"])
+        consumed = int(last["frames_consumed"]) - int(first["frames_consumed"])
+        assert received >= 10, (first, last)
+        assert consumed <= 16.0 / 4.0 + 1, (first, last)  # at most one per inference (4 s delay each)
+        assert dropped >= received - consumed - 1, (first, last)  # everything else dropped: no queue
         assert int(last["frames_consumed"]) < int(last["frames_received"]) / 5
         assert abs(rss_last - rss_first) < 50 * 2**20, f"RSS {rss_first / 2**20:.0f} -> {rss_last / 2**20:.0f} MiB"
-        assert int(last.get("bad_messages.image", 0)) == 1
+        assert 1 <= int(last.get("bad_messages.image", 0)) <= BAD_IMAGE_REPEATS
         # Captions continue after the bad image (each one takes the 4 s delay plus inference,
         # which is slow on a loaded 2-core machine, so wait for it rather than assume 16 s).
         sensor = Publisher(15.0, publish_trio)
