@@ -69,8 +69,9 @@ def test_scene_tokens_of_both_backends_agree(engines, cloud: SceneCloud) -> None
     scene, _ = torch_engine._prepare(cloud, {})
     with torch.inference_mode():
         reference = torch_engine.model.encode_scene(scene)
-    tokens, weights = onnx_engine.scene_backend.encode(scene.patches, scene.centers)
+    tokens, weights, patch_tokens = onnx_engine.scene_backend.encode(scene.patches, scene.centers)
     assert float((tokens - reference.scene_tokens).abs().max()) < 1e-4
+    assert float((patch_tokens - reference.patch_tokens).abs().max()) < 1e-4
     assert float((weights - reference.expert_weights).abs().max()) < 1e-4
 
 

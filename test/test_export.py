@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from threed_llm_ros.model.box_head import BoxHead
+from threed_llm_ros.model.box_head import BoxHead, BoxHeadConfig
 from threed_llm_ros.model.preprocessing import prepare_scenes
 from threed_llm_ros.model.scene_encoder import SceneEncoder, SceneEncoderConfig
 from threed_llm_ros.runtime import export
@@ -40,9 +40,11 @@ def _random_inputs(batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _assert_matches_torch(encoder: SceneEncoder, runtime: OnnxRuntimeSceneEncoder, patches, centers) -> None:
-    reference_tokens, reference_weights = TorchSceneEncoder(encoder).encode(patches, centers)
-    tokens, weights = runtime.encode(patches.numpy(), centers.numpy())
+    reference_tokens, reference_weights, reference_patches = TorchSceneEncoder(encoder).encode(patches, centers)
+    tokens, weights, patch_tokens = runtime.encode(patches.numpy(), centers.numpy())
     assert tokens.shape == reference_tokens.shape == (patches.shape[0], 32, 576)
+    assert patch_tokens.shape == reference_patches.shape == (patches.shape[0], 128, encoder.config.encoder.width)
+    assert float((patch_tokens - reference_patches).abs().max()) < TOLERANCE
     assert weights.shape == reference_weights.shape == (patches.shape[0], 8)
     assert float((tokens - reference_tokens).abs().max()) < TOLERANCE
     assert float((weights - reference_weights).abs().max()) < TOLERANCE
@@ -60,9 +62,9 @@ def test_different_scenes_in_one_batch_pick_their_own_experts(encoder, runtime_e
     patches, centers = _random_inputs(3, seed=11)
     patches[1] *= 8.0  # push scenes apart so the router may differ
     centers[2] = centers[2].flip(-1)
-    tokens, weights = runtime_encoder.encode(patches, centers)
+    tokens, weights, _ = runtime_encoder.encode(patches, centers)
     for row in range(3):
-        alone_tokens, alone_weights = runtime_encoder.encode(patches[row : row + 1], centers[row : row + 1])
+        alone_tokens, alone_weights, _ = runtime_encoder.encode(patches[row : row + 1], centers[row : row + 1])
         assert float((tokens[row] - alone_tokens[0]).abs().max()) < TOLERANCE
         assert torch.allclose(weights[row], alone_weights[0], atol=TOLERANCE)
 
@@ -92,10 +94,11 @@ def test_sidecar_records_opset_hash_names_and_shapes(exported: export.ExportedGr
     assert metadata["opset"] == 17
     assert metadata["sha256"] == export.file_sha256(exported.path) == exported.sha256
     assert [item["name"] for item in metadata["inputs"]] == ["patches", "centers"]
-    assert [item["name"] for item in metadata["outputs"]] == ["scene_tokens", "expert_weights"]
+    assert [item["name"] for item in metadata["outputs"]] == ["scene_tokens", "expert_weights", "patch_tokens"]
     assert metadata["inputs"][0]["shape"] == ["batch", 128, 32, 6]
     assert metadata["outputs"][0]["shape"] == ["batch", 32, 576]
     assert metadata["outputs"][1]["shape"] == ["batch", 8]
+    assert metadata["outputs"][2]["shape"] == ["batch", 128, 256]
     import onnx
 
     model = onnx.load(str(exported.path))
@@ -104,18 +107,40 @@ def test_sidecar_records_opset_hash_names_and_shapes(exported: export.ExportedGr
     assert batch_dimension.dim_param == "batch", "the batch axis is dynamic"
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_box_head_graph_matches_torch(tmp_path: Path, batch: int) -> None:
+@pytest.mark.parametrize("context", ["points", "encoder", "both"])
+@pytest.mark.parametrize("batch,groups", [(1, 128), (3, 64)])
+def test_box_head_graph_matches_torch(tmp_path: Path, batch: int, groups: int, context: str) -> None:
     torch.manual_seed(0)
-    head = BoxHead(576).eval()
-    graph = export.export_box_head(head, tmp_path / "box_head.onnx")
+    head = BoxHead(576, BoxHeadConfig(context=context), context_dim=256).eval()
+    graph = export.export_box_head(head, tmp_path / "box_head.onnx", num_groups=128)
+    scene = {
+        "patches": torch.randn(batch, groups, 32, 6) * 0.1,
+        "patch_tokens": torch.randn(batch, groups, 256),
+        "centers": torch.rand(batch, groups, 3) * 2 - 1,
+    }
     hidden = torch.randn(batch, 576) * 2.0
     with torch.inference_mode():
-        reference = head.decode(head(hidden))
-    predicted = OnnxRuntimeBoxHead(graph.path, providers=["CPUExecutionProvider"], threads=1).predict(hidden)
+        reference = head.decode(head(hidden, **{name: scene[name] for name in head.scene_inputs}))
+    assert [item["name"] for item in graph.metadata["inputs"]] == ["hidden", *head.scene_inputs]
+    runtime = OnnxRuntimeBoxHead(graph.path, providers=["CPUExecutionProvider"], threads=1)
+    predicted = runtime.predict(hidden, **scene)
+    with pytest.raises(ValueError, match="attends over the scene"):
+        runtime.predict(hidden)
     assert predicted.shape == (batch, 7)
     assert float((predicted - reference).abs().max()) < TOLERANCE
     assert bool((predicted[:, 3:6] > 0).all()) and bool((predicted[:, 6].abs() <= np.pi + 1e-6).all())
+
+
+def test_a_head_without_scene_attention_exports_with_the_hidden_state_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    head = BoxHead(64, BoxHeadConfig(scene_attention=False)).eval()
+    graph = export.export_box_head(head, tmp_path / "box_head.onnx")
+    assert [item["name"] for item in graph.metadata["inputs"]] == ["hidden"]
+    hidden = torch.randn(2, 64)
+    with torch.inference_mode():
+        reference = head.decode(head(hidden))
+    predicted = OnnxRuntimeBoxHead(graph.path, providers=["CPUExecutionProvider"], threads=1).predict(hidden)
+    assert float((predicted - reference).abs().max()) < TOLERANCE
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +165,14 @@ def test_cli_exports_both_graphs_of_a_checkpoint(checkpoint: Path, tmp_path: Pat
     patches, centers = _random_inputs(2, seed=5)
     runtime = OnnxRuntimeSceneEncoder(output, providers=["CPUExecutionProvider"], threads=1)
     _assert_matches_torch(encoder, runtime, patches, centers)
+    # the head graph reads the grouped points and centres the encoder graph reads
+    head_runtime = OnnxRuntimeBoxHead(output.parent / export.BOX_HEAD_FILE, providers=["CPUExecutionProvider"], threads=1)
+    assert head_runtime.input_names == ("hidden", *head.scene_inputs)
+    hidden = torch.randn(2, head.input_dim)
+    scene = {"patches": patches, "centers": centers, "patch_tokens": encoder.export_forward(patches, centers)[2]}
+    with torch.inference_mode():
+        reference = head.decode(head(hidden, **{name: scene[name] for name in head.scene_inputs}))
+    assert float((head_runtime.predict(hidden, **scene) - reference).abs().max()) < TOLERANCE
 
 
 @pytest.mark.slow

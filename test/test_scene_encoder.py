@@ -50,8 +50,10 @@ def test_mini_end_to_end_shapes() -> None:
     assert output.cls_token.shape == (2, config.encoder.width)
     assert output.load_balance_loss.dim() == 0
     assert torch.isfinite(output.scene_tokens).all()
-    assert isinstance(exported, tuple) and len(exported) == 2
+    assert output.patch_tokens.shape == (2, config.encoder.num_groups, config.encoder.width)
+    assert isinstance(exported, tuple) and len(exported) == 3
     assert torch.equal(exported[0], output.scene_tokens) and torch.equal(exported[1], output.expert_weights)
+    assert torch.equal(exported[2], output.patch_tokens)
 
 
 def test_config_json_round_trip_and_validation() -> None:

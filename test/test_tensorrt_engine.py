@@ -157,7 +157,7 @@ def test_real_tensorrt_engine_matches_torch_and_is_cached(tmp_path: Path) -> Non
     for batch in (1, 3):
         patches = torch.randn(batch, 128, 32, 6, generator=generator) * 0.1
         centers = torch.rand(batch, 128, 3, generator=generator) * 2 - 1
-        reference, reference_weights = TorchSceneEncoder(encoder).encode(patches, centers)
-        tokens, weights = second.encode(patches, centers)
+        reference, reference_weights, _ = TorchSceneEncoder(encoder).encode(patches, centers)
+        tokens, weights, _ = second.encode(patches, centers)
         assert float((tokens.cpu() - reference).abs().max()) < 1e-3
         assert torch.equal(weights.cpu() > 0, reference_weights > 0)

@@ -54,7 +54,7 @@ def test_exactly_the_expected_parameters_train(model: ThreeDLLM) -> None:
             groups["norm"] += 1
         else:
             pytest.fail(f"unexpected trainable parameter {name}")
-    assert groups == {"lora": 2 * 4 * 30, "norm": 61, "rows": 1, "scene_encoder": groups["scene_encoder"], "box_head": 6}
+    assert groups == {"lora": 2 * 4 * 30, "norm": 61, "rows": 1, "scene_encoder": groups["scene_encoder"], "box_head": 30}
     encoder_names = {name.split(".")[1] for name in trainable if name.startswith("scene_encoder.")}
     assert encoder_names == {"point_encoder", "point_projector", "query_experts", "modality_projector"}
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]

@@ -88,6 +88,7 @@ class SceneEncoderOutput:
     expert_weights: torch.Tensor  # (B, E), zero outside the top-k
     load_balance_loss: torch.Tensor  # scalar, already weighted
     cls_token: torch.Tensor  # (B, encoder width)
+    patch_tokens: torch.Tensor | None = None  # (B, G, encoder width): what the box head attends over
 
 
 def _projector(in_width: int, out_width: int) -> nn.Sequential:
@@ -115,9 +116,12 @@ class SceneEncoder(nn.Module):
             expert_weights=mixture.expert_weights,
             load_balance_loss=mixture.load_balance_loss,
             cls_token=encoder_tokens[:, 0],
+            patch_tokens=encoder_tokens[:, 1:],
         )
 
-    def export_forward(self, patches: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scene_tokens, expert_weights) as plain tensors, for ONNX/TensorRT export."""
+    def export_forward(
+        self, patches: torch.Tensor, centers: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scene_tokens, expert_weights, patch_tokens) as plain tensors, for ONNX/TensorRT export."""
         output = self.forward(patches, centers)
-        return output.scene_tokens, output.expert_weights
+        return output.scene_tokens, output.expert_weights, output.patch_tokens

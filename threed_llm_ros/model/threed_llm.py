@@ -244,7 +244,12 @@ class ThreeDLLM(nn.Module):
             self.language_model = apply_lora(base, config.lora)
             make_new_rows_trainable(base, self.added_tokens.base_vocab_size)
             self.scene_encoder = SceneEncoder(config.scene_encoder)
-            self.box_head = BoxHead(hidden_size, config.box_head)
+            self.box_head = BoxHead(
+                hidden_size,
+                config.box_head,
+                context_dim=config.scene_encoder.encoder.width,
+                point_channels=config.scene_encoder.encoder.in_channels,
+            )
         self.box3d_id = self.added_tokens.id_of(BOX3D_TOKEN)
         self.placeholder_id = self.added_tokens.id_of(SCENE_PLACEHOLDER_TOKEN)
         self.scene_token_ids = [self.added_tokens.id_of(t) for t in (SCENE_START_TOKEN, SCENE_END_TOKEN)]
@@ -348,6 +353,7 @@ class ThreeDLLM(nn.Module):
         if len(prompts) != len(targets):
             raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
         scene_tokens = None
+        patch_tokens = None
         load_balance = torch.zeros((), device=self.device)
         if not blind:
             if scene is None:
@@ -356,6 +362,7 @@ class ThreeDLLM(nn.Module):
                 raise ValueError(f"{scene.batch_size} scenes but {len(prompts)} prompts")
             encoded = self.encode_scene(scene)
             scene_tokens = encoded.scene_tokens
+            patch_tokens = encoded.patch_tokens
             load_balance = encoded.load_balance_loss
         num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
         batch = self._build_batch(prompts, targets, num_scene_tokens, blind)
@@ -376,8 +383,10 @@ class ThreeDLLM(nn.Module):
             rows, boxes = self._box_rows(batch, target_boxes)
             if rows:
                 positions = [int(p) for p in rows.values()]
-                box_hidden = hidden[list(rows.keys()), positions]
-                box_prediction = self.box_head(box_hidden)
+                samples = list(rows.keys())
+                box_hidden = hidden[samples, positions]
+                scene_inputs = {} if blind else self.box_head_inputs(scene, patch_tokens, samples)
+                box_prediction = self.box_head(box_hidden, **scene_inputs)
                 box_loss = self.box_head.loss(box_prediction, boxes.to(box_hidden))
         loss = (
             language_loss
@@ -385,6 +394,42 @@ class ThreeDLLM(nn.Module):
             + self.config.load_balance_loss_weight * load_balance
         )
         return ThreeDLLMOutput(loss, language_loss, box_loss, load_balance, logits, box_prediction)
+
+    def box_query_states(
+        self,
+        scene: SceneBatch,
+        prompts: Sequence[str],
+        targets: Sequence[str],
+        target_boxes: Sequence[np.ndarray | None],
+    ) -> dict[str, torch.Tensor]:
+        """For the samples with a target box: the ``<box3d>`` hidden state (``hidden``), the box
+        head's scene inputs and the normalised target (``boxes``), as the teacher-forced forward
+        pass sees them (what a head-only stage trains on)."""
+        encoded = self.encode_scene(scene)
+        batch = self._build_batch(prompts, targets, int(encoded.scene_tokens.shape[1]), False)
+        embeddings = self._input_embeddings(batch.input_ids, encoded.scene_tokens)
+        hidden = self.causal_lm.model(
+            inputs_embeds=embeddings, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state
+        rows, boxes = self._box_rows(batch, target_boxes)
+        samples = list(rows.keys())
+        states = {"hidden": hidden[samples, list(rows.values())], "boxes": boxes.to(hidden.device)}
+        states.update(self.box_head_inputs(scene, encoded.patch_tokens, samples))
+        return states
+
+    def box_head_inputs(
+        self, scene: SceneBatch, patch_tokens: torch.Tensor | None, samples: Sequence[int]
+    ) -> dict[str, torch.Tensor]:
+        """The scene inputs the box head reads (``BoxHead.scene_inputs``) for the given samples, float32."""
+        scene = scene.to(self.device)
+        available = {"centers": scene.centers, "patches": scene.patches, "patch_tokens": patch_tokens}
+        inputs = {}
+        for name in self.box_head.scene_inputs:
+            value = available[name]
+            if value is None:
+                raise ValueError(f"the box head needs {name}, which was not computed")
+            inputs[name] = value[list(samples)].float()
+        return inputs
 
     def _box_rows(
         self, batch: _Batch, target_boxes: torch.Tensor | Sequence[np.ndarray | None]
@@ -470,6 +515,7 @@ class ThreeDLLM(nn.Module):
         blind: bool | None = None,
         answer_prefix: str = "",
         scene_tokens: torch.Tensor | None = None,
+        patch_tokens: torch.Tensor | None = None,
     ) -> GenerationResult:
         """Answer ``prompt`` about one scene, streaming text pieces to ``on_token``.
 
@@ -480,9 +526,10 @@ class ThreeDLLM(nn.Module):
         frame of the scene; in blind mode too when a scene is given, else none).
         ``answer_prefix`` forces the start of the answer (e.g. ``"<box3d>"`` to always get
         the head's box); it is part of the prompt, not of ``text``, but its boxes count.
-        ``scene_tokens`` (1, Q, hidden), when given, are used instead of running the scene
-        encoder on ``scene`` (an exported encoder's output, see ``runtime.backends``);
-        ``scene`` still gives the frame for boxes.
+        ``scene_tokens`` (1, Q, hidden) and ``patch_tokens`` (1, G, width), when given, are
+        used instead of running the scene encoder on ``scene`` (an exported encoder's
+        outputs, see ``runtime.backends``); ``scene`` still gives the group centres and
+        the frame for boxes.
         """
         blind = self.config.blind if blind is None else blind
         limit = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
@@ -498,11 +545,15 @@ class ThreeDLLM(nn.Module):
         with self._evaluating():
             start = time.perf_counter()
             if blind:
-                scene_tokens = None
+                scene_tokens = patch_tokens = None
             elif scene_tokens is None:
-                scene_tokens = self.encode_scene(scene).scene_tokens
+                encoded = self.encode_scene(scene)
+                scene_tokens, patch_tokens = encoded.scene_tokens, encoded.patch_tokens
             else:
                 scene_tokens = scene_tokens.to(self.device)
+                patch_tokens = None if patch_tokens is None else patch_tokens.to(self.device)
+                if patch_tokens is None and "patch_tokens" in self.box_head.scene_inputs:
+                    raise ValueError("scene_tokens given without patch_tokens: the box head attends over them")
             timings["scene_encoder_s"] = time.perf_counter() - start
             num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
             prefix = self._token_ids(self.prompt_text(prompt, num_scene_tokens, blind=blind))
@@ -548,7 +599,9 @@ class ThreeDLLM(nn.Module):
             boxes_from_tokens = self.boxes_in_text(answer, scene)
             box_from_head = None
             if box_hidden is not None and BOX3D_TOKEN in answer and scene is not None:
-                normalized = self.box_head.decode(self.box_head(box_hidden[None].float()))
+                scene_inputs = {} if blind else self.box_head_inputs(scene, patch_tokens, [0])
+                prediction = self.box_head(box_hidden[None].float(), **scene_inputs)
+                normalized = self.box_head.decode(prediction)
                 box_from_head = self._to_metres(normalized[None].double(), scene)[0]
         return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings)
 

@@ -2,9 +2,9 @@
 
 Every backend takes what ``prepare_scenes`` makes (grouped patches (B, G, K, 6) and
 centres (B, G, 3), numpy arrays or tensors) and returns ``(scene_tokens (B, Q, hidden),
-expert_weights (B, E))`` as float32 torch tensors: on the CPU for ONNX Runtime, on the
+expert_weights (B, E), patch_tokens (B, G, width))`` as float32 torch tensors: on the CPU for ONNX Runtime, on the
 backend's device for torch and TensorRT. The language model then takes the scene
-tokens as it takes the torch encoder's.
+tokens as it takes the torch encoder's, and the box head attends over the patch tokens.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import numpy as np
 import torch
 
 from threed_llm_ros.errors import ModelFileError
-from threed_llm_ros.runtime.export import BOX_HEAD_INPUTS, SCENE_ENCODER_INPUTS, SCENE_ENCODER_OUTPUTS
+from threed_llm_ros.runtime.export import BOX_HEAD_INPUT_NAMES, SCENE_ENCODER_INPUTS, SCENE_ENCODER_OUTPUTS
 
 ArrayLike = np.ndarray | torch.Tensor
 
 
 @runtime_checkable
 class SceneEncoderBackend(Protocol):
-    """Grouped patches + centres → (scene_tokens, expert_weights)."""
+    """Grouped patches + centres → (scene_tokens, expert_weights, patch_tokens)."""
 
     name: str
 
-    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scene tokens (B, Q, hidden) and router expert weights (B, E), float32."""
+    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scene tokens (B, Q, hidden), router expert weights (B, E) and patch tokens (B, G, width), float32."""
         ...
 
 
@@ -52,10 +52,11 @@ class TorchSceneEncoder:
         self.encoder = encoder.eval()
         self.device = next(encoder.parameters()).device
 
-    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            tokens, weights = self.encoder.export_forward(_as_tensor(patches, self.device), _as_tensor(centers, self.device))
-        return tokens.float(), weights.float()
+            outputs = self.encoder.export_forward(_as_tensor(patches, self.device), _as_tensor(centers, self.device))
+        tokens, weights, patch_tokens = outputs
+        return tokens.float(), weights.float(), patch_tokens.float()
 
 
 def onnxruntime_providers(prefer_gpu: bool = True) -> list[str]:
@@ -98,25 +99,37 @@ class OnnxRuntimeSceneEncoder:
         if names != SCENE_ENCODER_INPUTS:
             raise ModelFileError(f"{self.path} has inputs {names}, expected {SCENE_ENCODER_INPUTS}: not a scene encoder graph")
 
-    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, weights = self.session.run(
+    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        names = tuple(node.name for node in self.session.get_outputs())
+        if names != SCENE_ENCODER_OUTPUTS:
+            raise ModelFileError(f"{self.path} has outputs {names}, expected {SCENE_ENCODER_OUTPUTS}: re-export it")
+        tokens, weights, patch_tokens = self.session.run(
             list(SCENE_ENCODER_OUTPUTS), {"patches": _as_numpy(patches), "centers": _as_numpy(centers)}
         )
-        return torch.from_numpy(tokens), torch.from_numpy(weights)
+        return torch.from_numpy(tokens), torch.from_numpy(weights), torch.from_numpy(patch_tokens)
 
 
 class OnnxRuntimeBoxHead:
-    """The exported ``<box3d>`` head graph: hidden states (B, H) → normalised boxes (B, 7)."""
+    """The exported ``<box3d>`` head graph: hidden states (B, H) [+ its scene inputs] → normalised boxes (B, 7)."""
 
     def __init__(self, onnx_path: str | Path, *, providers: list[str] | None = None, threads: int | None = None) -> None:
         self.path = Path(onnx_path)
         self.session = _session(self.path, providers, threads)
-        names = tuple(node.name for node in self.session.get_inputs())
-        if names != BOX_HEAD_INPUTS:
-            raise ModelFileError(f"{self.path} has inputs {names}, expected {BOX_HEAD_INPUTS}: not a box-head graph")
+        self.input_names = tuple(node.name for node in self.session.get_inputs())
+        if not self.input_names or self.input_names[0] != "hidden" or not set(self.input_names) <= set(BOX_HEAD_INPUT_NAMES):
+            raise ModelFileError(
+                f"{self.path} has inputs {self.input_names}, expected hidden + some of {BOX_HEAD_INPUT_NAMES[1:]}: "
+                "not a box-head graph"
+            )
 
-    def predict(self, hidden: ArrayLike) -> torch.Tensor:
-        (boxes,) = self.session.run(None, {"hidden": _as_numpy(hidden)})
+    def predict(self, hidden: ArrayLike, **scene: ArrayLike | None) -> torch.Tensor:
+        """Normalised boxes (B, 7); pass the scene inputs the graph names (``patches``, ``patch_tokens``, ``centers``)."""
+        feeds = {"hidden": _as_numpy(hidden)}
+        for name in self.input_names[1:]:
+            if scene.get(name) is None:
+                raise ValueError(f"{self.path} attends over the scene: pass {', '.join(self.input_names[1:])}")
+            feeds[name] = _as_numpy(scene[name])
+        (boxes,) = self.session.run(None, feeds)
         return torch.from_numpy(boxes)
 
 
@@ -155,9 +168,9 @@ class TensorRTSceneEncoder:
         self.runner = TensorRTRunner(self.engine_path, device=self.device)
         self.runner.warm_up(max_batch)
 
-    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         outputs = self.runner.run(
             {"patches": _as_tensor(patches, self.device), "centers": _as_tensor(centers, self.device)}
         )
-        return outputs["scene_tokens"].float(), outputs["expert_weights"].float()
+        return outputs["scene_tokens"].float(), outputs["expert_weights"].float(), outputs["patch_tokens"].float()
 

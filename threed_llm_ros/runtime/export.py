@@ -4,11 +4,14 @@ Two graphs per checkpoint:
 
 * ``scene_encoder.onnx``: point encoder + projector + Q-Former with the Mixture of Query
   Experts + modality projector, ``patches (B, G, K, 6)`` and ``centers (B, G, 3)`` in,
-  ``scene_tokens (B, Q, hidden)`` and ``expert_weights (B, E)`` out. The grouping
+  ``scene_tokens (B, Q, hidden)``, ``expert_weights (B, E)`` and ``patch_tokens (B, G, width)``
+  (what the box head attends over) out. The grouping
   (FPS, kNN) stays outside the graph (``prepare_scenes``). The router's top-k choice is
   data dependent; it exports as ``TopK`` + ``Gather`` + ``ScatterElements``.
-* ``box_head.onnx``: the ``<box3d>`` head, ``hidden (B, hidden)`` → ``box_normalized (B, 7)``
-  (centre, size, yaw in the scene's normalised units), decoding included.
+* ``box_head.onnx``: the ``<box3d>`` head, ``hidden (B, hidden)`` plus the scene inputs its
+  ``context`` reads (``patches (B, G, K, 6)`` and/or ``patch_tokens (B, G, width)``, and
+  ``centers (B, G, 3)``) → ``box_normalized (B, 7)`` (centre, size, yaw in the scene's
+  normalised units), decoding included. A head without scene attention takes ``hidden`` only.
 
 The location-token rows (``<loc_i>`` embeddings and LM-head rows) stay inside the
 language model: they are ordinary vocabulary rows, not a separate graph.
@@ -45,8 +48,8 @@ SCENE_ENCODER_FILE = "scene_encoder.onnx"
 BOX_HEAD_FILE = "box_head.onnx"
 EXPORT_DIRECTORY = "onnx"  # inside a checkpoint directory, when it is writable
 SCENE_ENCODER_INPUTS = ("patches", "centers")
-SCENE_ENCODER_OUTPUTS = ("scene_tokens", "expert_weights")
-BOX_HEAD_INPUTS = ("hidden",)
+SCENE_ENCODER_OUTPUTS = ("scene_tokens", "expert_weights", "patch_tokens")
+BOX_HEAD_INPUT_NAMES = ("hidden", "patches", "patch_tokens", "centers")  # a head takes hidden + some of the rest
 BOX_HEAD_OUTPUTS = ("box_normalized",)
 EXPORT_BATCH = 2  # trace with a batch other than 1 so no size-1 broadcast gets baked in
 
@@ -81,19 +84,40 @@ class _SceneEncoderGraph(nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, patches: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, patches: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.encoder.export_forward(patches, centers)
 
 
 class BoxHeadGraph(nn.Module):
-    """Box head plus decoding: hidden (B, H) → normalised boxes (B, 7)."""
+    """Box head plus decoding: hidden (B, H) and the head's scene inputs → normalised boxes (B, 7)."""
 
     def __init__(self, box_head: nn.Module) -> None:
         super().__init__()
         self.box_head = box_head
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.box_head.decode(self.box_head(hidden))
+    def forward(self, hidden: torch.Tensor, *scene: torch.Tensor) -> torch.Tensor:
+        inputs = dict(zip(self.box_head.scene_inputs, scene))
+        return self.box_head.decode(self.box_head(hidden, **inputs))
+
+
+def box_head_input_names(box_head: nn.Module) -> tuple[str, ...]:
+    """The graph inputs of a box head: ``hidden`` and the scene inputs it reads."""
+    return ("hidden", *box_head.scene_inputs)
+
+
+def box_head_example(
+    box_head: nn.Module, num_groups: int, group_size: int = 32, batch: int = EXPORT_BATCH, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Random inputs of a box head, in the order of its graph's inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {
+        "hidden": (batch, box_head.input_dim),
+        "patches": (batch, num_groups, group_size, box_head.point_channels),
+        "patch_tokens": (batch, num_groups, box_head.context_dim),
+        "centers": (batch, num_groups, 3),
+    }
+    scales = {"patches": 0.1, "centers": 1.0}
+    return tuple(torch.randn(*shapes[name], generator=generator) * scales.get(name, 1.0) for name in box_head_input_names(box_head))
 
 
 @dataclass(frozen=True)
@@ -114,11 +138,15 @@ def _write_graph(
     output_names: tuple[str, ...],
     opset: int,
     extra: dict[str, Any],
+    extra_dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> ExportedGraph:
     """Export ``module`` with a dynamic batch axis on every input and output; write the sidecar."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
+    for name, axes in (extra_dynamic_axes or {}).items():
+        if name in dynamic_axes:
+            dynamic_axes[name].update(axes)
     module = module.eval()
     with torch.no_grad():
         outputs = module(*example)
@@ -151,7 +179,7 @@ def _write_graph(
         "sha256": digest,
         "inputs": [spec(name, tensor) for name, tensor in zip(input_names, example)],
         "outputs": [spec(name, tensor) for name, tensor in zip(output_names, outputs)],
-        "dynamic_axes": {name: {"0": "batch"} for name in (*input_names, *output_names)},
+        "dynamic_axes": {name: {str(axis): label for axis, label in axes.items()} for name, axes in dynamic_axes.items()},
         "torch_version": torch.__version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **extra,
@@ -188,16 +216,31 @@ def export_scene_encoder(
 
 
 def export_box_head(
-    box_head: nn.Module, path: str | Path, *, opset: int = DEFAULT_OPSET, extra: dict[str, Any] | None = None
+    box_head: nn.Module,
+    path: str | Path,
+    *,
+    num_groups: int = 128,
+    group_size: int = 32,
+    opset: int = DEFAULT_OPSET,
+    extra: dict[str, Any] | None = None,
 ) -> ExportedGraph:
-    """Export the ``<box3d>`` head with its decoding (hidden → normalised box) to ``path``."""
+    """Export the ``<box3d>`` head with its decoding (hidden [+ scene] → normalised box) to ``path``.
+
+    ``num_groups``/``group_size`` size the example input; the group axis is exported as dynamic.
+    """
     cpu_head = _cpu_float_copy(box_head)
-    width = cpu_head.network[0].normalized_shape[0]
-    hidden = torch.randn(EXPORT_BATCH, width, generator=torch.Generator().manual_seed(0))
-    details = {"graph": "box_head", "hidden_size": int(width), "box_layout": "cx cy cz sx sy sz yaw (normalised)"}
+    example = box_head_example(cpu_head, num_groups, group_size)
+    names = box_head_input_names(cpu_head)
+    details = {
+        "graph": "box_head",
+        "hidden_size": int(cpu_head.input_dim),
+        "scene_attention": bool(cpu_head.config.scene_attention),
+        "context": cpu_head.config.context if cpu_head.config.scene_attention else None,
+        "box_layout": "cx cy cz sx sy sz yaw (normalised)",
+    }
     return _write_graph(
-        BoxHeadGraph(cpu_head), (hidden,), Path(path), BOX_HEAD_INPUTS, BOX_HEAD_OUTPUTS, opset,
-        {**details, **(extra or {})},
+        BoxHeadGraph(cpu_head), example, Path(path), names, BOX_HEAD_OUTPUTS, opset, {**details, **(extra or {})},
+        extra_dynamic_axes={"patches": {1: "groups"}, "patch_tokens": {1: "groups"}, "centers": {1: "groups"}},
     )
 
 
@@ -230,7 +273,12 @@ def load_exportable_parts(checkpoint: str | Path) -> tuple[nn.Module, nn.Module,
         raise ModelFileError(f"{weights} is missing")
     config = ThreeDLLMConfig.from_dict(document["model"])
     encoder = SceneEncoder(config.scene_encoder)
-    box_head = BoxHead(config.scene_encoder.output_dim, config.box_head)
+    box_head = BoxHead(
+        config.scene_encoder.output_dim,
+        config.box_head,
+        context_dim=config.scene_encoder.encoder.width,
+        point_channels=config.scene_encoder.encoder.in_channels,
+    )
     state = load_file(str(weights))
     for prefix, module in (("scene_encoder.", encoder), ("box_head.", box_head)):
         module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}, strict=True)
@@ -255,7 +303,10 @@ def export_checkpoint(
     extra = {"checkpoint": str(directory.resolve()), "checkpoint_sha256": checkpoint_weights_sha256(directory)}
     return (
         export_scene_encoder(encoder, encoder_path, opset=opset, extra=extra),
-        export_box_head(box_head, encoder_path.parent / BOX_HEAD_FILE, opset=opset, extra=extra),
+        export_box_head(
+            box_head, encoder_path.parent / BOX_HEAD_FILE, num_groups=encoder.config.encoder.num_groups,
+            group_size=encoder.config.encoder.group_size, opset=opset, extra=extra,
+        ),
     )
 
 
@@ -304,7 +355,8 @@ def ensure_exported(
         encoder, box_head, _ = load_exportable_parts(checkpoint)
     extra = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": weights_sha}
     export_scene_encoder(encoder, encoder_path, opset=opset, extra=extra)
-    export_box_head(box_head, head_path, opset=opset, extra=extra)
+    export_box_head(box_head, head_path, num_groups=encoder.config.encoder.num_groups,
+                    group_size=encoder.config.encoder.group_size, opset=opset, extra=extra)
     return encoder_path, head_path
 
 
@@ -347,19 +399,24 @@ def _check_against_torch(encoder_graph: ExportedGraph, head_graph: ExportedGraph
     runtime_encoder = OnnxRuntimeSceneEncoder(encoder_graph.path)
     runtime_head = OnnxRuntimeBoxHead(head_graph.path)
     generator = torch.Generator().manual_seed(1)
-    worst: dict[str, float] = {"scene_tokens": 0.0, "expert_weights": 0.0, "box_normalized": 0.0}
+    worst: dict[str, float] = {"scene_tokens": 0.0, "expert_weights": 0.0, "patch_tokens": 0.0, "box_normalized": 0.0}
     for batch in (1, 3):
         patches = torch.randn(batch, *encoder_graph.metadata["inputs"][0]["shape"][1:], generator=generator) * 0.1
         centers = torch.rand(batch, encoder.config.encoder.num_groups, 3, generator=generator) * 2 - 1
         with torch.inference_mode():
             reference = encoder.export_forward(patches, centers)
-            hidden = torch.randn(batch, box_head.network[0].normalized_shape[0], generator=generator)
-            reference_box = box_head.decode(box_head(hidden))
-        tokens, weights = runtime_encoder.encode(patches, centers)
-        box = runtime_head.predict(hidden)
-        worst["scene_tokens"] = max(worst["scene_tokens"], float(np.abs(tokens.numpy() - reference[0].numpy()).max()))
-        worst["expert_weights"] = max(worst["expert_weights"], float(np.abs(weights.numpy() - reference[1].numpy()).max()))
-        worst["box_normalized"] = max(worst["box_normalized"], float(np.abs(box.numpy() - reference_box.numpy()).max()))
+            hidden = torch.randn(batch, box_head.input_dim, generator=generator)
+            scene = {"patches": patches, "centers": centers, "patch_tokens": reference[2]}
+            reference_box = box_head.decode(box_head(hidden, **{name: scene[name] for name in box_head.scene_inputs}))
+        tokens, weights, patch_tokens = runtime_encoder.encode(patches, centers)
+        box = runtime_head.predict(hidden, patches=patches, patch_tokens=patch_tokens, centers=centers)
+        for name, value, expected in (
+            ("scene_tokens", tokens, reference[0]),
+            ("expert_weights", weights, reference[1]),
+            ("patch_tokens", patch_tokens, reference[2]),
+            ("box_normalized", box, reference_box),
+        ):
+            worst[name] = max(worst[name], float(np.abs(value.numpy() - expected.numpy()).max()))
     return worst
 
 
