@@ -133,7 +133,7 @@ def test_stage_freezing(tiny_config, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     saved = load_file(str(directory / "model.safetensors"))
-    assert any("lora_A" in key for key in saved) and torch.equal(saved["box_head.network.1.weight"], trainer.model.box_head.network[1].weight)
+    assert any("lora_A" in key for key in saved) and torch.equal(saved["box_head.network.0.weight"], trainer.model.box_head.network[0].weight)
     assert [p.requires_grad for p in parameter_group_members(trainer.model)["lora"]] == [False] * len(parameter_group_members(trainer.model)["lora"])
 
 
@@ -175,3 +175,61 @@ def test_bad_configs_fail_clearly(tiny_config, tmp_path: Path, capsys) -> None:
         trainer_module.train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
     assert trainer_module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config, tmp_path: Path) -> None:
+    trainer = Trainer(_config(tiny_config, tmp_path))
+    stage_index = next(i for i, s in enumerate(tiny_config.stages) if s.cache_hidden_states)
+    stage = copy.deepcopy(tiny_config.stages[stage_index])
+    stage.warmup_steps, stage.lr = 0, 3e-3
+    trainer.config.stages[stage_index] = stage
+    trainer.prepare_stage(stage_index)
+    states = trainer.cache_box_states(stage)
+    grounding = sum(entry.annotation.task == "grounding" for entry in trainer.load_data().entries)
+    assert states["hidden"].shape == (grounding, trainer.model.causal_lm.config.hidden_size)
+    assert states["boxes"].shape == (grounding, 7)
+    assert set(trainer.model.box_head.scene_inputs) <= set(states)
+    # the cached state is the one the teacher-forced forward pass gives the head
+    dataset = trainer.load_data()
+    first = next(e for e in dataset.entries if e.annotation.task == "grounding")
+    batch = collate(trainer.model, [(first.scene_id, first.annotation)], trainer.cache, loader=dataset.scene)
+    trainer.model.eval()
+    with torch.no_grad():
+        output = trainer.model(batch.scene, batch.prompts, batch.targets, batch.target_boxes, return_logits=False)
+        again = trainer.model.box_head(states["hidden"][:1], **{k: states[k][:1] for k in trainer.model.box_head.scene_inputs})
+    assert torch.allclose(output.box_prediction.center, again.center, atol=1e-4)
+    before = _snapshot(trainer)
+    losses = [trainer.cached_head_step(states, stage, stage_index, step)["box_loss"] for step in range(40)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    assert {group for group, moved in _changed(before, trainer).items() if moved} == {"box_head"}
+
+
+def test_cached_stage_must_train_only_the_head_on_grounding() -> None:
+    from threed_llm_ros.train.trainer import StageConfig
+
+    with pytest.raises(ConfigError) as raised:
+        StageConfig(name="bad", steps=1, lr=1e-3, batch_size=2, tasks=["grounding", "qa"], train=["box_head"],
+                    cache_hidden_states=True)
+    assert raised.value.parameter == "stages.bad.cache_hidden_states"
+
+
+def test_init_from_starts_a_changed_model_from_a_checkpoint(tiny_config, tmp_path: Path, capsys) -> None:
+    source = Trainer(_config(tiny_config, tmp_path / "source"))
+    source.position.global_step = 1
+    saved = source.save()
+    overrides = copy.deepcopy(tiny_config.model_overrides)
+    overrides["box_head"] = {"context": "encoder", "attention_dim": 32}
+    started = Trainer(_config(tiny_config, tmp_path / "changed", model_overrides=overrides, init_from=str(saved)))
+    assert started.initialised_from and all(name.startswith("box_head.") for name in started.initialised_from)
+    assert "did not fit" in capsys.readouterr().err
+    for name, tensor in started.model.scene_encoder.state_dict().items():
+        assert torch.equal(tensor, source.model.scene_encoder.state_dict()[name]), name
+    fresh_head = Trainer(_config(tiny_config, tmp_path / "fresh", init_from=str(saved), init_skip=["box_head."]))
+    assert fresh_head.initialised_from and all(name.startswith("box_head.") for name in fresh_head.initialised_from)
+    seeded_head = Trainer(_config(tiny_config, tmp_path / "plain")).model.box_head.state_dict()
+    for name, tensor in fresh_head.model.box_head.state_dict().items():  # the seeded fresh head, not the saved one
+        assert torch.equal(tensor, seeded_head[name]), name
+    for name, tensor in fresh_head.model.scene_encoder.state_dict().items():
+        assert torch.equal(tensor, source.model.scene_encoder.state_dict()[name]), name
+    with pytest.raises(ConfigError, match="init_from"):
+        Trainer(_config(tiny_config, tmp_path / "missing", init_from=str(tmp_path / "nowhere")))

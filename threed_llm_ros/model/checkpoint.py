@@ -66,9 +66,19 @@ def trained_state_dict(model: ThreeDLLM) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state.items()}
 
 
-def load_trained_state_dict(model: ThreeDLLM, state: dict[str, torch.Tensor]) -> None:
-    """Copy a :func:`trained_state_dict` into ``model``; missing or unexpected keys are an error."""
+def load_trained_state_dict(model: ThreeDLLM, state: dict[str, torch.Tensor], *, strict: bool = True) -> list[str]:
+    """Copy a :func:`trained_state_dict` into ``model``; returns the names it did not copy.
+
+    ``strict`` (the default): missing, unexpected or reshaped tensors are an error. Otherwise
+    only the tensors that fit are copied and the rest keep their built values (starting a
+    changed architecture from an older checkpoint, ``init_from`` in the training YAML).
+    """
     expected = trained_state_dict(model)
+    skipped: list[str] = []
+    if not strict:
+        fitting = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
+        skipped = sorted((set(expected) | set(state)) - set(fitting))
+        state = {**expected, **fitting}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -94,6 +104,7 @@ def load_trained_state_dict(model: ThreeDLLM, state: dict[str, torch.Tensor]) ->
         input_rows[first_new_row:] = state[INPUT_ROWS_KEY].to(input_rows.dtype)
         if output_rows is not None:
             output_rows[first_new_row:] = state[OUTPUT_ROWS_KEY].to(output_rows.dtype)
+    return skipped
 
 
 def save_checkpoint(model: ThreeDLLM, directory: str | Path, *, extra: dict[str, Any] | None = None) -> Path:

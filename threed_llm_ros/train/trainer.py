@@ -9,6 +9,9 @@ size, tasks and the parameter groups it trains (:data:`PARAMETER_GROUPS`):
 2. ``instruct``: LoRA + LM norms + Q-Former + projectors + the added token rows +
    the box head, on every task.
 3. ``experts``: only the expert query sets and the router.
+4. ``ground_head`` (``cache_hidden_states: true``): only the box head, on the frozen
+   model's ``<box3d>`` states of every grounding annotation, computed once and reused, so
+   the head (with its own point-group encoder) gets thousands of cheap steps.
 
 Every stage: AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient
 clipping, fp32 on CPU and bf16 autocast on CUDA. Batches are drawn from a generator
@@ -115,9 +118,21 @@ class StageConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    # Box-head-only stage: the frozen model's <box3d> states of every grounding annotation are
+    # computed once, then the head trains on them for many cheap steps (no language-model pass).
+    cache_hidden_states: bool = False
+    max_per_scene: int = 0  # cached stage: at most this many grounding annotations per scene (0 = all), seeded
 
     def __post_init__(self) -> None:
         where = f"stages.{self.name}"
+        if self.max_per_scene < 0:
+            raise ConfigError(f"{where}.max_per_scene", f"{self.max_per_scene} is negative", "use 0 (all) or a positive count")
+        if self.cache_hidden_states and (self.train != ["box_head"] or self.tasks != ["grounding"]):
+            raise ConfigError(
+                f"{where}.cache_hidden_states",
+                f"needs train: [box_head] and tasks: [grounding], got train {self.train} and tasks {self.tasks}",
+                "train only the box head on grounding in this stage, or set cache_hidden_states: false",
+            )
         if self.steps < 0 or self.batch_size < 1:
             raise ConfigError(f"{where}.steps/batch_size", f"{self.steps} steps, batch {self.batch_size}", "use steps >= 0, batch_size >= 1")
         if not self.lr > 0:
@@ -146,6 +161,8 @@ class TrainConfig:
     stages: list[StageConfig]
     model: str = "mini"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str = ""  # a checkpoint directory whose trained tensors start the model ('' = fresh weights)
+    init_skip: list[str] = field(default_factory=list)  # name prefixes not taken from init_from (e.g. box_head.)
     data: DataSettings = field(default_factory=DataSettings)
     seed: int = 0
     checkpoint_every: int = 50
@@ -204,6 +221,8 @@ def train_config_from_dict(values: dict[str, Any], base_directory: Path | None =
         model_path = base_directory / config.model
         if config.model not in ("mini", "base") and not Path(config.model).is_absolute() and model_path.exists():
             config.model = str(model_path)
+        if config.init_from:
+            config.init_from = str(_resolve(config.init_from, base_directory))
     return config
 
 
@@ -418,6 +437,23 @@ class Position:
     global_step: int = 0
 
 
+def initialise_from(model: ThreeDLLM, checkpoint: str | Path, skip: Sequence[str] = ()) -> list[str]:
+    """Start ``model`` from a checkpoint's trained tensors; returns the names that did not fit or were
+    skipped (names starting with a ``skip`` prefix), which keep their freshly built values."""
+    from safetensors.torch import load_file
+
+    from threed_llm_ros.model.checkpoint import WEIGHTS_FILE
+
+    weights = Path(checkpoint) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ConfigError("init_from", f"{weights} does not exist", "give a checkpoint directory (config.json + model.safetensors) or ''")
+    state = {name: tensor for name, tensor in load_file(str(weights)).items() if not name.startswith(tuple(skip))}
+    skipped = load_trained_state_dict(model, state, strict=False)
+    if skipped:
+        print(f"init_from {checkpoint}: {len(skipped)} tensors did not fit and start fresh: {skipped[:6]}", file=sys.stderr)
+    return skipped
+
+
 def checkpoint_directories(output: Path) -> list[Path]:
     """Checkpoint directories with a trainer state, oldest first."""
     root = output / CHECKPOINTS_DIRECTORY
@@ -435,6 +471,9 @@ class Trainer:
         self.device = pick_device(config.device)
         self.model_config = model_config_of(config) if model is None else model.config
         self.model = (model or ThreeDLLM(self.model_config)).to(self.device)
+        self.initialised_from: list[str] = []  # tensors init_from could not supply (kept as built)
+        if config.init_from:
+            self.initialised_from = initialise_from(self.model, config.init_from, skip=config.init_skip)
         self.dataset: SceneDataset | None = None
         self.cache = SceneCache(self.model_config.scene_encoder.preprocess, seed=config.seed)
         self.position = Position()
@@ -467,6 +506,55 @@ class Trainer:
         set_trainable(self.model, stage.train)
         self.optimizer, self.scheduler = make_optimizer(self.model, stage)
         self._prepared_stage = stage_index
+
+    def cache_box_states(self, stage: StageConfig) -> dict[str, torch.Tensor]:
+        """The frozen model's ``<box3d>`` states, head scene inputs and target boxes of every grounding annotation."""
+        dataset = self.load_data()
+        by_scene: dict[str, list[Any]] = {}
+        for entry in dataset.entries:
+            if entry.annotation.task == "grounding":
+                by_scene.setdefault(entry.scene_id, []).append(entry.annotation)
+        rng = np.random.default_rng([self.config.seed, 11])
+        items = []
+        for scene_id, annotations in by_scene.items():
+            if stage.max_per_scene and len(annotations) > stage.max_per_scene:
+                annotations = [annotations[int(i)] for i in sorted(rng.choice(len(annotations), stage.max_per_scene, replace=False))]
+            items.extend((scene_id, annotation) for annotation in annotations)
+        if not items:
+            raise ConfigError(f"stages.{stage.name}.tasks", "the training split has no grounding annotation", "generate more scenes")
+        parts: dict[str, list[torch.Tensor]] = {}
+        chunk = 16
+        self.model.eval()
+        for start in tqdm(range(0, len(items), chunk), desc=f"{stage.name}: <box3d> states", unit="batch",
+                          disable=not self.config.progress):
+            batch = collate(self.model, items[start : start + chunk], self.cache, loader=dataset.scene)
+            with torch.no_grad(), _autocast(self.device):
+                states = self.model.box_query_states(batch.scene, batch.prompts, batch.targets, batch.target_boxes)
+            for name, tensor in states.items():
+                parts.setdefault(name, []).append(tensor.float().cpu())
+        return {name: torch.cat(tensors) for name, tensors in parts.items()}
+
+    def cached_head_step(self, states: dict[str, torch.Tensor], stage: StageConfig, stage_index: int, step: int) -> dict[str, float]:
+        """One optimiser step of the box head on a seeded sample of the cached states."""
+        assert self.optimizer is not None and self.scheduler is not None
+        torch.manual_seed(_step_seed(self.config.seed, stage_index, step))
+        rng = np.random.default_rng([self.config.seed, stage_index, step])
+        rows = torch.as_tensor(rng.choice(len(states["hidden"]), size=stage.batch_size), dtype=torch.long)
+        head = self.model.box_head.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        inputs = {name: states[name][rows].to(self.device) for name in head.scene_inputs}
+        with _autocast(self.device):
+            prediction = head(states["hidden"][rows].to(self.device), **inputs)
+            loss = self.model.config.box_loss_weight * head.loss(prediction, states["boxes"][rows].to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, stage.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        value = float(loss.detach())
+        return {"loss": value, "language_loss": 0.0, "box_loss": value, "load_balance_loss": 0.0,
+                "lr": float(lr), "grad_norm": float(grad_norm)}
 
     def train_step(self, batch: TrainingBatch, stage: StageConfig, seed: int) -> dict[str, float]:
         """One optimiser step on ``batch``; returns the losses, lr and gradient norm."""
@@ -556,17 +644,23 @@ class Trainer:
                     if self._prepared_stage != stage_index:
                         self.prepare_stage(stage_index)
                     sampler = StageSampler(self.load_data(), stage, stage_index, self.config.seed)
+                    states = self.cache_box_states(stage) if stage.cache_hidden_states else None
                     while self.position.stage_step < stage.steps:
                         if steps_done >= budget:
                             return None
                         step_started = time.perf_counter()
-                        batch = self.batch(sampler, self.position.stage_step)
-                        values = self.train_step(batch, stage, _step_seed(self.config.seed, stage_index, self.position.stage_step))
+                        if states is not None:
+                            values = self.cached_head_step(states, stage, stage_index, self.position.stage_step)
+                            tasks = {"grounding": stage.batch_size}
+                        else:
+                            batch = self.batch(sampler, self.position.stage_step)
+                            values = self.train_step(batch, stage, _step_seed(self.config.seed, stage_index, self.position.stage_step))
+                            tasks = {t: batch.tasks.count(t) for t in sorted(set(batch.tasks))}
                         seconds = time.perf_counter() - step_started
                         record = {
                             "step": self.position.global_step, "stage": stage.name, "stage_step": self.position.stage_step,
                             **values, "seconds": round(seconds, 4), "elapsed": round(time.perf_counter() - started, 2),
-                            "tasks": {t: batch.tasks.count(t) for t in sorted(set(batch.tasks))},
+                            "tasks": tasks,
                         }
                         log.write(json.dumps(record) + "\n")
                         log.flush()
