@@ -16,7 +16,7 @@ import pytest
 
 from threed_llm_ros.data.dataset import SplitConfig
 from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
-from threed_llm_ros.eval.evaluate import BLIND_TOKENS, MODEL_TOKENS, EvalSettings, evaluate
+from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, EvalSettings, evaluate
 from threed_llm_ros.model.checkpoint import load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
@@ -61,8 +61,11 @@ def test_shipped_checkpoint_stays_above_its_floors(tmp_path: Path) -> None:
                 if value is None or value < floor:
                     failures.append(f"{system} / {task} / {metric}: {value} < floor {floor}")
     assert not failures, "\n".join(failures)
-    # Scene tokens must matter where the card shows they do: plans name the scene's objects,
-    # and grounded boxes land nearer the target than the blind model's (which mostly writes none).
+    # The scene must matter where the card shows it does: plans name the scene's objects, the
+    # model writes boxes where the blind one mostly writes none, and the 3D query head's boxes
+    # land on the targets far more often and far nearer than the blind head's.
     assert report[MODEL_TOKENS]["plan"]["step_accuracy"] > report[BLIND_TOKENS]["plan"]["step_accuracy"] + 0.3
-    blind_grounding = report[BLIND_TOKENS]["grounding"]
-    assert report[MODEL_TOKENS]["grounding"]["missing"] < blind_grounding["missing"]
+    assert report[MODEL_TOKENS]["grounding"]["missing"] < report[BLIND_TOKENS]["grounding"]["missing"]
+    head, blind_head = report[MODEL_HEAD]["grounding"], report[BLIND_HEAD]["grounding"]
+    assert head["mean_iou"] > blind_head["mean_iou"] + 0.03
+    assert head["center_error_median_m"] < 0.75 * blind_head["center_error_median_m"]

@@ -195,7 +195,7 @@ class Evaluator:
             target = step["target"]
             if target not in grounded:
                 _, token_box, head_box = self.ground(scene, GROUNDING_QUERY.format(target=target), blind)
-                grounded[target] = token_box if token_box is not None else head_box
+                grounded[target] = head_box if head_box is not None else token_box
             box = grounded[target]
             if box is not None:
                 step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
