@@ -191,12 +191,15 @@ def test_trained_plan_poses_are_at_the_targets(trained_engine: InferenceEngine, 
     furniture = next(o for o in objects if o.category in ("table", "desk", "sofa", "bed", "dresser", "cabinet"))
     reply = trained_engine.plan(cloud, f"Bring the {portable.label} to the {furniture.label}.")
     navigation = [step for step in reply.plan["steps"] if step["action"] == "navigate_to"]
-    assert len(navigation) == 2
-    for step, obj in zip(navigation, (portable, furniture)):
+    assert [step["target"] for step in navigation] == [portable.label, furniture.label]
+    errors = []
+    for step, obj, grounded in zip(navigation, (portable, furniture), reply.targets):
         target = to_gravity_frame(np.asarray([step["target_position"]]), "-y")[0]
-        assert np.linalg.norm(target[:2] - np.asarray(obj.box.center[:2])) < 0.5
+        errors.append(float(np.linalg.norm(target[:2] - np.asarray(obj.box.center[:2]))))
         goal = to_gravity_frame(np.asarray([step["pose"]["position"]]), "-y")[0]
-        assert np.linalg.norm(goal[:2] - np.asarray(obj.box.center[:2])) < 0.6 + max(obj.box.size[:2]) + 0.5
+        # the goal stands off the grounded box by the standoff, outside its footprint
+        assert np.linalg.norm(goal[:2] - target[:2]) < 0.6 + float(np.hypot(*grounded.box.size[:2])) / 2 + 0.05
+    assert np.mean(errors) <= float(_engine_floors()["plan_target_mean_error_m"]), errors
 
 
 @needs_trained_model

@@ -14,6 +14,7 @@ an opt-in ``torch.compile`` (``compile_language_model``).
   text holds neither, one more short pass forces ``<box3d>`` so a box always comes back.
   ``score`` is the box's point support: the share of :data:`SUPPORT_POINTS` observed
   points that lie inside it (1.0 = at least that many), so a box in empty space scores 0.
+  The head's box comes first (the target), the location-token boxes after it by score.
 * ``plan``: the model writes the plan text format (``navigate_to(x) ; pick(x) ; ...``,
   parsed by :func:`parse_plan_text`); if that text holds no step, the documented rules
   of :mod:`threed_llm_ros.runtime.intent` decompose the instruction instead and the plan
@@ -340,7 +341,7 @@ class InferenceEngine:
         options.setdefault("max_new_tokens", self.settings.max_new_tokens)
         if self.scene_backend is not None:
             started = time.perf_counter()
-            options["scene_tokens"], _ = self.scene_backend.encode(scene.patches, scene.centers)
+            options["scene_tokens"], _, options["patch_tokens"] = self.scene_backend.encode(scene.patches, scene.centers)
             timings["scene_encoder_s"] = timings.get("scene_encoder_s", 0.0) + time.perf_counter() - started
         result = self.model.generate(scene, prompt, **options)
         for key, value in result.timings.items():
@@ -382,7 +383,9 @@ class InferenceEngine:
         text_label = _label_of(result.text, fallback)
         _, gravity_points = self._prepare(cloud, timings)
         objects = [self._grounded(box, text_label, source, gravity_points) for box, source in boxes]
-        objects.sort(key=lambda item: -item.score)  # stable: model order among equal scores
+        # the 3D query head's box first (it attends over the scene's point groups and is the
+        # better-grounded output, see the model card), then by point support
+        objects.sort(key=lambda item: (item.source != "head", -item.score))
         timings["total_s"] = time.perf_counter() - started
         return GroundingReply(objects, result.text, timings)
 
