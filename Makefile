@@ -13,7 +13,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-fast demo bench clean system-deps
+.PHONY: venv test test-fast demo bench bench-peers clean system-deps
 
 venv: $(STAMP)
 
@@ -46,6 +46,14 @@ demo: venv
 
 bench: venv
 	$(VENV)/bin/threed-llm bench-conversions --output bench_out/conversions.json
+	$(VENV)/bin/threed-llm bench --output bench_out/bench.json
+
+# The same benchmark with llama.cpp beside it: llama-cpp-python builds llama.cpp from source
+# (cmake + gcc, several minutes on 2 cores), so it is not part of the default environment.
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+bench-peers: venv
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PY) -m pip install --quiet $(LLAMA_CPP_PYTHON)
+	$(VENV)/bin/threed-llm bench --output bench_out/bench_peers.json
 
 clean:
 	rm -rf $(VENV) build install log demo_out bench_out .pytest_cache .hypothesis
