@@ -4,7 +4,8 @@ Scene tokens enter the language model as input embeddings: the user turn is
 ``<scene_start>`` + Q ``<scene>`` placeholders + ``<scene_end>\\n`` + prompt, and the
 placeholders' embeddings are replaced by the Q scene tokens. Boxes come out two ways:
 as 7 location tokens in the text (3D-LLM) or through the ``<box3d>`` query token, whose
-last hidden state feeds the box head (LLMI3D). A ``blind`` mode drops the scene block
+last hidden state feeds the box head (LLMI3D), which attends over the scene's point
+groups with it. A ``blind`` mode drops the scene block
 entirely: the same language model with no 3D input, the baseline every table reports.
 """
 

@@ -450,7 +450,7 @@ def initialise_from(model: ThreeDLLM, checkpoint: str | Path, skip: Sequence[str
     state = {name: tensor for name, tensor in load_file(str(weights)).items() if not name.startswith(tuple(skip))}
     skipped = load_trained_state_dict(model, state, strict=False)
     if skipped:
-        print(f"init_from {checkpoint}: {len(skipped)} tensors did not fit and start fresh: {skipped[:6]}", file=sys.stderr)
+        print(f"init_from {checkpoint}: {len(skipped)} tensors did not fit or were skipped and start fresh: {skipped[:6]}", file=sys.stderr)
     return skipped
 
 
