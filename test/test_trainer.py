@@ -233,3 +233,15 @@ def test_init_from_starts_a_changed_model_from_a_checkpoint(tiny_config, tmp_pat
         assert torch.equal(tensor, source.model.scene_encoder.state_dict()[name]), name
     with pytest.raises(ConfigError, match="init_from"):
         Trainer(_config(tiny_config, tmp_path / "missing", init_from=str(tmp_path / "nowhere")))
+
+
+def test_the_whole_tiny_recipe_runs_every_stage_including_the_cached_one(tiny_config, tmp_path: Path) -> None:
+    config = _config(tiny_config, tmp_path, checkpoint_every=100)
+    final = train(config)
+    assert final is not None and (final / "model.safetensors").is_file()
+    records = read_log(Path(config.output) / LOG_FILE)
+    stages = [stage.name for stage in config.stages]
+    assert [r["stage"] for r in records] == [s.name for s in config.stages for _ in range(s.steps)]
+    cached = [r for r in records if r["stage"] == stages[-1]]
+    assert cached and all(r["language_loss"] == 0.0 and r["box_loss"] > 0 for r in cached)
+    assert all(r["tasks"] == {"grounding": config.stages[-1].batch_size} for r in cached)
