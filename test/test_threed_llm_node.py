@@ -355,27 +355,6 @@ def _engine_floors() -> dict:
     return json.loads(card.read_text()).get("engine_floors", {}) if card.is_file() else {}
 
 
-def _quaternion_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def _marker_box(marker: Marker, up_axis: str):
-    """The gravity-frame box a CUBE marker (pose in the sensor frame) draws."""
-    from threed_llm_ros.geometry.boxes import OrientedBox
-    from threed_llm_ros.geometry.frames import rotation_to_gravity, to_gravity_frame
-
-    position = marker.pose.position
-    centre = to_gravity_frame(np.array([[position.x, position.y, position.z]]), up_axis)[0]
-    q = marker.pose.orientation
-    in_gravity = rotation_to_gravity(up_axis) @ _quaternion_matrix(q.x, q.y, q.z, q.w)
-    yaw = float(np.arctan2(in_gravity[1, 0], in_gravity[0, 0]))
-    return OrientedBox(tuple(centre), (marker.scale.x, marker.scale.y, marker.scale.z), yaw)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif("grounding_acc_at_0.25" not in _engine_floors(),
                     reason="the shipped checkpoint's model card sets no grounding floor (models/threed-llm-mini)")
@@ -384,6 +363,7 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
     targets, a caption naming an object, all in the sensor's frame and stamp."""
     from threed_llm_ros.geometry.frames import to_gravity_frame
     from threed_llm_ros.geometry.iou import rotated_box_iou
+    from threed_llm_ros.ros.markers import marker_box
 
     floors = _engine_floors()
     process = _start_node(tmp_path, TRAINED_CHECKPOINT, "trained_node", autostart=True, max_new_tokens=48,
@@ -425,7 +405,7 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
                     assert {m.header.frame_id for m in markers} == {FRAME_ID}
                     assert all((m.header.stamp.sec, m.header.stamp.nanosec) == stamp for m in markers)
                     total += 1
-                    hits += bool(cubes and rotated_box_iou(_marker_box(cubes[0], "-y"), obj.box) >= 0.25)
+                    hits += bool(cubes and rotated_box_iou(marker_box(cubes[0], "-y"), obj.box) >= 0.25)
                 objects = [o for o in frame.objects if o.visible_pixels > 500]
                 portables = [o for o in objects if o.category in ("cup", "bottle", "box", "book")]
                 furniture_pieces = [o for o in objects if o.category in ("table", "desk", "sofa", "bed", "dresser", "cabinet")]

@@ -32,9 +32,10 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
-from threed_llm_ros.geometry.frames import rotation_to_gravity, to_gravity_frame
+from threed_llm_ros.geometry.frames import to_gravity_frame
 from threed_llm_ros.resources import config_path, models_directory
 from threed_llm_ros.ros.conversions import pointcloud2_to_arrays
+from threed_llm_ros.ros.markers import marker_box
 from threed_llm_ros.ros.prompt_client import LATCHED, PromptClient, Reply, print_reply
 
 UP_AXIS = "-y"
@@ -68,23 +69,15 @@ def _marker_boxes(markers: MarkerArray | None) -> list[tuple[str, np.ndarray, tu
     for marker in markers.markers:
         if marker.type != Marker.CUBE:
             continue
-        position = marker.pose.position
-        centre = to_gravity_frame(np.array([[position.x, position.y, position.z]]), UP_AXIS)[0]
-        q = marker.pose.orientation
-        x, y, z, w = q.x, q.y, q.z, q.w
-        rotation = np.array([
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ])
-        gravity = rotation_to_gravity(UP_AXIS) @ rotation
-        yaw = math.atan2(gravity[1, 0], gravity[0, 0])
-        boxes.append((texts.get((marker.ns, marker.id), ""), centre, (marker.scale.x, marker.scale.y, marker.scale.z), yaw))
+        box = marker_box(marker, UP_AXIS)
+        boxes.append((texts.get((marker.ns, marker.id), ""), np.asarray(box.center), box.size, box.yaw))
     return boxes
 
 
 def choose_prompts(ground_truth: MarkerArray) -> list[str]:
     labels = [label for label, *_ in _marker_boxes(ground_truth) if label]
+    # prefer objects whose "<colour> <category>" is unique in the scene, so each prompt names one object
+    labels = sorted(labels, key=lambda label: labels.count(label) > 1)
     portable = next((label for label in labels if label.split(" ", 1)[-1] in PORTABLE), labels[0] if labels else "cup")
     furniture = next((label for label in labels if label.split(" ", 1)[-1] in FURNITURE and label != portable),
                      labels[-1] if labels else "table")
