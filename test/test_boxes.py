@@ -10,23 +10,13 @@ from hypothesis import strategies as st
 from threed_llm_ros.geometry.boxes import OrientedBox, wrap_angle
 from threed_llm_ros.geometry.frames import (
     from_gravity_frame,
+    matrix_from_quaternion,
     quaternion_from_matrix,
     rotation_to_gravity,
     to_gravity_frame,
     yaw_rotation,
 )
 from threed_llm_ros.geometry.iou import rotated_box_iou
-
-
-def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
-    x, y, z, w = quaternion
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
 
 
 def test_optical_frame_axes_map_to_gravity_frame() -> None:
@@ -52,7 +42,7 @@ def test_quaternion_round_trip(roll: float, pitch: float, yaw: float) -> None:
     )
     quaternion = quaternion_from_matrix(rotation)
     assert np.isclose(np.linalg.norm(quaternion), 1.0)
-    np.testing.assert_allclose(quaternion_to_matrix(quaternion), rotation, atol=1e-9)
+    np.testing.assert_allclose(matrix_from_quaternion(quaternion), rotation, atol=1e-9)
 
 
 def test_corners_and_contains() -> None:
@@ -78,7 +68,7 @@ def test_array_round_trip_and_wrap() -> None:
 def test_pose_in_optical_frame_places_box_where_points_are() -> None:
     box = OrientedBox(center=(3.0, 0.5, -0.4), size=(1.0, 0.4, 0.3), yaw=0.3)
     position, quaternion = box.pose_in_frame("-y")
-    rotation = quaternion_to_matrix(quaternion)
+    rotation = matrix_from_quaternion(quaternion)
     # The box's corners expressed in the optical frame via the pose equal the corners converted point-wise.
     half = np.asarray(box.size) / 2
     local = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half

@@ -28,7 +28,7 @@ from threed_llm_ros.data.scene_sim import (  # noqa: E402
     simulate,
 )
 from threed_llm_ros.geometry.camera import CameraIntrinsics  # noqa: E402
-from threed_llm_ros.geometry.frames import from_gravity_frame, to_gravity_frame  # noqa: E402
+from threed_llm_ros.geometry.frames import from_gravity_frame, matrix_from_quaternion, to_gravity_frame  # noqa: E402
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec  # noqa: E402
 from threed_llm_ros.ros.conversions import pointcloud2_to_arrays  # noqa: E402
 from threed_llm_ros.ros.parameters import defaults_as_yaml_dict  # noqa: E402
@@ -157,12 +157,7 @@ def _check_set(group: dict[str, object], frame: RenderedFrame, depth_encoding: s
 def _cube_corners(cube: Marker) -> np.ndarray:
     """The 8 corners of a CUBE marker in its frame, ordered like OrientedBox.corners()."""
     q = cube.pose.orientation
-    x, y, z, w = q.x, q.y, q.z, q.w
-    rotation = np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    rotation = matrix_from_quaternion((q.x, q.y, q.z, q.w))
     signs = np.array([[1, 1, -1], [-1, 1, -1], [-1, -1, -1], [1, -1, -1], [1, 1, 1], [-1, 1, 1], [-1, -1, 1], [1, -1, 1]])
     local = signs * np.array([cube.scale.x, cube.scale.y, cube.scale.z]) / 2
     position = np.array([cube.pose.position.x, cube.pose.position.y, cube.pose.position.z])

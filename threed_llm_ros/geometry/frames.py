@@ -40,6 +40,16 @@ def from_gravity_frame(points: np.ndarray, up_axis: str) -> np.ndarray:
     return (np.asarray(points) @ rotation).astype(np.asarray(points).dtype, copy=False)
 
 
+def matrix_from_quaternion(quaternion: np.ndarray | tuple[float, float, float, float]) -> np.ndarray:
+    """3×3 rotation matrix of a unit quaternion (x, y, z, w); the inverse of :func:`quaternion_from_matrix`."""
+    x, y, z, w = (float(v) for v in quaternion)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
 def quaternion_from_matrix(rotation: np.ndarray) -> np.ndarray:
     """Unit quaternion (x, y, z, w) of a 3×3 rotation matrix."""
     m = np.asarray(rotation, dtype=np.float64)

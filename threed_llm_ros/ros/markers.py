@@ -13,7 +13,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.geometry.frames import from_gravity_frame, rotation_to_gravity, to_gravity_frame
+from threed_llm_ros.geometry.frames import from_gravity_frame, matrix_from_quaternion, rotation_to_gravity, to_gravity_frame
 from threed_llm_ros.ros.conversions import tuple_to_stamp
 from threed_llm_ros.runtime.engine import GroundedObject
 
@@ -68,22 +68,13 @@ def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: t
     return MarkerArray(markers=markers)
 
 
-def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """3×3 rotation matrix of a unit quaternion (x, y, z, w)."""
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def marker_box(marker: Marker, up_axis: str) -> OrientedBox:
     """The gravity-frame box a CUBE marker draws (pose in the input frame named by ``up_axis``):
     the inverse of what :func:`grounding_markers` publishes, for clients and tests."""
     position = marker.pose.position
     centre = to_gravity_frame(np.array([[position.x, position.y, position.z]]), up_axis)[0]
     q = marker.pose.orientation
-    in_gravity = rotation_to_gravity(up_axis) @ quaternion_to_matrix(q.x, q.y, q.z, q.w)
+    in_gravity = rotation_to_gravity(up_axis) @ matrix_from_quaternion((q.x, q.y, q.z, q.w))
     yaw = math.atan2(in_gravity[1, 0], in_gravity[0, 0])
     return OrientedBox(tuple(float(v) for v in centre), (marker.scale.x, marker.scale.y, marker.scale.z), yaw)
 
