@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,24 +27,16 @@ from threed_llm_ros.runtime.engine import (
     plan_is_valid,
     pose_in_input_frame,
 )
+from threed_llm_helpers import TRAINED_CHECKPOINT, engine_floors
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAINED_CHECKPOINT = REPO_ROOT / "models" / "threed-llm-mini"
 needs_trained_model = pytest.mark.skipif(
     not (TRAINED_CHECKPOINT / "config.json").is_file(),
     reason="needs the trained default checkpoint (issue: data/training)",
 )
 FRAME_ID = "camera_color_optical_frame"
 
-
-def _engine_floors() -> dict:
-    """The engine-level floors the shipped checkpoint's model card supports (empty: none yet)."""
-    card = TRAINED_CHECKPOINT / "model_card.json"
-    return json.loads(card.read_text()).get("engine_floors", {}) if card.is_file() else {}
-
-
 needs_trained_grounding = pytest.mark.skipif(
-    "grounding_acc_at_0.25" not in _engine_floors(),
+    "grounding_acc_at_0.25" not in engine_floors(),
     reason="the shipped checkpoint's model card sets no grounding floor: its grounding does not yet beat the "
     "blind baseline clearly (models/threed-llm-mini/README.md; issue: data/training)",
 )
@@ -164,7 +155,7 @@ def trained_engine() -> InferenceEngine:
 
 def _grounding_floor() -> float:
     """Acc@0.25 floor stated by the model card (models/threed-llm-mini/model_card.json, engine_floors)."""
-    return float(_engine_floors()["grounding_acc_at_0.25"])
+    return float(engine_floors()["grounding_acc_at_0.25"])
 
 
 @needs_trained_model
@@ -199,7 +190,7 @@ def test_trained_plan_poses_are_at_the_targets(trained_engine: InferenceEngine, 
         goal = to_gravity_frame(np.asarray([step["pose"]["position"]]), "-y")[0]
         # the goal stands off the grounded box by the standoff, outside its footprint
         assert np.linalg.norm(goal[:2] - target[:2]) < 0.6 + float(np.hypot(*grounded.box.size[:2])) / 2 + 0.05
-    assert np.mean(errors) <= float(_engine_floors()["plan_target_mean_error_m"]), errors
+    assert np.mean(errors) <= float(engine_floors()["plan_target_mean_error_m"]), errors
 
 
 @needs_trained_model

@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 from std_msgs.msg import String  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
+from threed_llm_helpers import TRAINED_CHECKPOINT, engine_floors  # noqa: E402
 from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
 from threed_llm_ros.geometry.camera import CameraIntrinsics  # noqa: E402
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec  # noqa: E402
@@ -345,18 +346,8 @@ def test_lifecycle_services_report_a_failed_configure(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- trained model, end to end
 
-TRAINED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
-
-
-def _engine_floors() -> dict:
-    import json
-
-    card = TRAINED_CHECKPOINT / "model_card.json"
-    return json.loads(card.read_text()).get("engine_floors", {}) if card.is_file() else {}
-
-
 @pytest.mark.slow
-@pytest.mark.skipif("grounding_acc_at_0.25" not in _engine_floors(),
+@pytest.mark.skipif("grounding_acc_at_0.25" not in engine_floors(),
                     reason="the shipped checkpoint's model card sets no grounding floor (models/threed-llm-mini)")
 def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> None:
     """The shipped checkpoint in its own process: boxes at the named objects, plan goals at the
@@ -365,7 +356,7 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
     from threed_llm_ros.geometry.iou import rotated_box_iou
     from threed_llm_ros.ros.markers import marker_box
 
-    floors = _engine_floors()
+    floors = engine_floors()
     process = _start_node(tmp_path, TRAINED_CHECKPOINT, "trained_node", autostart=True, max_new_tokens=48,
                           up_axis="-y", caption_rate_hz=0.2)
     probe = Probe("threed_llm_node_trained_probe")

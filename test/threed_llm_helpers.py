@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from threed_llm_ros.model.point_encoder import PointEncoderConfig
@@ -9,6 +12,15 @@ from threed_llm_ros.model.preprocessing import PreprocessConfig, SceneBatch, pre
 from threed_llm_ros.model.qformer import QFormerConfig
 from threed_llm_ros.model.scene_encoder import SceneEncoderConfig
 from threed_llm_ros.model.threed_llm import ThreeDLLMConfig
+
+
+TRAINED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
+
+
+def engine_floors() -> dict:
+    """The engine-level floors the shipped checkpoint's model card supports (empty: none yet)."""
+    card = TRAINED_CHECKPOINT / "model_card.json"
+    return json.loads(card.read_text()).get("engine_floors", {}) if card.is_file() else {}
 
 
 def tiny_config(**overrides) -> ThreeDLLMConfig:

@@ -245,12 +245,7 @@ class ThreeDLLM(nn.Module):
             self.language_model = apply_lora(base, config.lora)
             make_new_rows_trainable(base, self.added_tokens.base_vocab_size)
             self.scene_encoder = SceneEncoder(config.scene_encoder)
-            self.box_head = BoxHead(
-                hidden_size,
-                config.box_head,
-                context_dim=config.scene_encoder.encoder.width,
-                point_channels=config.scene_encoder.encoder.in_channels,
-            )
+            self.box_head = build_box_head(config)
         self.box3d_id = self.added_tokens.id_of(BOX3D_TOKEN)
         self.placeholder_id = self.added_tokens.id_of(SCENE_PLACEHOLDER_TOKEN)
         self.scene_token_ids = [self.added_tokens.id_of(t) for t in (SCENE_START_TOKEN, SCENE_END_TOKEN)]
@@ -616,6 +611,16 @@ class ThreeDLLM(nn.Module):
         if not boxes or scene is None:
             return []
         return self._to_metres(torch.as_tensor(np.stack(boxes))[None], scene)
+
+
+def build_box_head(config: ThreeDLLMConfig) -> BoxHead:
+    """The box head of a model config, sized to its language model width and point encoder."""
+    return BoxHead(
+        config.scene_encoder.output_dim,
+        config.box_head,
+        context_dim=config.scene_encoder.encoder.width,
+        point_channels=config.scene_encoder.encoder.in_channels,
+    )
 
 
 def preset_yaml(name: str) -> str:

@@ -261,10 +261,9 @@ def load_exportable_parts(checkpoint: str | Path) -> tuple[nn.Module, nn.Module,
     """(SceneEncoder, BoxHead, checkpoint config) with the checkpoint's weights, without loading the LM."""
     from safetensors.torch import load_file
 
-    from threed_llm_ros.model.box_head import BoxHead
     from threed_llm_ros.model.checkpoint import WEIGHTS_FILE, read_checkpoint_config
     from threed_llm_ros.model.scene_encoder import SceneEncoder
-    from threed_llm_ros.model.threed_llm import ThreeDLLMConfig
+    from threed_llm_ros.model.threed_llm import ThreeDLLMConfig, build_box_head
 
     directory = Path(checkpoint)
     document = read_checkpoint_config(directory)
@@ -273,12 +272,7 @@ def load_exportable_parts(checkpoint: str | Path) -> tuple[nn.Module, nn.Module,
         raise ModelFileError(f"{weights} is missing")
     config = ThreeDLLMConfig.from_dict(document["model"])
     encoder = SceneEncoder(config.scene_encoder)
-    box_head = BoxHead(
-        config.scene_encoder.output_dim,
-        config.box_head,
-        context_dim=config.scene_encoder.encoder.width,
-        point_channels=config.scene_encoder.encoder.in_channels,
-    )
+    box_head = build_box_head(config)
     state = load_file(str(weights))
     for prefix, module in (("scene_encoder.", encoder), ("box_head.", box_head)):
         module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}, strict=True)

@@ -516,10 +516,10 @@ class Trainer:
                 by_scene.setdefault(entry.scene_id, []).append(entry.annotation)
         rng = np.random.default_rng([self.config.seed, 11])
         items = []
-        for scene_id, annotations in by_scene.items():
-            if stage.max_per_scene and len(annotations) > stage.max_per_scene:
-                annotations = [annotations[int(i)] for i in sorted(rng.choice(len(annotations), stage.max_per_scene, replace=False))]
-            items.extend((scene_id, annotation) for annotation in annotations)
+        for scene_id, of_scene in by_scene.items():
+            if stage.max_per_scene and len(of_scene) > stage.max_per_scene:
+                of_scene = [of_scene[int(i)] for i in sorted(rng.choice(len(of_scene), stage.max_per_scene, replace=False))]
+            items.extend((scene_id, annotation) for annotation in of_scene)
         if not items:
             raise ConfigError(f"stages.{stage.name}.tasks", "the training split has no grounding annotation", "generate more scenes")
         parts: dict[str, list[torch.Tensor]] = {}
@@ -546,15 +546,21 @@ class Trainer:
         with _autocast(self.device):
             prediction = head(states["hidden"][rows].to(self.device), **inputs)
             loss = self.model.config.box_loss_weight * head.loss(prediction, states["boxes"][rows].to(self.device))
+        grad_norm = self._optimise(loss, stage)
+        value = float(loss.detach())
+        return {"loss": value, "language_loss": 0.0, "box_loss": value, "load_balance_loss": 0.0,
+                "lr": float(lr), "grad_norm": float(grad_norm)}
+
+    def _optimise(self, loss: torch.Tensor, stage: StageConfig) -> float:
+        """Backward, clip to ``stage.grad_clip``, step the optimiser and the schedule; the gradient norm."""
+        assert self.optimizer is not None and self.scheduler is not None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, stage.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        value = float(loss.detach())
-        return {"loss": value, "language_loss": 0.0, "box_loss": value, "load_balance_loss": 0.0,
-                "lr": float(lr), "grad_norm": float(grad_norm)}
+        return float(grad_norm)
 
     def train_step(self, batch: TrainingBatch, stage: StageConfig, seed: int) -> dict[str, float]:
         """One optimiser step on ``batch``; returns the losses, lr and gradient norm."""
@@ -564,12 +570,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         with _autocast(self.device):
             output = self.model(batch.scene, batch.prompts, batch.targets, batch.target_boxes, return_logits=False)
-        self.optimizer.zero_grad(set_to_none=True)
-        output.loss.backward()
-        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, stage.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        grad_norm = self._optimise(output.loss, stage)
         return {
             "loss": float(output.loss.detach()),
             "language_loss": float(output.language_loss.detach()),
