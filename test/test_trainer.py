@@ -213,6 +213,20 @@ def test_cached_stage_must_train_only_the_head_on_grounding() -> None:
     assert raised.value.parameter == "stages.bad.cache_hidden_states"
 
 
+def test_every_shipped_recipe_loads_with_its_model_and_starting_checkpoint(repo_root: Path) -> None:
+    """config/train_*.yaml are documented commands: each must validate (stages, groups, tasks), build its model
+    config, and name a starting checkpoint that exists."""
+    recipes = sorted((repo_root / "config").glob("train_*.yaml"))
+    assert {"train_tiny.yaml", "train_mini.yaml", "train_mini_head.yaml", "train_mini_continue.yaml"} <= {
+        recipe.name for recipe in recipes}
+    for recipe in recipes:
+        config = load_train_config(recipe)
+        assert config.stages, recipe
+        model_config_of(config)
+        if config.init_from:
+            assert (Path(config.init_from) / "model.safetensors").is_file(), (recipe, config.init_from)
+
+
 def test_init_from_starts_a_changed_model_from_a_checkpoint(tiny_config, tmp_path: Path, capsys) -> None:
     source = Trainer(_config(tiny_config, tmp_path / "source"))
     source.position.global_step = 1
