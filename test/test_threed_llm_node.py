@@ -107,7 +107,10 @@ class Probe:
         deadline = time.monotonic() + timeout
         while not condition():
             assert process.running(), f"node exited early while waiting for {what}:\n{process.output()[-4000:]}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{process.output()[-4000:]}"
+            assert time.monotonic() < deadline, (
+                f"timed out waiting for {what}; messages received per topic "
+                f"{ {topic: len(messages) for topic, messages in self.received.items()} }; the node's latest "
+                f"diagnostics {self.latest_diagnostics()}; its output:\n{process.output()[-4000:]}")
             time.sleep(0.1)
 
     def latest_diagnostics(self) -> dict[str, str]:
