@@ -98,11 +98,11 @@ class OnnxRuntimeSceneEncoder:
         names = tuple(node.name for node in self.session.get_inputs())
         if names != SCENE_ENCODER_INPUTS:
             raise ModelFileError(f"{self.path} has inputs {names}, expected {SCENE_ENCODER_INPUTS}: not a scene encoder graph")
+        names = tuple(node.name for node in self.session.get_outputs())
+        if names != SCENE_ENCODER_OUTPUTS:  # an export from before the box head read patch tokens
+            raise ModelFileError(f"{self.path} has outputs {names}, expected {SCENE_ENCODER_OUTPUTS}: re-export it")
 
     def encode(self, patches: ArrayLike, centers: ArrayLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        names = tuple(node.name for node in self.session.get_outputs())
-        if names != SCENE_ENCODER_OUTPUTS:
-            raise ModelFileError(f"{self.path} has outputs {names}, expected {SCENE_ENCODER_OUTPUTS}: re-export it")
         tokens, weights, patch_tokens = self.session.run(
             list(SCENE_ENCODER_OUTPUTS), {"patches": _as_numpy(patches), "centers": _as_numpy(centers)}
         )
