@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,9 +11,16 @@ import torch
 
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.model.point_encoder import PointEncoderConfig
-from threed_llm_ros.model.preprocessing import PreprocessConfig, prepare_scenes
+from threed_llm_ros.model.preprocessing import PreprocessConfig, boxes_to_normalized, prepare_scenes
 from threed_llm_ros.model.qformer import QFormerConfig
-from threed_llm_ros.model.scene_encoder import SceneEncoder, SceneEncoderConfig
+from threed_llm_ros.model.scene_encoder import (
+    SCENE_TOKEN_NORM_SCALE,
+    SceneEncoder,
+    SceneEncoderConfig,
+    patch_semantic_labels,
+)
+
+from threed_llm_helpers import box_cloud
 
 
 def room_cloud(num_points: int, seed: int, colour: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -108,3 +116,132 @@ def test_a_few_adamw_steps_learn_the_scene_colour(single_thread) -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses
     assert losses[-1] < 0.5 * constant_guess_loss, (losses[-1], constant_guess_loss)
+
+
+def test_patch_semantic_labels_follow_the_boxes() -> None:
+    """Category/colour per group centre: inside the smallest containing box, yaw respected, 0 outside."""
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 2.0, 1.0, 1.0, 0.0],  # a table-sized box, category 3, colour 1
+            [0.5, 0.0, 0.0, 0.2, 0.2, 0.2, 0.0],  # a cup inside it: its name is unknown to the vocabulary
+            [5.0, 0.0, 0.0, 2.0, 0.2, 1.0, np.pi / 2],  # long along y once rotated
+        ],
+        dtype=torch.float64,
+    )
+    categories = torch.tensor([3, -1, 0])
+    colours = torch.tensor([1, 4, 2])
+    centres = torch.tensor(
+        [
+            [-0.8, 0.3, 0.2],  # in the table box only
+            [0.5, 0.05, 0.0],  # in both: the smaller (cup) wins
+            [5.0, 0.8, 0.0],  # inside the rotated box
+            [5.8, 0.0, 0.0],  # would be inside without the yaw
+            [9.0, 9.0, 9.0],  # on nothing
+        ],
+        dtype=torch.float64,
+    )
+    labels = patch_semantic_labels(centres, boxes, categories, colours, margin=0.0)
+    assert labels.tolist() == [[4, 2], [-100, 5], [1, 3], [0, 0], [0, 0]]
+    assert patch_semantic_labels(centres, boxes[:0], categories[:0], colours[:0]).tolist() == [[0, 0]] * 5
+
+
+def test_presets_condition_the_inputs_and_put_scene_tokens_at_word_scale() -> None:
+    """The presets scale group-relative xyz and centre colours, so fresh patch tokens vary more across
+    groups than with the raw inputs (which let training collapse the first encoder), and their scene
+    tokens start at the RMS of SmolLM2's word embeddings."""
+    conditioned = SceneEncoderConfig.preset("mini")
+    conditioned.preprocess.up_axis = "z"
+    assert conditioned.encoder.local_scale == 25.0 and conditioned.encoder.center_colors
+    raw = replace(
+        conditioned,
+        encoder=replace(conditioned.encoder, local_scale=1.0, center_colors=False),
+        output_norm_scale=0.0,
+        semantic_categories=[],
+        semantic_colors=[],
+    )
+    batch = prepare_scenes([box_cloud(seed) for seed in (1, 2, 3)], conditioned.preprocess)
+    spread = {}
+    for name, config in (("conditioned", conditioned), ("raw", raw)):
+        torch.manual_seed(0)
+        encoder = SceneEncoder(config).eval()
+        with torch.no_grad():
+            output = encoder(batch.patches, batch.centers)
+        patch_tokens = output.patch_tokens
+        spread[name] = float(patch_tokens.std(dim=1).mean() / patch_tokens.square().mean().sqrt())
+        if name == "conditioned":
+            rms = float(output.scene_tokens.square().mean().sqrt())
+            assert abs(rms - SCENE_TOKEN_NORM_SCALE) < 0.1 * SCENE_TOKEN_NORM_SCALE, rms
+            assert encoder.patch_semantics is not None
+        else:
+            assert encoder.patch_semantics is None
+    assert spread["conditioned"] > 1.5 * spread["raw"], spread
+
+
+def test_configs_without_the_new_fields_keep_the_first_behaviour() -> None:
+    """A checkpoint config written before conditioning, output norm and patch semantics loads as it was trained."""
+    values = SceneEncoderConfig.preset("mini").to_dict()
+    for key in ("output_norm_scale", "semantic_categories", "semantic_colors"):
+        values.pop(key)
+    for key in ("local_scale", "center_colors"):
+        values["encoder"].pop(key)
+    old = SceneEncoderConfig.from_dict(values)
+    assert old.output_norm_scale == 0.0 and old.semantic_categories == [] and old.encoder.local_scale == 1.0
+    encoder = SceneEncoder(old)
+    assert encoder.patch_semantics is None and len(encoder.modality_projector) == 3
+    with pytest.raises(ConfigError, match="semantic_categories"):
+        SceneEncoderConfig(semantic_categories=["chair"])
+    with pytest.raises(ConfigError, match="output_norm_scale"):
+        SceneEncoderConfig(output_norm_scale=-1.0)
+    with pytest.raises(ConfigError, match="local_scale"):
+        PointEncoderConfig(local_scale=0.0)
+
+
+def test_the_patch_semantics_head_learns_which_groups_lie_on_which_coloured_object(single_thread) -> None:
+    """Encoder + head trained on labels from the boxes of coloured objects: the loss falls below the
+    best guess that ignores the points (every group the most frequent class)."""
+    config = replace(tiny_config(), semantic_categories=["object"], semantic_colors=["a", "b", "c", "d"])
+    config.encoder.local_scale, config.encoder.center_colors = 25.0, True
+    colours = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30]], dtype=np.uint8)
+    clouds, labels = [], []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        floor = np.column_stack([rng.uniform(-1.5, 1.5, (800, 2)), np.zeros(800)])
+        size = rng.uniform(0.8, 1.2, 3)
+        centre = np.r_[rng.uniform(-0.5, 0.5, 2), size[2] / 2]
+        surface = rng.uniform(-0.5, 0.5, (1500, 3)) * size
+        face = rng.integers(0, 3, 1500)
+        surface[np.arange(1500), face] = np.sign(surface[np.arange(1500), face]) * size[face] / 2
+        colour = seed % 4
+        xyz = np.concatenate([floor, surface + centre])
+        rgb = np.concatenate([np.full((800, 3), 120, dtype=np.uint8), np.tile(colours[colour], (1500, 1))])
+        clouds.append((xyz, rgb))
+        labels.append((np.r_[centre, size, 0.0], colour))
+    batch = prepare_scenes(clouds, config.preprocess)
+    metres = torch.as_tensor(np.stack([box for box, _ in labels])).reshape(len(labels), 1, 7)
+    normalized = boxes_to_normalized(metres, batch)
+    targets = torch.stack(
+        [
+            patch_semantic_labels(batch.centers[index].double(), normalized[index], torch.tensor([0]), torch.tensor([colour]))
+            for index, (_, colour) in enumerate(labels)
+        ]
+    )
+    on_object = float((targets[..., 0] > 0).float().mean())
+    assert 0.1 < on_object < 0.9, on_object  # both classes present
+    torch.manual_seed(0)
+    encoder = SceneEncoder(config)
+    optimiser = torch.optim.AdamW(encoder.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(60):
+        output = encoder(batch.patches, batch.centers)
+        category_logits, colour_logits = encoder.patch_semantics(output.patch_tokens)
+        loss = torch.nn.functional.cross_entropy(category_logits.reshape(-1, 2), targets[..., 0].reshape(-1))
+        loss = loss + torch.nn.functional.cross_entropy(colour_logits.reshape(-1, 5), targets[..., 1].reshape(-1))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    prior = lambda counts: float(-(counts / counts.sum() * torch.log(counts / counts.sum()).nan_to_num()).sum())  # noqa: E731
+    constant_guess = prior(torch.bincount(targets[..., 0].flatten(), minlength=2).double()) + prior(
+        torch.bincount(targets[..., 1].flatten(), minlength=5).double()
+    )
+    assert losses[-1] < 0.5 * constant_guess, (losses[-1], constant_guess)

@@ -88,6 +88,22 @@ def test_collate_fills_boxes_and_caches_scenes(tiny_config, smollm2) -> None:
     # the head's target is the same box in normalised units
     normalized = model.codec.find_boxes(batch.targets[0])[0]
     assert np.allclose(normalized[:3], batch.target_boxes[0][:3], atol=2.4 / 128)
+    # patch semantics: per group the category/colour of the object it lies on, only names the scene holds
+    encoder_config = model.config.scene_encoder
+    assert batch.patch_labels is not None and batch.patch_labels.shape == (3, encoder_config.encoder.num_groups, 2)
+    for index, (scene_id, _) in enumerate(items):
+        record = dataset.scene(scene_id)
+        categories = {encoder_config.semantic_categories.index(o.category) + 1 for o in record.objects}
+        colours = {encoder_config.semantic_colors.index(o.color) + 1 for o in record.objects}
+        on_object = batch.patch_labels[index, :, 0] > 0
+        assert int(on_object.sum()) < encoder_config.encoder.num_groups  # walls and floor are background
+        assert set(batch.patch_labels[index, on_object, 0].tolist()) <= categories
+        assert set(batch.patch_labels[index, on_object, 1].tolist()) <= colours
+    # 16 far-apart groups land mostly on walls and floor; some must land on objects in the 3 scenes
+    names = (encoder_config.semantic_categories, encoder_config.semantic_colors)
+    every_scene = SceneCache(model.config.scene_encoder.preprocess)
+    all_labels = torch.stack([every_scene.patch_labels(dataset.scene(s), *names) for s in dataset.scene_ids])
+    assert int((all_labels[..., 0] > 0).sum()) > 0
     # each scene was read and preprocessed once; a second batch reuses the cache
     assert sorted(set(loads)) == sorted(loads) and len(cache) == len(set(loads))
     again = collate(model, items, cache, loader=loader)
@@ -99,8 +115,10 @@ def test_training_steps_lower_the_loss(tiny_config, tmp_path: Path) -> None:
     trainer.prepare_stage(1)  # instruct: every task, LoRA + rows + head trained
     stage = tiny_config.stages[1]
     batch = trainer.batch(StageSampler(trainer.load_data(), stage, 1, seed=3), 0)
-    losses = [trainer.train_step(batch, stage, seed=step)["loss"] for step in range(5)]
+    steps = [trainer.train_step(batch, stage, seed=step) for step in range(5)]
+    losses = [step["loss"] for step in steps]
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    assert all(step["semantic_loss"] > 0 for step in steps)  # the mini preset's patch-semantics head trains too
 
 
 def _snapshot(trainer: Trainer) -> dict[str, list[torch.Tensor]]:

@@ -188,6 +188,7 @@ SCENE_ENCODER_COMPONENTS = {
     "point_projector": "projector",
     "query_experts": "Q-Former / MQE",
     "modality_projector": "projector",
+    "patch_semantics": "point encoder",  # the encoder's auxiliary training head
 }
 
 

@@ -22,6 +22,9 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.model.config_io import config_from_dict, config_to_dict
 
 POSITION_EMBEDDING_HIDDEN = 128
+#: Group-relative xyz of the presets' 8192-point, 128-group scenes have a standard deviation near
+#: 0.04 normalised units; this brings them to about 1.
+CONDITIONED_LOCAL_SCALE = 25.0
 
 
 @dataclass
@@ -37,6 +40,11 @@ class PointEncoderConfig:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     patch_channels: int = 128  # mini-PointNet: stage 1 is in->C/2->C, stage 2 is 2C->2C->width
+    # Input conditioning. Group-relative xyz are a few hundredths of a normalised unit and colours
+    # sit in [0, 1]; fed raw, the per-point MLP sees nearly constant inputs and training collapsed
+    # the encoder to one output for every scene. 1.0 / False keep the first checkpoints' behaviour.
+    local_scale: float = 1.0  # multiplies the group-relative xyz
+    center_colors: bool = False  # colours [0, 1] -> [-1, 1]
 
     def __post_init__(self) -> None:
         for name in ("num_groups", "group_size", "in_channels", "width", "depth", "heads", "patch_channels"):
@@ -54,6 +62,8 @@ class PointEncoderConfig:
                 f"width {self.width} is not divisible by heads {self.heads}",
                 "pick heads dividing width",
             )
+        if not self.local_scale > 0:
+            raise ConfigError("encoder.local_scale", f"must be positive, got {self.local_scale}", "use 25.0 (1.0 = unscaled)")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("encoder.dropout", f"must be in [0, 1), got {self.dropout}", "use 0.0 to 0.2")
 
@@ -61,8 +71,11 @@ class PointEncoderConfig:
     def preset(cls, name: str) -> "PointEncoderConfig":
         """``"mini"`` (fast on a CPU) or ``"base"`` (MiniGPT-3D's Point-BERT: 512x32, width 384, depth 12)."""
         presets = {
-            "mini": cls(),
-            "base": cls(num_groups=512, group_size=32, width=384, depth=12, heads=6, patch_channels=256),
+            "mini": cls(local_scale=CONDITIONED_LOCAL_SCALE, center_colors=True),
+            "base": cls(
+                num_groups=512, group_size=32, width=384, depth=12, heads=6, patch_channels=256,
+                local_scale=CONDITIONED_LOCAL_SCALE, center_colors=True,
+            ),
         }
         if name not in presets:
             raise ConfigError("encoder preset", f"unknown preset {name!r}", f"use one of {sorted(presets)}")
@@ -175,6 +188,16 @@ class PointEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(config.width)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
+    def condition(self, patches: torch.Tensor) -> torch.Tensor:
+        """Scale the group-relative xyz and centre the colours (``local_scale``, ``center_colors``)."""
+        if self.config.local_scale == 1.0 and not self.config.center_colors:
+            return patches
+        xyz = patches[..., :3] * self.config.local_scale
+        rest = patches[..., 3:]
+        if self.config.center_colors:
+            rest = torch.cat([rest[..., :3] * 2.0 - 1.0, rest[..., 3:]], dim=-1)
+        return torch.cat([xyz, rest], dim=-1)
+
     def forward(self, patches: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """Encode grouped patches; returns (B, 1+G, width) with the cls token first."""
         if patches.dim() != 4 or patches.shape[-1] != self.config.in_channels:
@@ -184,6 +207,7 @@ class PointEncoder(nn.Module):
         if centers.shape != (*patches.shape[:2], 3):
             raise ValueError(f"centers must be (B, G, 3) = {(*patches.shape[:2], 3)}, got {tuple(centers.shape)}")
         batch = patches.shape[0]
+        patches = self.condition(patches)
         tokens = self.patch_embedding(patches) + self.position_embedding(centers)
         cls = self.cls_token.expand(batch, -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)

@@ -62,14 +62,18 @@ class ThreeDLLMConfig:
     max_new_tokens: int = 64
     box_loss_weight: float = 1.0
     load_balance_loss_weight: float = 1.0  # the encoder already weights its router loss
+    semantic_loss_weight: float = 0.5  # the patch-semantics loss (only where the encoder has that head)
     blind: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}", "use e.g. 64")
-        if self.box_loss_weight < 0 or self.load_balance_loss_weight < 0:
-            raise ConfigError("loss weights", "must be >= 0", "use box_loss_weight 1.0, load_balance_loss_weight 1.0")
+        if self.box_loss_weight < 0 or self.load_balance_loss_weight < 0 or self.semantic_loss_weight < 0:
+            raise ConfigError(
+                "loss weights", "must be >= 0",
+                "use box_loss_weight 1.0, load_balance_loss_weight 1.0, semantic_loss_weight 0.5",
+            )
 
     @classmethod
     def preset(cls, name: str) -> "ThreeDLLMConfig":
@@ -104,6 +108,7 @@ class ThreeDLLMConfig:
             "max_new_tokens": self.max_new_tokens,
             "box_loss_weight": self.box_loss_weight,
             "load_balance_loss_weight": self.load_balance_loss_weight,
+            "semantic_loss_weight": self.semantic_loss_weight,
             "blind": self.blind,
             "seed": self.seed,
         }
@@ -133,6 +138,7 @@ class ThreeDLLMOutput:
     load_balance_loss: torch.Tensor
     logits: torch.Tensor | None
     box_prediction: BoxPrediction | None = None
+    semantic_loss: torch.Tensor | None = None  # patch semantics (zero when not computed)
 
 
 @dataclass
@@ -337,6 +343,7 @@ class ThreeDLLM(nn.Module):
         *,
         blind: bool | None = None,
         return_logits: bool = True,
+        patch_labels: torch.Tensor | None = None,
     ) -> ThreeDLLMOutput:
         """Teacher-forced losses for a batch.
 
@@ -344,6 +351,8 @@ class ThreeDLLM(nn.Module):
         covers only them (and the end-of-turn token), never the prompt or scene part.
         ``target_boxes``: per sample a normalised box 7-vector (or None / a NaN row) that the
         box head must predict at the first ``<box3d>`` of that sample's target.
+        ``patch_labels`` (B, G, 2): category and colour per point group (``patch_semantic_labels``)
+        for the encoder's patch-semantics head, where it has one.
         """
         blind = self.config.blind if blind is None else blind
         if len(prompts) != len(targets):
@@ -351,6 +360,7 @@ class ThreeDLLM(nn.Module):
         scene_tokens = None
         patch_tokens = None
         load_balance = torch.zeros((), device=self.device)
+        semantic_loss = torch.zeros((), device=self.device)
         if not blind:
             if scene is None:
                 raise ValueError("a scene is needed unless blind=True")
@@ -360,6 +370,8 @@ class ThreeDLLM(nn.Module):
             scene_tokens = encoded.scene_tokens
             patch_tokens = encoded.patch_tokens
             load_balance = encoded.load_balance_loss
+            if patch_labels is not None and self.scene_encoder.patch_semantics is not None:
+                semantic_loss = self.patch_semantics_loss(patch_tokens, patch_labels)
         num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
         batch = self._build_batch(prompts, targets, num_scene_tokens, blind)
         embeddings = self._input_embeddings(batch.input_ids, scene_tokens)
@@ -388,8 +400,23 @@ class ThreeDLLM(nn.Module):
             language_loss
             + self.config.box_loss_weight * box_loss
             + self.config.load_balance_loss_weight * load_balance
+            + self.config.semantic_loss_weight * semantic_loss
         )
-        return ThreeDLLMOutput(loss, language_loss, box_loss, load_balance, logits, box_prediction)
+        return ThreeDLLMOutput(loss, language_loss, box_loss, load_balance, logits, box_prediction, semantic_loss)
+
+    def patch_semantics_loss(self, patch_tokens: torch.Tensor, patch_labels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the patch-semantics head's category and colour (labels (B, G, 2), -100 ignored)."""
+        head = self.scene_encoder.patch_semantics
+        if head is None:
+            raise ValueError("this model's scene encoder has no patch-semantics head")
+        labels = patch_labels.to(self.device)
+        category_logits, color_logits = head(patch_tokens)
+        losses = []
+        for logits, column in ((category_logits, 0), (color_logits, 1)):
+            targets = labels[..., column].reshape(-1)
+            if bool((targets != IGNORE_INDEX).any()):
+                losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=IGNORE_INDEX))
+        return torch.stack(losses).mean() if losses else torch.zeros((), device=self.device)
 
     def box_query_states(
         self,

@@ -24,6 +24,7 @@ from threed_llm_ros.data.annotations import BOX_TOKEN, Annotation
 from threed_llm_ros.data.dataset import SceneRecord
 from threed_llm_ros.model.box_head import BOX3D_TOKEN
 from threed_llm_ros.model.preprocessing import PreprocessConfig, SceneBatch, boxes_to_normalized, prepare_scenes
+from threed_llm_ros.model.scene_encoder import patch_semantic_labels
 
 #: Prefix forced before a grounding answer so the box head reads the ``<box3d>`` state.
 GROUNDING_ANSWER_PREFIX = BOX3D_TOKEN
@@ -38,6 +39,7 @@ class TrainingBatch:
     targets: list[str]
     target_boxes: list[np.ndarray | None]  # normalised 7-vectors for the box head, None where no <box3d>
     tasks: list[str]
+    patch_labels: torch.Tensor | None = None  # (B, G, 2) category/colour per group, for the patch-semantics head
 
     @property
     def size(self) -> int:
@@ -60,6 +62,15 @@ def concatenate_scenes(scenes: Sequence[SceneBatch]) -> SceneBatch:
     )
 
 
+def _read(record: SceneRecord | str, loader: Callable[[str], SceneRecord] | None, missing: str) -> SceneRecord:
+    """The record itself, or the scene id's record read through ``loader``."""
+    if not isinstance(record, str):
+        return record
+    if loader is None:
+        raise ValueError(f"scene {record!r} {missing} and no loader was given")
+    return loader(record)
+
+
 class SceneCache:
     """Preprocessed scenes (a SceneBatch of one each) keyed by scene id."""
 
@@ -67,6 +78,7 @@ class SceneCache:
         self.config = config
         self.seed = seed
         self._scenes: dict[str, SceneBatch] = {}
+        self._labels: dict[tuple[str, tuple[str, ...], tuple[str, ...]], torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self._scenes)
@@ -76,14 +88,38 @@ class SceneCache:
         scene_id = record if isinstance(record, str) else record.scene_id
         scene = self._scenes.get(scene_id)
         if scene is None:
-            if isinstance(record, str):
-                if loader is None:
-                    raise ValueError(f"scene {record!r} is not cached and no loader was given")
-                record = loader(record)
+            record = _read(record, loader, "is not cached")
             config = replace(self.config, up_axis=record.up_axis)
             scene = prepare_scenes([(record.points, record.colors)], config, seed=self.seed)
             self._scenes[scene_id] = scene
         return scene
+
+    def patch_labels(
+        self,
+        record: SceneRecord | str,
+        categories: Sequence[str],
+        colors: Sequence[str],
+        loader: Callable[[str], SceneRecord] | None = None,
+    ) -> torch.Tensor:
+        """(G, 2) category/colour ids per group of the prepared scene (``patch_semantic_labels``), cached."""
+        scene_id = record if isinstance(record, str) else record.scene_id
+        key = (scene_id, tuple(categories), tuple(colors))
+        labels = self._labels.get(key)
+        if labels is None:
+            record = _read(record, loader, "has no cached labels")
+            scene = self.get(record)
+            metres = torch.as_tensor(record.boxes_array(), dtype=torch.float64).reshape(1, -1, 7)
+            boxes = boxes_to_normalized(metres, scene)[0]
+            category_index = {name: i for i, name in enumerate(categories)}
+            color_index = {name: i for i, name in enumerate(colors)}
+            labels = patch_semantic_labels(
+                scene.centers[0].double(),
+                boxes,
+                torch.tensor([category_index.get(o.category, -1) for o in record.objects], dtype=torch.long),
+                torch.tensor([color_index.get(o.color, -1) for o in record.objects], dtype=torch.long),
+            )
+            self._labels[key] = labels
+        return labels
 
 
 def box_tokens(model, annotation: Annotation, scene: SceneBatch) -> str:
@@ -122,8 +158,11 @@ def collate(
     loader: Callable[[str], SceneRecord] | None = None,
 ) -> TrainingBatch:
     """A training batch of (record or scene id, annotation) items; scenes come from (and fill) ``cache``."""
-    scenes, prompts, targets, boxes, tasks = [], [], [], [], []
+    scenes, prompts, targets, boxes, tasks, labels = [], [], [], [], [], []
+    encoder_config = model.config.scene_encoder
     for record, annotation in items:
+        if encoder_config.semantic_categories:  # first: it prepares the scene from the same record read
+            labels.append(cache.patch_labels(record, encoder_config.semantic_categories, encoder_config.semantic_colors, loader))
         scene = cache.get(record, loader)
         scenes.append(scene)
         prompts.append(model_prompt(model, annotation, scene))
@@ -131,4 +170,5 @@ def collate(
         targets.append(target)
         boxes.append(box)
         tasks.append(annotation.task)
-    return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks)
+    patch_labels = torch.stack(labels) if labels else None
+    return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks, patch_labels)

@@ -71,7 +71,7 @@ LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 CHECKPOINTS_DIRECTORY = "checkpoints"
 FINAL_DIRECTORY = "final"
-LOSS_PARTS = ("loss", "language_loss", "box_loss", "load_balance_loss")
+LOSS_PARTS = ("loss", "language_loss", "box_loss", "load_balance_loss", "semantic_loss")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -281,7 +281,10 @@ def parameter_group_members(model: ThreeDLLM) -> dict[str, list[torch.nn.Paramet
     if not model.config.lora.train_norms:
         norms = []
     return {
-        "point_encoder": list(encoder.point_encoder.parameters()),
+        "point_encoder": [
+            *encoder.point_encoder.parameters(),
+            *(encoder.patch_semantics.parameters() if encoder.patch_semantics is not None else ()),
+        ],
         "projector": [*encoder.point_projector.parameters(), *encoder.modality_projector.parameters()],
         "qformer": [p for p in experts.parameters() if id(p) not in special],
         "experts": [experts.expert_queries],
@@ -548,7 +551,7 @@ class Trainer:
             loss = self.model.config.box_loss_weight * head.loss(prediction, states["boxes"][rows].to(self.device))
         grad_norm = self._optimise(loss, stage)
         value = float(loss.detach())
-        return {"loss": value, "language_loss": 0.0, "box_loss": value, "load_balance_loss": 0.0,
+        return {"loss": value, "language_loss": 0.0, "box_loss": value, "load_balance_loss": 0.0, "semantic_loss": 0.0,
                 "lr": float(lr), "grad_norm": float(grad_norm)}
 
     def _optimise(self, loss: torch.Tensor, stage: StageConfig) -> float:
@@ -569,13 +572,17 @@ class Trainer:
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
         with _autocast(self.device):
-            output = self.model(batch.scene, batch.prompts, batch.targets, batch.target_boxes, return_logits=False)
+            output = self.model(
+                batch.scene, batch.prompts, batch.targets, batch.target_boxes,
+                return_logits=False, patch_labels=batch.patch_labels,
+            )
         grad_norm = self._optimise(output.loss, stage)
         return {
             "loss": float(output.loss.detach()),
             "language_loss": float(output.language_loss.detach()),
             "box_loss": float(output.box_loss.detach()),
             "load_balance_loss": float(output.load_balance_loss.detach()),
+            "semantic_loss": 0.0 if output.semantic_loss is None else float(output.semantic_loss.detach()),
             "lr": float(lr),
             "grad_norm": float(grad_norm),
         }
@@ -712,7 +719,7 @@ def plot_losses(log_path: Path, image_path: Path, window: int = 10) -> Path | No
     steps = np.array([r["step"] for r in records])
     figure, axes = plt.subplots(len(LOSS_PARTS), 1, figsize=(9, 2.4 * len(LOSS_PARTS)), sharex=True)
     for axis, part in zip(axes, LOSS_PARTS):
-        values = np.array([r[part] for r in records], dtype=np.float64)
+        values = np.array([r.get(part, 0.0) for r in records], dtype=np.float64)  # older logs lack newer parts
         axis.plot(steps, values, color="0.7", linewidth=0.8, label="per step")
         if len(values) >= window:
             smooth = np.convolve(values, np.ones(window) / window, mode="valid")
