@@ -100,3 +100,32 @@ def test_navigation_pose_faces_the_box_from_the_sensor_side() -> None:
     assert pose["position"] == pytest.approx([3.0 - 0.4 - 0.6, 0.0, 0.0])
     assert pose["orientation"] == pytest.approx([0.0, 0.0, 0.0, 1.0])  # facing +x, toward the box
     assert math.isclose(sum(v * v for v in pose["orientation"]), 1.0)
+
+
+def test_scene_use_separates_a_model_that_reads_its_scene_from_one_that_cannot(setup, tmp_path: Path) -> None:
+    """Own-scene vs other-scene answer loss: different for a model whose scene tokens depend on the scene,
+    equal once the scene tokens are made constant (what the first shipped checkpoint's encoder had become)."""
+    import torch
+
+    from threed_llm_ros.data.dataset import load_dataset
+    from threed_llm_ros.eval.evaluate import EvalSettings, Evaluator, evaluate
+    from threed_llm_ros.model.checkpoint import load_checkpoint
+
+    dataset_directory, checkpoint, _ = setup
+    model = load_checkpoint(checkpoint)
+    settings = EvalSettings(split="train", tasks=("qa",), limit=6, progress=False, max_new_tokens=4)
+    dataset = load_dataset(dataset_directory, splits="train", tasks=["qa"])
+    reading = Evaluator(model, dataset, settings).scene_use()["qa"]
+    assert reading["items"] == 6
+    assert all(math.isfinite(reading[name]) for name in ("own scene", "other scene", "no scene"))
+    assert abs(reading["own scene"] - reading["other scene"]) > 1e-4, reading
+
+    last_linear = [m for m in model.scene_encoder.modality_projector if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last_linear.weight.zero_()  # every scene now gives the same scene tokens
+    constant = Evaluator(model, dataset, settings).scene_use()["qa"]
+    assert abs(constant["own scene"] - constant["other scene"]) < 1e-5, constant
+
+    document = evaluate(checkpoint, dataset_directory, tmp_path / "report", settings)
+    assert set(document["scene_use"]) == {"qa"} and document["scene_use"]["qa"]["items"] == 6
+    assert "| qa | 6 |" in (tmp_path / "report" / "report.md").read_text()
