@@ -227,9 +227,12 @@ def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, che
         assert [m.type for m in markers[1:3]] == [Marker.CUBE, Marker.TEXT_VIEW_FACING]
 
         # Bad input: malformed clouds among the good ones, and an empty prompt.
-        for bad in _bad_clouds(cloud):
+        # Sensor topics are best effort with a short queue and good clouds keep arriving: on a
+        # loaded machine one bad cloud was overwritten before the node read it (CI, 2026-11-30).
+        # Send the set twice; at least three must be counted.
+        for bad in [*_bad_clouds(cloud), *_bad_clouds(cloud)]:
             cloud_publisher.publish(bad)
-            time.sleep(0.1)
+            time.sleep(0.3)
         prompt_publisher.publish(String(data="   "))
         answer, pieces = _ask(probe, prompt_publisher, process, "What colour is the sofa?")
         assert "".join(pieces) == answer
@@ -238,7 +241,7 @@ def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, che
             values = probe.latest_diagnostics()
             return int(values.get("bad_messages.pointcloud", 0)) >= 3 and int(values.get("bad_messages.empty_prompt", 0)) == 1
 
-        probe.wait_for(counted, 10, process, "bad inputs counted in /diagnostics")
+        probe.wait_for(counted, 30, process, "bad inputs counted in /diagnostics")
         assert process.running()
         assert process.output().count("ignored bad message") >= 4
         sensor.stop()
@@ -284,7 +287,9 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
             time.sleep(0.3)
         # Let the allocator settle first: each executor thread that runs the model grows its own
         # malloc arena once (measured: RSS plateaus after ~6 inferences), which is not a queue.
-        probe.wait_for(lambda: len(probe.messages("caption")) >= 6, 120, process, "six captions")
+        # Generous wait: with another test sharing the 2 cores one inference took up to 38 s
+        # (prefill 25 s; CI, 2026-11-30), so six captions took longer than 120 s.
+        probe.wait_for(lambda: len(probe.messages("caption")) >= 6, 360, process, "six captions")
         first = probe.latest_diagnostics()
         rss_first = psutil.Process(process.process.pid).memory_info().rss
         captions_first = len(probe.messages("caption"))
@@ -308,7 +313,7 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
         # Captions continue after the bad image (each one takes the 4 s delay plus inference,
         # which is slow on a loaded 2-core machine, so wait for it rather than assume 16 s).
         sensor = Publisher(15.0, publish_trio)
-        probe.wait_for(lambda: len(probe.messages("caption")) > captions_first, 90, process,
+        probe.wait_for(lambda: len(probe.messages("caption")) > captions_first, 180, process,
                        "a caption after the bad image")
         sensor.stop()
     finally:
