@@ -245,3 +245,63 @@ def test_the_patch_semantics_head_learns_which_groups_lie_on_which_coloured_obje
         torch.bincount(targets[..., 1].flatten(), minlength=5).double()
     )
     assert losses[-1] < 0.5 * constant_guess, (losses[-1], constant_guess)
+
+
+def _word_encoder() -> SceneEncoder:
+    config = replace(tiny_config(), semantic_categories=["cup", "chair"], semantic_colors=["red", "blue", "green"], word_groups=3)
+    torch.manual_seed(0)
+    encoder = SceneEncoder(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    encoder.set_word_embeddings(torch.randn(2, 24, generator=generator), torch.randn(3, 24, generator=generator))
+    return encoder
+
+
+def test_word_tokens_are_the_word_rows_of_the_groups_the_head_finds_on_objects() -> None:
+    encoder = _word_encoder()
+    config = encoder.config
+    assert config.num_scene_tokens == config.qformer.queries_per_expert + 6
+    batch = prepare_scenes([room_cloud(600, seed=1)], config.preprocess)
+    # A head that is sure: groups 2, 5 and 9 lie on a "blue cup", a "green chair" and a "red cup";
+    # every other group is background.
+    labels = torch.zeros(16, 2, dtype=torch.long)
+    labels[2], labels[5], labels[9] = torch.tensor([1, 2]), torch.tensor([2, 3]), torch.tensor([1, 1])
+    category_logits = torch.full((1, 16, 3), -30.0)
+    category_logits[0, torch.arange(16), labels[:, 0]] = 30.0
+    color_logits = torch.full((1, 16, 4), -30.0)
+    color_logits[0, torch.arange(16), labels[:, 1]] = 30.0
+    with torch.no_grad():
+        words = encoder.words_from_semantics(category_logits, color_logits, batch.centers).reshape(3, 2, 24)
+        position = encoder.word_position(batch.centers[0].float())
+    expected = {
+        group: (encoder.color_words[labels[group, 1] - 1], encoder.category_words[labels[group, 0] - 1] + position[group])
+        for group in (2, 5, 9)
+    }
+    found = [
+        group for colour_token, category_token in words for group, (colour, category) in expected.items()
+        if torch.allclose(colour_token, colour, atol=1e-5) and torch.allclose(category_token, category, atol=1e-5)
+    ]
+    assert sorted(found) == [2, 5, 9]
+    # the encoder's own forward appends 3 such pairs after the queries
+    with torch.no_grad():
+        output = encoder(batch.patches, batch.centers)
+        own_words = encoder.word_tokens(output.patch_tokens, batch.centers)
+    queries = config.qformer.queries_per_expert
+    assert output.scene_tokens.shape == (1, queries + 6, 24)
+    assert torch.allclose(output.scene_tokens[:, queries:], own_words)
+
+
+def test_word_tokens_need_the_semantics_head_and_fit_the_groups() -> None:
+    with pytest.raises(ConfigError, match="word_groups"):
+        replace(tiny_config(), word_groups=4)
+    with pytest.raises(ConfigError, match="word_groups"):
+        replace(tiny_config(), semantic_categories=["cup"], semantic_colors=["red"], word_groups=17)
+    plain = SceneEncoder(tiny_config())
+    assert plain.word_position is None and not any("word" in name for name in plain.state_dict())
+    with pytest.raises(ValueError, match="word_groups"):
+        plain.set_word_embeddings(torch.zeros(1, 24), torch.zeros(1, 24))
+    encoder = _word_encoder()
+    assert not any(name.endswith("_words") for name in encoder.state_dict())  # the LM's rows are not saved twice
+    with pytest.raises(ValueError, match="word embeddings"):
+        encoder.set_word_embeddings(torch.zeros(3, 24), torch.zeros(3, 24))
+    restored = SceneEncoderConfig.from_dict(json.loads(json.dumps(encoder.config.to_dict())))
+    assert restored.word_groups == 3 and restored.num_scene_tokens == encoder.config.num_scene_tokens

@@ -22,6 +22,7 @@ from threed_llm_ros.train.collate import SceneCache, collate
 from threed_llm_ros.train.trainer import (
     LOG_FILE,
     PLOT_FILE,
+    StageConfig,
     StageSampler,
     Trainer,
     ensure_dataset,
@@ -222,13 +223,15 @@ def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config,
     assert {group for group, moved in _changed(before, trainer).items() if moved} == {"box_head"}
 
 
-def test_cached_stage_must_train_only_the_head_on_grounding() -> None:
-    from threed_llm_ros.train.trainer import StageConfig
-
+def test_cached_and_semantics_stages_must_train_only_their_part() -> None:
     with pytest.raises(ConfigError) as raised:
         StageConfig(name="bad", steps=1, lr=1e-3, batch_size=2, tasks=["grounding", "qa"], train=["box_head"],
                     cache_hidden_states=True)
     assert raised.value.parameter == "stages.bad.cache_hidden_states"
+    with pytest.raises(ConfigError) as raised:
+        StageConfig(name="words", steps=1, lr=1e-3, batch_size=2, tasks=["caption"], train=["point_encoder", "lora"],
+                    semantics_only=True)
+    assert raised.value.parameter == "stages.words.semantics_only"
 
 
 def test_every_shipped_recipe_loads_with_its_model_and_starting_checkpoint(repo_root: Path) -> None:
@@ -277,3 +280,41 @@ def test_the_whole_tiny_recipe_runs_every_stage_including_the_cached_one(tiny_co
     cached = [r for r in records if r["stage"] == stages[-1]]
     assert cached and all(r["language_loss"] == 0.0 and r["box_loss"] > 0 for r in cached)
     assert all(r["tasks"] == {"grounding": config.stages[-1].batch_size} for r in cached)
+
+
+def test_word_token_model_trains_a_semantics_stage_without_the_language_model(tiny_config, tmp_path: Path) -> None:
+    """The semantics-only stage moves the point encoder (and its head) alone and lowers the semantic
+    loss; the model's word rows are the language model's own embeddings of the names."""
+    config = _config(tiny_config, tmp_path)
+    config.model_overrides = copy.deepcopy(config.model_overrides)
+    config.model_overrides["scene_encoder"]["word_groups"] = 4
+    semantics = StageConfig(name="semantics", steps=12, lr=3e-3, batch_size=3, warmup_steps=1, tasks=["caption"],
+                            train=["point_encoder"], semantics_only=True)
+    config.stages = [semantics, *config.stages]
+    trainer = Trainer(config)
+    model = trainer.model
+    encoder_config = model.config.scene_encoder
+    assert encoder_config.num_scene_tokens == encoder_config.qformer.queries_per_expert + 8
+    table = model.causal_lm.get_input_embeddings().weight
+    sofa = model.tokenizer.encode(" sofa", add_special_tokens=False)
+    assert torch.allclose(model.scene_encoder.category_words[encoder_config.semantic_categories.index("sofa")],
+                          table[sofa].mean(dim=0))
+    trainer.prepare_stage(0)
+    before = _snapshot(trainer)
+    batch = trainer.batch(StageSampler(trainer.load_data(), semantics, 0, seed=3), 0)
+    steps = [trainer.train_step(batch, semantics, seed=step) for step in range(12)]
+    losses = [step["semantic_loss"] for step in steps]
+    assert all(step["language_loss"] == 0.0 for step in steps)
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+    assert {group for group, moved in _changed(before, trainer).items() if moved} == {"point_encoder"}
+    # the instruct stage then runs the language model over queries + word tokens, word positions trained
+    trainer.prepare_stage(2)
+    instruct = config.stages[2]
+    before = _snapshot(trainer)
+    batch = trainer.batch(StageSampler(trainer.load_data(), instruct, 2, seed=3), 0)
+    values = trainer.train_step(batch, instruct, seed=0)
+    assert values["language_loss"] > 0
+    word_position = {id(p) for p in model.scene_encoder.word_position.parameters()}
+    after = dict(zip(map(id, parameter_group_members(model)["projector"]), parameter_group_members(model)["projector"]))
+    moved = [not torch.equal(b, after[i]) for b, i in zip(before["projector"], after) if i in word_position]
+    assert moved and all(moved)

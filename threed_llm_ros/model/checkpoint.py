@@ -189,6 +189,7 @@ SCENE_ENCODER_COMPONENTS = {
     "query_experts": "Q-Former / MQE",
     "modality_projector": "projector",
     "patch_semantics": "point encoder",  # the encoder's auxiliary training head
+    "word_position": "projector",  # position embedding of the word tokens
 }
 
 

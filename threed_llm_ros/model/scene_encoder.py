@@ -43,6 +43,13 @@ class SceneEncoderConfig:
     # patch tokens must carry what the language model is asked about. Empty = no head.
     semantic_categories: list[str] = field(default_factory=list)
     semantic_colors: list[str] = field(default_factory=list)
+    # Word tokens (> 0 needs the patch-semantics head): besides the Q-Former's queries, the
+    # ``word_groups`` point groups most likely on an object each become two tokens, the
+    # language model's own embeddings of the colour names and then of the category names,
+    # mixed by the head's probabilities (plus a learned embedding of the group's position on
+    # the category token). The frozen model reads them much like the words "red cup": scene
+    # features aligned with its vocabulary, the role CLIP-aligned features play in 3D-LLM.
+    word_groups: int = 0
 
     def __post_init__(self) -> None:
         preprocess_groups = (self.preprocess.num_groups, self.preprocess.group_size)
@@ -62,6 +69,16 @@ class SceneEncoderConfig:
                 "give both lists (e.g. the simulator catalog's names) or leave both empty",
             )
         self.semantic_categories = list(self.semantic_categories)
+        if self.word_groups < 0 or self.word_groups > self.encoder.num_groups:
+            raise ConfigError(
+                "word_groups", f"must be in [0, {self.encoder.num_groups}], got {self.word_groups}",
+                "use 0 (no word tokens) or e.g. 16",
+            )
+        if self.word_groups and not self.semantic_categories:
+            raise ConfigError(
+                "word_groups", "word tokens are read from the patch-semantics head, which is off",
+                "give semantic_categories and semantic_colors, or set word_groups: 0",
+            )
         self.semantic_colors = list(self.semantic_colors)
         if self.output_dim < 1:
             raise ConfigError(
@@ -91,8 +108,8 @@ class SceneEncoderConfig:
 
     @property
     def num_scene_tokens(self) -> int:
-        """How many prefix tokens one scene becomes (the queries per expert)."""
-        return self.qformer.queries_per_expert
+        """How many prefix tokens one scene becomes (the queries per expert, then two per word group)."""
+        return self.qformer.queries_per_expert + 2 * self.word_groups
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable nested dict."""
@@ -190,13 +207,64 @@ class SceneEncoder(nn.Module):
             if config.semantic_categories
             else None
         )
+        self.word_position: nn.Module | None = None
+        if config.word_groups:
+            self.word_position = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, config.output_dim))
+            nn.init.normal_(self.word_position[2].weight, std=0.01)  # starts small next to the word rows (RMS 0.13)
+            nn.init.zeros_(self.word_position[2].bias)
+            # Filled by set_word_embeddings from the language model's rows; not saved (the LM has them).
+            self.register_buffer("category_words", torch.zeros(len(config.semantic_categories), config.output_dim), persistent=False)
+            self.register_buffer("color_words", torch.zeros(len(config.semantic_colors), config.output_dim), persistent=False)
+
+    def set_word_embeddings(self, categories: torch.Tensor, colors: torch.Tensor) -> None:
+        """The language model's embedding of each category name (C, D) and colour name (K, D), in config order."""
+        if self.word_position is None:
+            raise ValueError("this scene encoder has no word tokens (word_groups is 0)")
+        if categories.shape != self.category_words.shape or colors.shape != self.color_words.shape:
+            raise ValueError(
+                f"word embeddings must be {tuple(self.category_words.shape)} and {tuple(self.color_words.shape)}, "
+                f"got {tuple(categories.shape)} and {tuple(colors.shape)}"
+            )
+        self.category_words.copy_(categories.detach())
+        self.color_words.copy_(colors.detach())
+
+    def word_tokens(self, patch_tokens: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """(B, 2 * word_groups, D): [colour, category] token pairs of the groups most likely on an object."""
+        assert self.patch_semantics is not None
+        category_logits, color_logits = self.patch_semantics(patch_tokens)
+        return self.words_from_semantics(category_logits, color_logits, centers).to(patch_tokens.dtype)
+
+    def words_from_semantics(self, category_logits: torch.Tensor, color_logits: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+        """Word tokens (B, 2 * word_groups, D) from the head's logits (B, G, 1+C) and (B, G, 1+K) and the group centres."""
+        assert self.word_position is not None
+        category_probs = category_logits.float().softmax(dim=-1)
+        color_probs = color_logits.float().softmax(dim=-1)
+        on_object = 1.0 - category_probs[..., 0]
+        chosen = on_object.topk(self.config.word_groups, dim=1).indices  # (B, N)
+
+        def pick(values: torch.Tensor) -> torch.Tensor:
+            return torch.gather(values, 1, chosen[..., None].expand(-1, -1, values.shape[-1]))
+
+        # Renormalised over the named classes: the token of a group is a mix of real words.
+        category_mix = pick(category_probs[..., 1:])
+        category_mix = category_mix / category_mix.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+        color_mix = pick(color_probs[..., 1:])
+        color_mix = color_mix / color_mix.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+        category_token = category_mix @ self.category_words + self.word_position(pick(centers.float()))
+        color_token = color_mix @ self.color_words
+        pairs = torch.stack([color_token, category_token], dim=2)  # (B, N, 2, D)
+        return pairs.reshape(pairs.shape[0], -1, pairs.shape[-1])
 
     def forward(self, patches: torch.Tensor, centers: torch.Tensor) -> SceneEncoderOutput:
         """Encode, project to the Q-Former's key width, route through the query experts, project to the LM width."""
         encoder_tokens = self.point_encoder(patches, centers)
         mixture = self.query_experts(self.point_projector(encoder_tokens))
+        scene_tokens = self.modality_projector(mixture.queries)
+        if self.word_position is not None:
+            words = self.word_tokens(encoder_tokens[:, 1:], centers)
+            scene_tokens = torch.cat([scene_tokens, words.to(scene_tokens.dtype)], dim=1)
         return SceneEncoderOutput(
-            scene_tokens=self.modality_projector(mixture.queries),
+            scene_tokens=scene_tokens,
             router_probs=mixture.router_probs,
             expert_weights=mixture.expert_weights,
             load_balance_loss=mixture.load_balance_loss,

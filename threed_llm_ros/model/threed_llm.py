@@ -159,6 +159,18 @@ class _Batch:
     labels: torch.Tensor
 
 
+def name_embeddings(language_model: nn.Module, tokenizer: Any, names: Sequence[str]) -> torch.Tensor:
+    """(N, hidden): per name, the mean input-embedding row of its tokens as a word inside a sentence."""
+    table = language_model.get_input_embeddings().weight
+    rows = []
+    for name in names:
+        ids = tokenizer.encode(" " + name, add_special_tokens=False)
+        if not ids:
+            raise ValueError(f"the tokenizer turns the name {name!r} into no token")
+        rows.append(table[torch.as_tensor(ids, dtype=torch.long, device=table.device)].float().mean(dim=0))
+    return torch.stack(rows).detach().cpu()
+
+
 def scene_at(batch: SceneBatch, index: int) -> SceneBatch:
     """Scene ``index`` of a batch, as a batch of one (what :meth:`ThreeDLLM.generate` takes)."""
     if not -batch.batch_size <= index < batch.batch_size:
@@ -251,6 +263,11 @@ class ThreeDLLM(nn.Module):
             self.language_model = apply_lora(base, config.lora)
             make_new_rows_trainable(base, self.added_tokens.base_vocab_size)
             self.scene_encoder = SceneEncoder(config.scene_encoder)
+            if config.scene_encoder.word_groups:
+                self.scene_encoder.set_word_embeddings(
+                    name_embeddings(base, tokenizer, config.scene_encoder.semantic_categories),
+                    name_embeddings(base, tokenizer, config.scene_encoder.semantic_colors),
+                )
             self.box_head = build_box_head(config)
         self.box3d_id = self.added_tokens.id_of(BOX3D_TOKEN)
         self.placeholder_id = self.added_tokens.id_of(SCENE_PLACEHOLDER_TOKEN)

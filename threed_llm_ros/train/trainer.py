@@ -13,6 +13,10 @@ size, tasks and the parameter groups it trains (:data:`PARAMETER_GROUPS`):
    model's ``<box3d>`` states of every grounding annotation, computed once and reused, so
    the head (with its own point-group encoder) gets thousands of cheap steps.
 
+Optionally before them, ``semantics`` (``semantics_only: true``): the point encoder and its
+patch-semantics head alone, on every point group's category and colour, with no
+language-model pass (for models with word tokens, which read that head).
+
 Every stage: AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient
 clipping, fp32 on CPU and bf16 autocast on CUDA. Batches are drawn from a generator
 seeded with (seed, stage, step) and the torch RNG is re-seeded the same way every step,
@@ -122,6 +126,10 @@ class StageConfig:
     # computed once, then the head trains on them for many cheap steps (no language-model pass).
     cache_hidden_states: bool = False
     max_per_scene: int = 0  # cached stage: at most this many grounding annotations per scene (0 = all), seeded
+    # Patch-semantics-only stage: the point encoder and its patch-semantics head learn the
+    # category and colour of every point group, without a language-model pass (cheap steps; the
+    # encoder pre-training MiniGPT-3D gets from a pre-trained Point-BERT).
+    semantics_only: bool = False
 
     def __post_init__(self) -> None:
         where = f"stages.{self.name}"
@@ -133,6 +141,13 @@ class StageConfig:
                 f"needs train: [box_head] and tasks: [grounding], got train {self.train} and tasks {self.tasks}",
                 "train only the box head on grounding in this stage, or set cache_hidden_states: false",
             )
+        if self.semantics_only and self.train != ["point_encoder"]:
+            raise ConfigError(
+                f"{where}.semantics_only", f"needs train: [point_encoder], got {self.train}",
+                "train only the point encoder (with its patch-semantics head) in this stage",
+            )
+        if self.semantics_only and self.cache_hidden_states:
+            raise ConfigError(f"{where}.semantics_only", "cannot be combined with cache_hidden_states", "pick one")
         if self.steps < 0 or self.batch_size < 1:
             raise ConfigError(f"{where}.steps/batch_size", f"{self.steps} steps, batch {self.batch_size}", "use steps >= 0, batch_size >= 1")
         if not self.lr > 0:
@@ -285,7 +300,11 @@ def parameter_group_members(model: ThreeDLLM) -> dict[str, list[torch.nn.Paramet
             *encoder.point_encoder.parameters(),
             *(encoder.patch_semantics.parameters() if encoder.patch_semantics is not None else ()),
         ],
-        "projector": [*encoder.point_projector.parameters(), *encoder.modality_projector.parameters()],
+        "projector": [
+            *encoder.point_projector.parameters(),
+            *encoder.modality_projector.parameters(),
+            *(encoder.word_position.parameters() if encoder.word_position is not None else ()),
+        ],
         "qformer": [p for p in experts.parameters() if id(p) not in special],
         "experts": [experts.expert_queries],
         "router": list(experts.router.parameters()),
@@ -571,6 +590,8 @@ class Trainer:
         torch.manual_seed(seed)
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
+        if stage.semantics_only:
+            return self._semantics_step(batch, stage, float(lr))
         with _autocast(self.device):
             output = self.model(
                 batch.scene, batch.prompts, batch.targets, batch.target_boxes,
@@ -586,6 +607,22 @@ class Trainer:
             "lr": float(lr),
             "grad_norm": float(grad_norm),
         }
+
+    def _semantics_step(self, batch: TrainingBatch, stage: StageConfig, lr: float) -> dict[str, float]:
+        """One step of the point encoder and its patch-semantics head alone (no language model)."""
+        if batch.patch_labels is None or self.model.scene_encoder.patch_semantics is None:
+            raise ConfigError(
+                f"stages.{stage.name}.semantics_only", "the model's scene encoder has no patch-semantics head",
+                "use a model preset with semantic_categories/semantic_colors, or drop this stage",
+            )
+        scene = batch.scene.to(self.device)
+        with _autocast(self.device):
+            patch_tokens = self.model.scene_encoder.point_encoder(scene.patches, scene.centers)[:, 1:]
+            semantic = self.model.patch_semantics_loss(patch_tokens, batch.patch_labels)
+            loss = self.model.config.semantic_loss_weight * semantic
+        grad_norm = self._optimise(loss, stage)
+        return {"loss": float(loss.detach()), "language_loss": 0.0, "box_loss": 0.0, "load_balance_loss": 0.0,
+                "semantic_loss": float(semantic.detach()), "lr": lr, "grad_norm": grad_norm}
 
     # ---------------------------------------------------------------- checkpoints
 
