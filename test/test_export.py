@@ -88,6 +88,27 @@ def test_onnxruntime_matches_torch_on_real_scenes(encoder, runtime_encoder, real
     _assert_matches_torch(encoder, runtime_encoder, batch.patches, batch.centers)
 
 
+def test_word_tokens_export_and_pick_the_same_groups(tmp_path: Path, realdata: Path) -> None:
+    """A scene encoder with word tokens (top-k over the groups, then gathers) runs the same in ONNX Runtime."""
+    config = SceneEncoderConfig.preset("mini")
+    config.word_groups = 16
+    config.preprocess = type(config.preprocess)(**{**config.preprocess.to_dict(), "up_axis": "z"})
+    torch.manual_seed(5)
+    encoder = SceneEncoder(config).eval()
+    generator = torch.Generator().manual_seed(6)
+    encoder.set_word_embeddings(torch.randn(len(config.semantic_categories), 576, generator=generator) * 0.13,
+                                torch.randn(len(config.semantic_colors), 576, generator=generator) * 0.13)
+    graph = export.export_scene_encoder(encoder, tmp_path / "scene_encoder.onnx", opset=17)
+    assert json.loads(graph.sidecar.read_text())["num_scene_tokens"] == 32 + 32
+    runtime = OnnxRuntimeSceneEncoder(graph.path, providers=["CPUExecutionProvider"], threads=1)
+    cloud = _sunrgbd_cloud(realdata)
+    batch = prepare_scenes([(cloud[:, :3], cloud[:, 3:]), (cloud[::2, :3], cloud[::2, 3:])], config.preprocess, seed=0)
+    reference, _, _ = TorchSceneEncoder(encoder).encode(batch.patches, batch.centers)
+    tokens, _, _ = runtime.encode(batch.patches.numpy(), batch.centers.numpy())
+    assert tokens.shape == reference.shape == (2, 64, 576)
+    assert float((tokens - reference).abs().max()) < TOLERANCE
+
+
 def test_sidecar_records_opset_hash_names_and_shapes(exported: export.ExportedGraph) -> None:
     metadata = json.loads(exported.sidecar.read_text())
     assert exported.sidecar == exported.path.with_suffix(".json")
