@@ -69,6 +69,7 @@ class SceneEncoderConfig:
                 "give both lists (e.g. the simulator catalog's names) or leave both empty",
             )
         self.semantic_categories = list(self.semantic_categories)
+        self.semantic_colors = list(self.semantic_colors)
         if self.word_groups < 0 or self.word_groups > self.encoder.num_groups:
             raise ConfigError(
                 "word_groups", f"must be in [0, {self.encoder.num_groups}], got {self.word_groups}",
@@ -79,7 +80,6 @@ class SceneEncoderConfig:
                 "word_groups", "word tokens are read from the patch-semantics head, which is off",
                 "give semantic_categories and semantic_colors, or set word_groups: 0",
             )
-        self.semantic_colors = list(self.semantic_colors)
         if self.output_dim < 1:
             raise ConfigError(
                 "output_dim", f"must be positive, got {self.output_dim}", "use the language model's hidden size"
