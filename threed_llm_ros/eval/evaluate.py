@@ -207,13 +207,13 @@ class Evaluator:
             losses: dict[str, list[float]] = {"own scene": [], "other scene": [], "no scene": []}
             for index, position in enumerate(positions):
                 entry = self.dataset.entries[position]
-                scene = self.cache.get(self.dataset.scene(entry.scene_id))
+                scene = self.cache.get(entry.scene_id, loader=self.dataset.scene)
                 other_index = next(
                     (index + step) % len(positions)
                     for step in range(1, len(positions))
                     if scene_ids[(index + step) % len(positions)] != entry.scene_id
                 )
-                other = self.cache.get(self.dataset.scene(scene_ids[other_index]))
+                other = self.cache.get(scene_ids[other_index], loader=self.dataset.scene)
                 prompt = model_prompt(self.model, entry.annotation, scene)
                 target, _ = model_target(self.model, entry.annotation, scene)
                 with torch.no_grad():
