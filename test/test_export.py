@@ -88,10 +88,13 @@ def test_onnxruntime_matches_torch_on_real_scenes(encoder, runtime_encoder, real
     _assert_matches_torch(encoder, runtime_encoder, batch.patches, batch.centers)
 
 
-def test_word_tokens_export_and_pick_the_same_groups(tmp_path: Path, realdata: Path) -> None:
-    """A scene encoder with word tokens (top-k over the groups, then gathers) runs the same in ONNX Runtime."""
+@pytest.mark.parametrize("instances", [False, True], ids=["groups", "instances"])
+def test_word_tokens_export_and_pick_the_same_groups(tmp_path: Path, realdata: Path, instances: bool) -> None:
+    """A scene encoder with word tokens (top-k over the groups, then gathers; with instances also the
+    votes and the pairwise repeat mask) runs the same in ONNX Runtime."""
     config = SceneEncoderConfig.preset("mini")
     config.word_groups = 16
+    config.word_instances = instances
     config.preprocess = type(config.preprocess)(**{**config.preprocess.to_dict(), "up_axis": "z"})
     torch.manual_seed(5)
     encoder = SceneEncoder(config).eval()

@@ -16,8 +16,10 @@ from threed_llm_ros.model.qformer import QFormerConfig
 from threed_llm_ros.model.scene_encoder import (
     SCENE_TOKEN_NORM_SCALE,
     SceneEncoder,
+    VOTE_OFFSET_UNIT,
     SceneEncoderConfig,
     patch_semantic_labels,
+    patch_vote_targets,
 )
 
 from threed_llm_helpers import box_cloud
@@ -305,3 +307,101 @@ def test_word_tokens_need_the_semantics_head_and_fit_the_groups() -> None:
         encoder.set_word_embeddings(torch.zeros(3, 24), torch.zeros(3, 24))
     restored = SceneEncoderConfig.from_dict(json.loads(json.dumps(encoder.config.to_dict())))
     assert restored.word_groups == 3 and restored.num_scene_tokens == encoder.config.num_scene_tokens
+
+
+def test_vote_targets_point_each_group_at_its_objects_centre_and_size() -> None:
+    """Each group on an object votes for that object's box (the smaller box where two hold it);
+    groups on nothing have no target."""
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 2.0, 1.0, 0.8, 0.0],  # a table
+            [0.5, 0.0, 0.0, 0.2, 0.2, 0.3, 0.0],  # a cup inside the table's box
+        ],
+        dtype=torch.float64,
+    )
+    centres = torch.tensor([[-0.8, 0.3, 0.2], [0.55, 0.05, 0.1], [4.0, 4.0, 4.0]], dtype=torch.float64)
+    votes = patch_vote_targets(centres, boxes, margin=0.0)
+    assert votes.shape == (3, 6) and votes.dtype == torch.float32
+    expected_table = torch.tensor([0.8, -0.3, -0.2]) / VOTE_OFFSET_UNIT
+    assert torch.allclose(votes[0, :3], expected_table, atol=1e-5)
+    assert torch.allclose(votes[0, 3:], torch.log(torch.tensor([2.0, 1.0, 0.8])), atol=1e-6)
+    assert torch.allclose(votes[1, :3], torch.tensor([-0.05, -0.05, -0.1]) / VOTE_OFFSET_UNIT, atol=1e-5)
+    assert torch.allclose(votes[1, 3:], torch.log(torch.tensor([0.2, 0.2, 0.3])), atol=1e-6)
+    assert torch.isnan(votes[2]).all()
+    assert torch.isnan(patch_vote_targets(centres, boxes[:0])).all()
+    # where a group has a vote target it also has a category, and the other way round
+    labels = patch_semantic_labels(centres, boxes, torch.tensor([0, 1]), torch.tensor([0, 1]), margin=0.0)
+    assert ((labels[:, 0] > 0) == torch.isfinite(votes).all(dim=1)).all()
+
+
+def _instance_encoder() -> SceneEncoder:
+    config = replace(
+        tiny_config(), semantic_categories=["cup", "chair"], semantic_colors=["red", "blue"], word_groups=4, word_instances=True
+    )
+    torch.manual_seed(0)
+    encoder = SceneEncoder(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    encoder.set_word_embeddings(torch.randn(2, 24, generator=generator), torch.randn(2, 24, generator=generator))
+    return encoder
+
+
+def test_instance_word_tokens_name_each_voted_object_once() -> None:
+    """Groups that vote for the same object under the same category collapse into the likeliest
+    group's pair; a second chair beside it, or a cup at the same place, keep their own pairs; the
+    kept pairs carry the voted centre and size."""
+    encoder = _instance_encoder()
+    groups = 16
+    centres = torch.zeros(1, groups, 3)
+    centres[0, :, 0] = torch.linspace(-0.9, 0.9, groups)
+    category = torch.zeros(groups, dtype=torch.long)
+    votes = torch.zeros(1, groups, 6)
+    object_of = {}
+    # (group, category id (1 cup, 2 chair), background logit (lower = likelier on an object),
+    #  voted object centre, object size)
+    layout = [
+        (3, 2, -4.0, (0.0, 0.0, 0.0), (0.5, 0.5, 0.9)),  # chair A, likeliest
+        (4, 2, -3.0, (0.02, 0.01, 0.0), (0.5, 0.5, 0.9)),  # chair A again
+        (9, 2, -2.0, (0.6, 0.0, 0.0), (0.5, 0.5, 0.9)),  # chair B, 0.6 away: beyond a third of the diagonal
+        (10, 1, -1.0, (0.01, 0.0, 0.0), (0.1, 0.1, 0.1)),  # a cup where chair A is
+    ]
+    for group, category_id, _, voted, size in layout:
+        category[group] = category_id
+        votes[0, group, :3] = (torch.tensor(voted) - centres[0, group]) / VOTE_OFFSET_UNIT
+        votes[0, group, 3:] = torch.log(torch.tensor(size))
+        object_of[group] = (torch.tensor(voted), torch.log(torch.tensor(size)))
+    # background everywhere but the layout's groups, whose background logit orders them
+    category_logits = torch.full((1, groups, 3), -30.0)
+    category_logits[0, :, 0] = 30.0
+    for group, category_id, background, _, _ in layout:
+        category_logits[0, group, 0] = background
+        category_logits[0, group, category_id] = 0.0
+    color_logits = torch.zeros(1, groups, 3)
+    with torch.no_grad():
+        words = encoder.words_from_semantics(category_logits, color_logits, centres, votes).reshape(4, 2, 24)
+        kept = [bool(pair.abs().sum() > 0) for pair in words]
+        assert kept == [True, False, True, True]  # chair A, (chair A again), chair B, cup
+        for slot, group in ((0, 3), (2, 9), (3, 10)):
+            centre, log_size = object_of[group]
+            expected = (
+                encoder.category_words[category[group] - 1]
+                + encoder.word_position(centre[None])[0]
+                + encoder.word_size(log_size[None])[0]
+            )
+            assert torch.allclose(words[slot, 1], expected, atol=1e-4)
+        # without votes an instance encoder refuses, rather than silently naming groups
+        with pytest.raises(ValueError, match="votes"):
+            encoder.words_from_semantics(category_logits, color_logits, centres)
+        # its own forward appends the four pairs after the queries, votes from its head
+        output = encoder(torch.zeros(1, groups, 8, 6), centres)
+        assert output.scene_tokens.shape == (1, encoder.config.qformer.queries_per_expert + 8, 24)
+        assert encoder.patch_semantics.votes(output.patch_tokens).shape == (1, groups, 6)
+
+
+def test_instance_word_tokens_need_word_tokens_and_old_configs_have_none() -> None:
+    with pytest.raises(ConfigError, match="word_instances"):
+        replace(tiny_config(), semantic_categories=["cup"], semantic_colors=["red"], word_instances=True)
+    values = _word_encoder().config.to_dict()
+    values.pop("word_instances")
+    old = SceneEncoder(SceneEncoderConfig.from_dict(values))
+    assert old.word_size is None and old.patch_semantics.geometry is None
+    assert not any("geometry" in name or "word_size" in name for name in old.state_dict())

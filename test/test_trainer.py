@@ -282,12 +282,15 @@ def test_the_whole_tiny_recipe_runs_every_stage_including_the_cached_one(tiny_co
     assert all(r["tasks"] == {"grounding": config.stages[-1].batch_size} for r in cached)
 
 
-def test_word_token_model_trains_a_semantics_stage_without_the_language_model(tiny_config, tmp_path: Path) -> None:
+@pytest.mark.parametrize("instances", [False, True], ids=["groups", "instances"])
+def test_word_token_model_trains_a_semantics_stage_without_the_language_model(tiny_config, tmp_path: Path, instances: bool) -> None:
     """The semantics-only stage moves the point encoder (and its head) alone and lowers the semantic
-    loss; the model's word rows are the language model's own embeddings of the names."""
+    loss (with instances, its votes too); the model's word rows are the language model's own
+    embeddings of the names."""
     config = _config(tiny_config, tmp_path)
     config.model_overrides = copy.deepcopy(config.model_overrides)
     config.model_overrides["scene_encoder"]["word_groups"] = 4
+    config.model_overrides["scene_encoder"]["word_instances"] = instances
     semantics = StageConfig(name="semantics", steps=12, lr=3e-3, batch_size=3, warmup_steps=1, tasks=["caption"],
                             train=["point_encoder"], semantics_only=True)
     config.stages = [semantics, *config.stages]
@@ -302,6 +305,13 @@ def test_word_token_model_trains_a_semantics_stage_without_the_language_model(ti
     trainer.prepare_stage(0)
     before = _snapshot(trainer)
     batch = trainer.batch(StageSampler(trainer.load_data(), semantics, 0, seed=3), 0)
+    groups = encoder_config.encoder.num_groups
+    if instances:  # vote targets exactly where a group lies on an object
+        assert batch.patch_votes is not None and batch.patch_votes.shape == (batch.size, groups, 6)
+        assert torch.equal(torch.isfinite(batch.patch_votes).all(dim=-1), batch.patch_labels[..., 0] != 0)
+        assert "patch_semantics.geometry" in " ".join(name for name, _ in model.scene_encoder.named_parameters())
+    else:
+        assert batch.patch_votes is None
     steps = [trainer.train_step(batch, semantics, seed=step) for step in range(12)]
     losses = [step["semantic_loss"] for step in steps]
     assert all(step["language_loss"] == 0.0 for step in steps)
@@ -315,6 +325,8 @@ def test_word_token_model_trains_a_semantics_stage_without_the_language_model(ti
     values = trainer.train_step(batch, instruct, seed=0)
     assert values["language_loss"] > 0
     word_position = {id(p) for p in model.scene_encoder.word_position.parameters()}
+    if instances:
+        word_position |= {id(p) for p in model.scene_encoder.word_size.parameters()}
     after = dict(zip(map(id, parameter_group_members(model)["projector"]), parameter_group_members(model)["projector"]))
     moved = [not torch.equal(b, after[i]) for b, i in zip(before["projector"], after) if i in word_position]
     assert moved and all(moved)

@@ -190,6 +190,7 @@ SCENE_ENCODER_COMPONENTS = {
     "modality_projector": "projector",
     "patch_semantics": "point encoder",  # the encoder's auxiliary training head
     "word_position": "projector",  # position embedding of the word tokens
+    "word_size": "projector",  # size embedding of instance word tokens
 }
 
 

@@ -50,6 +50,12 @@ class SceneEncoderConfig:
     # the category token). The frozen model reads them much like the words "red cup": scene
     # features aligned with its vocabulary, the role CLIP-aligned features play in 3D-LLM.
     word_groups: int = 0
+    # Instance word tokens (needs word tokens): the head also votes, per point group, for the
+    # centre and the size of the object the group lies on (as VoteNet's groups vote). A word pair
+    # then carries that object's centre and size instead of its group's position, and a pair
+    # whose group voted for the same object as a likelier group of the same category is blanked,
+    # so each object is named about once: counting and size or distance questions need that.
+    word_instances: bool = False
 
     def __post_init__(self) -> None:
         preprocess_groups = (self.preprocess.num_groups, self.preprocess.group_size)
@@ -74,6 +80,11 @@ class SceneEncoderConfig:
             raise ConfigError(
                 "word_groups", f"must be in [0, {self.encoder.num_groups}], got {self.word_groups}",
                 "use 0 (no word tokens) or e.g. 16",
+            )
+        if self.word_instances and not self.word_groups:
+            raise ConfigError(
+                "word_instances", "instance word tokens refine word tokens, which are off (word_groups is 0)",
+                "set word_groups (e.g. 16), or set word_instances: false",
             )
         if self.word_groups and not self.semantic_categories:
             raise ConfigError(
@@ -145,17 +156,48 @@ def _projector(in_width: int, out_width: int, norm_scale: float = 0.0) -> nn.Seq
 
 
 class PatchSemantics(nn.Module):
-    """Patch tokens (B, G, width) -> category logits (B, G, 1+C) and colour logits (B, G, 1+K); class 0 = none."""
+    """Patch tokens (B, G, width) -> category logits (B, G, 1+C) and colour logits (B, G, 1+K); class 0 = none.
 
-    def __init__(self, width: int, num_categories: int, num_colors: int) -> None:
+    With ``geometry`` it also votes, per group, for its object's centre and size (``votes``).
+    """
+
+    def __init__(self, width: int, num_categories: int, num_colors: int, geometry: bool = False) -> None:
         super().__init__()
         self.num_categories = num_categories
         self.classify = nn.Linear(width, num_categories + 1 + num_colors + 1)
+        self.geometry: nn.Module | None = (
+            nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Linear(128, 6)) if geometry else None
+        )
 
     def forward(self, patch_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(category logits, colour logits)."""
         logits = self.classify(patch_tokens)
         return logits[..., : self.num_categories + 1], logits[..., self.num_categories + 1 :]
+
+    def votes(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, G, 6): per group, the offset from its centre to its object's centre in units of
+        ``VOTE_OFFSET_UNIT`` and the log of the object's size, both in normalised coordinates."""
+        if self.geometry is None:
+            raise ValueError("this patch-semantics head has no geometry votes (word_instances is off)")
+        return self.geometry(patch_tokens)
+
+
+# Vote offsets are predicted in tenths of a normalised unit (scenes fill a unit ball), so they
+# share the scale of the log sizes in the regression loss.
+VOTE_OFFSET_UNIT = 0.1
+
+
+def _objects_of_groups(group_centers: torch.Tensor, boxes: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index of the object each group lies on (G,), whether it lies on one (G,)); the smallest box wins."""
+    local = group_centers[:, None, :3].double() - boxes[None, :, :3].double()
+    cos, sin = torch.cos(boxes[:, 6]).double(), torch.sin(boxes[:, 6]).double()
+    along = local[..., 0] * cos + local[..., 1] * sin
+    across = -local[..., 0] * sin + local[..., 1] * cos
+    half = boxes[:, 3:6].double() / 2 + margin
+    inside = (along.abs() <= half[:, 0]) & (across.abs() <= half[:, 1]) & (local[..., 2].abs() <= half[:, 2])
+    volume = boxes[:, 3:6].double().prod(dim=-1)
+    chosen = torch.where(inside, volume[None, :], torch.full_like(along, float("inf"))).argmin(dim=1)
+    return chosen, inside.any(dim=1)
 
 
 def patch_semantic_labels(
@@ -176,20 +218,30 @@ def patch_semantic_labels(
     labels = torch.zeros((group_centers.shape[0], 2), dtype=torch.long)
     if boxes.shape[0] == 0:
         return labels
-    local = group_centers[:, None, :3].double() - boxes[None, :, :3].double()
-    cos, sin = torch.cos(boxes[:, 6]).double(), torch.sin(boxes[:, 6]).double()
-    along = local[..., 0] * cos + local[..., 1] * sin
-    across = -local[..., 0] * sin + local[..., 1] * cos
-    half = boxes[:, 3:6].double() / 2 + margin
-    inside = (along.abs() <= half[:, 0]) & (across.abs() <= half[:, 1]) & (local[..., 2].abs() <= half[:, 2])
-    volume = boxes[:, 3:6].double().prod(dim=-1)
-    chosen = torch.where(inside, volume[None, :], torch.full_like(along, float("inf"))).argmin(dim=1)
-    on_object = inside.any(dim=1)
+    chosen, on_object = _objects_of_groups(group_centers, boxes, margin)
     for column, ids in enumerate((category_ids, color_ids)):
         ids = torch.as_tensor(ids, dtype=torch.long)
         picked = torch.where(ids[chosen] >= 0, ids[chosen] + 1, torch.full_like(ids[chosen], -100))
         labels[:, column] = torch.where(on_object, picked, torch.zeros_like(picked))
     return labels
+
+
+def patch_vote_targets(group_centers: torch.Tensor, boxes: torch.Tensor, margin: float = 0.02) -> torch.Tensor:
+    """Targets of :meth:`PatchSemantics.votes` for one scene: (G, 6) float, NaN for groups on no object.
+
+    The object of a group is the one :func:`patch_semantic_labels` names; the target is the
+    offset from the group centre to the box centre (in ``VOTE_OFFSET_UNIT``) and the log of the
+    box size, in the frame of ``group_centers`` and ``boxes``.
+    """
+    targets = torch.full((group_centers.shape[0], 6), float("nan"), dtype=torch.float32)
+    if boxes.shape[0] == 0:
+        return targets
+    chosen, on_object = _objects_of_groups(group_centers, boxes, margin)
+    box = boxes.double()[chosen]
+    offset = (box[:, :3] - group_centers[:, :3].double()) / VOTE_OFFSET_UNIT
+    log_size = box[:, 3:6].clamp_min(1e-4).log()
+    values = torch.cat([offset, log_size], dim=1).float()
+    return torch.where(on_object[:, None], values, targets)
 
 
 class SceneEncoder(nn.Module):
@@ -203,7 +255,9 @@ class SceneEncoder(nn.Module):
         self.query_experts = MixtureOfQueryExperts(config.qformer)
         self.modality_projector = _projector(config.qformer.width, config.output_dim, config.output_norm_scale)
         self.patch_semantics = (
-            PatchSemantics(config.encoder.width, len(config.semantic_categories), len(config.semantic_colors))
+            PatchSemantics(
+                config.encoder.width, len(config.semantic_categories), len(config.semantic_colors), config.word_instances
+            )
             if config.semantic_categories
             else None
         )
@@ -212,6 +266,12 @@ class SceneEncoder(nn.Module):
             self.word_position = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, config.output_dim))
             nn.init.normal_(self.word_position[2].weight, std=0.01)  # starts small next to the word rows (RMS 0.13)
             nn.init.zeros_(self.word_position[2].bias)
+        self.word_size: nn.Module | None = None
+        if config.word_instances:  # the voted object size, added like the position
+            self.word_size = nn.Sequential(nn.Linear(3, 64), nn.GELU(), nn.Linear(64, config.output_dim))
+            nn.init.normal_(self.word_size[2].weight, std=0.01)
+            nn.init.zeros_(self.word_size[2].bias)
+        if config.word_groups:
             # Filled by set_word_embeddings from the language model's rows; not saved (the LM has them).
             self.register_buffer("category_words", torch.zeros(len(config.semantic_categories), config.output_dim), persistent=False)
             self.register_buffer("color_words", torch.zeros(len(config.semantic_colors), config.output_dim), persistent=False)
@@ -232,15 +292,25 @@ class SceneEncoder(nn.Module):
         """(B, 2 * word_groups, D): [colour, category] token pairs of the groups most likely on an object."""
         assert self.patch_semantics is not None
         category_logits, color_logits = self.patch_semantics(patch_tokens)
-        return self.words_from_semantics(category_logits, color_logits, centers).to(patch_tokens.dtype)
+        votes = self.patch_semantics.votes(patch_tokens) if self.config.word_instances else None
+        return self.words_from_semantics(category_logits, color_logits, centers, votes).to(patch_tokens.dtype)
 
-    def words_from_semantics(self, category_logits: torch.Tensor, color_logits: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-        """Word tokens (B, 2 * word_groups, D) from the head's logits (B, G, 1+C) and (B, G, 1+K) and the group centres."""
+    def words_from_semantics(
+        self,
+        category_logits: torch.Tensor,
+        color_logits: torch.Tensor,
+        centers: torch.Tensor,
+        votes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Word tokens (B, 2 * word_groups, D) from the head's logits (B, G, 1+C) and (B, G, 1+K), the
+        group centres and, for instance word tokens, the head's votes (B, G, 6)."""
         assert self.word_position is not None
+        if self.config.word_instances and votes is None:
+            raise ValueError("instance word tokens need the head's votes")
         category_probs = category_logits.float().softmax(dim=-1)
         color_probs = color_logits.float().softmax(dim=-1)
         on_object = 1.0 - category_probs[..., 0]
-        chosen = on_object.topk(self.config.word_groups, dim=1).indices  # (B, N)
+        chosen = on_object.topk(self.config.word_groups, dim=1).indices  # (B, N), likeliest first
 
         def pick(values: torch.Tensor) -> torch.Tensor:
             return torch.gather(values, 1, chosen[..., None].expand(-1, -1, values.shape[-1]))
@@ -250,10 +320,37 @@ class SceneEncoder(nn.Module):
         category_mix = category_mix / category_mix.sum(dim=-1, keepdim=True).clamp_min(1e-6)
         color_mix = pick(color_probs[..., 1:])
         color_mix = color_mix / color_mix.sum(dim=-1, keepdim=True).clamp_min(1e-6)
-        category_token = category_mix @ self.category_words + self.word_position(pick(centers.float()))
+        category_token = category_mix @ self.category_words
         color_token = color_mix @ self.color_words
+        if votes is None or self.word_size is None:
+            category_token = category_token + self.word_position(pick(centers.float()))
+            keep = None
+        else:
+            picked_votes = pick(votes.float())
+            object_centers = pick(centers.float()) + VOTE_OFFSET_UNIT * picked_votes[..., :3]
+            log_sizes = picked_votes[..., 3:]
+            category_token = category_token + self.word_position(object_centers) + self.word_size(log_sizes)
+            keep = self._first_of_each_object(category_mix.argmax(dim=-1), object_centers, log_sizes)
         pairs = torch.stack([color_token, category_token], dim=2)  # (B, N, 2, D)
+        if keep is not None:
+            pairs = pairs * keep[..., None, None].to(pairs.dtype)
         return pairs.reshape(pairs.shape[0], -1, pairs.shape[-1])
+
+    @staticmethod
+    def _first_of_each_object(categories: torch.Tensor, object_centers: torch.Tensor, log_sizes: torch.Tensor) -> torch.Tensor:
+        """(B, N) 1.0 where a chosen group is the likeliest of its object, else 0.0.
+
+        Groups are in order of likelihood; a group repeats an earlier one when both name the same
+        category and its voted centre lies within a third of the earlier vote's size diagonal
+        (two chairs side by side stay two, a bed's groups become one). Pairwise, so it exports.
+        """
+        distance = (object_centers[:, :, None] - object_centers[:, None, :]).norm(dim=-1)  # (B, N, N): [later, earlier]
+        reach = log_sizes.exp().norm(dim=-1) / 3.0  # (B, N), per earlier group
+        same = categories[:, :, None] == categories[:, None, :]
+        count = categories.shape[1]
+        earlier = torch.ones(count, count, dtype=torch.bool, device=categories.device).tril(diagonal=-1)
+        repeats = same & (distance < reach[:, None, :]) & earlier[None]
+        return (~repeats.any(dim=2)).float()
 
     def forward(self, patches: torch.Tensor, centers: torch.Tensor) -> SceneEncoderOutput:
         """Encode, project to the Q-Former's key width, route through the query experts, project to the LM width."""

@@ -361,6 +361,7 @@ class ThreeDLLM(nn.Module):
         blind: bool | None = None,
         return_logits: bool = True,
         patch_labels: torch.Tensor | None = None,
+        patch_votes: torch.Tensor | None = None,
     ) -> ThreeDLLMOutput:
         """Teacher-forced losses for a batch.
 
@@ -369,7 +370,8 @@ class ThreeDLLM(nn.Module):
         ``target_boxes``: per sample a normalised box 7-vector (or None / a NaN row) that the
         box head must predict at the first ``<box3d>`` of that sample's target.
         ``patch_labels`` (B, G, 2): category and colour per point group (``patch_semantic_labels``)
-        for the encoder's patch-semantics head, where it has one.
+        for the encoder's patch-semantics head, where it has one; ``patch_votes`` (B, G, 6) the
+        targets of its votes (``patch_vote_targets``), where it votes.
         """
         blind = self.config.blind if blind is None else blind
         if len(prompts) != len(targets):
@@ -388,7 +390,7 @@ class ThreeDLLM(nn.Module):
             patch_tokens = encoded.patch_tokens
             load_balance = encoded.load_balance_loss
             if patch_labels is not None and self.scene_encoder.patch_semantics is not None:
-                semantic_loss = self.patch_semantics_loss(patch_tokens, patch_labels)
+                semantic_loss = self.patch_semantics_loss(patch_tokens, patch_labels, patch_votes)
         num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
         batch = self._build_batch(prompts, targets, num_scene_tokens, blind)
         embeddings = self._input_embeddings(batch.input_ids, scene_tokens)
@@ -421,8 +423,12 @@ class ThreeDLLM(nn.Module):
         )
         return ThreeDLLMOutput(loss, language_loss, box_loss, load_balance, logits, box_prediction, semantic_loss)
 
-    def patch_semantics_loss(self, patch_tokens: torch.Tensor, patch_labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the patch-semantics head's category and colour (labels (B, G, 2), -100 ignored)."""
+    def patch_semantics_loss(
+        self, patch_tokens: torch.Tensor, patch_labels: torch.Tensor, patch_votes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean of the patch-semantics head's losses: cross-entropy of category and colour (labels
+        (B, G, 2), -100 ignored) and, given vote targets (B, G, 6, NaN off objects) and a head
+        that votes, the smooth-L1 error of its votes."""
         head = self.scene_encoder.patch_semantics
         if head is None:
             raise ValueError("this model's scene encoder has no patch-semantics head")
@@ -433,6 +439,12 @@ class ThreeDLLM(nn.Module):
             targets = labels[..., column].reshape(-1)
             if bool((targets != IGNORE_INDEX).any()):
                 losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets, ignore_index=IGNORE_INDEX))
+        if patch_votes is not None and head.geometry is not None:
+            targets = patch_votes.to(self.device).float()
+            on_object = torch.isfinite(targets).all(dim=-1)
+            if bool(on_object.any()):
+                predicted = head.votes(patch_tokens).float()
+                losses.append(F.smooth_l1_loss(predicted[on_object], targets[on_object], beta=0.1))
         return torch.stack(losses).mean() if losses else torch.zeros((), device=self.device)
 
     def box_query_states(

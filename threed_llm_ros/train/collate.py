@@ -24,7 +24,7 @@ from threed_llm_ros.data.annotations import BOX_TOKEN, Annotation
 from threed_llm_ros.data.dataset import SceneRecord
 from threed_llm_ros.model.box_head import BOX3D_TOKEN
 from threed_llm_ros.model.preprocessing import PreprocessConfig, SceneBatch, boxes_to_normalized, prepare_scenes
-from threed_llm_ros.model.scene_encoder import patch_semantic_labels
+from threed_llm_ros.model.scene_encoder import patch_semantic_labels, patch_vote_targets
 
 #: Prefix forced before a grounding answer so the box head reads the ``<box3d>`` state.
 GROUNDING_ANSWER_PREFIX = BOX3D_TOKEN
@@ -40,6 +40,7 @@ class TrainingBatch:
     target_boxes: list[np.ndarray | None]  # normalised 7-vectors for the box head, None where no <box3d>
     tasks: list[str]
     patch_labels: torch.Tensor | None = None  # (B, G, 2) category/colour per group, for the patch-semantics head
+    patch_votes: torch.Tensor | None = None  # (B, G, 6) object centre offset / log size per group, for its votes
 
     @property
     def size(self) -> int:
@@ -79,6 +80,7 @@ class SceneCache:
         self.seed = seed
         self._scenes: dict[str, SceneBatch] = {}
         self._labels: dict[tuple[str, tuple[str, ...], tuple[str, ...]], torch.Tensor] = {}
+        self._votes: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self._scenes)
@@ -121,6 +123,18 @@ class SceneCache:
             self._labels[key] = labels
         return labels
 
+    def patch_votes(self, record: SceneRecord | str, loader: Callable[[str], SceneRecord] | None = None) -> torch.Tensor:
+        """(G, 6) vote targets per group of the prepared scene (``patch_vote_targets``), cached."""
+        scene_id = record if isinstance(record, str) else record.scene_id
+        votes = self._votes.get(scene_id)
+        if votes is None:
+            record = _read(record, loader, "has no cached vote targets")
+            scene = self.get(record)
+            metres = torch.as_tensor(record.boxes_array(), dtype=torch.float64).reshape(1, -1, 7)
+            votes = patch_vote_targets(scene.centers[0].double(), boxes_to_normalized(metres, scene)[0])
+            self._votes[scene_id] = votes
+        return votes
+
 
 def box_tokens(model, annotation: Annotation, scene: SceneBatch) -> str:
     """The location-token text of the annotation's target box in ``scene`` (a batch of one)."""
@@ -158,11 +172,13 @@ def collate(
     loader: Callable[[str], SceneRecord] | None = None,
 ) -> TrainingBatch:
     """A training batch of (record or scene id, annotation) items; scenes come from (and fill) ``cache``."""
-    scenes, prompts, targets, boxes, tasks, labels = [], [], [], [], [], []
+    scenes, prompts, targets, boxes, tasks, labels, votes = [], [], [], [], [], [], []
     encoder_config = model.config.scene_encoder
     for record, annotation in items:
         if encoder_config.semantic_categories:  # first: it prepares the scene from the same record read
             labels.append(cache.patch_labels(record, encoder_config.semantic_categories, encoder_config.semantic_colors, loader))
+        if encoder_config.word_instances:
+            votes.append(cache.patch_votes(record, loader))
         scene = cache.get(record, loader)
         scenes.append(scene)
         prompts.append(model_prompt(model, annotation, scene))
@@ -171,4 +187,5 @@ def collate(
         boxes.append(box)
         tasks.append(annotation.task)
     patch_labels = torch.stack(labels) if labels else None
-    return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks, patch_labels)
+    patch_votes = torch.stack(votes) if votes else None
+    return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks, patch_labels, patch_votes)

@@ -304,6 +304,7 @@ def parameter_group_members(model: ThreeDLLM) -> dict[str, list[torch.nn.Paramet
             *encoder.point_projector.parameters(),
             *encoder.modality_projector.parameters(),
             *(encoder.word_position.parameters() if encoder.word_position is not None else ()),
+            *(encoder.word_size.parameters() if encoder.word_size is not None else ()),
         ],
         "qformer": [p for p in experts.parameters() if id(p) not in special],
         "experts": [experts.expert_queries],
@@ -595,7 +596,7 @@ class Trainer:
         with _autocast(self.device):
             output = self.model(
                 batch.scene, batch.prompts, batch.targets, batch.target_boxes,
-                return_logits=False, patch_labels=batch.patch_labels,
+                return_logits=False, patch_labels=batch.patch_labels, patch_votes=batch.patch_votes,
             )
         grad_norm = self._optimise(output.loss, stage)
         return {
@@ -618,7 +619,7 @@ class Trainer:
         scene = batch.scene.to(self.device)
         with _autocast(self.device):
             patch_tokens = self.model.scene_encoder.point_encoder(scene.patches, scene.centers)[:, 1:]
-            semantic = self.model.patch_semantics_loss(patch_tokens, batch.patch_labels)
+            semantic = self.model.patch_semantics_loss(patch_tokens, batch.patch_labels, batch.patch_votes)
             loss = self.model.config.semantic_loss_weight * semantic
         grad_norm = self._optimise(loss, stage)
         return {"loss": float(loss.detach()), "language_loss": 0.0, "box_loss": 0.0, "load_balance_loss": 0.0,
