@@ -360,8 +360,8 @@ def test_instance_word_tokens_name_each_voted_object_once() -> None:
     #  voted object centre, object size)
     layout = [
         (3, 2, -4.0, (0.0, 0.0, 0.0), (0.5, 0.5, 0.9)),  # chair A, likeliest
-        (4, 2, -3.0, (0.02, 0.01, 0.0), (0.5, 0.5, 0.9)),  # chair A again
-        (9, 2, -2.0, (0.6, 0.0, 0.0), (0.5, 0.5, 0.9)),  # chair B, 0.6 away: beyond a third of the diagonal
+        (4, 2, -3.0, (0.3, 0.2, 0.0), (0.5, 0.5, 0.9)),  # chair A again, 0.36 off
+        (9, 2, -2.0, (0.7, 0.0, 0.0), (0.5, 0.5, 0.9)),  # chair B, 0.7 away: beyond half the diagonal (0.57)
         (10, 1, -1.0, (0.01, 0.0, 0.0), (0.1, 0.1, 0.1)),  # a cup where chair A is
     ]
     for group, category_id, _, voted, size in layout:
