@@ -388,6 +388,12 @@ def test_instance_word_tokens_name_each_voted_object_once() -> None:
                 + encoder.word_size(log_size[None])[0]
             )
             assert torch.allclose(words[slot, 1], expected, atol=1e-4)
+    # the language model's gradient reaches the position and size embeddings through kept pairs
+    words = encoder.words_from_semantics(category_logits, color_logits, centres, votes)
+    words.square().sum().backward()
+    for module in (encoder.word_position, encoder.word_size):
+        assert all(parameter.grad is not None and bool(parameter.grad.abs().sum() > 0) for parameter in module.parameters())
+    with torch.no_grad():
         # without votes an instance encoder refuses, rather than silently naming groups
         with pytest.raises(ValueError, match="votes"):
             encoder.words_from_semantics(category_logits, color_logits, centres)
