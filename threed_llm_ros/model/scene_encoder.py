@@ -53,8 +53,9 @@ class SceneEncoderConfig:
     # Instance word tokens (needs word tokens): the head also votes, per point group, for the
     # centre and the size of the object the group lies on (as VoteNet's groups vote). A word pair
     # then carries that object's centre and size instead of its group's position, and a pair
-    # whose group voted for the same object as a likelier group of the same category is blanked,
-    # so each object is named about once: counting and size or distance questions need that.
+    # whose group voted for the same object as a likelier group of the same category, or that is
+    # likelier on nothing, is blanked (zeros), so each object is named about once: counting and
+    # size or distance questions need that.
     word_instances: bool = False
 
     def __post_init__(self) -> None:
@@ -343,9 +344,9 @@ class SceneEncoder(nn.Module):
 
         Groups are in order of likelihood; a group repeats an earlier one when both name the same
         category and its voted centre lies inside the earlier vote's bounding sphere (half the size
-        diagonal): two chairs side by side stay two, a bed's groups become one. On the first
-        instance checkpoint's votes a third of the diagonal kept 1.7 pairs per object shown, the
-        half 1.35. A loop over the (fixed) number of groups, so it exports unrolled.
+        diagonal): two chairs side by side stay two, a bed's groups become one (on the first
+        instance checkpoint's votes, 1.3 kept pairs per object shown; a third of the diagonal
+        kept more). A loop over the (fixed) number of groups, so it exports unrolled.
         """
         distance = (object_centers[:, :, None] - object_centers[:, None, :]).norm(dim=-1)  # (B, N, N): [later, earlier]
         reach = log_sizes.exp().norm(dim=-1) / 2.0  # (B, N), per earlier group
