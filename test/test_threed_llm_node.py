@@ -268,8 +268,11 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
     try:
         probe.subscribe(DiagnosticArray, "/diagnostics")
         probe.subscribe(String, "caption")
+        probe.subscribe(String, "answer")
+        probe.subscribe(String, "answer/stream")
         publishers = {topic: probe.node.create_publisher(kind, topic, qos_profile_sensor_data)
                       for topic, kind in (("color/image_raw", Image), ("depth/image_raw", Image), ("color/camera_info", CameraInfo))}
+        prompt_publisher = probe.node.create_publisher(String, "prompt", 10)
         probe.start()
 
         def publish_trio() -> None:
@@ -315,6 +318,12 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
         sensor = Publisher(15.0, publish_trio)
         probe.wait_for(lambda: len(probe.messages("caption")) > captions_first, 180, process,
                        "a caption after the bad image")
+        # Captions are due back to back (1 Hz, each takes over 4 s); a prompt still comes first,
+        # after at most the caption already running (and one that started as it arrived).
+        captions_before = len(probe.messages("caption"))
+        answer, _ = _ask(probe, prompt_publisher, process, "What is in front of the camera?")
+        assert answer
+        assert len(probe.messages("caption")) - captions_before <= 2, "periodic captions starved the prompt"
         sensor.stop()
     finally:
         probe.close()

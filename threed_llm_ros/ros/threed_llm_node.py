@@ -26,9 +26,11 @@ status 1 if configuring fails). The lifecycle services ``~/change_state`` /
 ``~/get_state`` drive it otherwise.
 
 Threading: sensor callbacks only decode and store the latest frame (``FrameSlot``);
-inference (prompts, captions) runs in its own mutually exclusive callback group on a
-multi-threaded executor, so while the model works new frames replace old ones (counted
-as dropped) instead of queueing. ``inference_delay_s`` adds a deliberate sleep after each
+inference (prompts, captions) runs on a multi-threaded executor, one inference at a time,
+so while the model works new frames replace old ones (counted as dropped) instead of
+queueing. Prompts come first: a periodic caption is skipped while a prompt waits, so a
+caption rate faster than the model cannot starve questions (a prompt waits for at most the
+caption already running). ``inference_delay_s`` adds a deliberate sleep after each
 inference, to emulate a slower model (the drop-not-queue test uses it; keep 0 in use).
 """
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -142,8 +145,12 @@ class ThreeDLLMNode(LifecycleNode):
         self.diagnostics = RuntimeDiagnostics()
         self.frames: FrameSlot[SceneCloud] = FrameSlot()
         self._sync: ApproximateTimeSync | None = None
-        self._inference_group = MutuallyExclusiveCallbackGroup()
+        self._inference_group = MutuallyExclusiveCallbackGroup()  # periodic captions
+        self._prompt_group = MutuallyExclusiveCallbackGroup()  # prompts, one at a time, beside captions
         self._sensor_group = MutuallyExclusiveCallbackGroup()
+        self._inference_lock = threading.Lock()  # one model call at a time, from either group
+        self._prompts_waiting = 0
+        self._prompts_waiting_lock = threading.Lock()
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
         self._io_timers: list[Any] = []
@@ -194,7 +201,7 @@ class ThreeDLLMNode(LifecycleNode):
                 self._inputs.append(self.create_subscription(
                     message_type, topic, self._rgbd_callback(topic, stream), qos, callback_group=group))
         self._inputs.append(self.create_subscription(
-            String, "prompt", self._on_prompt, _reliable(), callback_group=self._inference_group))
+            String, "prompt", self._on_prompt, _reliable(), callback_group=self._prompt_group))
         self._io_timers.append(self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics, callback_group=group))
         if settings.caption_rate_hz > 0:
             self._io_timers.append(self.create_timer(1.0 / settings.caption_rate_hz, self._on_caption_timer,
@@ -300,6 +307,16 @@ class ThreeDLLMNode(LifecycleNode):
 
     def _on_prompt(self, message: String) -> None:
         self.diagnostics.input_received("prompt")
+        with self._prompts_waiting_lock:
+            self._prompts_waiting += 1
+        try:
+            with self._inference_lock:
+                self._answer_prompt(message)
+        finally:
+            with self._prompts_waiting_lock:
+                self._prompts_waiting -= 1
+
+    def _answer_prompt(self, message: String) -> None:
         try:
             intent = route(message.data)
         except EmptyPromptError as error:
@@ -367,6 +384,17 @@ class ThreeDLLMNode(LifecycleNode):
             self._finish_answer(f"{text} [{plan['source']}]", streamed=False)
 
     def _on_caption_timer(self) -> None:
+        with self._prompts_waiting_lock:
+            if self._prompts_waiting:
+                return  # prompts first; the next tick captions
+        if not self._inference_lock.acquire(blocking=False):
+            return
+        try:
+            self._caption()
+        finally:
+            self._inference_lock.release()
+
+    def _caption(self) -> None:
         if not self.frames.has_new_frame() or self.engine is None:
             return
         cloud = self._take_frame()
