@@ -249,12 +249,15 @@ def test_the_patch_semantics_head_learns_which_groups_lie_on_which_coloured_obje
     assert losses[-1] < 0.5 * constant_guess, (losses[-1], constant_guess)
 
 
-def _word_encoder() -> SceneEncoder:
-    config = replace(tiny_config(), semantic_categories=["cup", "chair"], semantic_colors=["red", "blue", "green"], word_groups=3)
+def _word_encoder(
+    word_groups: int = 3, word_instances: bool = False, colors: tuple[str, ...] = ("red", "blue", "green")
+) -> SceneEncoder:
+    config = replace(tiny_config(), semantic_categories=["cup", "chair"], semantic_colors=list(colors),
+                     word_groups=word_groups, word_instances=word_instances)
     torch.manual_seed(0)
     encoder = SceneEncoder(config).eval()
     generator = torch.Generator().manual_seed(1)
-    encoder.set_word_embeddings(torch.randn(2, 24, generator=generator), torch.randn(3, 24, generator=generator))
+    encoder.set_word_embeddings(torch.randn(2, 24, generator=generator), torch.randn(len(colors), 24, generator=generator))
     return encoder
 
 
@@ -334,22 +337,11 @@ def test_vote_targets_point_each_group_at_its_objects_centre_and_size() -> None:
     assert ((labels[:, 0] > 0) == torch.isfinite(votes).all(dim=1)).all()
 
 
-def _instance_encoder() -> SceneEncoder:
-    config = replace(
-        tiny_config(), semantic_categories=["cup", "chair"], semantic_colors=["red", "blue"], word_groups=4, word_instances=True
-    )
-    torch.manual_seed(0)
-    encoder = SceneEncoder(config).eval()
-    generator = torch.Generator().manual_seed(1)
-    encoder.set_word_embeddings(torch.randn(2, 24, generator=generator), torch.randn(2, 24, generator=generator))
-    return encoder
-
-
 def test_instance_word_tokens_name_each_voted_object_once() -> None:
     """Groups that vote for the same object under the same category collapse into the likeliest
     group's pair; a second chair beside it, or a cup at the same place, keep their own pairs; the
     kept pairs carry the voted centre and size."""
-    encoder = _instance_encoder()
+    encoder = _word_encoder(word_groups=4, word_instances=True, colors=("red", "blue"))
     groups = 16
     centres = torch.zeros(1, groups, 3)
     centres[0, :, 0] = torch.linspace(-0.9, 0.9, groups)
