@@ -1,0 +1,316 @@
+"""Question programs: a question rewritten as a small query that runs over the scene's objects.
+
+Neuro-symbolic answering (NS-VQA style; LLMI3D's point that geometry should be computed,
+not guessed): the language model rewrites a question into a program, learned from the
+question annotations' attributes; the program then runs over the objects the scene
+encoder detects (category, colour, box), with the same relation definitions the
+annotations use (``SceneFacts``). The language model reads the question, the encoder
+reads the scene, and neither has to do the other's job.
+
+Program text, one line::
+
+    <question type>: <field> ; <field> ...
+
+with the fields of each type (``PROGRAM_FIELDS``): an expression is
+``category, colour, relation, anchor category, anchor colour`` with ``-`` for an empty
+slot and trailing empty slots dropped ("chair, red", "cup, -, on, table"); a relation is
+one of ``RELATIONS``. Examples::
+
+    count: chair, red
+    color: cup, -, on, desk, white
+    choice: leftmost ; lamp ; sofa, blue
+    locate: chair, -, next to, table        (a grounding query: which object)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from threed_llm_ros.data.annotations import (
+    PAIR_RELATIONS, QUESTION_TYPES, RELATIONS, SUPERLATIVES, Annotation, AnnotationConfig, SceneFacts, describe,
+    format_distance, make_expression,
+)
+from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
+from threed_llm_ros.geometry.boxes import OrientedBox
+
+#: Asked in place of the question itself when the model should write the question's program.
+PROGRAM_REQUEST = "Rewrite the question as a scene query."
+EMPTY_SLOT = "-"
+
+#: The fields of each question type's program, in order.
+PROGRAM_FIELDS: dict[str, tuple[str, ...]] = {
+    "existence": ("subject",),
+    "count": ("subject",),
+    "color": ("referent",),
+    "support": ("referent",),
+    "distance": ("referent",),
+    "category": ("relation", "anchor"),
+    "bigger": ("first", "second"),
+    "taller": ("first", "second"),
+    "choice": ("relation", "first", "second"),
+    "relation": ("relation", "first", "second"),
+    "locate": ("referent",),  # a referring expression (grounding): which object, not an answer
+}
+assert set(PROGRAM_FIELDS) == set(QUESTION_TYPES) | {"locate"}
+
+#: Relations decided without a margin on detected objects: "next to" halfway between the
+#: annotations' strict and lenient gaps, left/right/front/behind by the sign of the offset.
+DECISION_CONFIG = AnnotationConfig(side_margin_m=0.0, next_to_m=0.6, not_next_to_m=0.6, min_visible_points=1)
+ON_TOLERANCE_M = 0.2  # an object rests on another when its bottom is this close to the other's top
+FOOTPRINT_GROWTH_M = 0.15  # ... and its centre lies within the other's footprint grown by this much
+ABOVE_FLOOR_M = 0.2  # objects whose bottom is lower than this above the floor stand on the floor
+
+
+class ProgramError(ValueError):
+    """Program text that does not parse."""
+
+
+def program_prompt(question: str) -> str:
+    """The prompt that asks the model for a question's program (not its answer)."""
+    return f"{PROGRAM_REQUEST}\n{question.strip()}"
+
+
+# --------------------------------------------------------------------------- text form
+
+
+def _expression_text(expression: dict[str, Any]) -> str:
+    anchor = expression.get("anchor") or {}
+    slots = [expression["category"], expression.get("color") or "", expression.get("relation") or "",
+             anchor.get("category") or "", anchor.get("color") or ""]
+    while slots and not slots[-1]:
+        slots.pop()
+    return ", ".join(slot or EMPTY_SLOT for slot in slots)
+
+
+def annotation_program(annotation: Annotation) -> str:
+    """The program of a QA or grounding annotation, as the model should write it."""
+    if annotation.task == "qa":
+        return program_text(annotation.attributes)
+    if annotation.task == "grounding":
+        return program_text({"question_type": "locate", "referent": annotation.attributes["expression"]})
+    raise ProgramError(f"{annotation.task} annotations have no program (only qa and grounding)")
+
+
+def program_text(attributes: dict[str, Any]) -> str:
+    """The program of parsed or QA-annotation ``attributes`` (``question_type`` and its fields)."""
+    question_type = attributes.get("question_type")
+    if question_type not in PROGRAM_FIELDS:
+        raise ProgramError(f"no program for question type {question_type!r}")
+    fields: list[str] = []
+    for name in PROGRAM_FIELDS[question_type]:
+        if name == "relation":
+            fields.append(str(attributes["relation"]))
+        elif name == "subject":
+            fields.append(_expression_text(make_expression(attributes["category"], attributes.get("color"))))
+        elif name in ("referent", "anchor"):
+            fields.append(_expression_text(attributes[name]))
+        else:
+            fields.append(_expression_text(attributes["referents"][0 if name == "first" else 1]))
+    return f"{question_type}: " + " ; ".join(fields)
+
+
+def _parse_expression(text: str) -> dict[str, Any]:
+    slots = [slot.strip() for slot in text.split(",")]
+    slots = [("" if slot == EMPTY_SLOT else slot) for slot in slots] + [""] * (5 - len(slots))
+    if len(slots) > 5:
+        raise ProgramError(f"an expression has at most 5 slots: {text!r}")
+    category, color, relation, anchor_category, anchor_color = slots
+    if category not in CATEGORY_NAMES:
+        raise ProgramError(f"unknown category {category!r}")
+    for name in (color, anchor_color):
+        if name and name not in COLOR_NAMES:
+            raise ProgramError(f"unknown colour {name!r}")
+    if relation and relation not in RELATIONS:
+        raise ProgramError(f"unknown relation {relation!r}")
+    anchor = None
+    if relation in PAIR_RELATIONS:
+        if anchor_category not in CATEGORY_NAMES:
+            raise ProgramError(f"relation {relation!r} needs a known anchor category, got {anchor_category!r}")
+        anchor = make_expression(anchor_category, anchor_color or None)
+    elif anchor_category or anchor_color:
+        raise ProgramError(f"an anchor without a pair relation: {text!r}")
+    return make_expression(category, color or None, relation or None, anchor)
+
+
+def parse_program(text: str) -> dict[str, Any]:
+    """Program text -> attributes in the annotations' form (``question_type``, ``category``/``referent``/...)."""
+    head, separator, rest = text.strip().partition(":")
+    question_type = head.strip()
+    if not separator or question_type not in PROGRAM_FIELDS:
+        raise ProgramError(f"not a program (unknown or missing question type): {text.strip()[:80]!r}")
+    fields = [field.strip() for field in rest.split(";")]
+    names = PROGRAM_FIELDS[question_type]
+    if len(fields) != len(names):
+        raise ProgramError(f"{question_type} takes {len(names)} fields ({', '.join(names)}), got {len(fields)}")
+    attributes: dict[str, Any] = {"question_type": question_type}
+    referents = []
+    for name, field_text in zip(names, fields):
+        if name == "relation":
+            allowed = SUPERLATIVES if question_type == "choice" else PAIR_RELATIONS
+            if field_text not in allowed:
+                raise ProgramError(f"{question_type} needs a relation from {allowed}, got {field_text!r}")
+            attributes["relation"] = field_text
+            continue
+        expression = _parse_expression(field_text)
+        if name == "subject":
+            if expression["relation"] is not None:
+                raise ProgramError(f"{question_type} takes a category and colour only, got {field_text!r}")
+            attributes["category"], attributes["color"] = expression["category"], expression["color"]
+        elif name in ("referent", "anchor"):
+            attributes[name] = expression
+        else:
+            referents.append(expression)
+    if referents:
+        attributes["referents"] = referents
+    return attributes
+
+
+# --------------------------------------------------------------------------- detected scenes
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    """An object the scene encoder found: category and colour names, a gravity-frame box in metres, a score."""
+
+    category: str
+    color: str
+    box: OrientedBox
+    score: float = 1.0
+
+
+def supports(boxes: Sequence[OrientedBox]) -> list[int | None]:
+    """Per box, the index of the box it rests on, or None (on the floor, or nothing under it).
+
+    A rests on B when A's centre lies over B's footprint (grown by ``FOOTPRINT_GROWTH_M``),
+    above B's centre and at most ``ON_TOLERANCE_M`` below B's top, A's footprint is the
+    smaller, and A's bottom is clear of the floor (the lowest bottom); of several such B, the
+    largest (the table, not the book beside the cup). Centres rather than bottoms, because detected heights are rough.
+    """
+    if not boxes:
+        return []
+    centres = np.array([box.center for box in boxes], dtype=np.float64)
+    sizes = np.array([box.size for box in boxes], dtype=np.float64)
+    tops = centres[:, 2] + sizes[:, 2] / 2
+    floor = float((centres[:, 2] - sizes[:, 2] / 2).min())
+    areas = sizes[:, 0] * sizes[:, 1]
+    result: list[int | None] = []
+    for index in range(len(boxes)):
+        best: int | None = None
+        if centres[index, 2] - sizes[index, 2] / 2 - floor >= ABOVE_FLOOR_M or centres[index, 2] - floor >= 2 * ABOVE_FLOOR_M:
+            for other, base in enumerate(boxes):
+                if other == index or areas[other] <= areas[index] or centres[other, 2] >= centres[index, 2]:
+                    continue
+                if tops[other] - ON_TOLERANCE_M > centres[index, 2]:
+                    continue
+                local = _to_box_frame(centres[index, :2] - centres[other, :2], base.yaw)
+                if np.all(np.abs(local) <= sizes[other, :2] / 2 + FOOTPRINT_GROWTH_M):
+                    if best is None or areas[other] > areas[best]:
+                        best = other
+        result.append(best)
+    return result
+
+
+def _to_box_frame(offset: np.ndarray, yaw: float) -> np.ndarray:
+    cos, sin = np.cos(yaw), np.sin(yaw)
+    return np.array([offset[0] * cos + offset[1] * sin, -offset[0] * sin + offset[1] * cos])
+
+
+def detected_facts(objects: Sequence[DetectedObject], config: AnnotationConfig = DECISION_CONFIG) -> SceneFacts:
+    """``SceneFacts`` of detected objects (support inferred from the boxes), for running programs."""
+    from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord
+
+    boxes = [obj.box for obj in objects]
+    records = [
+        ObjectRecord(index, obj.category, obj.color, obj.box, on=support, visible_points=max(config.min_visible_points, 1))
+        for index, (obj, support) in enumerate(zip(objects, supports(boxes)))
+    ]
+    record = SceneRecord("detected", np.zeros((0, 3)), np.zeros((0, 3)), "z", "", records)
+    return SceneFacts(record, config)
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def _pick(facts: SceneFacts, expression: dict[str, Any]) -> int | None:
+    """The detected object an expression most likely means: its strict match, else looser readings."""
+    found = facts.resolve(expression)
+    if not found:
+        found = facts.resolve(expression, lenient=True)
+    if not found and expression.get("color"):
+        found = facts.resolve({**expression, "color": None})
+    if not found:
+        found = [int(i) for i in np.flatnonzero(facts.matches(expression["category"]))]
+    if not found:
+        return None
+    anchor = expression.get("anchor")
+    if len(found) > 1 and anchor is not None:
+        anchors = np.flatnonzero(facts.matches(anchor["category"], anchor.get("color")))
+        if len(anchors):
+            return min(found, key=lambda index: float(facts.gaps[index, anchors].min()))
+    return found[0]
+
+
+def _winner(facts: SceneFacts, question_type: str, relation: str | None, a: int, b: int) -> int:
+    if question_type == "bigger":
+        values = np.prod(facts.sizes, axis=1)
+    elif question_type == "taller":
+        values = facts.sizes[:, 2]
+    else:
+        values = facts.superlative_values(str(relation))
+    return a if values[a] >= values[b] else b
+
+
+def locate(program: dict[str, Any], facts: SceneFacts) -> int | None:
+    """The index of the object a ``locate`` program (or any program's referent) means, None when absent."""
+    return _pick(facts, program["referent"])
+
+
+def execute_program(program: dict[str, Any], facts: SceneFacts) -> str | None:
+    """The answer of a parsed program over a scene, in the annotations' answer format, or None
+    when an object the program asks about is not in the scene (then nothing here can answer).
+    Two exceptions, because a detector misses small things first: an object that is missing
+    is in no relation ("no"), and of a compared pair the one that was found is bigger/taller.
+
+    A referent found only under a looser reading (without its colour, any of its category) still
+    counts, and a near-tie is decided without the annotations' margins.
+    """
+    question_type = program["question_type"]
+    if question_type == "locate":
+        raise ProgramError("a locate program names an object, it has no answer: use locate()")
+    if question_type == "existence":
+        return "yes" if facts.matches(program["category"], program.get("color")).any() else "no"
+    if question_type == "count":
+        return str(int(facts.matches(program["category"], program.get("color")).sum()))
+    if question_type in ("color", "support", "distance"):
+        index = _pick(facts, program["referent"])
+        if index is None:
+            return None
+        if question_type == "color":
+            return str(facts.colors[index]) or None
+        if question_type == "support":
+            support = int(facts.support[index])
+            return None if support < 0 else str(facts.categories[support])
+        return format_distance(float(facts.distance[index]))
+    if question_type == "category":
+        anchor = _pick(facts, program["anchor"])
+        if anchor is None:
+            return None
+        related = np.flatnonzero(facts.strict[program["relation"]][:, anchor])
+        if len(related) == 0:
+            related = np.flatnonzero(facts.lenient[program["relation"]][:, anchor])
+        if len(related) == 0:
+            return None
+        return str(facts.categories[min(related, key=lambda index: float(facts.gaps[index, anchor]))])
+    first, second = program["referents"]
+    a, b = _pick(facts, first), _pick(facts, second)
+    if question_type == "relation":
+        # An undetected object is taken as not in that relation.
+        return "no" if a is None or b is None else ("yes" if facts.strict[program["relation"]][a, b] else "no")
+    if question_type in ("bigger", "taller") and (a is None) != (b is None):
+        return describe(first if b is None else second)  # the detector misses small things, not big ones
+    if a is None or b is None:
+        return None
+    return describe(first if _winner(facts, question_type, program.get("relation"), a, b) == a else second)

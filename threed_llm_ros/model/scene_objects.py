@@ -1,0 +1,151 @@
+"""The objects a scene encoder finds, and answers computed over them from a question's program.
+
+``detect_objects`` reads the patch-semantics head of an encoder with instance votes
+(``scene_encoder.word_instances``): the likeliest point groups name a category and a
+colour and vote for their object's centre and size; groups that repeat a likelier
+group's object are dropped, exactly as for the instance word tokens. ``answer_by_program``
+lets the language model write the question's program (``data/programs.py``) and runs it
+over those objects; ``locate_by_program`` does the same for a grounding query and returns
+the object it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from threed_llm_ros.data.programs import (
+    DetectedObject, ProgramError, detected_facts, execute_program, locate, parse_program, program_prompt,
+)
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.model.preprocessing import SceneBatch, boxes_to_metres
+from threed_llm_ros.model.scene_encoder import VOTE_OFFSET_UNIT, SceneEncoder
+from threed_llm_ros.model.threed_llm import scene_at
+
+#: Tokens a program may take (the longest annotated program is about 20 tokens).
+PROGRAM_MAX_NEW_TOKENS = 40
+
+
+def can_detect_objects(encoder: SceneEncoder) -> bool:
+    """Whether a scene encoder names and places objects (patch semantics with votes)."""
+    head = encoder.patch_semantics
+    return bool(encoder.config.word_instances and head is not None and head.geometry is not None)
+
+
+@torch.no_grad()
+def detect_objects(
+    encoder: SceneEncoder, scene: SceneBatch, index: int = 0, min_score: float = 0.5, candidates: int | None = None
+) -> list[DetectedObject]:
+    """Objects in scene ``index`` of ``scene``: category, colour, axis-aligned gravity-frame box in metres.
+
+    The ``candidates`` likeliest groups (default ``word_groups``, as for the word tokens) are
+    kept when likelier on an object than on nothing (``min_score``), not a repeat of a
+    likelier group's object under the same name (the word tokens' rule) and not the same
+    object as a more confident candidate under another name (``keep_distinct_objects``).
+    """
+    if not can_detect_objects(encoder):
+        raise ValueError("this scene encoder has no instance votes (scene_encoder.word_instances)")
+    config = encoder.config
+    one = scene_at(scene, index).to(next(encoder.parameters()).device)
+    patch_tokens = encoder.point_encoder(one.patches, one.centers)[:, 1:]
+    category_logits, color_logits = encoder.patch_semantics(patch_tokens)
+    category_probs = category_logits.float().softmax(dim=-1)[0]
+    color_probs = color_logits.float().softmax(dim=-1)[0]
+    on_object = 1.0 - category_probs[:, 0]
+    chosen = on_object.topk(min(candidates or config.word_groups, on_object.shape[0])).indices
+    votes = encoder.patch_semantics.votes(patch_tokens).float()[0, chosen]
+    categories = category_probs[chosen, 1:].argmax(dim=-1)
+    colors = color_probs[chosen, 1:].argmax(dim=-1)
+    centres = one.centers[0, chosen, :3].float() + VOTE_OFFSET_UNIT * votes[:, :3]
+    log_sizes = votes[:, 3:]
+    keep = encoder._first_of_each_object(categories[None], centres[None], log_sizes[None])[0].bool()
+    keep &= on_object[chosen] > min_score
+    confidence = on_object[chosen] * category_probs[chosen, 1:].max(dim=-1).values
+    keep &= keep_distinct_objects(centres, log_sizes.exp(), confidence, keep)
+    normalized = torch.cat([centres, log_sizes.exp(), torch.zeros_like(centres[:, :1])], dim=-1)
+    metres = boxes_to_metres(normalized[None].double().cpu(), one.to("cpu"))[0]
+    found = []
+    for slot in torch.nonzero(keep).flatten().tolist():
+        found.append(DetectedObject(
+            category=config.semantic_categories[int(categories[slot])],
+            color=config.semantic_colors[int(colors[slot])],
+            box=OrientedBox.from_array(metres[slot].numpy()),
+            score=float(on_object[chosen[slot]]),
+        ))
+    return found
+
+
+def keep_distinct_objects(
+    centres: torch.Tensor, sizes: torch.Tensor, confidence: torch.Tensor, candidates: torch.Tensor
+) -> torch.Tensor:
+    """(N,) bool: candidates that are not another, more confident candidate's object under another name.
+
+    Two candidates are one object when their voted centres are closer than half the smaller
+    one's size diagonal: a chair's groups that also voted "table" collapse, a cup on a table
+    stays (its centre is far from the table's, measured in the cup's size).
+    """
+    reach = sizes.norm(dim=-1) / 2.0
+    distance = (centres[:, None] - centres[None, :]).norm(dim=-1)
+    same_object = distance < torch.minimum(reach[:, None], reach[None, :])
+    keep = candidates.clone()
+    for slot in confidence.argsort(descending=True).tolist():
+        if not keep[slot]:
+            continue
+        others = same_object[slot] & keep & (confidence <= confidence[slot])
+        others[slot] = False
+        keep &= ~others
+    return keep
+
+
+@dataclass
+class ProgramAnswer:
+    """The outcome of running the question's program over the detected objects."""
+
+    answer: str | None  # None: an object the program asks about was not detected
+    program: str  # as the language model wrote it
+    objects: list[DetectedObject] = field(default_factory=list)
+
+
+def write_program(model, question: str) -> str:
+    """The language model's program for a question (no scene tokens: it reads only the words)."""
+    result = model.generate(None, program_prompt(question), max_new_tokens=PROGRAM_MAX_NEW_TOKENS, blind=True)
+    return result.text.strip()
+
+
+def answer_by_program(model, scene: SceneBatch, question: str, index: int = 0) -> ProgramAnswer | None:
+    """The question's program and its result over the detected objects, or None when the model's
+    program does not parse; with either None or a None answer the caller answers in free text."""
+    program = write_program(model, question)
+    try:
+        parsed = parse_program(program)
+    except ProgramError:
+        return None
+    if parsed["question_type"] == "locate":
+        return None  # a referring expression, not a question
+    objects = detect_objects(model.scene_encoder, scene, index)
+    return ProgramAnswer(execute_program(parsed, detected_facts(objects)), program, objects)
+
+
+@dataclass
+class LocatedObject:
+    """The detected object a grounding query's program names (None when it names none that was found)."""
+
+    found: DetectedObject | None
+    program: str
+    objects: list[DetectedObject] = field(default_factory=list)
+
+
+def locate_by_program(model, scene: SceneBatch, query: str, index: int = 0) -> LocatedObject | None:
+    """The detected object a grounding query ("Where is the red cup?") refers to, through its
+    program; None when the program does not parse."""
+    program = write_program(model, query)
+    try:
+        parsed = parse_program(program)
+    except ProgramError:
+        return None
+    if "referent" not in parsed:
+        return None  # a question about the scene, not about one object
+    objects = detect_objects(model.scene_encoder, scene, index)
+    found = locate(parsed, detected_facts(objects))
+    return LocatedObject(None if found is None else objects[found], program, objects)
