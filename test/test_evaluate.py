@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from threed_llm_ros.data.annotations import TASKS
+from threed_llm_ros.data.annotations import QUESTION_TYPES, TASKS
+from threed_llm_ros.data.programs import parse_program
 from threed_llm_ros.eval import evaluate as evaluate_module
-from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, navigation_pose
+from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_OBJECTS, MODEL_TOKENS, navigation_pose
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import parameter_report, save_checkpoint
 from threed_llm_ros.model.threed_llm import ThreeDLLM
@@ -129,3 +131,30 @@ def test_scene_use_separates_a_model_that_reads_its_scene_from_one_that_cannot(s
     document = evaluate(checkpoint, dataset_directory, tmp_path / "report", settings)
     assert set(document["scene_use"]) == {"qa"} and document["scene_use"]["qa"]["items"] == 6
     assert "| qa | 6 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_program_model_reports_detected_objects_and_how_its_programs_fared(setup, tmp_path: Path) -> None:
+    """With question_programs the report gains the detected-objects grounding column and the
+    program rates; an untrained language model writes no parsable program, so every answer
+    falls back to free text and every located box to the head's."""
+    dataset, _, _ = setup
+    config = model_config_of(load_train_config(Path(__file__).parents[1] / "config" / "train_tiny.yaml"))
+    config.scene_encoder = replace(config.scene_encoder, word_groups=4, word_instances=True)
+    config.question_programs = True
+    checkpoint = save_checkpoint(ThreeDLLM(config), tmp_path / "programs")
+    settings = evaluate_module.EvalSettings(split="train", limit=2, tasks=("qa", "grounding"), scene_use=False,
+                                            progress=False, max_new_tokens=4)
+    document = evaluate_module.evaluate(checkpoint, dataset, tmp_path / "report", settings)
+    systems = document["systems"]
+    assert set(systems) == {MODEL_TOKENS, MODEL_HEAD, MODEL_OBJECTS, BLIND_TOKENS, BLIND_HEAD}
+    qa = systems[MODEL_TOKENS]["qa"]
+    assert qa["program parsed"] == 0.0 and qa["answered by program"] == 0.0 and qa["program exact"] == 0.0
+    located = systems[MODEL_OBJECTS]["grounding"]
+    assert located["located by program"] == 0.0 and located["count"] == 2
+    # falling back to the head's box, the column equals the head's
+    assert located["acc@0.25"] == systems[MODEL_HEAD]["grounding"]["acc@0.25"]
+    assert located["center_error_mean_m"] == pytest.approx(systems[MODEL_HEAD]["grounding"]["center_error_mean_m"])
+    for prediction in document["predictions"]:
+        if not prediction["blind"]:
+            assert parse_program(prediction["expected_program"])["question_type"] in (
+                ("locate",) if prediction["task"] == "grounding" else QUESTION_TYPES)

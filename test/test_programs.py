@@ -11,8 +11,10 @@ from threed_llm_ros.data.programs import (
     PROGRAM_REQUEST,
     DetectedObject,
     ProgramError,
+    annotation_program,
     detected_facts,
     execute_program,
+    locate,
     parse_program,
     program_prompt,
     program_text,
@@ -67,6 +69,27 @@ def test_programs_over_the_true_objects_give_the_annotated_answers(questions) ->
             assert execute_program(parse_program(program_text(annotation.attributes)), facts) == annotation.answer, annotation.prompt
             total += 1
     assert total > 100
+
+
+def test_every_grounding_and_plan_annotation_has_its_program() -> None:
+    intrinsics = CameraIntrinsics.from_field_of_view(160, 120, 60.0)
+    record = record_from_frame(simulate(2100, intrinsics), "scene", 8000, np.random.default_rng(0), save_images=False)
+    annotations = annotate_scene(record, AnnotationConfig(), seed=0)
+    facts = detected_facts(_ground_truth_objects(record))
+    visible = [o.index for o in record.objects if o.visible_points > 0]
+    tasks = set()
+    for annotation in annotations:
+        tasks.add(annotation.task)
+        if annotation.task == "grounding":
+            program = parse_program(annotation_program(annotation))
+            assert program["question_type"] == "locate"
+            assert visible[locate(program, facts)] == annotation.target_object  # the located object is the target
+        elif annotation.task == "plan":
+            assert annotation_program(annotation) == annotation.answer  # an instruction's program is its plan text
+        elif annotation.task != "qa":
+            with pytest.raises(ProgramError, match="no program"):
+                annotation_program(annotation)
+    assert {"grounding", "plan", "caption"} <= tasks
 
 
 def test_malformed_programs_are_refused_with_the_reason() -> None:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from threed_llm_ros.data.annotations import BOX_TOKEN
+from threed_llm_ros.data.annotations import BOX_TOKEN, QUESTION_TYPES
+from threed_llm_ros.data.programs import PROGRAM_REQUEST, parse_program
 from threed_llm_ros.data.dataset import load_dataset
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.iou import rotated_box_iou
@@ -120,6 +121,38 @@ def test_training_steps_lower_the_loss(tiny_config, tmp_path: Path) -> None:
     losses = [step["loss"] for step in steps]
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
     assert all(step["semantic_loss"] > 0 for step in steps)  # the mini preset's patch-semantics head trains too
+
+
+def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, tmp_path: Path) -> None:
+    """Questions and referring expressions in, their programs out, no scene: only the program
+    adapter learns, so what the default adapter writes (captions, answers, plans) is unchanged."""
+    stage = StageConfig(name="programs", steps=5, lr=1e-3, batch_size=4, tasks=["qa", "grounding"],
+                        train=["program_lora"], qa_programs=True, warmup_steps=0)
+    overrides = copy.deepcopy(tiny_config.model_overrides)
+    overrides["question_programs"] = True
+    overrides.setdefault("scene_encoder", {}).update(word_groups=4, word_instances=True)
+    trainer = Trainer(_config(tiny_config, tmp_path, stages=[stage], model_overrides=overrides))
+    trainer.prepare_stage(0)
+    sampler = StageSampler(trainer.load_data(), stage, 0, seed=3)
+    batch = trainer.batch(sampler, 0)
+    assert batch.scene is None and set(batch.tasks) <= {"qa", "grounding"}
+    for prompt, target in zip(batch.prompts, batch.targets):
+        assert prompt.startswith(PROGRAM_REQUEST + "\n")
+        assert parse_program(target)["question_type"] in (*QUESTION_TYPES, "locate")
+    model = trainer.model
+    question = "How many chairs are there?"
+    before_text = model.generate(None, question, max_new_tokens=6, blind=True).text
+    before = _snapshot(trainer)
+    losses = [trainer.train_step(batch, stage, seed=step)["loss"] for step in range(5)]
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    changed = _changed(before, trainer)
+    assert changed["program_lora"] and not any(value for group, value in changed.items() if group != "program_lora")
+    assert model.generate(None, question, max_new_tokens=6, blind=True).text == before_text
+    with pytest.raises(ConfigError, match="qa_programs"):
+        StageConfig(name="mixed", steps=1, lr=1e-3, batch_size=1, tasks=["qa", "caption"], train=["lora"], qa_programs=True)
+    plain = Trainer(_config(tiny_config, tmp_path / "plain", stages=[stage]))
+    with pytest.raises(ConfigError, match="question_programs: true"):
+        plain.prepare_stage(0)
 
 
 def _snapshot(trainer: Trainer) -> dict[str, list[torch.Tensor]]:

@@ -87,7 +87,7 @@ def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:
     if intent.kind == "plan":
         reply = engine.plan(cloud, prompt)
         return {"intent": intent.kind, "text": reply.text, "plan": reply.plan, "timings": reply.timings}
-    reply = engine.answer(cloud, prompt)
+    reply = engine.answer(cloud, prompt, programs=intent.kind == "question")
     return {"intent": intent.kind, "text": reply.text, "timings": reply.timings}
 
 

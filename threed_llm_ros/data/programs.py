@@ -86,12 +86,15 @@ def _expression_text(expression: dict[str, Any]) -> str:
 
 
 def annotation_program(annotation: Annotation) -> str:
-    """The program of a QA or grounding annotation, as the model should write it."""
+    """The program of a QA, grounding or plan annotation, as the model should write it (for a
+    plan, its plan text: the steps follow from the instruction's words; the scene gives their poses)."""
     if annotation.task == "qa":
         return program_text(annotation.attributes)
     if annotation.task == "grounding":
         return program_text({"question_type": "locate", "referent": annotation.attributes["expression"]})
-    raise ProgramError(f"{annotation.task} annotations have no program (only qa and grounding)")
+    if annotation.task == "plan":
+        return annotation.answer
+    raise ProgramError(f"{annotation.task} annotations have no program (only qa, grounding and plan)")
 
 
 def program_text(attributes: dict[str, Any]) -> str:

@@ -5,13 +5,20 @@ baseline** (the same model with ``blind=True``: no scene tokens, boxes still dec
 the scene's normalised frame, so it is the language prior's best guess):
 
 * caption, dense_caption: greedy answers → BLEU-1/4, ROUGE-L, CIDEr;
-* qa: the same plus exact match;
+* qa: the same plus exact match; a model with ``question_programs`` writes each question's
+  program and runs it over the objects its encoder detects (``model/scene_objects.py``),
+  answering in free text only where the program does not parse or names an undetected
+  object; the report adds how often the program was written exactly as annotated, parsed,
+  and answered. The blind baseline always answers in free text (it has no objects);
 * grounding: one generation with ``answer_prefix="<box3d>"`` gives both box outputs
   side by side: the 3D query head's box (the ``<box3d>`` state, as trained) and the
-  location tokens the text then writes → Acc@0.25 / Acc@0.5, mean IoU, centre error;
+  location tokens the text then writes → Acc@0.25 / Acc@0.5, mean IoU, centre error; a
+  model with ``question_programs`` adds a third column, the box of the detected object the
+  query's ``locate`` program names (the head's box where it names none that was found);
 * plan: the plan text → :func:`parse_plan_text` → step accuracy and whole-plan success,
   navigation poses from grounding each ``navigate_to`` target ("Where is the X?"; the
-  location-token box, else the head's) with :func:`navigation_goal_for_box`.
+  located object's box where the model has programs, else the head's, else the location
+  tokens') with :func:`navigation_goal_for_box`.
 
 **Scene use** (``scene_use``, on by default): per task, the teacher-forced loss of the reference
 answers given each item's own scene, given another scene of the same selection, and blind. A model
@@ -41,11 +48,13 @@ from tqdm import tqdm
 
 from threed_llm_ros.data.annotations import TASKS, Annotation
 from threed_llm_ros.data.dataset import SPLITS, SceneDataset, SceneRecord, load_dataset
+from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_plan_text, plan_metrics, qa_metrics, text_metrics
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
+from threed_llm_ros.model.scene_objects import answer_by_program, locate_by_program
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
@@ -53,7 +62,8 @@ MODEL_TOKENS = "model (location tokens)"
 MODEL_HEAD = "model (3D query head)"
 BLIND_TOKENS = "blind baseline"
 BLIND_HEAD = "blind baseline (3D query head)"
-SYSTEMS = (MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD)
+MODEL_OBJECTS = "model (detected objects)"
+SYSTEMS = (MODEL_TOKENS, MODEL_HEAD, MODEL_OBJECTS, BLIND_TOKENS, BLIND_HEAD)
 NAVIGATION_ACTIONS = ("navigate_to",)
 GROUNDING_QUERY = "Where is the {target}?"
 MAX_NEW_TOKENS = {"caption": 64, "dense_caption": 40, "qa": 12, "grounding": 32, "plan": 64}
@@ -134,7 +144,10 @@ class Evaluator:
         """Metrics per system (``{system: {task: {metric: value}}}``)."""
         selected = select_items(self.dataset, self.settings)
         modes = [False, True] if self.settings.blind else [False]
-        results: dict[str, dict[str, Any]] = {system: {} for system in SYSTEMS if self.settings.blind or "blind" not in system}
+        results: dict[str, dict[str, Any]] = {
+            system: {} for system in SYSTEMS
+            if (self.settings.blind or "blind" not in system) and (system != MODEL_OBJECTS or self.model.config.question_programs)
+        }
         total = sum(len(items) for items in selected.values()) * len(modes)
         with tqdm(total=total, desc="eval", unit="sample", disable=not self.settings.progress) as bar:
             for task, positions in selected.items():
@@ -146,6 +159,8 @@ class Evaluator:
                     if task == "grounding":
                         results[tokens_system][task] = metrics["tokens"]
                         results[head_system][task] = metrics["head"]
+                        if "objects" in metrics:
+                            results[MODEL_OBJECTS][task] = metrics["objects"]
                     else:
                         results[tokens_system][task] = metrics
         return results
@@ -157,6 +172,8 @@ class Evaluator:
         head_boxes: dict[int, OrientedBox | None] = {}
         target_boxes: dict[int, OrientedBox] = {}
         plans: dict[int, list[dict[str, Any]]] = {}
+        programs: dict[int, tuple[dict[str, Any], str | None]] = {}
+        object_boxes: dict[int, OrientedBox | None] = {}
         reference_plans: dict[int, list[dict[str, Any]]] = {}
         for position in positions:
             entry = self.dataset.entries[position]
@@ -171,12 +188,28 @@ class Evaluator:
                 target_boxes[position] = annotation.target_box
                 sample.update(text=text, token_box=_box_list(token_box), head_box=_box_list(head_box),
                               target_box=_box_list(annotation.target_box))
+                if not blind and self.model.config.question_programs:
+                    located = locate_by_program(self.model, scene, prompt)
+                    found = None if located is None or located.found is None else located.found.box
+                    object_boxes[position] = found if found is not None else head_box
+                    programs[position] = ({"text": None if located is None else located.program,
+                                           "answered": found is not None, "parsed": located is not None},
+                                          annotation_program(annotation))
+                    sample.update(object_box=_box_list(object_boxes[position]), program=programs[position][0],
+                                  expected_program=programs[position][1])
             elif task == "plan":
                 text = self._generate(scene, prompt, task, blind).text
                 steps = self._plan_with_poses(text, scene, record, blind)
                 plans[position] = steps
                 reference_plans[position] = list((annotation.plan or {}).get("steps", []))
                 sample.update(text=text, steps=steps, reference=annotation.answer)
+            elif task == "qa" and not blind and self.model.config.question_programs:
+                text, program = self.answer_question(scene, prompt)
+                texts[position] = text
+                references[position] = annotation.answer
+                expected = annotation_program(annotation) if "question_type" in annotation.attributes else None
+                programs[position] = (program, expected)
+                sample.update(text=text, reference=annotation.answer, program=program, expected_program=expected)
             else:
                 text = self._generate(scene, prompt, task, blind).text
                 texts[position] = text
@@ -185,12 +218,27 @@ class Evaluator:
             self.predictions.append(sample)
             bar.update(1)
         if task == "grounding":
-            return {"tokens": grounding_metrics(token_boxes, target_boxes), "head": grounding_metrics(head_boxes, target_boxes)}
+            metrics = {"tokens": grounding_metrics(token_boxes, target_boxes), "head": grounding_metrics(head_boxes, target_boxes)}
+            if object_boxes:
+                located = program_metrics(programs)
+                located["located by program"] = located.pop("answered by program")
+                metrics["objects"] = {**grounding_metrics(object_boxes, target_boxes), **located}
+            return metrics
         if task == "plan":
             return plan_metrics(plans, reference_plans, pose_tolerance_m=self.settings.pose_tolerance_m)
         if task == "qa":
-            return qa_metrics(texts, references)
+            return {**qa_metrics(texts, references), **program_metrics(programs)}
         return text_metrics(texts, references)
+
+    def answer_question(self, scene: SceneBatch, question: str) -> tuple[str, dict[str, Any]]:
+        """(answer, how it came about) by the question's program over the detected objects, in free
+        text where the program does not parse or names an object that was not detected."""
+        reply = answer_by_program(self.model, scene, question)
+        if reply is not None and reply.answer is not None:
+            return reply.answer, {"text": reply.program, "answered": True, "objects": len(reply.objects)}
+        text = self._generate(scene, question, "qa", False).text
+        return text, {"text": None if reply is None else reply.program, "answered": False,
+                      "parsed": reply is not None}
 
     def scene_use(self) -> dict[str, dict[str, float]]:
         """Per task: mean teacher-forced answer loss with the own scene, another scene and no scene.
@@ -233,12 +281,30 @@ class Evaluator:
                 continue
             target = step["target"]
             if target not in grounded:
-                _, token_box, head_box = self.ground(scene, GROUNDING_QUERY.format(target=target), blind)
+                query = GROUNDING_QUERY.format(target=target)
+                _, token_box, head_box = self.ground(scene, query, blind)
                 grounded[target] = head_box if head_box is not None else token_box
+                if not blind and self.model.config.question_programs:
+                    located = locate_by_program(self.model, scene, query)
+                    if located is not None and located.found is not None:
+                        grounded[target] = located.found.box
             box = grounded[target]
             if box is not None:
                 step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
         return steps
+
+
+def program_metrics(programs: dict[int, tuple[dict[str, Any], str | None]]) -> dict[str, float]:
+    """How question programs fared: written exactly as annotated, parsed, and answered by the program."""
+    if not programs:
+        return {}
+    written = [info for info, _ in programs.values()]
+    exact = [info["text"] is not None and info["text"] == expected for info, expected in programs.values() if expected]
+    return {
+        "program exact": float(np.mean(exact)) if exact else math.nan,
+        "program parsed": float(np.mean([info["answered"] or info.get("parsed", False) for info in written])),
+        "answered by program": float(np.mean([info["answered"] for info in written])),
+    }
 
 
 def format_scene_use(scene_use: dict[str, dict[str, float]]) -> str:

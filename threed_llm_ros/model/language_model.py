@@ -247,13 +247,45 @@ def is_norm_module(module: nn.Module) -> bool:
     return "rmsnorm" in name or "layernorm" in name or name.endswith("norm")
 
 
+#: Name of the second LoRA adapter, which writes question programs (``ThreeDLLM.program_adapter``).
+PROGRAM_ADAPTER = "programs"
+
+
+def _lora_config(settings: LoRASettings):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def add_program_adapter(peft_model: nn.Module, settings: LoRASettings) -> None:
+    """A second LoRA adapter (:data:`PROGRAM_ADAPTER`) on the same modules, for writing programs.
+
+    It starts as the identity (peft zero-initialises B) and is off until selected, so the
+    default adapter's answers are unchanged; like every LoRA tensor it counts as trained.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        peft_model.add_adapter(PROGRAM_ADAPTER, _lora_config(settings))
+    peft_model.set_adapter("default")
+    for parameter_name, parameter in peft_model.named_parameters():
+        if "lora_" in parameter_name:
+            parameter.requires_grad_(True)
+
+
 def apply_lora(model: PreTrainedModel, settings: LoRASettings) -> nn.Module:
     """Wrap ``model`` with LoRA adapters; freeze the base weights, optionally train the norms.
 
     Returns the ``peft`` model. The adapters are injected into the original modules, so
     ``model`` itself (``peft_model.get_base_model()``) runs with them too.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [target for target in settings.target_modules if target not in present]
@@ -263,14 +295,7 @@ def apply_lora(model: PreTrainedModel, settings: LoRASettings) -> nn.Module:
             f"{missing} are not module names of {type(model).__name__}",
             "use projection names the model has, e.g. q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
         )
-    lora_config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    lora_config = _lora_config(settings)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # peft calls a deprecated transformers name
         peft_model = get_peft_model(model, lora_config)

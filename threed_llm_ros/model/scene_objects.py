@@ -23,8 +23,9 @@ from threed_llm_ros.model.preprocessing import SceneBatch, boxes_to_metres
 from threed_llm_ros.model.scene_encoder import VOTE_OFFSET_UNIT, SceneEncoder
 from threed_llm_ros.model.threed_llm import scene_at
 
-#: Tokens a program may take (the longest annotated program is about 20 tokens).
-PROGRAM_MAX_NEW_TOKENS = 40
+#: Tokens a program may take: QA programs stay under about 20, a four-step plan text with long
+#: referring expressions takes up to about 60 (generation stops at the end of the program).
+PROGRAM_MAX_NEW_TOKENS = 80
 
 
 def can_detect_objects(encoder: SceneEncoder) -> bool:
@@ -108,8 +109,10 @@ class ProgramAnswer:
 
 
 def write_program(model, question: str) -> str:
-    """The language model's program for a question (no scene tokens: it reads only the words)."""
-    result = model.generate(None, program_prompt(question), max_new_tokens=PROGRAM_MAX_NEW_TOKENS, blind=True)
+    """The program the language model's program adapter writes for a question (no scene tokens:
+    it reads only the words)."""
+    with model.program_adapter():
+        result = model.generate(None, program_prompt(question), max_new_tokens=PROGRAM_MAX_NEW_TOKENS, blind=True)
     return result.text.strip()
 
 

@@ -25,7 +25,9 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.box_head import BOX3D_TOKEN, BoxHead, BoxHeadConfig, BoxPrediction
 from threed_llm_ros.model.config_io import config_from_dict
-from threed_llm_ros.model.language_model import LoRASettings, apply_lora, load_language_model
+from threed_llm_ros.model.language_model import (
+    PROGRAM_ADAPTER, LoRASettings, add_program_adapter, apply_lora, load_language_model,
+)
 from threed_llm_ros.model.location_tokens import (
     AddedTokens,
     LocationCodec,
@@ -65,8 +67,16 @@ class ThreeDLLMConfig:
     semantic_loss_weight: float = 0.5  # the patch-semantics loss (only where the encoder has that head)
     blind: bool = False
     seed: int = 0
+    # Answer questions by writing their program and running it over the objects the scene
+    # encoder detects (``model/scene_objects.py``); needs ``scene_encoder.word_instances``.
+    question_programs: bool = False
 
     def __post_init__(self) -> None:
+        if self.question_programs and not self.scene_encoder.word_instances:
+            raise ConfigError(
+                "question_programs", "needs an encoder that detects objects",
+                "set scene_encoder.word_instances: true (with word_groups), or question_programs: false",
+            )
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}", "use e.g. 64")
         if self.box_loss_weight < 0 or self.load_balance_loss_weight < 0 or self.semantic_loss_weight < 0:
@@ -111,6 +121,7 @@ class ThreeDLLMConfig:
             "semantic_loss_weight": self.semantic_loss_weight,
             "blind": self.blind,
             "seed": self.seed,
+            "question_programs": self.question_programs,
         }
 
     @classmethod
@@ -261,6 +272,8 @@ class ThreeDLLM(nn.Module):
                 seed=config.seed,
             )
             self.language_model = apply_lora(base, config.lora)
+            if config.question_programs:
+                add_program_adapter(self.language_model, config.lora)
             make_new_rows_trainable(base, self.added_tokens.base_vocab_size)
             self.scene_encoder = SceneEncoder(config.scene_encoder)
             if config.scene_encoder.word_groups:
@@ -525,6 +538,23 @@ class ThreeDLLM(nn.Module):
         ]
 
     # ------------------------------------------------------------------ inference
+
+    @contextlib.contextmanager
+    def program_adapter(self) -> Iterator[None]:
+        """Run the language model with its program adapter instead of the default one (models
+        with ``question_programs``); which parameters train is left as it was."""
+        if not self.config.question_programs:
+            raise ValueError("this model has no program adapter (question_programs is off)")
+        flags = [(parameter, parameter.requires_grad) for parameter in self.language_model.parameters()]
+        self.language_model.set_adapter(PROGRAM_ADAPTER)
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        try:
+            yield
+        finally:
+            self.language_model.set_adapter("default")
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:

@@ -353,7 +353,7 @@ class ThreeDLLMNode(LifecycleNode):
         engine, up_axis = self.engine, self.settings.engine.up_axis
         stream = lambda piece: self._publish("answer/stream", String(data=piece))  # noqa: E731
         if intent.kind in ("describe", "question"):
-            reply = engine.answer(cloud, intent.prompt, on_token=stream)
+            reply = engine.answer(cloud, intent.prompt, on_token=stream, programs=intent.kind == "question")
             self.diagnostics.record_timings(reply.timings)
             self._finish_answer(reply.text, streamed=True)
         elif intent.kind == "find":

@@ -8,13 +8,18 @@ a :class:`ConfigError` naming ``backend`` where TensorRT or CUDA is missing). Th
 language model is always torch: fp32 on the CPU, bf16/fp16 on CUDA (``dtype``), with
 an opt-in ``torch.compile`` (``compile_language_model``).
 
-* ``describe`` / ``answer``: text, streamed piece by piece through ``on_token``.
+* ``describe`` / ``answer``: text, streamed piece by piece through ``on_token``. A model
+  with ``question_programs`` answers a question by writing its program and running it over
+  the objects its encoder detects (``model/scene_objects.py``; the answer then comes as
+  one piece), in free text where the program does not parse or names an undetected object.
 * ``ground``: boxes with a label and a score, each also as a pose in the input frame.
   Boxes come from location tokens in the text or from the ``<box3d>`` head; when the
   text holds neither, one more short pass forces ``<box3d>`` so a box always comes back.
   ``score`` is the box's point support: the share of :data:`SUPPORT_POINTS` observed
   points that lie inside it (1.0 = at least that many), so a box in empty space scores 0.
-  The head's box comes first (the target), the location-token boxes after it by score.
+  The head's box comes first (the target), the location-token boxes after it by score;
+  with ``question_programs``, the detected object the query's program names comes before
+  all of them (source ``"objects"``).
 * ``plan``: the model writes the plan text format (``navigate_to(x) ; pick(x) ; ...``,
   parsed by :func:`parse_plan_text`); if that text holds no step, the documented rules
   of :mod:`threed_llm_ros.runtime.intent` decompose the instruction instead and the plan
@@ -22,7 +27,7 @@ an opt-in ``torch.compile`` (``compile_language_model``).
   pose on the floor in front of it, facing it (:func:`navigation_goal_for_box`).
 
 Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_encoder_s``,
-``prefill_s``, ``decode_s``, ``grounding_s``, ``total_s``).
+``prefill_s``, ``decode_s``, ``grounding_s``, ``program_s``, ``total_s``).
 """
 
 from __future__ import annotations
@@ -142,6 +147,10 @@ def resolve_checkpoint(value: str) -> Path:
     raise ConfigError("checkpoint", f"no checkpoint (config.json) at {value!r} (looked in {looked})", CHECKPOINT_FIX)
 
 
+#: Box sources of a grounding reply, best first.
+SOURCE_ORDER = {"objects": 0, "head": 1, "tokens": 2}
+
+
 @dataclass
 class TextReply:
     """A text answer and its stage timings."""
@@ -159,7 +168,7 @@ class GroundedObject:
     box: OrientedBox
     position: tuple[float, float, float]
     orientation: tuple[float, float, float, float]  # x, y, z, w
-    source: str  # "tokens" or "head"
+    source: str  # "objects" (a detected object the query's program names), "head" or "tokens"
 
 
 @dataclass
@@ -355,12 +364,30 @@ class InferenceEngine:
     def describe(self, cloud: SceneCloud, on_token: Callable[[str], None] | None = None,
                  prompt: str = CAPTION_PROMPT) -> TextReply:
         """A caption of the scene."""
-        return self.answer(cloud, prompt, on_token)
+        return self.answer(cloud, prompt, on_token, programs=False)
 
-    def answer(self, cloud: SceneCloud, prompt: str, on_token: Callable[[str], None] | None = None) -> TextReply:
-        """The model's answer to ``prompt`` about the scene, streamed through ``on_token``."""
+    def answer(self, cloud: SceneCloud, prompt: str, on_token: Callable[[str], None] | None = None,
+               programs: bool = True) -> TextReply:
+        """The model's answer to ``prompt`` about the scene, streamed through ``on_token``.
+
+        A model with ``question_programs`` first writes the question's program and runs it over
+        the objects its encoder detects (the torch encoder, whatever the scene backend); free
+        text where that gives no answer. ``programs=False`` always answers in free text.
+        """
         started = time.perf_counter()
         timings: dict[str, float] = {}
+        if programs and self.model is not None and self.model.config.question_programs:
+            from threed_llm_ros.model.scene_objects import answer_by_program
+
+            scene, _ = self._prepare(cloud, timings)
+            program_started = time.perf_counter()
+            reply = answer_by_program(self.model, scene, prompt)
+            timings["program_s"] = time.perf_counter() - program_started
+            if reply is not None and reply.answer is not None:
+                if on_token is not None:
+                    on_token(reply.answer)
+                timings["total_s"] = time.perf_counter() - started
+                return TextReply(reply.answer, timings)
         result = self._generate(cloud, prompt, timings, on_token=on_token)
         timings["total_s"] = time.perf_counter() - started
         return TextReply(result.text, timings)
@@ -381,11 +408,20 @@ class InferenceEngine:
                 boxes.append((forced.box_from_head, "head"))
         fallback = label or (route(prompt).target if prompt.strip() else "") or "object"
         text_label = _label_of(result.text, fallback)
-        _, gravity_points = self._prepare(cloud, timings)
+        scene, gravity_points = self._prepare(cloud, timings)
+        if self.model is not None and self.model.config.question_programs:
+            from threed_llm_ros.model.scene_objects import locate_by_program
+
+            located_started = time.perf_counter()
+            located = locate_by_program(self.model, scene, prompt)
+            timings["program_s"] = time.perf_counter() - located_started
+            if located is not None and located.found is not None:
+                boxes.append((located.found.box, "objects"))
         objects = [self._grounded(box, text_label, source, gravity_points) for box, source in boxes]
-        # the 3D query head's box first (it attends over the scene's point groups and is the
-        # better-grounded output, see the model card), then by point support
-        objects.sort(key=lambda item: (item.source != "head", -item.score))
+        # the detected object a program names first, then the 3D query head's box (it attends
+        # over the scene's point groups and is better grounded than the location tokens, see
+        # the model card), then by point support
+        objects.sort(key=lambda item: (SOURCE_ORDER.get(item.source, len(SOURCE_ORDER)), -item.score))
         timings["total_s"] = time.perf_counter() - started
         return GroundingReply(objects, result.text, timings)
 
@@ -406,8 +442,8 @@ class InferenceEngine:
         """Steps for ``instruction``; navigation steps get goal poses in the input frame."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        result = self._generate(cloud, instruction, timings)
-        steps = [dict(step) for step in parse_plan_text(result.text)]
+        text = self._generate(cloud, instruction, timings).text
+        steps = [dict(step) for step in parse_plan_text(text)]
         source = "model"
         if not steps:
             intent = route(instruction)
@@ -439,10 +475,10 @@ class InferenceEngine:
             "stamp": {"sec": int(cloud.stamp[0]), "nanosec": int(cloud.stamp[1])},
             "frame_id": cloud.frame_id,
             "source": source,
-            "text": result.text,
+            "text": text,
         }
         timings["total_s"] = time.perf_counter() - started
-        return PlanReply(plan, targets, result.text, timings)
+        return PlanReply(plan, targets, text, timings)
 
 
 def plan_is_valid(plan: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ import torch
 
 from threed_llm_ros.data.annotations import BOX_TOKEN, Annotation
 from threed_llm_ros.data.dataset import SceneRecord
+from threed_llm_ros.data.programs import annotation_program, program_prompt
 from threed_llm_ros.model.box_head import BOX3D_TOKEN
 from threed_llm_ros.model.preprocessing import PreprocessConfig, SceneBatch, boxes_to_normalized, prepare_scenes
 from threed_llm_ros.model.scene_encoder import patch_semantic_labels, patch_vote_targets
@@ -34,7 +35,7 @@ GROUNDING_ANSWER_PREFIX = BOX3D_TOKEN
 class TrainingBatch:
     """What ``ThreeDLLM.forward`` takes, plus the items' tasks (for logging)."""
 
-    scene: SceneBatch
+    scene: SceneBatch | None  # None: a text-only batch (question programs), run blind
     prompts: list[str]
     targets: list[str]
     target_boxes: list[np.ndarray | None]  # normalised 7-vectors for the box head, None where no <box3d>
@@ -189,3 +190,11 @@ def collate(
     patch_labels = torch.stack(labels) if labels else None
     patch_votes = torch.stack(votes) if votes else None
     return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks, patch_labels, patch_votes)
+
+
+def program_batch(annotations: Sequence[Annotation]) -> TrainingBatch:
+    """A text-only batch: each question or referring expression (qa, grounding), asked for its
+    program, with the program as the target."""
+    prompts = [program_prompt(annotation.prompt) for annotation in annotations]
+    targets = [annotation_program(annotation) for annotation in annotations]
+    return TrainingBatch(None, prompts, targets, [None] * len(prompts), [a.task for a in annotations])

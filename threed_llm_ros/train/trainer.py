@@ -54,10 +54,10 @@ from threed_llm_ros.data.annotations import TASKS
 from threed_llm_ros.data.dataset import SceneDataset, SplitConfig, load_dataset
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.model.checkpoint import load_trained_state_dict, save_checkpoint
-from threed_llm_ros.model.language_model import is_norm_module
+from threed_llm_ros.model.language_model import PROGRAM_ADAPTER, is_norm_module
 from threed_llm_ros.model.location_tokens import token_row_parameters
 from threed_llm_ros.model.threed_llm import ThreeDLLM, ThreeDLLMConfig, load_model_config
-from threed_llm_ros.train.collate import SceneCache, TrainingBatch, collate
+from threed_llm_ros.train.collate import SceneCache, TrainingBatch, collate, program_batch
 
 PARAMETER_GROUPS: tuple[str, ...] = (
     "point_encoder",  # scene_encoder.point_encoder
@@ -66,6 +66,7 @@ PARAMETER_GROUPS: tuple[str, ...] = (
     "experts",  # the expert query sets (scene_encoder.query_experts.expert_queries)
     "router",  # scene_encoder.query_experts.router
     "lora",  # LoRA adapters of the language model
+    "program_lora",  # the second LoRA adapter, which writes question programs (question_programs models)
     "norms",  # the language model's norms (when the model config trains norms)
     "token_rows",  # embedding rows of the added tokens (location tokens, <box3d>, scene delimiters)
     "box_head",  # the <box3d> regression head
@@ -130,6 +131,11 @@ class StageConfig:
     # category and colour of every point group, without a language-model pass (cheap steps; the
     # encoder pre-training MiniGPT-3D gets from a pre-trained Point-BERT).
     semantics_only: bool = False
+    # Program stage: the language model's program adapter learns to rewrite each question (qa)
+    # and referring expression (grounding) into its program (``data/programs.py``) and each
+    # instruction (plan) into its plan text, reading the words only (no scene tokens: cheap
+    # steps); train: [program_lora].
+    qa_programs: bool = False
 
     def __post_init__(self) -> None:
         where = f"stages.{self.name}"
@@ -145,6 +151,11 @@ class StageConfig:
             raise ConfigError(
                 f"{where}.semantics_only", f"needs train: [point_encoder], got {self.train}",
                 "train only the point encoder (with its patch-semantics head) in this stage",
+            )
+        if self.qa_programs and (not set(self.tasks) <= {"qa", "grounding", "plan"} or self.semantics_only or self.cache_hidden_states):
+            raise ConfigError(
+                f"{where}.qa_programs", f"needs tasks from [qa, grounding, plan] and no other special stage, got tasks {self.tasks}",
+                "train programs in a stage of their own with tasks: [qa, grounding, plan]",
             )
         if self.semantics_only and self.cache_hidden_states:
             raise ConfigError(f"{where}.semantics_only", "cannot be combined with cache_hidden_states", "pick one")
@@ -285,6 +296,10 @@ def model_config_of(config: TrainConfig) -> ThreeDLLMConfig:
 # --------------------------------------------------------------------------- parameters
 
 
+def _of_program_adapter(name: str) -> bool:
+    return f".{PROGRAM_ADAPTER}." in name
+
+
 def parameter_group_members(model: ThreeDLLM) -> dict[str, list[torch.nn.Parameter]]:
     """The parameters of each of :data:`PARAMETER_GROUPS` (disjoint)."""
     encoder = model.scene_encoder
@@ -309,7 +324,8 @@ def parameter_group_members(model: ThreeDLLM) -> dict[str, list[torch.nn.Paramet
         "qformer": [p for p in experts.parameters() if id(p) not in special],
         "experts": [experts.expert_queries],
         "router": list(experts.router.parameters()),
-        "lora": [p for name, p in model.language_model.named_parameters() if "lora_" in name],
+        "lora": [p for name, p in model.language_model.named_parameters() if "lora_" in name and not _of_program_adapter(name)],
+        "program_lora": [p for name, p in model.language_model.named_parameters() if "lora_" in name and _of_program_adapter(name)],
         "norms": norms,
         "token_rows": token_row_parameters(model.causal_lm),
         "box_head": list(model.box_head.parameters()),
@@ -329,7 +345,9 @@ def set_trainable(model: ThreeDLLM, groups: Sequence[str]) -> int:
     return count
 
 
-DEFAULT_TRAINABLE = ("point_encoder", "projector", "qformer", "experts", "router", "lora", "norms", "token_rows", "box_head")
+DEFAULT_TRAINABLE = (
+    "point_encoder", "projector", "qformer", "experts", "router", "lora", "program_lora", "norms", "token_rows", "box_head",
+)
 
 
 @contextlib.contextmanager
@@ -519,6 +537,8 @@ class Trainer:
         """Collated batch ``step`` of a stage."""
         dataset = self.load_data()
         items = [(dataset.entries[p].scene_id, dataset.entries[p].annotation) for p in sampler.batch_positions(step)]
+        if sampler.stage.qa_programs:
+            return program_batch([annotation for _, annotation in items])
         return collate(self.model, items, self.cache, loader=dataset.scene)
 
     # ---------------------------------------------------------------- stages
@@ -526,6 +546,11 @@ class Trainer:
     def prepare_stage(self, stage_index: int) -> None:
         """Freeze/unfreeze for the stage and build its optimizer and schedule."""
         stage = self.config.stages[stage_index]
+        if stage.qa_programs and not self.model.config.question_programs:
+            raise ConfigError(
+                f"stages.{stage.name}.qa_programs", "the model has no program adapter",
+                "set model_overrides.question_programs: true (with scene_encoder.word_instances)",
+            )
         set_trainable(self.model, stage.train)
         self.optimizer, self.scheduler = make_optimizer(self.model, stage)
         self._prepared_stage = stage_index
@@ -593,10 +618,12 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         if stage.semantics_only:
             return self._semantics_step(batch, stage, float(lr))
-        with _autocast(self.device):
+        adapter = self.model.program_adapter() if stage.qa_programs else contextlib.nullcontext()
+        with _autocast(self.device), adapter:
             output = self.model(
                 batch.scene, batch.prompts, batch.targets, batch.target_boxes,
                 return_logits=False, patch_labels=batch.patch_labels, patch_votes=batch.patch_votes,
+                blind=True if batch.scene is None else None,
             )
         grad_norm = self._optimise(output.loss, stage)
         return {
