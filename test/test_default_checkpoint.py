@@ -16,7 +16,9 @@ import pytest
 
 from threed_llm_ros.data.dataset import SplitConfig
 from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
-from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, EvalSettings, evaluate
+from threed_llm_ros.eval.evaluate import (
+    BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_OBJECTS, MODEL_TOKENS, EvalSettings, evaluate,
+)
 from threed_llm_ros.model.checkpoint import load_checkpoint
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
@@ -61,11 +63,16 @@ def test_shipped_checkpoint_stays_above_its_floors(tmp_path: Path) -> None:
                 if value is None or value < floor:
                     failures.append(f"{system} / {task} / {metric}: {value} < floor {floor}")
     assert not failures, "\n".join(failures)
-    # The scene must matter where the card shows it does: plans name the scene's objects, the
-    # model writes boxes where the blind one mostly writes none, and the 3D query head's boxes
-    # land on the targets far more often and far nearer than the blind head's.
-    assert report[MODEL_TOKENS]["plan"]["step_accuracy"] > report[BLIND_TOKENS]["plan"]["step_accuracy"] + 0.3
-    assert report[MODEL_TOKENS]["grounding"]["missing"] < report[BLIND_TOKENS]["grounding"]["missing"]
-    head, blind_head = report[MODEL_HEAD]["grounding"], report[BLIND_HEAD]["grounding"]
-    assert head["mean_iou"] > blind_head["mean_iou"] + 0.03
-    assert head["center_error_median_m"] < 0.75 * blind_head["center_error_median_m"]
+    # The scene must matter where the card shows it does: answers computed over the detected
+    # objects beat the language prior, plan goals reach their targets far more often, and the
+    # boxes (detected objects, 3D query head) land on the targets far more often and far nearer
+    # than the blind head's.
+    model, blind = report[MODEL_TOKENS], report[BLIND_TOKENS]
+    assert model["qa"]["exact_match"] > blind["qa"]["exact_match"] + 0.1
+    assert model["plan"]["step_accuracy"] > blind["plan"]["step_accuracy"]
+    assert model["plan"]["plan_success"] > blind["plan"]["plan_success"] + 0.15
+    assert model["grounding"]["missing"] < blind["grounding"]["missing"]
+    blind_head = report[BLIND_HEAD]["grounding"]
+    for boxes in (report[MODEL_HEAD]["grounding"], report[MODEL_OBJECTS]["grounding"]):
+        assert boxes["mean_iou"] > blind_head["mean_iou"] + 0.05
+        assert boxes["center_error_median_m"] < 0.5 * blind_head["center_error_median_m"]

@@ -198,3 +198,32 @@ def test_trained_plan_poses_are_at_the_targets(trained_engine: InferenceEngine, 
 def test_trained_caption_names_an_object_in_the_scene(trained_engine: InferenceEngine, frame, cloud: SceneCloud) -> None:
     caption = trained_engine.describe(cloud).text.lower()
     assert any(obj.category in caption for obj in frame.objects), caption
+
+
+def _shipped_question_programs() -> bool:
+    path = TRAINED_CHECKPOINT / "config.json"
+    if not path.is_file():
+        return False
+    values = json.loads(path.read_text())
+    return bool(values.get("model", values).get("question_programs", False))
+
+
+@needs_trained_model
+@pytest.mark.skipif(not _shipped_question_programs(), reason="the shipped checkpoint answers in free text")
+@pytest.mark.slow
+def test_trained_answers_come_from_programs_over_detected_objects(trained_engine: InferenceEngine) -> None:
+    """Existence questions about the large furniture of unseen frames: the program runs over what
+    the encoder detects, so present things get "yes" and absent categories "no"."""
+    right, total = 0, 0
+    for seed in (101, 102, 103, 104):
+        frame = simulate(seed)
+        cloud = SceneCloud(frame.points, frame.colors, FRAME_ID)
+        present = {o.category for o in frame.objects if o.visible_pixels > 0}
+        furniture = [o.category for o in frame.objects if o.visible_pixels > 5000][:2]
+        absent = [name for name in ("bathtub", "toilet", "bed", "sofa", "bookshelf") if name not in present][:2]
+        for category, expected in [(name, "yes") for name in furniture] + [(name, "no") for name in absent]:
+            reply = trained_engine.answer(cloud, f"Is there a {category} in the room?")
+            assert "program_s" in reply.timings
+            total += 1
+            right += reply.text == expected
+    assert total >= 8 and right / total >= 0.75, f"{right}/{total}"
