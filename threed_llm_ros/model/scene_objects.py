@@ -3,9 +3,9 @@
 ``detect_objects`` reads the patch-semantics head of an encoder with instance votes
 (``scene_encoder.word_instances``): the likeliest point groups name a category and a
 colour and vote for their object's centre and size; groups that repeat a likelier
-group's object are dropped, exactly as for the instance word tokens. ``answer_by_program``
-lets the language model write the question's program (``data/programs.py``) and runs it
-over those objects; ``locate_by_program`` does the same for a grounding query and returns
+group's object are dropped, under the same name as for the instance word tokens and also
+under another name. ``answer_by_program`` lets the language model's program adapter write
+the question's program (``data/programs.py``) and runs it over those objects; ``locate_by_program`` does the same for a grounding query and returns
 the object it names.
 """
 
@@ -21,7 +21,7 @@ from threed_llm_ros.data.programs import (
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.preprocessing import SceneBatch, boxes_to_metres
 from threed_llm_ros.model.scene_encoder import VOTE_OFFSET_UNIT, SceneEncoder
-from threed_llm_ros.model.threed_llm import scene_at
+from threed_llm_ros.model.threed_llm import ThreeDLLM, scene_at
 
 #: Tokens a program may take: QA programs stay under about 20, a four-step plan text with long
 #: referring expressions takes up to about 60 (generation stops at the end of the program).
@@ -108,7 +108,7 @@ class ProgramAnswer:
     objects: list[DetectedObject] = field(default_factory=list)
 
 
-def write_program(model, question: str) -> str:
+def write_program(model: ThreeDLLM, question: str) -> str:
     """The program the language model's program adapter writes for a question (no scene tokens:
     it reads only the words)."""
     with model.program_adapter():
@@ -116,7 +116,7 @@ def write_program(model, question: str) -> str:
     return result.text.strip()
 
 
-def answer_by_program(model, scene: SceneBatch, question: str, index: int = 0) -> ProgramAnswer | None:
+def answer_by_program(model: ThreeDLLM, scene: SceneBatch, question: str, index: int = 0) -> ProgramAnswer | None:
     """The question's program and its result over the detected objects, or None when the model's
     program does not parse; with either None or a None answer the caller answers in free text."""
     program = write_program(model, question)
@@ -139,7 +139,7 @@ class LocatedObject:
     objects: list[DetectedObject] = field(default_factory=list)
 
 
-def locate_by_program(model, scene: SceneBatch, query: str, index: int = 0) -> LocatedObject | None:
+def locate_by_program(model: ThreeDLLM, scene: SceneBatch, query: str, index: int = 0) -> LocatedObject | None:
     """The detected object a grounding query ("Where is the red cup?") refers to, through its
     program; None when the program does not parse."""
     program = write_program(model, query)
