@@ -54,7 +54,7 @@ from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
-from threed_llm_ros.model.scene_objects import answer_by_program, locate_by_program
+from threed_llm_ros.model.scene_objects import LocatedObject, answer_by_program, locate_by_program
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
@@ -127,6 +127,7 @@ class Evaluator:
         self.settings = settings
         self.cache = SceneCache(model.config.scene_encoder.preprocess, seed=settings.seed)
         self.predictions: list[dict[str, Any]] = []
+        self._detected: dict[str, list] = {}  # scene id -> detected objects (programs), computed once per scene
 
     def _generate(self, scene: SceneBatch, prompt: str, task: str, blind: bool, answer_prefix: str = ""):
         limit = MAX_NEW_TOKENS[task]
@@ -189,7 +190,7 @@ class Evaluator:
                 sample.update(text=text, token_box=_box_list(token_box), head_box=_box_list(head_box),
                               target_box=_box_list(annotation.target_box))
                 if not blind and self.model.config.question_programs:
-                    located = locate_by_program(self.model, scene, prompt)
+                    located = self.locate(scene, entry.scene_id, prompt)
                     found = None if located is None or located.found is None else located.found.box
                     object_boxes[position] = found if found is not None else head_box
                     programs[position] = ({"text": None if located is None else located.program,
@@ -204,7 +205,7 @@ class Evaluator:
                 reference_plans[position] = list((annotation.plan or {}).get("steps", []))
                 sample.update(text=text, steps=steps, reference=annotation.answer)
             elif task == "qa" and not blind and self.model.config.question_programs:
-                text, program = self.answer_question(scene, prompt)
+                text, program = self.answer_question(scene, entry.scene_id, prompt)
                 texts[position] = text
                 references[position] = annotation.answer
                 expected = annotation_program(annotation) if "question_type" in annotation.attributes else None
@@ -230,15 +231,23 @@ class Evaluator:
             return {**qa_metrics(texts, references), **program_metrics(programs)}
         return text_metrics(texts, references)
 
-    def answer_question(self, scene: SceneBatch, question: str) -> tuple[str, dict[str, Any]]:
+    def answer_question(self, scene: SceneBatch, scene_id: str, question: str) -> tuple[str, dict[str, Any]]:
         """(answer, how it came about) by the question's program over the detected objects, in free
         text where the program does not parse or names an object that was not detected."""
-        reply = answer_by_program(self.model, scene, question)
-        if reply is not None and reply.answer is not None:
-            return reply.answer, {"text": reply.program, "answered": True, "objects": len(reply.objects)}
+        reply = answer_by_program(self.model, scene, question, objects=self._detected.get(scene_id))
+        if reply is not None:
+            self._detected[scene_id] = reply.objects
+            if reply.answer is not None:
+                return reply.answer, {"text": reply.program, "parsed": True, "answered": True, "objects": len(reply.objects)}
         text = self._generate(scene, question, "qa", False).text
-        return text, {"text": None if reply is None else reply.program, "answered": False,
-                      "parsed": reply is not None}
+        return text, {"text": None if reply is None else reply.program, "parsed": reply is not None, "answered": False}
+
+    def locate(self, scene: SceneBatch, scene_id: str, query: str) -> LocatedObject | None:
+        """:func:`locate_by_program` with the scene's detections computed once per scene."""
+        located = locate_by_program(self.model, scene, query, objects=self._detected.get(scene_id))
+        if located is not None:
+            self._detected[scene_id] = located.objects
+        return located
 
     def scene_use(self) -> dict[str, dict[str, float]]:
         """Per task: mean teacher-forced answer loss with the own scene, another scene and no scene.
@@ -285,7 +294,7 @@ class Evaluator:
                 _, token_box, head_box = self.ground(scene, query, blind)
                 grounded[target] = head_box if head_box is not None else token_box
                 if not blind and self.model.config.question_programs:
-                    located = locate_by_program(self.model, scene, query)
+                    located = self.locate(scene, record.scene_id, query)
                     if located is not None and located.found is not None:
                         grounded[target] = located.found.box
             box = grounded[target]
@@ -302,7 +311,7 @@ def program_metrics(programs: dict[int, tuple[dict[str, Any], str | None]]) -> d
     exact = [info["text"] is not None and info["text"] == expected for info, expected in programs.values() if expected]
     return {
         "program exact": float(np.mean(exact)) if exact else math.nan,
-        "program parsed": float(np.mean([info["answered"] or info.get("parsed", False) for info in written])),
+        "program parsed": float(np.mean([info["parsed"] for info in written])),
         "answered by program": float(np.mean([info["answered"] for info in written])),
     }
 

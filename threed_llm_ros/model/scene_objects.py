@@ -116,17 +116,26 @@ def write_program(model: ThreeDLLM, question: str) -> str:
     return result.text.strip()
 
 
-def answer_by_program(model: ThreeDLLM, scene: SceneBatch, question: str, index: int = 0) -> ProgramAnswer | None:
-    """The question's program and its result over the detected objects, or None when the model's
-    program does not parse; with either None or a None answer the caller answers in free text."""
-    program = write_program(model, question)
+def _parsed_program(model: ThreeDLLM, text: str) -> tuple[str, dict | None]:
+    """The program the model writes for ``text`` and its parse (None when it does not parse)."""
+    program = write_program(model, text)
     try:
-        parsed = parse_program(program)
+        return program, parse_program(program)
     except ProgramError:
-        return None
-    if parsed["question_type"] == "locate":
-        return None  # a referring expression, not a question
-    objects = detect_objects(model.scene_encoder, scene, index)
+        return program, None
+
+
+def answer_by_program(
+    model: ThreeDLLM, scene: SceneBatch, question: str, index: int = 0, objects: list[DetectedObject] | None = None
+) -> ProgramAnswer | None:
+    """The question's program and its result over the detected objects, or None when the model's
+    program does not parse; with either None or a None answer the caller answers in free text.
+    ``objects``: this scene's detections from an earlier call, reused instead of detecting again."""
+    program, parsed = _parsed_program(model, question)
+    if parsed is None or parsed["question_type"] == "locate":
+        return None  # unparsable, or a referring expression rather than a question
+    if objects is None:
+        objects = detect_objects(model.scene_encoder, scene, index)
     return ProgramAnswer(execute_program(parsed, detected_facts(objects)), program, objects)
 
 
@@ -139,16 +148,15 @@ class LocatedObject:
     objects: list[DetectedObject] = field(default_factory=list)
 
 
-def locate_by_program(model: ThreeDLLM, scene: SceneBatch, query: str, index: int = 0) -> LocatedObject | None:
+def locate_by_program(
+    model: ThreeDLLM, scene: SceneBatch, query: str, index: int = 0, objects: list[DetectedObject] | None = None
+) -> LocatedObject | None:
     """The detected object a grounding query ("Where is the red cup?") refers to, through its
-    program; None when the program does not parse."""
-    program = write_program(model, query)
-    try:
-        parsed = parse_program(program)
-    except ProgramError:
-        return None
-    if "referent" not in parsed:
-        return None  # a question about the scene, not about one object
-    objects = detect_objects(model.scene_encoder, scene, index)
+    program; None when the program does not parse. ``objects`` as for :func:`answer_by_program`."""
+    program, parsed = _parsed_program(model, query)
+    if parsed is None or "referent" not in parsed:
+        return None  # unparsable, or a question about the scene rather than about one object
+    if objects is None:
+        objects = detect_objects(model.scene_encoder, scene, index)
     found = locate(parsed, detected_facts(objects))
     return LocatedObject(None if found is None else objects[found], program, objects)

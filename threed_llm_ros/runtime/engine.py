@@ -241,6 +241,7 @@ class InferenceEngine:
         self.checkpoint_path: Path | None = None
         self._preprocess: Any = None
         self._cached: tuple[SceneCloud, Any, np.ndarray] | None = None
+        self._detected: tuple[SceneCloud, list] | None = None  # the last cloud's detected objects (programs)
         self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
 
     # ------------------------------------------------------------------ loading
@@ -345,6 +346,10 @@ class InferenceEngine:
         self._cached = (cloud, scene, gravity)
         return scene, gravity
 
+    def _detections_of(self, cloud: SceneCloud) -> list | None:
+        """The objects already detected in ``cloud`` (a plan grounds several targets in one frame), or None."""
+        return self._detected[1] if self._detected is not None and self._detected[0] is cloud else None
+
     def _generate(self, cloud: SceneCloud, prompt: str, timings: dict[str, float], **options: Any) -> Any:
         scene, _ = self._prepare(cloud, timings)
         options.setdefault("max_new_tokens", self.settings.max_new_tokens)
@@ -381,8 +386,10 @@ class InferenceEngine:
 
             scene, _ = self._prepare(cloud, timings)
             program_started = time.perf_counter()
-            reply = answer_by_program(self.model, scene, prompt)
+            reply = answer_by_program(self.model, scene, prompt, objects=self._detections_of(cloud))
             timings["program_s"] = time.perf_counter() - program_started
+            if reply is not None:
+                self._detected = (cloud, reply.objects)
             if reply is not None and reply.answer is not None:
                 if on_token is not None:
                     on_token(reply.answer)
@@ -413,10 +420,12 @@ class InferenceEngine:
             from threed_llm_ros.model.scene_objects import locate_by_program
 
             located_started = time.perf_counter()
-            located = locate_by_program(self.model, scene, prompt)
+            located = locate_by_program(self.model, scene, prompt, objects=self._detections_of(cloud))
             timings["program_s"] = time.perf_counter() - located_started
-            if located is not None and located.found is not None:
-                boxes.append((located.found.box, "objects"))
+            if located is not None:
+                self._detected = (cloud, located.objects)
+                if located.found is not None:
+                    boxes.append((located.found.box, "objects"))
         objects = [self._grounded(box, text_label, source, gravity_points) for box, source in boxes]
         # the detected object a program names first, then the 3D query head's box (it attends
         # over the scene's point groups and is better grounded than the location tokens, see

@@ -193,8 +193,8 @@ def collate(
 
 
 def program_batch(annotations: Sequence[Annotation]) -> TrainingBatch:
-    """A text-only batch: each question or referring expression (qa, grounding), asked for its
-    program, with the program as the target."""
+    """A text-only batch: each question, referring expression or instruction (qa, grounding,
+    plan), asked for its program, with the program as the target."""
     prompts = [program_prompt(annotation.prompt) for annotation in annotations]
     targets = [annotation_program(annotation) for annotation in annotations]
     return TrainingBatch(None, prompts, targets, [None] * len(prompts), [a.task for a in annotations])
