@@ -142,7 +142,7 @@ def test_a_program_model_reports_detected_objects_and_how_its_programs_fared(set
     config.scene_encoder = replace(config.scene_encoder, word_groups=4, word_instances=True)
     config.question_programs = True
     checkpoint = save_checkpoint(ThreeDLLM(config), tmp_path / "programs")
-    settings = evaluate_module.EvalSettings(split="train", limit=2, tasks=("qa", "grounding"), scene_use=False,
+    settings = evaluate_module.EvalSettings(split="train", limit=2, tasks=("qa", "grounding", "plan"), scene_use=False,
                                             progress=False, max_new_tokens=4)
     document = evaluate_module.evaluate(checkpoint, dataset, tmp_path / "report", settings)
     systems = document["systems"]
@@ -154,7 +154,10 @@ def test_a_program_model_reports_detected_objects_and_how_its_programs_fared(set
     # falling back to the head's box, the column equals the head's
     assert located["acc@0.25"] == systems[MODEL_HEAD]["grounding"]["acc@0.25"]
     assert located["center_error_mean_m"] == pytest.approx(systems[MODEL_HEAD]["grounding"]["center_error_mean_m"])
+    plan = systems[MODEL_TOKENS]["plan"]
+    assert plan["planned by program"] == 0.0 and plan["count"] == 2
+    assert plan["step accuracy, program words only"] == 0.0  # no program, no steps from the words
     for prediction in document["predictions"]:
         if not prediction["blind"]:
-            assert parse_program(prediction["expected_program"])["question_type"] in (
-                ("locate",) if prediction["task"] == "grounding" else QUESTION_TYPES)
+            expected = {"grounding": ("locate",), "plan": ("plan",)}.get(prediction["task"], QUESTION_TYPES)
+            assert parse_program(prediction["expected_program"])["question_type"] in expected

@@ -126,8 +126,8 @@ def test_training_steps_lower_the_loss(tiny_config, tmp_path: Path) -> None:
 def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, tmp_path: Path) -> None:
     """Questions and referring expressions in, their programs out, no scene: only the program
     adapter learns, so what the default adapter writes (captions, answers, plans) is unchanged."""
-    stage = StageConfig(name="programs", steps=5, lr=1e-3, batch_size=4, tasks=["qa", "grounding"],
-                        train=["program_lora"], qa_programs=True, warmup_steps=0)
+    stage = StageConfig(name="programs", steps=5, lr=1e-3, batch_size=4, tasks=["qa", "grounding", "plan"],
+                        train=["program_lora"], qa_programs=True, warmup_steps=0, synthetic_instructions=2)
     overrides = copy.deepcopy(tiny_config.model_overrides)
     overrides["question_programs"] = True
     overrides.setdefault("scene_encoder", {}).update(word_groups=4, word_instances=True)
@@ -135,10 +135,12 @@ def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, t
     trainer.prepare_stage(0)
     sampler = StageSampler(trainer.load_data(), stage, 0, seed=3)
     batch = trainer.batch(sampler, 0)
-    assert batch.scene is None and set(batch.tasks) <= {"qa", "grounding"}
+    assert batch.scene is None and set(batch.tasks) <= {"qa", "grounding", "plan"}
+    assert len(batch.prompts) == 4 + 2 and batch.tasks[-2:] == ["plan", "plan"]  # two made from words alone
+    assert batch.prompts == trainer.batch(sampler, 0).prompts, "batches are deterministic, the made-up ones too"
     for prompt, target in zip(batch.prompts, batch.targets):
         assert prompt.startswith(PROGRAM_REQUEST + "\n")
-        assert parse_program(target)["question_type"] in (*QUESTION_TYPES, "locate")
+        assert parse_program(target)["question_type"] in (*QUESTION_TYPES, "locate", "plan")
     model = trainer.model
     question = "How many chairs are there?"
     before_text = model.generate(None, question, max_new_tokens=6, blind=True).text
@@ -150,6 +152,8 @@ def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, t
     assert model.generate(None, question, max_new_tokens=6, blind=True).text == before_text
     with pytest.raises(ConfigError, match="qa_programs"):
         StageConfig(name="mixed", steps=1, lr=1e-3, batch_size=1, tasks=["qa", "caption"], train=["lora"], qa_programs=True)
+    with pytest.raises(ConfigError, match="synthetic_instructions"):
+        StageConfig(name="words", steps=1, lr=1e-3, batch_size=1, tasks=["plan"], train=["lora"], synthetic_instructions=2)
     plain = Trainer(_config(tiny_config, tmp_path / "plain", stages=[stage]))
     with pytest.raises(ConfigError, match="question_programs: true"):
         plain.prepare_stage(0)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from threed_llm_ros.data.catalog import CATEGORIES, CATEGORY_NAMES, SUPPORT_CATEGORIES
+from threed_llm_ros.data.catalog import CATEGORIES, CATEGORY_NAMES, COLOR_NAMES, SUPPORT_CATEGORIES, TOP_CATEGORIES
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
@@ -1141,6 +1141,58 @@ def plan_annotations(facts: SceneFacts, rng: np.random.Generator) -> list[Annota
                         "relation": expression["relation"], "combos": combos},
         ))
     return annotations
+
+
+def plan_combos(category: str, color: str | None, relation: str | None, plan_type: str) -> list[list[str]]:
+    """The (category, colour, relation) combinations a plan's words use (``plan_annotations``' rule)."""
+    combos = _combo(category, color or "", relation)
+    if plan_type == "put":
+        combos += _combo(category, color or "", "on")
+    return combos
+
+
+def synthetic_instruction(
+    rng: np.random.Generator, heldout: set[tuple[str, str, str]] | frozenset = frozenset(),
+) -> tuple[str, str, dict[str, Any] | None, dict[str, Any]]:
+    """An instruction made from words alone, for teaching a parser to copy what the words say:
+    ``(words, plan type, destination expression or None, target expression)``.
+
+    Any category, colour and relation the generator's forms allow, in any combination except
+    ``heldout`` (the compositional split's, so that they still never reach training), so no
+    co-occurrence of the scenes ("lamps stand on night stands") can stand in for the words.
+    There is no scene: nothing says the objects exist or where.
+    """
+    targets = {
+        "go_to": tuple(name for name in CATEGORY_NAMES if CATEGORIES[name].placement == "floor"),
+        "look_at": CATEGORY_NAMES,
+        "pick": TOP_CATEGORIES, "put": TOP_CATEGORIES, "bring": TOP_CATEGORIES, "throw_away": _DISPOSABLE,
+    }
+    destinations = {"put": sorted(_PUT_DESTINATIONS), "bring": sorted(_BRING_DESTINATIONS), "throw_away": ["trash can"]}
+
+    def pick_from(options: Sequence[str]) -> str:
+        return str(options[int(rng.integers(len(options)))])
+
+    def simple(options: Sequence[str], exclude: str | None = None) -> dict[str, Any]:
+        category = pick_from([name for name in options if name != exclude] or options)
+        return make_expression(category, pick_from(COLOR_NAMES) if rng.random() < 0.5 else None)
+
+    while True:
+        plan_type = pick_from(PLAN_TYPES)
+        target = simple(targets[plan_type])
+        roll = rng.random()
+        if roll < 0.15:
+            target = make_expression(target["category"], target["color"], pick_from(SUPERLATIVES))
+        elif roll < 0.4:
+            relation = pick_from(PAIR_RELATIONS)
+            anchors = SUPPORT_CATEGORIES if relation == "on" else CATEGORY_NAMES
+            target = make_expression(target["category"], target["color"], relation, simple(anchors, target["category"]))
+        combos = plan_combos(target["category"], target["color"], target["relation"], plan_type)
+        if any(tuple(combo) in heldout for combo in combos):
+            continue
+        form = pick_from(_PLAN_FORMS[plan_type])
+        destination = simple(destinations[plan_type], target["category"]) if "{d}" in form else None
+        words = form.format(t=describe(target, rng), d="" if destination is None else describe(destination, rng))
+        return words, plan_type, destination, target
 
 
 # --------------------------------------------------------------------------- whole scenes and checks

@@ -20,6 +20,16 @@ one of ``RELATIONS``. Examples::
     color: cup, -, on, desk, white
     choice: leftmost ; lamp ; sofa, blue
     locate: chair, -, next to, table        (a grounding query: which object)
+
+An instruction's program names its plan type (``PLAN_PROGRAM_FIELDS``), what to act on and,
+where the words name one, the destination::
+
+    bring: cup, red ; sofa
+    throw_away: bottle, blue                 (the scene supplies the trash can)
+    go_to: sofa, -, rightmost
+
+and ``plan_from_program`` turns it into the plan's steps with the canonical object words
+(``describe``) and, over detected objects, the object each step acts on.
 """
 
 from __future__ import annotations
@@ -30,8 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from threed_llm_ros.data.annotations import (
-    PAIR_RELATIONS, QUESTION_TYPES, RELATIONS, SUPERLATIVES, Annotation, AnnotationConfig, SceneFacts, describe,
-    format_distance, make_expression,
+    PAIR_RELATIONS, PLAN_TYPES, QUESTION_TYPES, RELATIONS, SUPERLATIVES, Annotation, AnnotationConfig, SceneFacts,
+    describe, format_distance, make_expression,
 )
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.geometry.boxes import OrientedBox
@@ -55,6 +65,20 @@ PROGRAM_FIELDS: dict[str, tuple[str, ...]] = {
     "locate": ("referent",),  # a referring expression (grounding): which object, not an answer
 }
 assert set(PROGRAM_FIELDS) == set(QUESTION_TYPES) | {"locate"}
+
+#: The fields of each instruction type's program; a destination in brackets is optional
+#: (throw_away: "Throw away the cup" leaves the trash can to the scene, "Put the cup in the
+#: bin" names it).
+PLAN_PROGRAM_FIELDS: dict[str, tuple[str, ...]] = {
+    "go_to": ("target",),
+    "look_at": ("target",),
+    "pick": ("target",),
+    "put": ("target", "destination"),
+    "bring": ("target", "destination"),
+    "throw_away": ("target", "[destination]"),
+}
+assert set(PLAN_PROGRAM_FIELDS) == set(PLAN_TYPES)
+DISPOSAL_CATEGORY = "trash can"  # where throw_away puts things when the words name no destination
 
 #: Relations decided without a margin on detected objects: "next to" halfway between the
 #: annotations' strict and lenient gaps, left/right/front/behind by the sign of the offset.
@@ -86,15 +110,35 @@ def _expression_text(expression: dict[str, Any]) -> str:
 
 
 def annotation_program(annotation: Annotation) -> str:
-    """The program of a QA, grounding or plan annotation, as the model should write it (for a
-    plan, its plan text: the steps follow from the instruction's words; the scene gives their poses)."""
+    """The program of a QA, grounding or plan annotation, as the model should write it."""
     if annotation.task == "qa":
         return program_text(annotation.attributes)
     if annotation.task == "grounding":
         return program_text({"question_type": "locate", "referent": annotation.attributes["expression"]})
     if annotation.task == "plan":
-        return annotation.answer
+        attributes = annotation.attributes
+        plan_type = attributes["plan_type"]
+        destination = attributes.get("destination_expression")
+        if plan_type == "throw_away" and not _names_destination(annotation.prompt):
+            destination = None
+        return plan_program_text(plan_type, attributes["expression"], destination)
     raise ProgramError(f"{annotation.task} annotations have no program (only qa, grounding and plan)")
+
+
+def _names_destination(instruction: str) -> bool:
+    """Whether a throw_away instruction names its trash can: of the generator's forms only
+    "Put the {t} in the {d}." does (``annotations._PLAN_FORMS``)."""
+    return instruction.strip().lower().startswith("put the ")
+
+
+def plan_program_text(plan_type: str, target: dict[str, Any], destination: dict[str, Any] | None = None) -> str:
+    """An instruction's program: ``<plan type>: <target> [; <destination>]``."""
+    if plan_type not in PLAN_PROGRAM_FIELDS:
+        raise ProgramError(f"unknown plan type {plan_type!r}")
+    fields = [_expression_text(target)]
+    if destination is not None:
+        fields.append(_expression_text(destination))
+    return f"{plan_type}: " + " ; ".join(fields)
 
 
 def program_text(attributes: dict[str, Any]) -> str:
@@ -139,9 +183,15 @@ def _parse_expression(text: str) -> dict[str, Any]:
 
 
 def parse_program(text: str) -> dict[str, Any]:
-    """Program text -> attributes in the annotations' form (``question_type``, ``category``/``referent``/...)."""
+    """Program text -> attributes in the annotations' form (``question_type``, ``category``/``referent``/...).
+
+    An instruction's program gives ``question_type`` "plan", ``plan_type``, ``target`` and
+    ``destination`` (an expression or None).
+    """
     head, separator, rest = text.strip().partition(":")
     question_type = head.strip()
+    if separator and question_type in PLAN_PROGRAM_FIELDS:
+        return _parse_plan_program(question_type, rest)
     if not separator or question_type not in PROGRAM_FIELDS:
         raise ProgramError(f"not a program (unknown or missing question type): {text.strip()[:80]!r}")
     fields = [field.strip() for field in rest.split(";")]
@@ -169,6 +219,20 @@ def parse_program(text: str) -> dict[str, Any]:
     if referents:
         attributes["referents"] = referents
     return attributes
+
+
+def _parse_plan_program(plan_type: str, rest: str) -> dict[str, Any]:
+    fields = [field.strip() for field in rest.split(";")]
+    names = PLAN_PROGRAM_FIELDS[plan_type]
+    required = [name for name in names if not name.startswith("[")]
+    if not len(required) <= len(fields) <= len(names):
+        raise ProgramError(f"{plan_type} takes {', '.join(names)}, got {len(fields)} fields")
+    return {
+        "question_type": "plan",
+        "plan_type": plan_type,
+        "target": _parse_expression(fields[0]),
+        "destination": _parse_expression(fields[1]) if len(fields) > 1 else None,
+    }
 
 
 # --------------------------------------------------------------------------- detected scenes
@@ -271,6 +335,64 @@ def locate(program: dict[str, Any], facts: SceneFacts) -> int | None:
     return _pick(facts, program["referent"])
 
 
+def plan_from_program(program: dict[str, Any], facts: SceneFacts | None = None) -> list[dict[str, Any]]:
+    """The steps of a parsed instruction program, in the plan annotations' form (``action``,
+    ``target``, ``destination``; see ``annotations.build_plan_steps``) without poses.
+
+    Over ``facts`` (detected objects) each step also names the object it acts on (``object``,
+    ``destination_object``: an index into the facts, None when not found), and a throw_away
+    whose words name no destination goes to the trash can nearest the target, described as
+    the scene requires ("pink trash can" where there are two). Without facts the steps hold
+    only what the words say.
+    """
+    if program.get("question_type") != "plan":
+        raise ProgramError("not an instruction's program")
+    plan_type = program["plan_type"]
+    found = facts is not None and facts.count > 0
+    target_expression = program["target"]
+    target = _pick(facts, target_expression) if found else None
+    destination_expression = program.get("destination")
+    destination = None
+    if destination_expression is not None:
+        destination = _pick(facts, destination_expression) if found else None
+    elif plan_type == "throw_away":
+        destination_expression = make_expression(DISPOSAL_CATEGORY)
+        if found:
+            destination = _nearest_disposal(facts, target)
+            if destination is not None:
+                destination_expression = facts.simple_expression(destination) or make_expression(
+                    DISPOSAL_CATEGORY, str(facts.colors[destination]) or None)
+    target_text = describe(target_expression)
+
+    def navigate(index: int | None, text: str) -> dict[str, Any]:
+        return {"action": "navigate_to", "target": text, "object": index}
+
+    if plan_type == "go_to":
+        return [navigate(target, target_text)]
+    if plan_type == "look_at":
+        return [{"action": "look_at", "target": target_text, "object": target}]
+    steps = [navigate(target, target_text), {"action": "pick", "target": target_text, "object": target}]
+    if plan_type == "pick":
+        return steps
+    if destination_expression is None:
+        raise ProgramError(f"{plan_type} needs a destination")
+    destination_text = describe(destination_expression)
+    return steps + [
+        navigate(destination, destination_text),
+        {"action": "place", "target": target_text, "object": target, "destination": destination_text,
+         "destination_object": destination},
+    ]
+
+
+def _nearest_disposal(facts: SceneFacts, target: int | None) -> int | None:
+    """The detected trash can nearest the target (nearest the camera when the target is missing)."""
+    cans = [int(index) for index in np.flatnonzero(facts.matches(DISPOSAL_CATEGORY)) if index != target]
+    if not cans:
+        return None
+    origin = facts.centers[target, :2] if target is not None else np.zeros(2)
+    return min(cans, key=lambda index: float(np.linalg.norm(facts.centers[index, :2] - origin)))
+
+
 def execute_program(program: dict[str, Any], facts: SceneFacts) -> str | None:
     """The answer of a parsed program over a scene, in the annotations' answer format, or None
     when an object the program asks about is not in the scene (then nothing here can answer).
@@ -283,6 +405,8 @@ def execute_program(program: dict[str, Any], facts: SceneFacts) -> str | None:
     question_type = program["question_type"]
     if question_type == "locate":
         raise ProgramError("a locate program names an object, it has no answer: use locate()")
+    if question_type == "plan":
+        raise ProgramError("an instruction's program has steps, not an answer: use plan_from_program()")
     if question_type == "existence":
         return "yes" if facts.matches(program["category"], program.get("color")).any() else "no"
     if question_type == "count":

@@ -17,8 +17,12 @@ the scene's normalised frame, so it is the language prior's best guess):
   query's ``locate`` program names (the head's box where it names none that was found);
 * plan: the plan text → :func:`parse_plan_text` → step accuracy and whole-plan success,
   navigation poses from grounding each ``navigate_to`` target ("Where is the X?"; the
-  located object's box where the model has programs, else the head's, else the location
-  tokens') with :func:`navigation_goal_for_box`.
+  head's box, else the location tokens') with :func:`navigation_goal_for_box`. A model with
+  ``question_programs`` writes the instruction's program instead and takes its steps over
+  the detected objects (``plan_from_program``: the objects give the goal poses and a trash
+  can the words leave open), in free text where the program does not parse; the report
+  adds the program rates and the step accuracy of the program's words alone, without any
+  scene (what the scene cannot have contributed to the step accuracy).
 
 **Scene use** (``scene_use``, on by default): per task, the teacher-forced loss of the reference
 answers given each item's own scene, given another scene of the same selection, and blind. A model
@@ -48,13 +52,14 @@ from tqdm import tqdm
 
 from threed_llm_ros.data.annotations import TASKS, Annotation
 from threed_llm_ros.data.dataset import SPLITS, SceneDataset, SceneRecord, load_dataset
+from threed_llm_ros.data.annotations import plan_text
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_plan_text, plan_metrics, qa_metrics, text_metrics
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
-from threed_llm_ros.model.scene_objects import LocatedObject, answer_by_program, locate_by_program
+from threed_llm_ros.model.scene_objects import LocatedObject, answer_by_program, locate_by_program, plan_by_program
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
@@ -176,6 +181,7 @@ class Evaluator:
         programs: dict[int, tuple[dict[str, Any], str | None]] = {}
         object_boxes: dict[int, OrientedBox | None] = {}
         reference_plans: dict[int, list[dict[str, Any]]] = {}
+        words_only_plans: dict[int, list[dict[str, Any]]] = {}
         for position in positions:
             entry = self.dataset.entries[position]
             annotation: Annotation = entry.annotation
@@ -199,10 +205,22 @@ class Evaluator:
                     sample.update(object_box=_box_list(object_boxes[position]), program=programs[position][0],
                                   expected_program=programs[position][1])
             elif task == "plan":
-                text = self._generate(scene, prompt, task, blind).text
-                steps = self._plan_with_poses(text, scene, record, blind)
-                plans[position] = steps
                 reference_plans[position] = list((annotation.plan or {}).get("steps", []))
+                planned = None
+                if not blind and self.model.config.question_programs:
+                    planned = self.plan_by_program(scene, record, prompt)
+                    programs[position] = ({"text": planned["program"] if planned else None, "parsed": planned is not None,
+                                           "answered": planned is not None}, annotation_program(annotation))
+                    sample.update(program=programs[position][0], expected_program=programs[position][1])
+                if planned is not None:
+                    text, steps = plan_text(planned["steps"]), planned["steps"]
+                    words_only_plans[position] = planned["words_only"]
+                else:
+                    text = self._generate(scene, prompt, task, blind).text
+                    steps = self._plan_with_poses(text, scene, record, blind)
+                    if programs:
+                        words_only_plans[position] = []  # no program: the words alone give no steps
+                plans[position] = steps
                 sample.update(text=text, steps=steps, reference=annotation.answer)
             elif task == "qa" and not blind and self.model.config.question_programs:
                 text, program = self.answer_question(scene, entry.scene_id, prompt)
@@ -226,7 +244,13 @@ class Evaluator:
                 metrics["objects"] = {**grounding_metrics(object_boxes, target_boxes), **located}
             return metrics
         if task == "plan":
-            return plan_metrics(plans, reference_plans, pose_tolerance_m=self.settings.pose_tolerance_m)
+            metrics = plan_metrics(plans, reference_plans, pose_tolerance_m=self.settings.pose_tolerance_m)
+            if programs:
+                planned = program_metrics(programs)
+                planned["planned by program"] = planned.pop("answered by program")
+                words_only = plan_metrics(words_only_plans, reference_plans, check_poses=False)
+                metrics.update(planned, **{"step accuracy, program words only": words_only["step_accuracy"]})
+            return metrics
         if task == "qa":
             return {**qa_metrics(texts, references), **program_metrics(programs)}
         return text_metrics(texts, references)
@@ -280,6 +304,29 @@ class Evaluator:
             measured[task] = {name: float(np.mean(values)) for name, values in losses.items()}
             measured[task]["items"] = len(positions)
         return measured
+
+    def plan_by_program(self, scene: SceneBatch, record: SceneRecord, instruction: str) -> dict[str, Any] | None:
+        """The instruction's steps through its program over the scene's detected objects, with
+        goal poses (a target that was not detected is grounded by the box head, as in free-text
+        plans), and the steps its words alone give; None when the program does not parse."""
+        planned = plan_by_program(self.model, scene, instruction, objects=self._detected.get(record.scene_id))
+        if planned is None:
+            return None
+        self._detected[record.scene_id] = planned.objects
+        floor_z = floor_height(record)
+        steps: list[dict[str, Any]] = []
+        for step in planned.steps:
+            index = step.get("object")
+            step = {key: value for key, value in step.items() if key not in ("object", "destination_object")}
+            if step["action"] in NAVIGATION_ACTIONS:
+                box = planned.objects[index].box if index is not None else None
+                if box is None:
+                    _, token_box, head_box = self.ground(scene, GROUNDING_QUERY.format(target=step["target"]), False)
+                    box = head_box if head_box is not None else token_box
+                if box is not None:
+                    step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
+            steps.append(step)
+        return {"steps": steps, "words_only": planned.words_only, "program": planned.program}
 
     def _plan_with_poses(self, text: str, scene: SceneBatch, record: SceneRecord, blind: bool) -> list[dict[str, Any]]:
         steps = [dict(step) for step in parse_plan_text(text)]

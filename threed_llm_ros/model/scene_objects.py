@@ -5,8 +5,9 @@
 colour and vote for their object's centre and size; groups that repeat a likelier
 group's object are dropped, under the same name as for the instance word tokens and also
 under another name. ``answer_by_program`` lets the language model's program adapter write
-the question's program (``data/programs.py``) and runs it over those objects; ``locate_by_program`` does the same for a grounding query and returns
-the object it names.
+the question's program (``data/programs.py``) and runs it over those objects;
+``locate_by_program`` does the same for a grounding query and returns the object it names,
+``plan_by_program`` for an instruction and returns its steps with the objects they act on.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from dataclasses import dataclass, field
 import torch
 
 from threed_llm_ros.data.programs import (
-    DetectedObject, ProgramError, detected_facts, execute_program, locate, parse_program, program_prompt,
+    DetectedObject, ProgramError, detected_facts, execute_program, locate, parse_program, plan_from_program,
+    program_prompt,
 )
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.preprocessing import SceneBatch, boxes_to_metres
 from threed_llm_ros.model.scene_encoder import VOTE_OFFSET_UNIT, SceneEncoder
 from threed_llm_ros.model.threed_llm import ThreeDLLM, scene_at
 
-#: Tokens a program may take: QA programs stay under about 20, a four-step plan text with long
-#: referring expressions takes up to about 60 (generation stops at the end of the program).
+#: Tokens a program may take: programs stay under about 30 even with two long referring
+#: expressions (generation stops at the end of the program).
 PROGRAM_MAX_NEW_TOKENS = 80
 
 
@@ -132,8 +134,8 @@ def answer_by_program(
     program does not parse; with either None or a None answer the caller answers in free text.
     ``objects``: this scene's detections from an earlier call, reused instead of detecting again."""
     program, parsed = _parsed_program(model, question)
-    if parsed is None or parsed["question_type"] == "locate":
-        return None  # unparsable, or a referring expression rather than a question
+    if parsed is None or parsed["question_type"] in ("locate", "plan"):
+        return None  # unparsable, or a referring expression or an instruction rather than a question
     if objects is None:
         objects = detect_objects(model.scene_encoder, scene, index)
     return ProgramAnswer(execute_program(parsed, detected_facts(objects)), program, objects)
@@ -160,3 +162,32 @@ def locate_by_program(
         objects = detect_objects(model.scene_encoder, scene, index)
     found = locate(parsed, detected_facts(objects))
     return LocatedObject(None if found is None else objects[found], program, objects)
+
+
+@dataclass
+class ProgramPlan:
+    """An instruction's steps from its program, each with the detected object it acts on."""
+
+    steps: list[dict]  # plan_from_program's steps; "object"/"destination_object" index ``objects`` (None: not found)
+    words_only: list[dict]  # the same program's steps from its words alone (what no scene can add)
+    program: str
+    objects: list[DetectedObject] = field(default_factory=list)
+
+
+def plan_by_program(
+    model: ThreeDLLM, scene: SceneBatch, instruction: str, index: int = 0, objects: list[DetectedObject] | None = None
+) -> ProgramPlan | None:
+    """The steps of an instruction through its program, over the detected objects; None when the
+    program does not parse or is not an instruction's (the caller plans in free text).
+    ``objects`` as for :func:`answer_by_program`."""
+    program, parsed = _parsed_program(model, instruction)
+    if parsed is None or parsed["question_type"] != "plan":
+        return None
+    if objects is None:
+        objects = detect_objects(model.scene_encoder, scene, index)
+    try:
+        steps = plan_from_program(parsed, detected_facts(objects))
+        words_only = plan_from_program(parsed)
+    except ProgramError:
+        return None
+    return ProgramPlan(steps, words_only, program, objects)

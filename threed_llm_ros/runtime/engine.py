@@ -20,11 +20,15 @@ an opt-in ``torch.compile`` (``compile_language_model``).
   The head's box comes first (the target), the location-token boxes after it by score;
   with ``question_programs``, the detected object the query's program names comes before
   all of them (source ``"objects"``).
-* ``plan``: the model writes the plan text format (``navigate_to(x) ; pick(x) ; ...``,
-  parsed by :func:`parse_plan_text`); if that text holds no step, the documented rules
-  of :mod:`threed_llm_ros.runtime.intent` decompose the instruction instead and the plan
-  says ``"source": "rules"``. Each ``navigate_to`` target is grounded and gets a goal
-  pose on the floor in front of it, facing it (:func:`navigation_goal_for_box`).
+* ``plan``: a model with ``question_programs`` writes the instruction's program and takes
+  its steps over the detected objects (``"source": "program"``; a detected object is each
+  step's target, and a trash can the words leave open is the detected one nearest the
+  target). Otherwise, or when the program does not parse, the model writes the plan text
+  format (``navigate_to(x) ; pick(x) ; ...``, parsed by :func:`parse_plan_text`,
+  ``"source": "model"``); if that text holds no step, the documented rules of
+  :mod:`threed_llm_ros.runtime.intent` decompose the instruction instead (``"rules"``).
+  Each ``navigate_to`` target is grounded (the detected object, else ``ground``) and gets a
+  goal pose on the floor in front of it, facing it (:func:`navigation_goal_for_box`).
 
 Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_encoder_s``,
 ``prefill_s``, ``decode_s``, ``grounding_s``, ``program_s``, ``total_s``).
@@ -447,13 +451,42 @@ class InferenceEngine:
         _, gravity = self._prepare(cloud, {})
         return float(np.percentile(gravity[:, 2], 2.0)) if len(gravity) else 0.0
 
+    def _plan_by_program(self, cloud: SceneCloud, instruction: str, timings: dict[str, float]) -> Any:
+        """The instruction's program steps over the frame's detected objects (a ``ProgramPlan``),
+        or None without ``question_programs`` or when the program does not parse."""
+        if self.model is None or not self.model.config.question_programs:
+            return None
+        from threed_llm_ros.model.scene_objects import plan_by_program
+
+        scene, _ = self._prepare(cloud, timings)
+        program_started = time.perf_counter()
+        planned = plan_by_program(self.model, scene, instruction, objects=self._detections_of(cloud))
+        timings["program_s"] = time.perf_counter() - program_started
+        if planned is not None:
+            self._detected = (cloud, planned.objects)
+        return planned
+
     def plan(self, cloud: SceneCloud, instruction: str) -> PlanReply:
         """Steps for ``instruction``; navigation steps get goal poses in the input frame."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        text = self._generate(cloud, instruction, timings).text
-        steps = [dict(step) for step in parse_plan_text(text)]
-        source = "model"
+        planned = self._plan_by_program(cloud, instruction, timings)
+        detected: dict[str, GroundedObject] = {}
+        if planned is not None:
+            from threed_llm_ros.data.annotations import plan_text
+
+            _, gravity_points = self._prepare(cloud, timings)
+            steps = []
+            for step in planned.steps:
+                index = step.get("object")
+                if step["action"] in NAVIGATION_ACTIONS and index is not None:
+                    detected[step["target"]] = self._grounded(planned.objects[index].box, step["target"], "objects", gravity_points)
+                steps.append({key: value for key, value in step.items() if key not in ("object", "destination_object")})
+            text, source = plan_text(steps), "program"
+        else:
+            text = self._generate(cloud, instruction, timings).text
+            steps = [dict(step) for step in parse_plan_text(text)]
+            source = "model"
         if not steps:
             intent = route(instruction)
             steps = [dict(step) for step in rule_based_plan(intent if intent.kind == "plan" else Intent("plan", instruction))]
@@ -466,7 +499,9 @@ class InferenceEngine:
             if step["action"] not in NAVIGATION_ACTIONS:
                 continue
             name = step["target"]
-            if name not in grounded:
+            if name in detected:
+                grounded[name] = detected[name]
+            elif name not in grounded:
                 reply = self.ground(cloud, f"Where is the {name}?", label=name)
                 grounded[name] = reply.target
             target = grounded[name]

@@ -192,9 +192,11 @@ def collate(
     return TrainingBatch(concatenate_scenes(scenes), prompts, targets, boxes, tasks, patch_labels, patch_votes)
 
 
-def program_batch(annotations: Sequence[Annotation]) -> TrainingBatch:
+def program_batch(annotations: Sequence[Annotation], extra: Sequence[tuple[str, str]] = ()) -> TrainingBatch:
     """A text-only batch: each question, referring expression or instruction (qa, grounding,
-    plan), asked for its program, with the program as the target."""
-    prompts = [program_prompt(annotation.prompt) for annotation in annotations]
-    targets = [annotation_program(annotation) for annotation in annotations]
-    return TrainingBatch(None, prompts, targets, [None] * len(prompts), [a.task for a in annotations])
+    plan), asked for its program, with the program as the target; ``extra`` adds
+    ``(instruction, program)`` pairs made without a scene (counted as plan items)."""
+    prompts = [program_prompt(annotation.prompt) for annotation in annotations] + [program_prompt(words) for words, _ in extra]
+    targets = [annotation_program(annotation) for annotation in annotations] + [program for _, program in extra]
+    tasks = [a.task for a in annotations] + ["plan"] * len(extra)
+    return TrainingBatch(None, prompts, targets, [None] * len(prompts), tasks)

@@ -50,8 +50,9 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS
+from threed_llm_ros.data.annotations import TASKS, synthetic_instruction
 from threed_llm_ros.data.dataset import SceneDataset, SplitConfig, load_dataset
+from threed_llm_ros.data.programs import plan_program_text
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.model.checkpoint import load_trained_state_dict, save_checkpoint
 from threed_llm_ros.model.language_model import PROGRAM_ADAPTER, is_norm_module
@@ -131,11 +132,15 @@ class StageConfig:
     # category and colour of every point group, without a language-model pass (cheap steps; the
     # encoder pre-training MiniGPT-3D gets from a pre-trained Point-BERT).
     semantics_only: bool = False
-    # Program stage: the language model's program adapter learns to rewrite each question (qa)
-    # and referring expression (grounding) into its program (``data/programs.py``) and each
-    # instruction (plan) into its plan text, reading the words only (no scene tokens: cheap
-    # steps); train: [program_lora].
+    # Program stage: the language model's program adapter learns to rewrite each question (qa),
+    # referring expression (grounding) and instruction (plan) into its program
+    # (``data/programs.py``), reading the words only (no scene tokens: cheap steps);
+    # train: [program_lora].
     qa_programs: bool = False
+    # Program stage: this many instructions made from words alone (``synthetic_instruction``:
+    # any category, colour and relation, the compositional split's combinations excluded) join
+    # each batch, so the parser learns to copy the words rather than the scenes' co-occurrences.
+    synthetic_instructions: int = 0
 
     def __post_init__(self) -> None:
         where = f"stages.{self.name}"
@@ -156,6 +161,11 @@ class StageConfig:
             raise ConfigError(
                 f"{where}.qa_programs", f"needs tasks from [qa, grounding, plan] and no other special stage, got tasks {self.tasks}",
                 "train programs in a stage of their own with tasks: [qa, grounding, plan]",
+            )
+        if self.synthetic_instructions < 0 or (self.synthetic_instructions and not self.qa_programs):
+            raise ConfigError(
+                f"{where}.synthetic_instructions", f"{self.synthetic_instructions} needs a qa_programs stage and a count >= 0",
+                "use it only with qa_programs: true, or set it to 0",
             )
         if self.semantics_only and self.cache_hidden_states:
             raise ConfigError(f"{where}.semantics_only", "cannot be combined with cache_hidden_states", "pick one")
@@ -538,7 +548,14 @@ class Trainer:
         dataset = self.load_data()
         items = [(dataset.entries[p].scene_id, dataset.entries[p].annotation) for p in sampler.batch_positions(step)]
         if sampler.stage.qa_programs:
-            return program_batch([annotation for _, annotation in items])
+            synthetic = []
+            if sampler.stage.synthetic_instructions:
+                rng = np.random.default_rng([self.config.seed, sampler.stage_index, step, 13])
+                heldout = {tuple(combo) for combo in dataset.meta.get("heldout_combinations", [])}
+                synthetic = [synthetic_instruction(rng, heldout) for _ in range(sampler.stage.synthetic_instructions)]
+            return program_batch([annotation for _, annotation in items],
+                                 [(words, plan_program_text(plan_type, target, destination))
+                                  for words, plan_type, destination, target in synthetic])
         return collate(self.model, items, self.cache, loader=dataset.scene)
 
     # ---------------------------------------------------------------- stages
