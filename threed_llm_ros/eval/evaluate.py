@@ -50,9 +50,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS, Annotation
+from threed_llm_ros.data.annotations import TASKS, Annotation, plan_text
 from threed_llm_ros.data.dataset import SPLITS, SceneDataset, SceneRecord, load_dataset
-from threed_llm_ros.data.annotations import plan_text
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_plan_text, plan_metrics, qa_metrics, text_metrics
