@@ -13,6 +13,7 @@ Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
     out  grounding/target_pose      geometry_msgs/PoseStamped        best box of a "find" prompt
     out  plan                       std_msgs/String (JSON)           {"instruction","steps":[{"action","target",
                                     "destination"?,"pose"?,"target_position"?}],"stamp","frame_id","source","text"}
+                                    source: "program" (steps over detected objects), "model" or "rules"
     out  plan/path                  nav_msgs/Path                    the plan's navigation goals in order
     out  /diagnostics               diagnostic_msgs/DiagnosticArray  rates, dropped frames, bad inputs, latency
 
