@@ -161,3 +161,5 @@ def test_a_program_model_reports_detected_objects_and_how_its_programs_fared(set
         if not prediction["blind"]:
             expected = {"grounding": ("locate",), "plan": ("plan",)}.get(prediction["task"], QUESTION_TYPES)
             assert parse_program(prediction["expected_program"])["question_type"] in expected
+            # what the model wrote instead is in the report, for finding out why it did not parse
+            assert isinstance(prediction["program"]["text"], str) and not prediction["program"]["parsed"]

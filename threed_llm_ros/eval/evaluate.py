@@ -32,7 +32,8 @@ mean the scene tokens carry nothing the language model uses, whatever the blind 
 
 Writes ``OUTPUT/report.md`` (:func:`format_report`, one column per system) and
 ``OUTPUT/report.json`` (metrics per system, trainable-parameter count, per-sample
-predictions). NaN metrics (no sample) are ``null`` in the JSON.
+predictions; with programs each keeps the program the model wrote, also one that did not
+parse, next to the annotated one). NaN metrics (no sample) are ``null`` in the JSON.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
-from threed_llm_ros.model.scene_objects import LocatedObject, answer_by_program, locate_by_program, plan_by_program
+from threed_llm_ros.model.scene_objects import (
+    LocatedObject, answer_by_program, locate_by_program, plan_by_program, write_program,
+)
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
@@ -198,7 +201,7 @@ class Evaluator:
                     located = self.locate(scene, entry.scene_id, prompt)
                     found = None if located is None or located.found is None else located.found.box
                     object_boxes[position] = found if found is not None else head_box
-                    programs[position] = ({"text": None if located is None else located.program,
+                    programs[position] = ({"text": self._program_text(located, prompt),
                                            "answered": found is not None, "parsed": located is not None},
                                           annotation_program(annotation))
                     sample.update(object_box=_box_list(object_boxes[position]), program=programs[position][0],
@@ -208,7 +211,8 @@ class Evaluator:
                 planned = None
                 if not blind and self.model.config.question_programs:
                     planned = self.plan_by_program(scene, record, prompt)
-                    programs[position] = ({"text": planned["program"] if planned else None, "parsed": planned is not None,
+                    programs[position] = ({"text": planned["program"] if planned else write_program(self.model, prompt),
+                                           "parsed": planned is not None,
                                            "answered": planned is not None}, annotation_program(annotation))
                     sample.update(program=programs[position][0], expected_program=programs[position][1])
                 if planned is not None:
@@ -263,7 +267,12 @@ class Evaluator:
             if reply.answer is not None:
                 return reply.answer, {"text": reply.program, "parsed": True, "answered": True, "objects": len(reply.objects)}
         text = self._generate(scene, question, "qa", False).text
-        return text, {"text": None if reply is None else reply.program, "parsed": reply is not None, "answered": False}
+        return text, {"text": self._program_text(reply, question), "parsed": reply is not None, "answered": False}
+
+    def _program_text(self, reply: Any, prompt: str) -> str:
+        """The program behind a reply; where none came back (it did not parse, or was not of the
+        prompt's kind) the program is written again (greedy, so the same text) for the report."""
+        return reply.program if reply is not None else write_program(self.model, prompt)
 
     def locate(self, scene: SceneBatch, scene_id: str, query: str) -> LocatedObject | None:
         """:func:`locate_by_program` with the scene's detections computed once per scene."""
