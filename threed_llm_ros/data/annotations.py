@@ -1048,33 +1048,45 @@ def plan_text(steps: Sequence[dict[str, Any]]) -> str:
     return " ; ".join(parts)
 
 
+def plan_steps(
+    plan_type: str, target_text: str, target: int | None = None,
+    destination_text: str | None = None, destination: int | None = None,
+) -> list[dict[str, Any]]:
+    """The steps of an instruction type (``action``, ``target``, ``destination``), each with the
+    object it acts on (``object``, ``destination_object``: an index, None where unknown)."""
+    navigate = {"action": "navigate_to", "target": target_text, "object": target}
+    if plan_type == "go_to":
+        return [navigate]
+    if plan_type == "look_at":
+        return [{"action": "look_at", "target": target_text, "object": target}]
+    steps = [navigate, {"action": "pick", "target": target_text, "object": target}]
+    if plan_type == "pick":
+        return steps
+    if destination_text is None:
+        raise ConfigError("destination", f"plan type {plan_type!r} needs a destination", "give the destination object")
+    return steps + [
+        {"action": "navigate_to", "target": destination_text, "object": destination},
+        {"action": "place", "target": target_text, "object": target,
+         "destination": destination_text, "destination_object": destination},
+    ]
+
+
 def build_plan_steps(
     record: SceneRecord, plan_type: str, target: int, target_text: str,
     destination: int | None = None, destination_text: str | None = None,
     config: AnnotationConfig = AnnotationConfig(),
 ) -> list[dict[str, Any]]:
     """The reference steps of an instruction type, with navigation poses from ``navigation_goal``."""
-
-    def navigate(index: int, text: str) -> dict[str, Any]:
-        return {"action": "navigate_to", "target": text, "object": index,
-                "pose": navigation_goal(record, index, config),
-                "target_position": _round(record.objects[index].box.center)}
-
-    if plan_type == "go_to":
-        return [navigate(target, target_text)]
-    if plan_type == "look_at":
-        return [{"action": "look_at", "target": target_text, "object": target,
-                 "target_position": _round(record.objects[target].box.center)}]
-    steps = [navigate(target, target_text), {"action": "pick", "target": target_text, "object": target}]
-    if plan_type == "pick":
-        return steps
-    if destination is None or destination_text is None:
+    if plan_type in ("put", "bring", "throw_away") and destination is None:
         raise ConfigError("destination", f"plan type {plan_type!r} needs a destination", "give the destination object")
-    return steps + [
-        navigate(destination, destination_text),
-        {"action": "place", "target": target_text, "object": target,
-         "destination": destination_text, "destination_object": destination},
-    ]
+    steps = plan_steps(plan_type, target_text, target, destination_text, destination)
+    for step in steps:
+        index = step["object"]
+        if step["action"] == "navigate_to":
+            step["pose"] = navigation_goal(record, index, config)
+        if step["action"] in ("navigate_to", "look_at"):
+            step["target_position"] = _round(record.objects[index].box.center)
+    return steps
 
 
 def _plan_destinations(facts: SceneFacts, plan_type: str, target: int) -> list[int]:

@@ -41,7 +41,7 @@ import numpy as np
 
 from threed_llm_ros.data.annotations import (
     PAIR_RELATIONS, PLAN_TYPES, QUESTION_TYPES, RELATIONS, SUPERLATIVES, Annotation, AnnotationConfig, SceneFacts,
-    describe, format_distance, make_expression,
+    describe, format_distance, make_expression, plan_steps,
 )
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.geometry.boxes import OrientedBox
@@ -337,7 +337,7 @@ def locate(program: dict[str, Any], facts: SceneFacts) -> int | None:
 
 def plan_from_program(program: dict[str, Any], facts: SceneFacts | None = None) -> list[dict[str, Any]]:
     """The steps of a parsed instruction program, in the plan annotations' form (``action``,
-    ``target``, ``destination``; see ``annotations.build_plan_steps``) without poses.
+    ``target``, ``destination``; ``annotations.plan_steps``) without poses.
 
     Over ``facts`` (detected objects) each step also names the object it acts on (``object``,
     ``destination_object``: an index into the facts, None when not found), and a throw_away
@@ -362,26 +362,10 @@ def plan_from_program(program: dict[str, Any], facts: SceneFacts | None = None) 
             if destination is not None:
                 destination_expression = facts.simple_expression(destination) or make_expression(
                     DISPOSAL_CATEGORY, str(facts.colors[destination]) or None)
-    target_text = describe(target_expression)
-
-    def navigate(index: int | None, text: str) -> dict[str, Any]:
-        return {"action": "navigate_to", "target": text, "object": index}
-
-    if plan_type == "go_to":
-        return [navigate(target, target_text)]
-    if plan_type == "look_at":
-        return [{"action": "look_at", "target": target_text, "object": target}]
-    steps = [navigate(target, target_text), {"action": "pick", "target": target_text, "object": target}]
-    if plan_type == "pick":
-        return steps
-    if destination_expression is None:
+    if destination_expression is None and plan_type in ("put", "bring"):
         raise ProgramError(f"{plan_type} needs a destination")
-    destination_text = describe(destination_expression)
-    return steps + [
-        navigate(destination, destination_text),
-        {"action": "place", "target": target_text, "object": target, "destination": destination_text,
-         "destination_object": destination},
-    ]
+    destination_text = None if destination_expression is None else describe(destination_expression)
+    return plan_steps(plan_type, describe(target_expression), target, destination_text, destination)
 
 
 def _nearest_disposal(facts: SceneFacts, target: int | None) -> int | None:

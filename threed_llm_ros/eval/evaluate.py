@@ -261,11 +261,9 @@ class Evaluator:
     def answer_question(self, scene: SceneBatch, scene_id: str, question: str) -> tuple[str, dict[str, Any]]:
         """(answer, how it came about) by the question's program over the detected objects, in free
         text where the program does not parse or names an object that was not detected."""
-        reply = answer_by_program(self.model, scene, question, objects=self._detected.get(scene_id))
-        if reply is not None:
-            self._detected[scene_id] = reply.objects
-            if reply.answer is not None:
-                return reply.answer, {"text": reply.program, "parsed": True, "answered": True, "objects": len(reply.objects)}
+        reply = self._by_program(answer_by_program, scene, scene_id, question)
+        if reply is not None and reply.answer is not None:
+            return reply.answer, {"text": reply.program, "parsed": True, "answered": True, "objects": len(reply.objects)}
         text = self._generate(scene, question, "qa", False).text
         return text, {"text": self._program_text(reply, question), "parsed": reply is not None, "answered": False}
 
@@ -274,12 +272,17 @@ class Evaluator:
         prompt's kind) the program is written again (greedy, so the same text) for the report."""
         return reply.program if reply is not None else write_program(self.model, prompt)
 
+    def _by_program(self, function: Any, scene: SceneBatch, scene_id: str, prompt: str) -> Any:
+        """``answer_by_program``, ``locate_by_program`` or ``plan_by_program`` with the scene's
+        detections computed once per scene."""
+        reply = function(self.model, scene, prompt, objects=self._detected.get(scene_id))
+        if reply is not None:
+            self._detected[scene_id] = reply.objects
+        return reply
+
     def locate(self, scene: SceneBatch, scene_id: str, query: str) -> LocatedObject | None:
         """:func:`locate_by_program` with the scene's detections computed once per scene."""
-        located = locate_by_program(self.model, scene, query, objects=self._detected.get(scene_id))
-        if located is not None:
-            self._detected[scene_id] = located.objects
-        return located
+        return self._by_program(locate_by_program, scene, scene_id, query)
 
     def scene_use(self) -> dict[str, dict[str, float]]:
         """Per task: mean teacher-forced answer loss with the own scene, another scene and no scene.
@@ -317,10 +320,9 @@ class Evaluator:
         """The instruction's steps through its program over the scene's detected objects, with
         goal poses (a target that was not detected is grounded by the box head, as in free-text
         plans), and the steps its words alone give; None when the program does not parse."""
-        planned = plan_by_program(self.model, scene, instruction, objects=self._detected.get(record.scene_id))
+        planned = self._by_program(plan_by_program, scene, record.scene_id, instruction)
         if planned is None:
             return None
-        self._detected[record.scene_id] = planned.objects
         floor_z = floor_height(record)
         steps: list[dict[str, Any]] = []
         for step in planned.steps:

@@ -350,9 +350,21 @@ class InferenceEngine:
         self._cached = (cloud, scene, gravity)
         return scene, gravity
 
-    def _detections_of(self, cloud: SceneCloud) -> list | None:
-        """The objects already detected in ``cloud`` (a plan grounds several targets in one frame), or None."""
-        return self._detected[1] if self._detected is not None and self._detected[0] is cloud else None
+    def _by_program(self, function: Callable[..., Any], cloud: SceneCloud, prompt: str, timings: dict[str, float]) -> Any:
+        """``function`` (``answer_by_program``, ``locate_by_program`` or ``plan_by_program``) on
+        ``prompt`` over the cloud's detected objects, detected once per cloud and kept for the
+        next call on the same cloud (a plan grounds several targets in one frame)."""
+        scene, _ = self._prepare(cloud, timings)
+        known = self._detected[1] if self._detected is not None and self._detected[0] is cloud else None
+        started = time.perf_counter()
+        reply = function(self.model, scene, prompt, objects=known)
+        timings["program_s"] = time.perf_counter() - started
+        if reply is not None:
+            self._detected = (cloud, reply.objects)
+        return reply
+
+    def _has_programs(self) -> bool:
+        return self.model is not None and self.model.config.question_programs
 
     def _generate(self, cloud: SceneCloud, prompt: str, timings: dict[str, float], **options: Any) -> Any:
         scene, _ = self._prepare(cloud, timings)
@@ -385,15 +397,10 @@ class InferenceEngine:
         """
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        if programs and self.model is not None and self.model.config.question_programs:
+        if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import answer_by_program
 
-            scene, _ = self._prepare(cloud, timings)
-            program_started = time.perf_counter()
-            reply = answer_by_program(self.model, scene, prompt, objects=self._detections_of(cloud))
-            timings["program_s"] = time.perf_counter() - program_started
-            if reply is not None:
-                self._detected = (cloud, reply.objects)
+            reply = self._by_program(answer_by_program, cloud, prompt, timings)
             if reply is not None and reply.answer is not None:
                 if on_token is not None:
                     on_token(reply.answer)
@@ -403,8 +410,9 @@ class InferenceEngine:
         timings["total_s"] = time.perf_counter() - started
         return TextReply(result.text, timings)
 
-    def ground(self, cloud: SceneCloud, prompt: str, label: str = "") -> GroundingReply:
-        """Boxes of what ``prompt`` refers to, best first (see the module docstring for the score)."""
+    def ground(self, cloud: SceneCloud, prompt: str, label: str = "", programs: bool = True) -> GroundingReply:
+        """Boxes of what ``prompt`` refers to, best first (see the module docstring for the score);
+        ``programs=False`` leaves out the detected object a program names."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         from threed_llm_ros.model.box_head import BOX3D_TOKEN
@@ -419,17 +427,13 @@ class InferenceEngine:
                 boxes.append((forced.box_from_head, "head"))
         fallback = label or (route(prompt).target if prompt.strip() else "") or "object"
         text_label = _label_of(result.text, fallback)
-        scene, gravity_points = self._prepare(cloud, timings)
-        if self.model is not None and self.model.config.question_programs:
+        _, gravity_points = self._prepare(cloud, timings)
+        if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import locate_by_program
 
-            located_started = time.perf_counter()
-            located = locate_by_program(self.model, scene, prompt, objects=self._detections_of(cloud))
-            timings["program_s"] = time.perf_counter() - located_started
-            if located is not None:
-                self._detected = (cloud, located.objects)
-                if located.found is not None:
-                    boxes.append((located.found.box, "objects"))
+            located = self._by_program(locate_by_program, cloud, prompt, timings)
+            if located is not None and located.found is not None:
+                boxes.append((located.found.box, "objects"))
         objects = [self._grounded(box, text_label, source, gravity_points) for box, source in boxes]
         # the detected object a program names first, then the 3D query head's box (it attends
         # over the scene's point groups and is better grounded than the location tokens, see
@@ -451,26 +455,15 @@ class InferenceEngine:
         _, gravity = self._prepare(cloud, {})
         return float(np.percentile(gravity[:, 2], 2.0)) if len(gravity) else 0.0
 
-    def _plan_by_program(self, cloud: SceneCloud, instruction: str, timings: dict[str, float]) -> Any:
-        """The instruction's program steps over the frame's detected objects (a ``ProgramPlan``),
-        or None without ``question_programs`` or when the program does not parse."""
-        if self.model is None or not self.model.config.question_programs:
-            return None
-        from threed_llm_ros.model.scene_objects import plan_by_program
-
-        scene, _ = self._prepare(cloud, timings)
-        program_started = time.perf_counter()
-        planned = plan_by_program(self.model, scene, instruction, objects=self._detections_of(cloud))
-        timings["program_s"] = time.perf_counter() - program_started
-        if planned is not None:
-            self._detected = (cloud, planned.objects)
-        return planned
-
     def plan(self, cloud: SceneCloud, instruction: str) -> PlanReply:
         """Steps for ``instruction``; navigation steps get goal poses in the input frame."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        planned = self._plan_by_program(cloud, instruction, timings)
+        planned = None
+        if self._has_programs():
+            from threed_llm_ros.model.scene_objects import plan_by_program
+
+            planned = self._by_program(plan_by_program, cloud, instruction, timings)
         detected: dict[str, GroundedObject] = {}
         if planned is not None:
             from threed_llm_ros.data.annotations import plan_text
@@ -502,7 +495,8 @@ class InferenceEngine:
             if name in detected:
                 grounded[name] = detected[name]
             elif name not in grounded:
-                reply = self.ground(cloud, f"Where is the {name}?", label=name)
+                # a program plan already looked among the detected objects: the other boxes only
+                reply = self.ground(cloud, f"Where is the {name}?", label=name, programs=planned is None)
                 grounded[name] = reply.target
             target = grounded[name]
             if target is None:
