@@ -212,6 +212,19 @@ def test_malformed_programs_are_refused_with_the_reason() -> None:
     assert program_prompt("  How many chairs are there? ") == f"{PROGRAM_REQUEST}\nHow many chairs are there?"
 
 
+def test_programs_may_name_categories_by_synonym_or_plural() -> None:
+    """A model that copies the question's word ("nightstand", "books") still means the category."""
+    assert parse_program("count: books, green") == parse_program("count: book, green")
+    assert parse_program("distance: nightstand, -, right of, bedside table, green") == parse_program(
+        "distance: night stand, -, right of, night stand, green")
+    assert parse_program("choice: leftmost ; bookcase ; book, green")["referents"][0]["category"] == "bookshelf"
+    assert parse_program("bring: mug ; couch")["destination"]["category"] == "sofa"
+    assert parse_program("count: bookshelves")["category"] == "bookshelf"
+    for text in ("count: throne", "count: chairz", "color: cup, -, on, tables2"):
+        with pytest.raises(ProgramError, match="category"):
+            parse_program(text)
+
+
 def _room() -> list[DetectedObject]:
     """A table 3 m ahead with a red cup on it, a book beside the cup, a green chair left of the table."""
     return [

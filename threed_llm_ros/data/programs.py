@@ -40,8 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from threed_llm_ros.data.annotations import (
-    PAIR_RELATIONS, PLAN_TYPES, QUESTION_TYPES, RELATIONS, SUPERLATIVES, Annotation, AnnotationConfig, SceneFacts,
-    describe, format_distance, make_expression, plan_steps,
+    PAIR_RELATIONS, PLAN_TYPES, QUESTION_TYPES, RELATIONS, SUPERLATIVES, SYNONYMS, Annotation, AnnotationConfig,
+    SceneFacts, describe, format_distance, make_expression, plan_steps, plural,
 )
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.geometry.boxes import OrientedBox
@@ -90,6 +90,20 @@ ABOVE_FLOOR_M = 0.2  # objects whose bottom is lower than this above the floor s
 
 class ProgramError(ValueError):
     """Program text that does not parse."""
+
+
+def _category_words() -> dict[str, str]:
+    words: dict[str, str] = {}
+    for category in CATEGORY_NAMES:
+        for name in (category, *SYNONYMS.get(category, ())):
+            words[name] = words[plural(name)] = category
+    return words
+
+
+#: Every word a program may use for a category -> its canonical name. Programs are trained on
+#: canonical names, but a model that copies the question's own word ("nightstand", "books")
+#: still means that category, so the parser accepts synonyms and plurals.
+CATEGORY_WORDS: dict[str, str] = _category_words()
 
 
 def program_prompt(question: str) -> str:
@@ -164,9 +178,11 @@ def _parse_expression(text: str) -> dict[str, Any]:
     slots = [("" if slot == EMPTY_SLOT else slot) for slot in slots] + [""] * (5 - len(slots))
     if len(slots) > 5:
         raise ProgramError(f"an expression has at most 5 slots: {text!r}")
-    category, color, relation, anchor_category, anchor_color = slots
-    if category not in CATEGORY_NAMES:
-        raise ProgramError(f"unknown category {category!r}")
+    category_word, color, relation, anchor_word, anchor_color = slots
+    category = CATEGORY_WORDS.get(category_word)
+    anchor_category = CATEGORY_WORDS.get(anchor_word, anchor_word)
+    if category is None:
+        raise ProgramError(f"unknown category {category_word!r}")
     for name in (color, anchor_color):
         if name and name not in COLOR_NAMES:
             raise ProgramError(f"unknown colour {name!r}")
