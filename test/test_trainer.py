@@ -123,6 +123,26 @@ def test_training_steps_lower_the_loss(tiny_config, tmp_path: Path) -> None:
     assert all(step["semantic_loss"] > 0 for step in steps)  # the mini preset's patch-semantics head trains too
 
 
+def test_bf16_autocast_trains_and_computes_in_bf16(tiny_config, tmp_path: Path) -> None:
+    """The GPU recipe's bf16 autocast, exercised on CPU: the same model code runs under bf16 and learns."""
+    assert not Trainer(_config(tiny_config, tmp_path)).bf16  # auto on CPU: fp32
+    trainer = Trainer(_config(tiny_config, tmp_path, precision="bf16"))
+    assert trainer.bf16
+    trainer.prepare_stage(1)
+    stage = tiny_config.stages[1]
+    batch = trainer.batch(StageSampler(trainer.load_data(), stage, 1, seed=3), 0)
+    dtypes: set[torch.dtype] = set()
+    hook = trainer.model.causal_lm.get_output_embeddings().register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    steps = [trainer.train_step(batch, stage, seed=step) for step in range(5)]
+    hook.remove()
+    assert dtypes == {torch.bfloat16}
+    losses = [step["loss"] for step in steps]
+    assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
+    with pytest.raises(ConfigError, match="precision"):
+        _config(tiny_config, tmp_path, precision="fp16").__post_init__()
+
+
 def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, tmp_path: Path) -> None:
     """Questions and referring expressions in, their programs out, no scene: only the program
     adapter learns, so what the default adapter writes (captions, answers, plans) is unchanged."""

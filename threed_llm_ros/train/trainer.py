@@ -18,7 +18,7 @@ patch-semantics head alone, on every point group's category and colour, with no
 language-model pass (for models with word tokens, which read that head).
 
 Every stage: AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient
-clipping, fp32 on CPU and bf16 autocast on CUDA. Batches are drawn from a generator
+clipping, fp32 on CPU and bf16 autocast on CUDA (``precision``). Batches are drawn from a generator
 seeded with (seed, stage, step) and the torch RNG is re-seeded the same way every step,
 so a resumed run repeats an uninterrupted one. Output directory::
 
@@ -77,6 +77,7 @@ LOG_FILE = "log.jsonl"
 PLOT_FILE = "loss.png"
 CHECKPOINTS_DIRECTORY = "checkpoints"
 FINAL_DIRECTORY = "final"
+PRECISIONS = ("auto", "fp32", "bf16")
 LOSS_PARTS = ("loss", "language_loss", "box_loss", "load_balance_loss", "semantic_loss")
 
 
@@ -204,11 +205,14 @@ class TrainConfig:
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 on any device
     progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.stages:
             raise ConfigError("stages", "no stage given", "give at least one stage")
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", f"unknown precision {self.precision!r}", f"use one of {list(PRECISIONS)}")
         if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every/keep_checkpoints", "must be >= 1", "use e.g. 50 and 2")
 
@@ -469,9 +473,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a run computes under bf16 autocast (``auto``: on CUDA only; master weights stay fp32)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -520,6 +529,7 @@ class Trainer:
         self.config = config
         self.output = Path(config.output)
         self.device = pick_device(config.device)
+        self.bf16 = uses_bf16(config.precision, self.device)
         self.model_config = model_config_of(config) if model is None else model.config
         self.model = (model or ThreeDLLM(self.model_config)).to(self.device)
         self.initialised_from: list[str] = []  # tensors init_from could not supply (kept as built)
@@ -593,7 +603,7 @@ class Trainer:
         for start in tqdm(range(0, len(items), chunk), desc=f"{stage.name}: <box3d> states", unit="batch",
                           disable=not self.config.progress):
             batch = collate(self.model, items[start : start + chunk], self.cache, loader=dataset.scene)
-            with torch.no_grad(), _autocast(self.device):
+            with torch.no_grad(), _autocast(self.device, self.bf16):
                 states = self.model.box_query_states(batch.scene, batch.prompts, batch.targets, batch.target_boxes)
             for name, tensor in states.items():
                 parts.setdefault(name, []).append(tensor.float().cpu())
@@ -608,7 +618,7 @@ class Trainer:
         head = self.model.box_head.train()
         lr = self.optimizer.param_groups[0]["lr"]
         inputs = {name: states[name][rows].to(self.device) for name in head.scene_inputs}
-        with _autocast(self.device):
+        with _autocast(self.device, self.bf16):
             prediction = head(states["hidden"][rows].to(self.device), **inputs)
             loss = self.model.config.box_loss_weight * head.loss(prediction, states["boxes"][rows].to(self.device))
         grad_norm = self._optimise(loss, stage)
@@ -636,7 +646,7 @@ class Trainer:
         if stage.semantics_only:
             return self._semantics_step(batch, stage, float(lr))
         adapter = self.model.program_adapter() if stage.qa_programs else contextlib.nullcontext()
-        with _autocast(self.device), adapter:
+        with _autocast(self.device, self.bf16), adapter:
             output = self.model(
                 batch.scene, batch.prompts, batch.targets, batch.target_boxes,
                 return_logits=False, patch_labels=batch.patch_labels, patch_votes=batch.patch_votes,
@@ -661,7 +671,7 @@ class Trainer:
                 "use a model preset with semantic_categories/semantic_colors, or drop this stage",
             )
         scene = batch.scene.to(self.device)
-        with _autocast(self.device):
+        with _autocast(self.device, self.bf16):
             patch_tokens = self.model.scene_encoder.point_encoder(scene.patches, scene.centers)[:, 1:]
             semantic = self.model.patch_semantics_loss(patch_tokens, batch.patch_labels, batch.patch_votes)
             loss = self.model.config.semantic_loss_weight * semantic
@@ -847,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="override the YAML's output directory")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (for timing runs)")
     parser.add_argument("--device", help="override the YAML's device (auto, cpu, cuda)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="override the YAML's precision (auto: bf16 autocast on CUDA, fp32 on CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     arguments = parser.parse_args(argv)
     try:
@@ -855,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
             config.output = arguments.output
         if arguments.device:
             config.device = arguments.device
+        if arguments.precision:
+            config.precision = arguments.precision
         if arguments.quiet:
             config.progress = False
         final = train(config, resume=arguments.resume, max_steps=arguments.max_steps)
