@@ -42,14 +42,10 @@ def detect_objects(
 ) -> list[DetectedObject]:
     """Objects in scene ``index`` of ``scene``: category, colour, axis-aligned gravity-frame box in metres.
 
-    Point groups (the ``candidates`` likeliest; default all of them) are kept when likelier
-    on an object than on nothing (``min_score``), not a repeat of a likelier group's object
-    under the same name (the word tokens' rule) and not the same object as a more confident
-    candidate under another name (``keep_distinct_objects``). The word tokens take only the
-    ``word_groups`` likeliest; detection does not share that cap, because an object whose
-    groups all rank below it would be missing from every answer (on the validation split of
-    ``sim_mini``, with the annotated programs, questions answered right 0.418 -> 0.446 and
-    Acc@0.25 of located objects 0.238 -> 0.249 over a cap of 24; ``min_score`` does the gating).
+    The ``candidates`` likeliest groups (default ``word_groups``, as for the word tokens) are
+    kept when likelier on an object than on nothing (``min_score``), not a repeat of a
+    likelier group's object under the same name (the word tokens' rule) and not the same
+    object as a more confident candidate under another name (``keep_distinct_objects``).
     """
     if not can_detect_objects(encoder):
         raise ValueError("this scene encoder has no instance votes (scene_encoder.word_instances)")
@@ -60,7 +56,7 @@ def detect_objects(
     category_probs = category_logits.float().softmax(dim=-1)[0]
     color_probs = color_logits.float().softmax(dim=-1)[0]
     on_object = 1.0 - category_probs[:, 0]
-    chosen = on_object.topk(min(candidates or on_object.shape[0], on_object.shape[0])).indices
+    chosen = on_object.topk(min(candidates or config.word_groups, on_object.shape[0])).indices
     votes = encoder.patch_semantics.votes(patch_tokens).float()[0, chosen]
     categories = category_probs[chosen, 1:].argmax(dim=-1)
     colors = color_probs[chosen, 1:].argmax(dim=-1)
