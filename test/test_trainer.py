@@ -132,7 +132,8 @@ def test_bf16_autocast_trains_and_computes_in_bf16(tiny_config, tmp_path: Path) 
     stage = tiny_config.stages[1]
     batch = trainer.batch(StageSampler(trainer.load_data(), stage, 1, seed=3), 0)
     dtypes: set[torch.dtype] = set()
-    hook = trainer.model.causal_lm.get_output_embeddings().register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    output_layer = trainer.model.causal_lm.get_output_embeddings()
+    hook = output_layer.register_forward_hook(lambda _module, _inputs, output: dtypes.add(output.dtype))
     steps = [trainer.train_step(batch, stage, seed=step) for step in range(5)]
     hook.remove()
     assert dtypes == {torch.bfloat16}
