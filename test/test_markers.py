@@ -13,6 +13,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
 from threed_llm_ros.geometry.boxes import OrientedBox  # noqa: E402
+from threed_llm_ros.geometry.frames import rotation_to_gravity  # noqa: E402
 from threed_llm_ros.geometry.iou import rotated_box_iou  # noqa: E402
 from threed_llm_ros.ros.demo import choose_prompts  # noqa: E402
 from threed_llm_ros.ros.markers import grounding_markers, marker_box  # noqa: E402
@@ -24,14 +25,15 @@ pytestmark = pytest.mark.ros
 
 def _grounded(box: OrientedBox, label: str, up_axis: str) -> GroundedObject:
     position, orientation = box.pose_in_frame(up_axis)
-    return GroundedObject(label, 0.5, box, tuple(position), tuple(orientation), "head")
+    up = tuple(float(v) for v in rotation_to_gravity(up_axis)[2])
+    return GroundedObject(label, 0.5, box, tuple(position), tuple(orientation), "objects", up)
 
 
 @pytest.mark.parametrize("up_axis", ["-y", "z"])
 @pytest.mark.parametrize("yaw", [0.0, 0.7, -2.9])
 def test_marker_box_inverts_grounding_markers(up_axis: str, yaw: float) -> None:
     box = OrientedBox((2.0, -0.5, 0.4), (0.8, 0.3, 0.6), yaw)
-    markers = grounding_markers([_grounded(box, "red chair", up_axis)], "camera", (1, 2), up_axis).markers
+    markers = grounding_markers([_grounded(box, "red chair", up_axis)], "camera", (1, 2)).markers
     assert markers[0].action == Marker.DELETEALL
     recovered = marker_box(markers[1], up_axis)
     assert np.allclose(recovered.center, box.center, atol=1e-9)

@@ -55,10 +55,10 @@ def read_cloud_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, st
                 colors = data["colors"] if "colors" in data else None
                 up_axis = str(data["up_axis"]) if "up_axis" in data else None
                 return data["points"].astype(np.float32), _colors_to_uint8(colors), up_axis
-            if "pc" in data:
+            if "pc" in data:  # SUN RGB-D / VoteNet: upright depth coordinates, z up by the format's definition
                 array = data["pc"]
                 colors = array[:, 3:6] if array.shape[1] >= 6 else None
-                return array[:, :3].astype(np.float32), _colors_to_uint8(colors), None
+                return array[:, :3].astype(np.float32), _colors_to_uint8(colors), "z"
             if "xyz" in data:
                 colors = data["rgb"] if "rgb" in data else None
                 return data["xyz"].astype(np.float32), _colors_to_uint8(colors), None

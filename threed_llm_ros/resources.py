@@ -75,3 +75,11 @@ def config_path(name: str) -> Path:
 def models_directory() -> Path:
     """Directory of the shipped checkpoints."""
     return share_directory() / "models"
+
+
+OBJECT_CLASSIFIER = "object-classifier"
+
+
+def default_object_classifier() -> Path:
+    """Directory of the shipped object classifier (``threed-llm train-objects`` makes it)."""
+    return models_directory() / OBJECT_CLASSIFIER

@@ -13,7 +13,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.geometry.frames import from_gravity_frame, matrix_from_quaternion, rotation_to_gravity, to_gravity_frame
+from threed_llm_ros.geometry.frames import matrix_from_quaternion, rotation_to_gravity, to_gravity_frame
 from threed_llm_ros.ros.conversions import tuple_to_stamp
 from threed_llm_ros.runtime.engine import GroundedObject
 
@@ -44,9 +44,10 @@ def path_message(poses: Iterable[tuple[Sequence[float], Sequence[float]]], frame
                 poses=[pose_stamped(position, orientation, frame_id, stamp) for position, orientation in poses])
 
 
-def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: tuple[int, int], up_axis: str,
+def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: tuple[int, int],
                       namespace: str = "grounding") -> MarkerArray:
-    """DELETEALL, then per object a CUBE (its box) and a TEXT_VIEW_FACING 'label score' above it."""
+    """DELETEALL, then per object a CUBE (its box) and a TEXT_VIEW_FACING 'label score' above it
+    (no object: DELETEALL alone, so a display shows nothing that is not seen)."""
     clear = Marker(action=Marker.DELETEALL)
     clear.header = _header(frame_id, stamp)
     markers = [clear]
@@ -58,9 +59,9 @@ def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: t
         cube.color.r, cube.color.g, cube.color.b, cube.color.a = BOX_COLOR
         label = Marker(ns=f"{namespace}_labels", id=index, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
         label.header = _header(frame_id, stamp)
-        top = list(grounded.box.center)
-        top[2] += grounded.box.size[2] / 2.0 + LABEL_HEIGHT_M
-        label.pose = make_pose(from_gravity_frame([top], up_axis)[0], (0.0, 0.0, 0.0, 1.0))
+        lift = grounded.box.size[2] / 2.0 + LABEL_HEIGHT_M  # above the box, along the frame's estimated up
+        top = np.asarray(grounded.position) + lift * np.asarray(grounded.up)
+        label.pose = make_pose(top, (0.0, 0.0, 0.0, 1.0))
         label.scale.z = LABEL_HEIGHT_M
         label.color.r = label.color.g = label.color.b = label.color.a = 1.0
         label.text = f"{grounded.label} {grounded.score:.2f}"

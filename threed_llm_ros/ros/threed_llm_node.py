@@ -87,8 +87,13 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("device", "cpu", "Torch device: cpu, cuda or cuda:<index>.", fix="use cpu, cuda or cuda:<index>"),
     ParameterSpec("input", "pointcloud", "pointcloud: subscribe to 'points'; rgbd: pair color/image_raw, "
                   "depth/image_raw and color/camera_info by stamp.", choices=INPUTS),
-    ParameterSpec("up_axis", "-y", "Up direction of the input frame: -y (camera optical frame) or z (REP-103).",
+    ParameterSpec("up_axis", "-y", "Up direction of the input frame: -y (camera optical frame) or z (REP-103); "
+                  "a prior only: the floor plane gives gravity when seen (a pitched camera works).",
                   choices=("-y", "z")),
+    ParameterSpec("object_classifier", "", "Object layer classifier directory ('' = the shipped "
+                  "models/object-classifier, made by `threed-llm train-objects`)."),
+    ParameterSpec("min_confidence", 0.5, "Objects scoring below this are not said to be seen (counts, captions, "
+                  "grounding).", 0.0, 1.0),
     ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
     ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
@@ -122,7 +127,8 @@ class NodeSettings:
             checkpoint=str(values["checkpoint"]), language_model_path=str(values["language_model_path"]),
             backend=str(values["backend"]), device=str(values["device"]), up_axis=str(values["up_axis"]),
             min_range=float(values["min_range"]), max_range=float(values["max_range"]),
-            max_new_tokens=int(values["max_new_tokens"]),
+            max_new_tokens=int(values["max_new_tokens"]), object_classifier=str(values["object_classifier"]),
+            min_confidence=float(values["min_confidence"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
@@ -351,7 +357,7 @@ class ThreeDLLMNode(LifecycleNode):
 
     def _respond(self, intent: Intent, cloud: SceneCloud) -> None:
         assert self.engine is not None and self.settings is not None
-        engine, up_axis = self.engine, self.settings.engine.up_axis
+        engine = self.engine
         stream = lambda piece: self._publish("answer/stream", String(data=piece))  # noqa: E731
         if intent.kind in ("describe", "question"):
             reply = engine.answer(cloud, intent.prompt, on_token=stream, programs=intent.kind == "question")
@@ -360,10 +366,10 @@ class ThreeDLLMNode(LifecycleNode):
         elif intent.kind == "find":
             grounding = engine.ground(cloud, intent.prompt, label=intent.target)
             self.diagnostics.record_timings(grounding.timings)
-            self._publish("grounding/markers", grounding_markers(grounding.objects, cloud.frame_id, cloud.stamp, up_axis))
+            self._publish("grounding/markers", grounding_markers(grounding.objects, cloud.frame_id, cloud.stamp))
             target = grounding.target
             if target is None:
-                text = f"{intent.target or 'object'}: not found"
+                text = grounding.text  # "I don't see a chair here (not seen).": no pose is published
             else:
                 self._publish("grounding/target_pose",
                               pose_stamped(target.position, target.orientation, cloud.frame_id, cloud.stamp))
@@ -375,7 +381,7 @@ class ThreeDLLMNode(LifecycleNode):
             reply = engine.plan(cloud, intent.prompt)
             self.diagnostics.record_timings(reply.timings)
             plan = reply.plan
-            self._publish("grounding/markers", grounding_markers(reply.targets, cloud.frame_id, cloud.stamp, up_axis))
+            self._publish("grounding/markers", grounding_markers(reply.targets, cloud.frame_id, cloud.stamp))
             self._publish("plan", String(data=json.dumps(plan)))
             goals = [(step["pose"]["position"], step["pose"]["orientation"]) for step in plan["steps"] if "pose" in step]
             self._publish("plan/path", path_message(goals, cloud.frame_id, cloud.stamp))

@@ -8,27 +8,24 @@ a :class:`ConfigError` naming ``backend`` where TensorRT or CUDA is missing). Th
 language model is always torch: fp32 on the CPU, bf16/fp16 on CUDA (``dtype``), with
 an opt-in ``torch.compile`` (``compile_language_model``).
 
-* ``describe`` / ``answer``: text, streamed piece by piece through ``on_token``. A model
-  with ``question_programs`` answers a question by writing its program and running it over
-  the objects its encoder detects (``model/scene_objects.py``; the answer then comes as
-  one piece), in free text where the program does not parse or names an undetected object.
-* ``ground``: boxes with a label and a score, each also as a pose in the input frame.
-  Boxes come from location tokens in the text or from the ``<box3d>`` head; when the
-  text holds neither, one more short pass forces ``<box3d>`` so a box always comes back.
-  ``score`` is the box's point support: the share of :data:`SUPPORT_POINTS` observed
-  points that lie inside it (1.0 = at least that many), so a box in empty space scores 0.
-  The head's box comes first (the target), the location-token boxes after it by score;
-  with ``question_programs``, the detected object the query's program names comes before
-  all of them (source ``"objects"``).
-* ``plan``: a model with ``question_programs`` writes the instruction's program and takes
-  its steps over the detected objects (``"source": "program"``; a detected object is each
-  step's target, and a trash can the words leave open is the detected one nearest the
-  target). Otherwise, or when the program does not parse, the model writes the plan text
-  format (``navigate_to(x) ; pick(x) ; ...``, parsed by :func:`parse_plan_text`,
-  ``"source": "model"``); if that text holds no step, the documented rules of
-  :mod:`threed_llm_ros.runtime.intent` decompose the instruction instead (``"rules"``).
-  Each ``navigate_to`` target is grounded (the detected object, else ``ground``) and gets a
-  goal pose on the floor in front of it, facing it (:func:`navigation_goal_for_box`).
+Every reply is computed from one list of objects per frame, the object layer
+(``threed_llm_ros/objects``: gravity from the floor, geometric proposals, a box fitted to
+each object's points, a calibrated category and a colour); an object not in its confident
+list is "not seen".
+
+* ``describe``: a caption naming only the confident objects.
+* ``answer``: a model with ``question_programs`` writes the question's program and runs it
+  over the confident objects (count, existence, colour, relations); an object the program
+  asks about that is not among them is answered "not seen". Free text from the language
+  model (streamed through ``on_token``) only where the program does not parse.
+* ``ground``: the confident object the query names (its ``locate`` program, else the
+  category its words name), as a box with its pose in the input frame; none at all when
+  it is not seen (no box, no pose). ``score`` is the object's calibrated confidence.
+* ``plan``: the instruction's program over the objects (``"source": "program"``), else the
+  model's plan text (``"model"``), else the rules of :mod:`threed_llm_ros.runtime.intent`
+  (``"rules"``). Each ``navigate_to`` target that is seen gets a goal pose on the floor in
+  front of it, facing it (:func:`navigation_goal_for_box`); one not seen gets
+  ``"seen": false`` and no pose.
 
 Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_encoder_s``,
 ``prefill_s``, ``decode_s``, ``grounding_s``, ``program_s``, ``total_s``).
@@ -71,7 +68,6 @@ CHECKPOINT_FIX = (
     "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
     "save_checkpoint / training), or train the default one into models/threed-llm-mini"
 )
-_ANGLE_TOKEN = re.compile(r"<[^<>\s]+>")
 
 
 @dataclass(frozen=True)
@@ -100,6 +96,8 @@ class EngineSettings:
     dtype: str = "auto"  # language model weights: auto = float32 on the CPU, bfloat16 (else float16) on CUDA
     compile_language_model: bool = False  # opt-in torch.compile of the language model (unmeasured here)
     export_directory: str = ""  # where the onnxruntime/tensorrt backends keep exported graphs ('' = default)
+    object_classifier: str = ""  # the object layer's classifier directory ('' = the shipped models/object-classifier)
+    min_confidence: float = 0.5  # objects below this score are not said to be seen
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
@@ -122,6 +120,8 @@ class EngineSettings:
         if not 0.0 <= self.min_range < self.max_range:
             raise ConfigError("min_range", f"need 0 <= min_range < max_range, got {self.min_range}, {self.max_range}",
                               "use e.g. min_range 0.1 and max_range 8.0 (metres)")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("min_confidence", f"got {self.min_confidence}", "use a probability in [0, 1], e.g. 0.5")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
         device = str(self.device)
@@ -151,10 +151,6 @@ def resolve_checkpoint(value: str) -> Path:
     raise ConfigError("checkpoint", f"no checkpoint (config.json) at {value!r} (looked in {looked})", CHECKPOINT_FIX)
 
 
-#: Box sources of a grounding reply, best first.
-SOURCE_ORDER = {"objects": 0, "head": 1, "tokens": 2}
-
-
 @dataclass
 class TextReply:
     """A text answer and its stage timings."""
@@ -172,7 +168,8 @@ class GroundedObject:
     box: OrientedBox
     position: tuple[float, float, float]
     orientation: tuple[float, float, float, float]  # x, y, z, w
-    source: str  # "objects" (a detected object the query's program names), "head" or "tokens"
+    source: str  # "objects": an object of the frame's object layer
+    up: tuple[float, float, float] = (0.0, 0.0, 1.0)  # the gravity frame's up in the input frame (label placement)
 
 
 @dataclass
@@ -230,11 +227,6 @@ def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float 
     return np.array([goal[0], goal[1], floor_z]), yaw
 
 
-def _label_of(text: str, fallback: str) -> str:
-    label = re.sub(r"\s+", " ", _ANGLE_TOKEN.sub(" ", text)).strip(" .,:;")
-    return label or fallback
-
-
 class InferenceEngine:
     """A loaded model and the robot-facing tasks on top of it. Not thread-safe: one caller at a time."""
 
@@ -245,7 +237,8 @@ class InferenceEngine:
         self.checkpoint_path: Path | None = None
         self._preprocess: Any = None
         self._cached: tuple[SceneCloud, Any, np.ndarray] | None = None
-        self._detected: tuple[SceneCloud, list] | None = None  # the last cloud's detected objects (programs)
+        self._objects: tuple[SceneCloud, Any] | None = None  # the last cloud's object layer output
+        self.object_layer: Any = None
         self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
 
     # ------------------------------------------------------------------ loading
@@ -272,7 +265,22 @@ class InferenceEngine:
         )
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
+        self.object_layer = self._load_object_layer()
         return time.perf_counter() - started
+
+    def _load_object_layer(self) -> Any:
+        """The object layer every reply is computed from (``object_classifier``, ``min_confidence``)."""
+        from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
+        from threed_llm_ros.resources import default_object_classifier
+
+        directory = self.settings.object_classifier or default_object_classifier()
+        perception = PerceptionSettings(up_axis=self.settings.up_axis, min_range=self.settings.min_range,
+                                        max_range=self.settings.max_range, min_confidence=self.settings.min_confidence)
+        try:
+            return ObjectLayer.load(directory, perception)
+        except ModelFileError as error:
+            raise ConfigError("object_classifier", str(error),
+                              "give the directory `threed-llm train-objects` wrote, or '' for the shipped one") from error
 
     def language_model_dtype(self) -> torch.dtype:
         """The dtype the language model runs in (``dtype`` setting; auto = fp32 on CPU, bf16/fp16 on CUDA)."""
@@ -350,17 +358,24 @@ class InferenceEngine:
         self._cached = (cloud, scene, gravity)
         return scene, gravity
 
+    def scene_objects(self, cloud: SceneCloud, timings: dict[str, float] | None = None) -> Any:
+        """The cloud's object layer output (``objects.layer.SceneObjects``), computed once per cloud."""
+        self._require_model()
+        if self._objects is not None and self._objects[0] is cloud:
+            return self._objects[1]
+        found = self.object_layer.perceive(cloud.xyz, cloud.rgb, cloud.frame_id)
+        if timings is not None:
+            timings.update(found.timings)
+        self._objects = (cloud, found)
+        return found
+
     def _by_program(self, function: Callable[..., Any], cloud: SceneCloud, prompt: str, timings: dict[str, float]) -> Any:
         """``function`` (``answer_by_program``, ``locate_by_program`` or ``plan_by_program``) on
-        ``prompt`` over the cloud's detected objects, detected once per cloud and kept for the
-        next call on the same cloud (a plan grounds several targets in one frame)."""
-        scene, _ = self._prepare(cloud, timings)
-        known = self._detected[1] if self._detected is not None and self._detected[0] is cloud else None
+        ``prompt`` over the confident objects of the cloud's object layer."""
+        confident = self.scene_objects(cloud, timings).confident
         started = time.perf_counter()
-        reply = function(self.model, scene, prompt, objects=known)
+        reply = function(self.model, None, prompt, objects=confident)
         timings["program_s"] = time.perf_counter() - started
-        if reply is not None:
-            self._detected = (cloud, reply.objects)
         return reply
 
     def _has_programs(self) -> bool:
@@ -384,81 +399,91 @@ class InferenceEngine:
 
     def describe(self, cloud: SceneCloud, on_token: Callable[[str], None] | None = None,
                  prompt: str = CAPTION_PROMPT) -> TextReply:
-        """A caption of the scene."""
-        return self.answer(cloud, prompt, on_token, programs=False)
+        """A caption naming only the frame's confident objects (``objects/describe.py``): it cannot
+        name what the object layer did not find."""
+        from threed_llm_ros.objects.describe import caption
+
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        text = caption(self.scene_objects(cloud, timings).confident)
+        if on_token is not None:
+            on_token(text)
+        timings["total_s"] = time.perf_counter() - started
+        return TextReply(text, timings)
 
     def answer(self, cloud: SceneCloud, prompt: str, on_token: Callable[[str], None] | None = None,
                programs: bool = True) -> TextReply:
-        """The model's answer to ``prompt`` about the scene, streamed through ``on_token``.
+        """The reply to ``prompt`` about the scene, streamed through ``on_token``.
 
-        A model with ``question_programs`` first writes the question's program and runs it over
-        the objects its encoder detects (the torch encoder, whatever the scene backend); free
-        text where that gives no answer. ``programs=False`` always answers in free text.
+        A request to describe the scene gets :meth:`describe`'s caption. A model with
+        ``question_programs`` writes the question's program and runs it over the confident
+        objects; where the program asks about an object that is not among them, the reply says
+        it is not seen. Free text from the language model only where the program does not
+        parse (or ``programs=False``).
         """
+        if route(prompt).kind == "describe":
+            return self.describe(cloud, on_token, prompt)
         started = time.perf_counter()
         timings: dict[str, float] = {}
         if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import answer_by_program
 
             reply = self._by_program(answer_by_program, cloud, prompt, timings)
-            if reply is not None and reply.answer is not None:
+            if reply is not None:
+                text = reply.answer if reply.answer is not None else not_seen_text(prompt)
                 if on_token is not None:
-                    on_token(reply.answer)
+                    on_token(text)
                 timings["total_s"] = time.perf_counter() - started
-                return TextReply(reply.answer, timings)
+                return TextReply(text, timings)
         result = self._generate(cloud, prompt, timings, on_token=on_token)
         timings["total_s"] = time.perf_counter() - started
         return TextReply(result.text, timings)
 
     def ground(self, cloud: SceneCloud, prompt: str, label: str = "", programs: bool = True) -> GroundingReply:
-        """Boxes of what ``prompt`` refers to, best first (see the module docstring for the score);
-        ``programs=False`` leaves out the detected object a program names."""
+        """The confident object ``prompt`` refers to, or no object at all ("not seen": no box, no pose).
+
+        A model with ``question_programs`` writes the query's ``locate`` program and resolves it
+        over the confident objects (colour, relations); otherwise, or where the program does
+        not parse, the likeliest confident object of the category the words name.
+        """
+        from threed_llm_ros.objects.describe import category_in_phrase
+
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        from threed_llm_ros.model.box_head import BOX3D_TOKEN
-
-        result = self._generate(cloud, prompt, timings)
-        boxes = [(box, "tokens") for box in result.boxes_from_tokens]
-        if result.box_from_head is not None:
-            boxes.append((result.box_from_head, "head"))
-        if not boxes:
-            forced = self._generate(cloud, prompt, timings, max_new_tokens=1, answer_prefix=BOX3D_TOKEN)
-            if forced.box_from_head is not None:
-                boxes.append((forced.box_from_head, "head"))
-        fallback = label or (route(prompt).target if prompt.strip() else "") or "object"
-        text_label = _label_of(result.text, fallback)
-        _, gravity_points = self._prepare(cloud, timings)
+        found = self.scene_objects(cloud, timings)
+        target = label or (route(prompt).target if prompt.strip() else "") or "object"
+        chosen, resolved = None, False
         if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import locate_by_program
 
             located = self._by_program(locate_by_program, cloud, prompt, timings)
-            if located is not None and located.found is not None:
-                boxes.append((located.found.box, "objects"))
-        objects = [self._grounded(box, text_label, source, gravity_points) for box, source in boxes]
-        # the detected object a program names first, then the 3D query head's box (it attends
-        # over the scene's point groups and is better grounded than the location tokens, see
-        # the model card), then by point support
-        objects.sort(key=lambda item: (SOURCE_ORDER.get(item.source, len(SOURCE_ORDER)), -item.score))
+            if located is not None:
+                chosen, resolved = located.found, True
+        if not resolved:
+            category = category_in_phrase(target) or category_in_phrase(prompt)
+            matches = [obj for obj in found.confident if obj.category == category]
+            chosen = max(matches, key=lambda obj: obj.score) if matches else None
         timings["total_s"] = time.perf_counter() - started
-        return GroundingReply(objects, result.text, timings)
+        if chosen is None:
+            return GroundingReply([], not_seen_text(prompt, target), timings)
+        grounded = self._grounded(chosen, target, found.gravity)
+        return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings)
 
-    def _grounded(self, box: OrientedBox, label: str, source: str, gravity_points: np.ndarray) -> GroundedObject:
-        inside = int(box.contains(gravity_points).sum()) if len(gravity_points) else 0
-        position, orientation = box.pose_in_frame(self.settings.up_axis)
-        return GroundedObject(
-            label, min(1.0, inside / SUPPORT_POINTS), box,
-            tuple(float(v) for v in position), tuple(float(v) for v in orientation), source,
-        )
+    def _grounded(self, obj: Any, label: str, gravity: Any) -> GroundedObject:
+        """An object of the layer as a grounded box with its pose in the input frame."""
+        position, orientation = gravity.pose_in_input(np.asarray(obj.box.center), obj.box.yaw)
+        up = tuple(float(v) for v in gravity.rotation[2])
+        return GroundedObject(label, float(obj.score), obj.box, position, orientation, "objects", up)
 
     def floor_height(self, cloud: SceneCloud) -> float:
-        """Height of the floor in the gravity frame: a low percentile of the cloud's heights."""
-        _, gravity = self._prepare(cloud, {})
-        return float(np.percentile(gravity[:, 2], 2.0)) if len(gravity) else 0.0
+        """Height of the floor in the frame's gravity frame (the object layer's estimate)."""
+        return float(self.scene_objects(cloud).gravity.floor_z)
 
     def plan(self, cloud: SceneCloud, instruction: str) -> PlanReply:
-        """Steps for ``instruction``; navigation steps get goal poses in the input frame."""
+        """Steps for ``instruction``; navigation steps to a seen object get goal poses in the input frame."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
+        found = self.scene_objects(cloud, timings)
         planned = None
         if self._has_programs():
             from threed_llm_ros.model.scene_objects import plan_by_program
@@ -468,12 +493,11 @@ class InferenceEngine:
         if planned is not None:
             from threed_llm_ros.data.annotations import plan_text
 
-            _, gravity_points = self._prepare(cloud, timings)
             steps = []
             for step in planned.steps:
                 index = step.get("object")
                 if step["action"] in NAVIGATION_ACTIONS and index is not None:
-                    detected[step["target"]] = self._grounded(planned.objects[index].box, step["target"], "objects", gravity_points)
+                    detected[step["target"]] = self._grounded(planned.objects[index], step["target"], found.gravity)
                 steps.append({key: value for key, value in step.items() if key not in ("object", "destination_object")})
             text, source = plan_text(steps), "program"
         else:
@@ -484,7 +508,6 @@ class InferenceEngine:
             intent = route(instruction)
             steps = [dict(step) for step in rule_based_plan(intent if intent.kind == "plan" else Intent("plan", instruction))]
             source = "rules"
-        floor_z = self.floor_height(cloud)
         targets: list[GroundedObject] = []
         grounded: dict[str, GroundedObject | None] = {}
         grounding_started = time.perf_counter()
@@ -495,14 +518,15 @@ class InferenceEngine:
             if name in detected:
                 grounded[name] = detected[name]
             elif name not in grounded:
-                # a program plan already looked among the detected objects: the other boxes only
+                # a program plan already looked among the objects: words only for the others
                 reply = self.ground(cloud, f"Where is the {name}?", label=name, programs=planned is None)
                 grounded[name] = reply.target
             target = grounded[name]
             if target is None:
+                step["seen"] = False  # not seen: no goal pose, a robot must not drive there
                 continue
-            goal, yaw = navigation_goal_for_box(target.box, floor_z, self.settings.standoff_m)
-            position, orientation = pose_in_input_frame(goal, yaw, self.settings.up_axis)
+            goal, yaw = navigation_goal_for_box(target.box, found.gravity.floor_z, self.settings.standoff_m)
+            position, orientation = found.gravity.pose_in_input(goal, yaw)
             step["pose"] = {"position": [round(v, 4) for v in position], "orientation": [round(v, 6) for v in orientation]}
             step["target_position"] = [round(v, 4) for v in target.position]
             targets.append(target)
@@ -517,6 +541,15 @@ class InferenceEngine:
         }
         timings["total_s"] = time.perf_counter() - started
         return PlanReply(plan, targets, text, timings)
+
+
+def not_seen_text(prompt: str, target: str = "") -> str:
+    """The honest reply about an object that is not among the confident objects."""
+    from threed_llm_ros.objects.describe import category_in_phrase
+
+    name = target or category_in_phrase(prompt) or "that"
+    article = "" if name == "that" else ("an " if name[0] in "aeiou" else "a ")
+    return f"I don't see {article}{name} here (not seen)."
 
 
 def plan_is_valid(plan: dict[str, Any]) -> list[str]:

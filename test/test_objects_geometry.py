@@ -1,0 +1,114 @@
+"""The object layer's geometry: gravity from the floor, box fitting and completion, colours, captions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from threed_llm_ros.data.catalog import COLORS
+from threed_llm_ros.data.programs import DetectedObject
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.geometry.frames import rotation_to_gravity, yaw_rotation
+from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.objects.colors import color_name, object_color
+from threed_llm_ros.objects.describe import NOTHING_SEEN, caption, category_in_phrase
+from threed_llm_ros.objects.fit import complete_box, fit_box, min_area_rectangle
+from threed_llm_ros.objects.gravity import estimate_gravity
+
+
+def _room(rng: np.random.Generator, floor_z: float = -1.5) -> np.ndarray:
+    """Gravity-frame points: a 6 × 6 m floor, a back wall and a 1 × 0.6 × 0.8 m box on the floor."""
+    floor = np.column_stack([rng.uniform(0.5, 6, 6000), rng.uniform(-3, 3, 6000), np.full(6000, floor_z)])
+    wall = np.column_stack([np.full(3000, 6.0), rng.uniform(-3, 3, 3000), rng.uniform(floor_z, floor_z + 2.5, 3000)])
+    box = np.column_stack([rng.uniform(2.5, 3.5, 1500), rng.uniform(-0.3, 0.3, 1500), rng.uniform(floor_z, floor_z + 0.8, 1500)])
+    return np.vstack([floor, wall, box]) + rng.normal(0, 0.005, (10500, 3))
+
+
+@pytest.mark.parametrize("pitch_deg, heading_deg, height", [(0, 0, 1.2), (30, 0, 1.8), (28, 70, 1.8), (10, 200, 0.6)])
+def test_gravity_from_the_floor_of_a_pitched_turned_camera(pitch_deg: float, heading_deg: float, height: float) -> None:
+    """A camera pitched down and looking along any heading: the floor gives up and its height."""
+    rng = np.random.default_rng(0)
+    gravity_points = _room(rng, floor_z=-height) @ yaw_rotation(math.radians(heading_deg)).T
+    pitch = math.radians(pitch_deg)
+    tilt = np.array([[math.cos(pitch), 0, math.sin(pitch)], [0, 1, 0], [-math.sin(pitch), 0, math.cos(pitch)]])
+    level_optical = rotation_to_gravity("-y")  # optical → gravity of a level camera
+    camera_points = gravity_points @ tilt @ level_optical  # the camera's optical-frame cloud
+    frame = estimate_gravity(camera_points, "-y")
+    assert frame.floor_found
+    recovered = frame.to_gravity(camera_points)
+    true_up = (np.array([0.0, 0.0, 1.0]) @ tilt) @ level_optical  # gravity up in the optical frame
+    assert math.degrees(math.acos(float(frame.rotation[2] @ true_up))) < 2.0
+    assert frame.floor_z == pytest.approx(-height, abs=0.03)
+    assert np.percentile(recovered[:, 2], 1) == pytest.approx(-height, abs=0.05)
+
+
+def test_no_floor_keeps_the_prior() -> None:
+    rng = np.random.default_rng(1)
+    blob = rng.normal(0, 0.2, (3000, 3)) + np.array([0, 0, 2.0])
+    frame = estimate_gravity(blob, "-y")
+    assert not frame.floor_found
+    np.testing.assert_allclose(frame.rotation, rotation_to_gravity("-y"))
+
+
+@pytest.mark.parametrize("yaw", [0.0, 0.4, -1.1, 1.5])
+def test_min_area_rectangle_recovers_a_turned_footprint(yaw: float) -> None:
+    rng = np.random.default_rng(2)
+    local = np.column_stack([rng.uniform(-0.9, 0.9, 800), rng.uniform(-0.4, 0.4, 800)])
+    points = local @ yaw_rotation(yaw)[:2, :2].T + np.array([3.0, 1.0])
+    centre, size, found_yaw = min_area_rectangle(points)
+    np.testing.assert_allclose(centre, [3.0, 1.0], atol=0.03)
+    np.testing.assert_allclose(size, [1.8, 0.8], atol=0.05)
+    difference = (found_yaw - yaw + math.pi / 2) % math.pi - math.pi / 2
+    assert abs(difference) < 0.03
+
+
+def test_fit_box_stands_on_the_floor_and_matches_the_object() -> None:
+    rng = np.random.default_rng(3)
+    truth = OrientedBox((3.0, 0.5, -1.0), (1.2, 0.5, 0.4), 0.3)
+    local = rng.uniform(-0.5, 0.5, (2000, 3)) * np.asarray(truth.size)
+    local[:, 2] = rng.uniform(-0.1, 0.2, 2000)  # the lowest 0.1 m (legs) not seen
+    points = local @ yaw_rotation(truth.yaw).T + np.asarray(truth.center)
+    box = fit_box(points, floor_z=-1.2)
+    assert box.center[2] - box.size[2] / 2 == pytest.approx(-1.2)
+    assert rotated_box_iou(box, truth) > 0.8
+
+
+def test_completion_grows_away_from_the_sensor_unless_a_wall_is_there() -> None:
+    front = OrientedBox((3.0, 0.0, -0.5), (1.2, 0.15, 1.0), math.pi / 2)  # a dresser's front, seen from the origin
+    grown = complete_box(front, min_depth=0.5, min_length=0.0, walls=[])
+    assert grown.size[1] == pytest.approx(0.5)
+    assert grown.center[0] == pytest.approx(3.0 + (0.5 - 0.15) / 2)  # grew behind the seen face
+    headboard = OrientedBox((5.2, 0.0, -0.5), (0.2, 1.8, 1.0), 0.0)  # thin along x, against a wall at x = 5.4
+    wall = (np.array([-1.0, 0.0, 0.0]), 5.4)  # normal toward the sensor, offset: n·p + d = 0 at x = 5.4
+    grown = complete_box(headboard, min_depth=1.9, min_length=0.0, walls=[wall])
+    assert grown.size[0] == pytest.approx(1.9)
+    assert grown.center[0] + grown.size[0] / 2 <= 5.31  # grew toward the sensor, not through the wall
+    free = complete_box(headboard, min_depth=1.9, min_length=0.0, walls=[])
+    assert free.center[0] > headboard.center[0]
+
+
+def test_catalogue_colours_are_named_as_themselves() -> None:
+    for name, rgb in COLORS.items():
+        assert color_name(tuple(value / 255 for value in rgb)) == name
+    shaded = np.array(COLORS["red"]) / 255 * np.linspace(0.8, 1.0, 50)[:, None]
+    assert object_color(shaded) == "red"
+    assert object_color(None) == ""
+
+
+def _object(category: str, color: str = "", size: float = 1.0) -> DetectedObject:
+    return DetectedObject(category, color, OrientedBox((2.0, 0.0, 0.0), (size, size, size), 0.0), 0.9)
+
+
+def test_caption_names_only_the_objects_given() -> None:
+    text = caption([_object("bed", "white", 2.0), _object("night stand", "brown", 0.5), _object("night stand", "brown", 0.5)])
+    assert text == "I see a white bed and two brown night stands."
+    assert caption([]) == NOTHING_SEEN
+    assert "chair" not in caption([_object("lamp")])
+
+
+@pytest.mark.parametrize("phrase, category", [("the brown nightstand", "night stand"), ("Where is the red chair?", "chair"),
+                                               ("any books?", "book"), ("the thing", None), ("trash can by the desk", "trash can")])
+def test_category_in_phrase(phrase: str, category: str | None) -> None:
+    assert category_in_phrase(phrase) == category

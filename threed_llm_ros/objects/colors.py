@@ -1,0 +1,49 @@
+"""A colour name for an object from its own points' colours.
+
+The median colour of the points (robust to shadows at the edges) is named by hue,
+saturation and value, not by the nearest catalogue RGB: real lighting shifts brightness
+far more than hue. Weakly saturated colours are white, grey or black by value; dark
+orange-to-yellow hues are brown; light red hues are pink.
+"""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+
+UNKNOWN = ""
+
+
+def color_name(rgb: tuple[float, float, float]) -> str:
+    """The catalogue name (``data/catalog.COLORS``) of one RGB colour in 0–1."""
+    hue, saturation, value = colorsys.rgb_to_hsv(*(float(np.clip(c, 0.0, 1.0)) for c in rgb))
+    degrees = hue * 360.0
+    if saturation < 0.22 or value < 0.16:
+        if value > 0.78:
+            return "white"
+        if value < 0.3:
+            return "black"
+        return "grey"
+    if degrees < 15 or degrees >= 330:
+        if saturation < 0.55 and value > 0.7:
+            return "pink"
+        return "brown" if value < 0.45 else "red"
+    if degrees < 45:
+        return "brown" if value < 0.6 else "orange"
+    if degrees < 70:
+        return "brown" if value < 0.45 else "yellow"
+    if degrees < 165:
+        return "green"
+    if degrees < 255:
+        return "blue"
+    if degrees < 300:
+        return "purple"
+    return "pink"
+
+
+def object_color(colors: np.ndarray | None) -> str:
+    """The name of the median of an object's point colours (N×3, 0–1), or "" without colours."""
+    if colors is None or len(colors) == 0:
+        return UNKNOWN
+    return color_name(tuple(np.median(np.asarray(colors, dtype=np.float64), axis=0)))

@@ -1,0 +1,57 @@
+"""Text from the object list alone: captions and the category a phrase names.
+
+A caption names only objects the layer found with confidence, so it can never describe
+a chair that is not there: "I see a bed, two night stands and a brown dresser." Colours
+are said where the object's own points gave one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Sequence
+
+from threed_llm_ros.data.programs import CATEGORY_WORDS, DetectedObject
+
+NOTHING_SEEN = "I see no object I know in this frame."
+_NUMBERS = ("no", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _plural(word: str) -> str:
+    if word.endswith(("s", "sh", "ch", "x")):
+        return word + "es"
+    return word + "s"
+
+
+def _phrase(category: str, colors: list[str]) -> str:
+    count = len(colors)
+    named = Counter(color for color in colors if color)
+    if count == 1:
+        color = colors[0]
+        words = f"{color} {category}" if color else category
+        return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+    number = _NUMBERS[count] if count < len(_NUMBERS) else str(count)
+    if len(named) == 1 and sum(named.values()) == count:
+        return f"{number} {next(iter(named))} {_plural(category)}"
+    return f"{number} {_plural(category)}"
+
+
+def caption(objects: Sequence[DetectedObject]) -> str:
+    """One sentence naming every object of ``objects`` (the confident ones), largest first."""
+    if not objects:
+        return NOTHING_SEEN
+    by_category: dict[str, list[str]] = {}
+    for obj in sorted(objects, key=lambda item: -item.box.size[0] * item.box.size[1] * item.box.size[2]):
+        by_category.setdefault(obj.category, []).append(obj.color)
+    parts = [_phrase(category, colors) for category, colors in by_category.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"I see {listed}."
+
+
+def category_in_phrase(phrase: str) -> str | None:
+    """The category a phrase names ("the brown nightstand" → "night stand"), longest word first."""
+    text = f" {re.sub(r'[^a-z ]+', ' ', phrase.lower())} "
+    for word in sorted(CATEGORY_WORDS, key=len, reverse=True):
+        if f" {word} " in text:
+            return CATEGORY_WORDS[word]
+    return None

@@ -1,0 +1,107 @@
+"""Gravity from the data: the floor plane turns any sensor frame into a z-up frame.
+
+``up_axis`` ("-y" optical, "z" REP-103) is only a prior: a camera pitched 30° down, or
+mounted 1.8 m up, still sees a floor. The largest roughly horizontal plane (normal within
+:data:`MAX_TILT_DEG` of the prior's up) that has nearly every point above it is the floor;
+its normal becomes +z and its height the floor height. Where no such plane is seen (a
+tabletop close-up), the prior stands and the floor is the cloud's low percentile, and the
+result says so (``floor_found``). The frame keeps the sensor at the origin and the prior's
+heading (x forward of the prior), so a reply's coordinates rotate back into the input frame
+with one matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from threed_llm_ros.geometry.frames import quaternion_from_matrix, rotation_to_gravity, yaw_rotation
+
+MAX_TILT_DEG = 45.0  # the floor's normal may differ this much from the prior's up
+PLANE_DISTANCE_M = 0.03
+MIN_FLOOR_SHARE = 0.03  # of the plane-search points
+BELOW_FLOOR_TOLERANCE_M = 0.08
+MAX_SHARE_BELOW = 0.03  # points more than the tolerance below a floor candidate
+
+
+@dataclass(frozen=True)
+class GravityFrame:
+    """``rotation`` maps input-frame vectors into the gravity frame (z up, sensor at the origin)."""
+
+    rotation: np.ndarray  # 3×3
+    floor_z: float
+    floor_found: bool
+    frame_id: str = ""
+
+    def to_gravity(self, points: np.ndarray) -> np.ndarray:
+        """N×3 input-frame points in the gravity frame."""
+        return np.asarray(points, dtype=np.float64) @ self.rotation.T
+
+    def to_input(self, points: np.ndarray) -> np.ndarray:
+        """N×3 gravity-frame points in the input frame."""
+        return np.asarray(points, dtype=np.float64) @ self.rotation
+
+    def pose_in_input(self, position: np.ndarray, yaw: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """A gravity-frame position and heading as (position, quaternion x y z w) in the input frame."""
+        point = self.to_input(np.asarray(position, dtype=np.float64)[None])[0]
+        quaternion = quaternion_from_matrix(self.rotation.T @ yaw_rotation(yaw))
+        return tuple(float(v) for v in point), tuple(float(v) for v in quaternion)
+
+
+def _rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The smallest rotation turning unit vector ``source`` onto unit vector ``target``."""
+    axis = np.cross(source, target)
+    sine, cosine = float(np.linalg.norm(axis)), float(source @ target)
+    if sine < 1e-9:
+        return np.eye(3) if cosine > 0 else np.diag([1.0, -1.0, -1.0])
+    axis /= sine
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    angle = math.atan2(sine, cosine)
+    return np.eye(3) + math.sin(angle) * skew + (1 - math.cos(angle)) * skew @ skew
+
+
+def estimate_gravity(
+    points: np.ndarray, up_axis: str = "-y", frame_id: str = "", max_planes: int = 5, seed: int = 0,
+    sample: int = 10_000,
+) -> GravityFrame:
+    """The gravity frame of an input-frame cloud (see the module docstring)."""
+    import open3d
+
+    prior = rotation_to_gravity(up_axis)
+    xyz = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]
+    if len(xyz) > sample:
+        xyz = xyz[np.random.default_rng(seed).choice(len(xyz), sample, replace=False)]
+    upright = xyz @ prior.T
+    if len(upright) < 50:
+        floor = float(np.percentile(upright[:, 2], 2.0)) if len(upright) else 0.0
+        return GravityFrame(prior, floor, False, frame_id)
+    open3d.utility.random.seed(int(seed) % 2**31)
+    remaining = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(upright))
+    cos_tilt = math.cos(math.radians(MAX_TILT_DEG))
+    best: tuple[float, np.ndarray] | None = None  # (height along its normal, normal)
+    for _ in range(max_planes):
+        if len(remaining.points) < 50:
+            break
+        plane, inliers = remaining.segment_plane(PLANE_DISTANCE_M, 3, 250)
+        if len(inliers) < MIN_FLOOR_SHARE * len(upright):
+            break
+        normal, offset = np.asarray(plane[:3], dtype=np.float64), float(plane[3])
+        scale = float(np.linalg.norm(normal))
+        normal, offset = normal / scale, offset / scale
+        if normal[2] < 0:
+            normal, offset = -normal, -offset
+        if normal[2] >= cos_tilt:
+            heights = upright @ normal + offset  # signed distance above the plane
+            if float((heights < -BELOW_FLOOR_TOLERANCE_M).mean()) <= MAX_SHARE_BELOW:
+                height = -offset  # the plane's height along its normal
+                if best is None or height < best[0]:
+                    best = (height, normal)
+        remaining = remaining.select_by_index(inliers, invert=True)
+    if best is None:
+        return GravityFrame(prior, float(np.percentile(upright[:, 2], 2.0)), False, frame_id)
+    height, normal = best
+    rotation = _rotation_between(normal, np.array([0.0, 0.0, 1.0])) @ prior
+    return GravityFrame(rotation, float(height), True, frame_id)

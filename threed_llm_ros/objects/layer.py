@@ -1,0 +1,252 @@
+"""The object layer: one frame becomes a list of objects, and every reply is computed from it.
+
+    cloud (input frame) → gravity frame from the floor (``gravity.py``)
+      → voxels, floor / ceiling / walls removed, clusters (``proposals.py``)
+      → per cluster: a gravity-aligned box fitted to its points (``fit.py``), a category
+        distribution from its shape, size and height (``recognition.py``), its colour from
+        its own points (``colors.py``)
+      → fragments of one large object under one name merged, boxes completed to the
+        category's depth behind what the view sees, calibrated confidence
+      → :class:`SceneObjects`
+
+An object not in the list is "not seen". ``confident`` objects (score ≥ ``min_confidence``)
+are the ones counts, existence answers, captions and grounding use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from threed_llm_ros.data.catalog import CATEGORIES
+from threed_llm_ros.data.programs import DetectedObject
+from threed_llm_ros.errors import ConfigError
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.objects.colors import object_color
+from threed_llm_ros.objects.fit import complete_box, fit_box
+from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
+from threed_llm_ros.objects.proposals import cluster, structure_mask, voxelise
+from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
+
+MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
+MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
+ON_FLOOR_M = 0.05
+MAX_OBJECTS = 40
+
+
+@dataclass(frozen=True)
+class SceneObject(DetectedObject):
+    """A detected object (category, colour, gravity-frame box, calibrated score) with its evidence."""
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), compare=False, repr=False)
+    categories: tuple[tuple[str, float], ...] = ()  # the three likeliest categories and probabilities
+
+
+@dataclass
+class SceneObjects:
+    """A frame's objects (best first), the gravity frame they are in, and the stage timings."""
+
+    objects: list[SceneObject]
+    gravity: GravityFrame
+    min_confidence: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def confident(self) -> list[SceneObject]:
+        return [obj for obj in self.objects if obj.score >= self.min_confidence]
+
+
+@dataclass(frozen=True)
+class PerceptionSettings:
+    """How a frame becomes objects (the node's parameters of the same names)."""
+
+    up_axis: str = "-y"
+    min_range: float = 0.1
+    max_range: float = 8.0
+    min_confidence: float = 0.5
+    max_points: int = 120_000
+
+    def validate(self) -> None:
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError("min_confidence", f"got {self.min_confidence}", "use a probability in [0, 1], e.g. 0.5")
+        if not 0.0 <= self.min_range < self.max_range:
+            raise ConfigError("min_range", f"need 0 <= min_range < max_range, got {self.min_range}, {self.max_range}",
+                              "use e.g. min_range 0.1 and max_range 8.0 (metres)")
+
+
+@dataclass
+class Proposal:
+    """A cluster's points (gravity frame), colours and fitted box, before recognition."""
+
+    points: np.ndarray
+    colors: np.ndarray | None
+    box: OrientedBox
+    wall_distance: float
+    support_gap: float  # from the box's bottom down to the highest thing under it (the floor at most)
+
+
+def _wall_distance(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> float:
+    if not walls:
+        return 3.0
+    corners = box.corners()[:4]
+    return float(min(np.min(corners @ normal + offset) for normal, offset in walls).clip(0.0, None))
+
+
+def _support_gap(box: OrientedBox, others: np.ndarray, floor_z: float) -> float:
+    """How far ``box`` floats above whatever is under its footprint (``others``: points not its own)."""
+    bottom = box.center[2] - box.size[2] / 2
+    shrunk = OrientedBox(box.center, (box.size[0] * 0.8, box.size[1] * 0.8, box.size[2] + 4.0), box.yaw)
+    below = others[(others[:, 2] < bottom + 0.03)]
+    below = below[shrunk.contains(below)] if len(below) else below
+    highest = float(below[:, 2].max()) if len(below) >= 3 else floor_z
+    return max(0.0, bottom - max(highest, floor_z))
+
+
+def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed: int = 0
+            ) -> tuple[list[Proposal], list[tuple[np.ndarray, float]], np.ndarray, list[np.ndarray]]:
+    """Proposals of gravity-frame points: (proposals, walls, voxel of each point, each proposal's voxel indices)."""
+    voxels = voxelise(xyz, rgb)
+    structure, walls = structure_mask(voxels.xyz, gravity.floor_z, seed=seed)
+    free = np.flatnonzero(~structure)
+    proposals, members = [], []
+    owner = np.full(len(voxels.xyz), -1)
+    clusters = cluster(voxels.xyz[free])
+    for number, indices in enumerate(clusters):
+        owner[free[indices]] = number
+    free_points, free_owner = voxels.xyz[free], owner[free]
+    for number, indices in enumerate(clusters):
+        chosen = free[indices]
+        points = voxels.xyz[chosen]
+        box = fit_box(points, gravity.floor_z)
+        colors = voxels.rgb[chosen] if voxels.rgb is not None else None
+        gap = _support_gap(box, free_points[free_owner != number], gravity.floor_z)
+        proposals.append(Proposal(points, colors, box, _wall_distance(box, walls), gap))
+        members.append(chosen)
+    return proposals, walls, voxels.voxel_of_point, members
+
+
+def _merge(first: Proposal, second: Proposal, floor_z: float) -> Proposal:
+    points = np.vstack([first.points, second.points])
+    colors = None if first.colors is None or second.colors is None else np.vstack([first.colors, second.colors])
+    box = fit_box(points, floor_z)
+    return Proposal(points, colors, box, min(first.wall_distance, second.wall_distance), min(first.support_gap, second.support_gap))
+
+
+def _gap(first: OrientedBox, second: OrientedBox) -> float:
+    """Horizontal gap between two boxes' footprints (0 when they touch), from their corners."""
+    a, b = first.corners()[:4, :2], second.corners()[:4, :2]
+    return float(np.min(np.linalg.norm(a[:, None] - b[None], axis=-1))) if not _footprints_touch(first, second) else 0.0
+
+
+def _footprints_touch(first: OrientedBox, second: OrientedBox) -> bool:
+    probe = np.vstack([second.corners()[:4], np.asarray(second.center)[None]])
+    probe[:, 2] = first.center[2]
+    other = np.vstack([first.corners()[:4], np.asarray(first.center)[None]])
+    other[:, 2] = second.center[2]
+    return bool(first.contains(probe, margin=0.02).any() or second.contains(other, margin=0.02).any())
+
+
+class ObjectLayer:
+    """The trained object classifier and :meth:`perceive`; load once, call per frame."""
+
+    def __init__(self, classifier: ShapeClassifier, settings: PerceptionSettings = PerceptionSettings()) -> None:
+        settings.validate()
+        self.classifier = classifier
+        self.settings = settings
+        self.classes = list(classifier.config.classes)
+
+    @classmethod
+    def load(cls, directory: str | Path, settings: PerceptionSettings = PerceptionSettings()) -> "ObjectLayer":
+        return cls(load_classifier(directory), settings)
+
+    def _recognise(self, proposals: list[Proposal], floor_z: float) -> np.ndarray:
+        """(N, classes) probabilities: the classifier's, then physics: a floor category must stand on
+        the floor and a top category on something; what floats gets ``other`` (the simulator never
+        shows floating junk, so the classifier alone cannot know)."""
+        if not proposals:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        features = np.stack([shape_features(p.points, p.box, floor_z, p.wall_distance, p.support_gap) for p in proposals])
+        probabilities = self.classifier.probabilities(features)
+        placement = np.array([CATEGORIES[name].placement if name in CATEGORIES else "" for name in self.classes])
+        for row, proposal in zip(probabilities, proposals):
+            on_floor = proposal.box.center[2] - proposal.box.size[2] / 2 - floor_z < ON_FLOOR_M
+            floating = proposal.support_gap > MAX_SUPPORT_GAP_M
+            row[(placement == "floor") & (not on_floor)] = 0.0
+            row[(placement == "top") & floating] = 0.0
+            row /= max(float(row.sum()), 1e-9)
+            if row.sum() < 0.5:  # every category ruled out: it is not an object we know
+                row[self.classes.index(OTHER)] = 1.0
+        return probabilities
+
+    def perceive(self, xyz: np.ndarray, rgb: np.ndarray | None = None, frame_id: str = "",
+                 gravity: GravityFrame | None = None) -> SceneObjects:
+        """The objects of one input-frame cloud (N×3 metres; colours N×3 uint8 or None)."""
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        finite = np.isfinite(xyz).all(axis=1)
+        distance = np.linalg.norm(xyz, axis=1)
+        keep = finite & (distance >= self.settings.min_range) & (distance <= self.settings.max_range)
+        xyz = xyz[keep]
+        colors = None if rgb is None else np.asarray(rgb).reshape(-1, 3)[keep].astype(np.float64) / 255.0
+        if len(xyz) > self.settings.max_points:
+            chosen = np.random.default_rng(0).choice(len(xyz), self.settings.max_points, replace=False)
+            xyz, colors = xyz[chosen], None if colors is None else colors[chosen]
+        if gravity is None:
+            gravity = estimate_gravity(xyz, self.settings.up_axis, frame_id)
+        timings["gravity_s"] = time.perf_counter() - started
+        stage = time.perf_counter()
+        proposals, walls, _, _ = propose(gravity.to_gravity(xyz), colors, gravity)
+        proposals = proposals[: 3 * MAX_OBJECTS]
+        timings["proposals_s"] = time.perf_counter() - stage
+        stage = time.perf_counter()
+        objects = self._objects(proposals, walls, gravity.floor_z)
+        timings["recognition_s"] = time.perf_counter() - stage
+        timings["objects_s"] = time.perf_counter() - started
+        return SceneObjects(objects, gravity, self.settings.min_confidence, timings)
+
+    def _objects(self, proposals: list[Proposal], walls: list, floor_z: float) -> list[SceneObject]:
+        if not proposals:
+            return []
+        probabilities = self._recognise(proposals, floor_z)
+        other = self.classes.index(OTHER)
+        labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
+        labels = [label + (label >= other) for label in labels]
+        # fragments of one object seen under one name (a bed's headboard and footboard): merge
+        # while the merged box still fits the category's largest size
+        merged = True
+        while merged:
+            merged = False
+            for i in range(len(proposals)):
+                for j in range(i + 1, len(proposals)):
+                    if labels[i] != labels[j] or labels[i] == other:
+                        continue
+                    spec = CATEGORIES[self.classes[labels[i]]]
+                    if _gap(proposals[i].box, proposals[j].box) > MERGE_GAP_M:
+                        continue
+                    candidate = _merge(proposals[i], proposals[j], floor_z)
+                    limit = max(spec.size_max[:2]) * 1.15
+                    if max(candidate.box.size[:2]) <= limit and candidate.box.size[2] <= spec.size_max[2] * 1.3:
+                        proposals[i] = candidate
+                        probabilities[i] = np.maximum(probabilities[i], probabilities[j])
+                        del proposals[j], labels[j]
+                        probabilities = np.delete(probabilities, j, axis=0)
+                        merged = True
+                        break
+                if merged:
+                    break
+        objects = []
+        for proposal, label, row in zip(proposals, labels, probabilities):
+            category = self.classes[label]
+            spec = CATEGORIES[category]
+            box = complete_box(proposal.box, min(spec.size_min[:2]), max(spec.size_min[:2]) * 0.0, walls)
+            ranked = np.argsort(row)[::-1][:3]
+            objects.append(SceneObject(
+                category=category, color=object_color(proposal.colors), box=box, score=float(row[label]),
+                points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
+            ))
+        objects.sort(key=lambda obj: -obj.score)
+        return objects[:MAX_OBJECTS]

@@ -1,0 +1,125 @@
+"""Object proposals from geometry alone: remove the room's planes, cluster what stands in it.
+
+In the gravity frame (z up, floor at ``floor_z``): the cloud is voxelised, the floor band
+and anything above a ceiling are removed, then vertical planes that bound the room are
+removed as walls, with whatever lies behind them (a mirror's or a window's phantom
+returns). A wall is a vertical plane that is tall (``WALL_MIN_HEIGHT_M``), wide
+(``WALL_MIN_WIDTH_M``) and has almost no point behind it as seen from the sensor: a
+dresser's 2 m front has the wall behind it, a wall has nothing. What is left is clustered
+with DBSCAN; each cluster is a proposal (its points' indices into the voxelised cloud).
+Clusters too small to be an object are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+VOXEL_M = 0.03
+FLOOR_BAND_M = 0.05
+WALL_MIN_HEIGHT_M = 1.2
+WALL_MIN_WIDTH_M = 0.9
+WALL_MAX_SHARE_BEHIND = 0.02
+WALL_BEHIND_M = 0.10
+PLANE_DISTANCE_M = 0.03
+CLUSTER_EPS_M = 0.07
+MIN_CLUSTER_POINTS = 12
+MAX_WALLS = 6
+
+
+@dataclass
+class VoxelCloud:
+    """A voxelised gravity-frame cloud: points, colours (0–1 or None)."""
+
+    xyz: np.ndarray  # (M, 3)
+    rgb: np.ndarray | None  # (M, 3) float 0–1
+    voxel_of_point: np.ndarray  # (N,) the voxel each input point fell into
+
+
+def voxelise(xyz: np.ndarray, rgb: np.ndarray | None, voxel: float = VOXEL_M) -> VoxelCloud:
+    """One point per occupied voxel: the mean position and colour of its points."""
+    keys = np.floor(xyz / voxel).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(counts), 3))
+    np.add.at(sums, inverse, xyz)
+    mean_rgb = None
+    if rgb is not None:
+        colour = np.zeros((len(counts), 3))
+        np.add.at(colour, inverse, np.asarray(rgb, dtype=np.float64))
+        mean_rgb = colour / counts[:, None]
+    return VoxelCloud(sums / counts[:, None], mean_rgb, inverse)
+
+
+def _horizontal_extent(points: np.ndarray, normal: np.ndarray) -> float:
+    """Width of points along the horizontal direction inside a vertical plane."""
+    along = np.array([-normal[1], normal[0], 0.0])
+    along /= max(float(np.linalg.norm(along)), 1e-9)
+    values = points @ along
+    low, high = np.percentile(values, [2, 98])
+    return float(high - low)
+
+
+def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
+    """(M,) bool: points of the room's structure (floor band, above the ceiling, walls), and the
+    walls as (unit normal toward the sensor, offset) planes."""
+    import open3d
+
+    height = xyz[:, 2] - floor_z
+    structure = height < FLOOR_BAND_M
+    top = float(np.percentile(height, 99.5)) if len(height) else 0.0
+    if top > 2.0:  # a ceiling is seen: a horizontal band near the top with most points under it
+        ceiling_band = height > top - 0.06
+        if ceiling_band.mean() > 0.02:
+            structure |= ceiling_band
+    open3d.utility.random.seed(int(seed) % 2**31)
+    candidates = np.flatnonzero(~structure)
+    walls: list[tuple[np.ndarray, float]] = []
+    for _ in range(MAX_WALLS):
+        if len(candidates) < 100:
+            break
+        cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(xyz[candidates]))
+        plane, inliers = cloud.segment_plane(PLANE_DISTANCE_M, 3, 300)
+        normal = np.asarray(plane[:3], dtype=np.float64)
+        scale = float(np.linalg.norm(normal))
+        normal, offset = normal / scale, float(plane[3]) / scale
+        if len(inliers) < 150:
+            break
+        members = candidates[np.asarray(inliers)]
+        vertical = abs(normal[2]) < math.sin(math.radians(12.0))
+        is_wall = False
+        if vertical:
+            tall = float(np.percentile(xyz[members, 2], 98) - np.percentile(xyz[members, 2], 2))
+            wide = _horizontal_extent(xyz[members], normal)
+            if tall >= WALL_MIN_HEIGHT_M and wide >= WALL_MIN_WIDTH_M:
+                # orient the normal toward the sensor (the origin): "behind" is the far side
+                if offset < 0:
+                    normal, offset = -normal, -offset
+                behind = (xyz @ normal + offset) < -WALL_BEHIND_M
+                is_wall = float(behind.mean()) <= WALL_MAX_SHARE_BEHIND
+        if is_wall:
+            signed = xyz[candidates] @ normal + offset
+            # the wall's own points, and what lies behind it (mirror and window phantoms)
+            wall_points = candidates[signed < PLANE_DISTANCE_M * 1.5]
+            structure[wall_points] = True
+            walls.append((normal, offset))
+            candidates = np.flatnonzero(~structure)
+        else:
+            # not a wall (a table top, a dresser front, a bed): keep its points, look further
+            candidates = np.setdiff1d(candidates, members, assume_unique=True)
+    return structure, walls
+
+
+def cluster(xyz: np.ndarray, eps: float = CLUSTER_EPS_M, min_points: int = MIN_CLUSTER_POINTS) -> list[np.ndarray]:
+    """Index arrays of the DBSCAN clusters of ``xyz`` (noise left out), largest first."""
+    import open3d
+
+    if len(xyz) < min_points:
+        return []
+    cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(xyz))
+    labels = np.asarray(cloud.cluster_dbscan(eps, 4, print_progress=False))
+    clusters = [np.flatnonzero(labels == label) for label in range(int(labels.max()) + 1)] if len(labels) else []
+    clusters = [members for members in clusters if len(members) >= min_points]
+    return sorted(clusters, key=len, reverse=True)
