@@ -13,7 +13,7 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-fast demo bench bench-peers clean system-deps
+.PHONY: venv test test-fast demo bench bench-peers clean system-deps train train-objects eval-real
 
 venv: $(STAMP)
 
@@ -44,6 +44,26 @@ test-fast: venv
 demo: venv
 	$(PY) -m threed_llm_ros.ros.demo
 
+# The shipped models, each by one command (CPU times on the 2-core development machine are in
+# the model cards). `train` runs every stage of models/threed-llm-mini in order (about 3.6 h),
+# then the object classifier (`train-objects`, about 8 min).
+TRAIN := $(VENV)/bin/threed-llm train
+train: venv train-objects
+	$(TRAIN) --config config/train_mini.yaml
+	$(TRAIN) --config config/train_mini_head.yaml
+	$(TRAIN) --config config/train_mini_words.yaml --max-steps 1000
+	$(TRAIN) --config config/train_mini_votes.yaml
+	$(TRAIN) --config config/train_mini_instances.yaml
+	$(TRAIN) --config config/train_mini_programs.yaml
+	cp runs/train_mini_programs/final/* models/threed-llm-mini/
+
+train-objects: venv
+	$(VENV)/bin/threed-llm train-objects --output models/object-classifier
+
+# The object layer on the real frames of ../shared/realdata: real_out/realdata.md and PNG overlays.
+eval-real: venv
+	$(VENV)/bin/threed-llm eval-real --realdata ../shared/realdata --output real_out
+
 bench: venv
 	$(VENV)/bin/threed-llm bench-conversions --output bench_out/conversions.json
 	$(VENV)/bin/threed-llm bench --output bench_out/bench.json
@@ -56,4 +76,4 @@ bench-peers: venv
 	$(VENV)/bin/threed-llm bench --output bench_out/bench_peers.json
 
 clean:
-	rm -rf $(VENV) build install log demo_out bench_out .pytest_cache .hypothesis
+	rm -rf $(VENV) build install log demo_out bench_out real_out .pytest_cache .hypothesis

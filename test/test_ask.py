@@ -27,7 +27,8 @@ def test_reads_real_organised_pcd_dropping_invalid_points(realdata: Path) -> Non
 
 
 def test_reads_sunrgbd_pc_array(realdata: Path) -> None:
-    points, colors, _ = read_cloud_file(realdata / "sunrgbd_mmdet3d" / "lidar" / "000001.npz")
+    points, colors, up_axis = read_cloud_file(realdata / "sunrgbd_mmdet3d" / "lidar" / "000001.npz")
+    assert up_axis == "z", "SUN RGB-D `pc` arrays are upright depth coordinates: never read as an optical frame"
     raw = np.load(realdata / "sunrgbd_mmdet3d" / "lidar" / "000001.npz")["pc"]
     np.testing.assert_array_equal(points, raw[:, :3])
     np.testing.assert_array_equal(colors, np.clip(raw[:, 3:6] * 255, 0, 255).astype(np.uint8))

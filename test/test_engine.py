@@ -16,8 +16,9 @@ import pytest
 from threed_llm_ros.data.scene_sim import simulate
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.geometry.frames import from_gravity_frame, to_gravity_frame
+from threed_llm_ros.geometry.frames import to_gravity_frame
 from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.objects.describe import caption
 from threed_llm_ros.runtime.engine import (
     EngineSettings,
     InferenceEngine,
@@ -102,30 +103,43 @@ def test_answer_streams_text_with_timings(engine: InferenceEngine, cloud: SceneC
         assert reply.timings[stage] >= 0.0, stage
     assert reply.timings["total_s"] >= reply.timings["prefill_s"] + reply.timings["decode_s"]
     assert 1 <= reply.timings["generated_tokens"] <= 4
-    again = engine.describe(cloud)
-    assert again.timings["preprocess_s"] == 0.0, "the prepared scene of the same cloud is reused"
 
 
 @pytest.mark.slow
-def test_ground_returns_boxes_with_poses_in_the_input_frame(engine: InferenceEngine, cloud: SceneCloud) -> None:
-    reply = engine.ground(cloud, "Where is the red cup?")
-    assert reply.objects, "a box always comes back (the <box3d> head when the text has none)"
-    for grounded in reply.objects:
-        assert isinstance(grounded.box, OrientedBox)
-        assert grounded.label
-        assert 0.0 <= grounded.score <= 1.0
-        expected = from_gravity_frame(np.asarray(grounded.box.center)[None], "-y")[0]
-        assert np.allclose(grounded.position, expected)
-        assert math.isclose(float(np.linalg.norm(grounded.orientation)), 1.0, abs_tol=1e-6)
-    gravity = to_gravity_frame(cloud.xyz.astype(np.float64), "-y")
-    inside = int(reply.target.box.contains(gravity).sum())
-    assert reply.target.score == pytest.approx(min(1.0, inside / 50), abs=0.2)
-    assert reply.timings["total_s"] > 0
+def test_caption_names_only_the_confident_objects(engine: InferenceEngine, cloud: SceneCloud) -> None:
+    found = engine.scene_objects(cloud)
+    assert engine.scene_objects(cloud) is found, "one object list per frame, reused by every reply"
+    for stage in ("gravity_s", "proposals_s", "recognition_s", "objects_s"):
+        assert found.timings[stage] >= 0.0, stage
+    text = engine.describe(cloud).text
+    assert text == caption(found.confident)
+    assert engine.answer(cloud, "Describe the scene.").text == text, "describe requests get the same caption"
+
+
+@pytest.mark.slow
+def test_ground_gives_a_seen_object_with_its_pose_or_nothing(engine: InferenceEngine, cloud: SceneCloud) -> None:
+    found = engine.scene_objects(cloud)
+    assert found.confident, "the simulated frame shows objects"
+    seen = found.confident[0]
+    reply = engine.ground(cloud, f"Where is the {seen.category}?")
+    assert len(reply.objects) == 1
+    grounded = reply.target
+    assert grounded.box == seen.box and grounded.score == pytest.approx(seen.score)
+    expected = found.gravity.to_input(np.asarray(grounded.box.center)[None])[0]
+    assert np.allclose(grounded.position, expected)
+    assert math.isclose(float(np.linalg.norm(grounded.orientation)), 1.0, abs_tol=1e-6)
+    absent = next(name for name in ("bathtub", "toilet", "bed", "sofa", "bookshelf", "monitor")
+                  if name not in {obj.category for obj in found.confident})
+    missing = engine.ground(cloud, f"Where is the {absent}?")
+    assert missing.objects == [] and missing.target is None
+    assert "not seen" in missing.text and absent in missing.text
 
 
 @pytest.mark.slow
 def test_plan_has_the_published_schema(engine: InferenceEngine, cloud: SceneCloud) -> None:
-    reply = engine.plan(cloud, "Bring the red cup to the sofa.")
+    found = engine.scene_objects(cloud)
+    seen = found.confident[0].category
+    reply = engine.plan(cloud, f"Bring the unicorn to the {seen}.")
     plan = reply.plan
     assert plan_is_valid(plan) == []
     json.dumps(plan)  # JSON-ready
@@ -134,13 +148,15 @@ def test_plan_has_the_published_schema(engine: InferenceEngine, cloud: SceneClou
     navigation = [step for step in plan["steps"] if step["action"] == "navigate_to"]
     assert navigation, plan
     floor = engine.floor_height(cloud)
-    for step in navigation:
-        goal = to_gravity_frame(np.asarray([step["pose"]["position"]]), "-y")[0]
+    posed = [step for step in navigation if "pose" in step]
+    assert [step["target"] for step in posed] == [seen], "only the seen target gets a goal pose"
+    assert all(step.get("seen") is False for step in navigation if "pose" not in step)
+    for step in posed:
+        goal = found.gravity.to_gravity(np.asarray([step["pose"]["position"]]))[0]
         assert goal[2] == pytest.approx(floor, abs=1e-3), "goals lie on the floor"
-        target = to_gravity_frame(np.asarray([step["target_position"]]), "-y")[0]
+        target = found.gravity.to_gravity(np.asarray([step["target_position"]]))[0]
         assert np.linalg.norm(goal[:2]) < np.linalg.norm(target[:2]) + 1e-6 or np.allclose(target[:2], 0)
-    assert len(reply.targets) == len(navigation)
-    assert reply.timings["grounding_s"] > 0
+    assert len(reply.targets) == len(posed)
 
 
 # --------------------------------------------------------------------------- trained model

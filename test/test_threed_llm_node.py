@@ -193,6 +193,18 @@ def _bad_clouds(good: PointCloud2) -> list[PointCloud2]:
     return [short, no_x, wrong_type]
 
 
+def _seen_and_absent(xyz: np.ndarray, rgb: np.ndarray) -> tuple[str, str]:
+    """A category the shipped object layer sees with confidence in this cloud, and one it does not."""
+    from threed_llm_ros.objects.layer import ObjectLayer
+    from threed_llm_ros.resources import default_object_classifier
+
+    confident = ObjectLayer.load(default_object_classifier()).perceive(xyz, rgb).confident
+    assert confident, "the simulated frame shows objects"
+    seen = {obj.category for obj in confident}
+    absent = next(name for name in ("bathtub", "toilet", "bed", "sofa", "bookshelf", "monitor") if name not in seen)
+    return confident[0].category, absent
+
+
 @pytest.mark.slow
 def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, checkpoint: Path) -> None:
     frame = simulate(3)
@@ -226,7 +238,8 @@ def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, che
         assert len(pieces) >= 1 or answer == ""
         assert probe.latest_diagnostics()["frame_id"] == FRAME_ID
 
-        answer, _ = _ask(probe, prompt_publisher, process, "Where is the red cup?")
+        seen, absent = _seen_and_absent(frame.points[keep], frame.colors[keep])
+        answer, _ = _ask(probe, prompt_publisher, process, f"Where is the {seen}?")
         assert FRAME_ID in answer
         probe.wait_for(lambda: probe.messages("grounding/target_pose"), 10, process, "target pose")
         pose = probe.messages("grounding/target_pose")[-1]
@@ -236,6 +249,14 @@ def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, che
         assert markers[0].action == Marker.DELETEALL
         assert {marker.header.frame_id for marker in markers} == {FRAME_ID}
         assert [m.type for m in markers[1:3]] == [Marker.CUBE, Marker.TEXT_VIEW_FACING]
+
+        # an object that is not there: "not seen", no pose, and markers that only clear the display
+        poses_before, markers_before = len(probe.messages("grounding/target_pose")), len(probe.messages("grounding/markers"))
+        answer, _ = _ask(probe, prompt_publisher, process, f"Where is the {absent}?")
+        assert "not seen" in answer and absent in answer, answer
+        probe.wait_for(lambda: len(probe.messages("grounding/markers")) > markers_before, 10, process, "clearing markers")
+        assert [m.action for m in probe.messages("grounding/markers")[-1].markers] == [Marker.DELETEALL]
+        assert len(probe.messages("grounding/target_pose")) == poses_before
 
         # Bad input: each malformed cloud, then an empty prompt. Sensor topics are best effort with
         # a short queue: on a loaded CI machine a bad cloud sent among good ones was overwritten or
@@ -486,7 +507,7 @@ def test_onnxruntime_node_grounds_like_the_torch_engine(tmp_path: Path, checkpoi
     cloud = arrays_to_pointcloud2(frame.points[keep], frame.colors[keep], frame_id=FRAME_ID)
     stamp = _now()
     cloud.header.stamp = tuple_to_stamp(stamp)
-    prompt = "Where is the chair?"
+    prompt = f"Where is the {_seen_and_absent(frame.points[keep], frame.colors[keep])[0]}?"
     process = _start_node(tmp_path, checkpoint, "onnx_node", autostart=True, backend="onnxruntime",
                           export_directory=str(tmp_path / "onnx"))
     probe = Probe("threed_llm_node_onnx_probe")

@@ -1,8 +1,9 @@
 """Gravity from the data: the floor plane turns any sensor frame into a z-up frame.
 
 ``up_axis`` ("-y" optical, "z" REP-103) is only a prior: a camera pitched 30° down, or
-mounted 1.8 m up, still sees a floor. The largest roughly horizontal plane (normal within
-:data:`MAX_TILT_DEG` of the prior's up) that has nearly every point above it is the floor;
+mounted 1.8 m up, still sees a floor. Among the points whose surface normal is within
+:data:`MAX_TILT_DEG` of the prior's up, RANSAC finds horizontal planes; the lowest one that
+has nearly every point of the cloud above it is the floor;
 its normal becomes +z and its height the floor height. Where no such plane is seen (a
 tabletop close-up), the prior stands and the floor is the cloud's low percentile, and the
 result says so (``floor_found``). The frame keeps the sensor at the origin and the prior's
@@ -21,7 +22,7 @@ from threed_llm_ros.geometry.frames import quaternion_from_matrix, rotation_to_g
 
 MAX_TILT_DEG = 45.0  # the floor's normal may differ this much from the prior's up
 PLANE_DISTANCE_M = 0.03
-MIN_FLOOR_SHARE = 0.03  # of the plane-search points
+MIN_FLOOR_SHARE = 0.02  # of the plane-search points
 BELOW_FLOOR_TOLERANCE_M = 0.08
 MAX_SHARE_BELOW = 0.03  # points more than the tolerance below a floor candidate
 
@@ -79,21 +80,25 @@ def estimate_gravity(
         floor = float(np.percentile(upright[:, 2], 2.0)) if len(upright) else 0.0
         return GravityFrame(prior, floor, False, frame_id)
     open3d.utility.random.seed(int(seed) % 2**31)
-    remaining = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(upright))
+    cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(upright))
+    cloud.estimate_normals(open3d.geometry.KDTreeSearchParamHybrid(radius=0.15, max_nn=16))
     cos_tilt = math.cos(math.radians(MAX_TILT_DEG))
+    # only points on roughly horizontal surfaces: walls and fronts cannot hide the floor
+    flat = np.flatnonzero(np.abs(np.asarray(cloud.normals)[:, 2]) >= cos_tilt)
+    remaining = cloud.select_by_index(flat)
     best: tuple[float, np.ndarray] | None = None  # (height along its normal, normal)
     for _ in range(max_planes):
         if len(remaining.points) < 50:
             break
         plane, inliers = remaining.segment_plane(PLANE_DISTANCE_M, 3, 250)
-        if len(inliers) < MIN_FLOOR_SHARE * len(upright):
+        if len(inliers) < 30:
             break
         normal, offset = np.asarray(plane[:3], dtype=np.float64), float(plane[3])
         scale = float(np.linalg.norm(normal))
         normal, offset = normal / scale, offset / scale
         if normal[2] < 0:
             normal, offset = -normal, -offset
-        if normal[2] >= cos_tilt:
+        if normal[2] >= cos_tilt and len(inliers) >= MIN_FLOOR_SHARE * len(upright):
             heights = upright @ normal + offset  # signed distance above the plane
             if float((heights < -BELOW_FLOOR_TOLERANCE_M).mean()) <= MAX_SHARE_BELOW:
                 height = -offset  # the plane's height along its normal

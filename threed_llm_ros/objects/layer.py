@@ -3,8 +3,9 @@
     cloud (input frame) → gravity frame from the floor (``gravity.py``)
       → voxels, floor / ceiling / walls removed, clusters (``proposals.py``)
       → per cluster: a gravity-aligned box fitted to its points (``fit.py``), a category
-        distribution from its shape, size and height (``recognition.py``), its colour from
-        its own points (``colors.py``)
+        distribution from its shape, size and height (``recognition.py``), sharpened by the
+        image crop under its points where the frame has an image (``image_evidence.py``),
+        its colour from its own points (``colors.py``)
       → fragments of one large object under one name merged, boxes completed to the
         category's depth behind what the view sees, calibrated confidence
       → :class:`SceneObjects`
@@ -18,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,12 +30,14 @@ from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.objects.colors import object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
-from threed_llm_ros.objects.proposals import cluster, structure_mask, voxelise
+from threed_llm_ros.objects.proposals import cluster, split_supported, structure_mask, voxelise
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
+from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
+FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or support
 MAX_OBJECTS = 40
 
 
@@ -68,6 +72,7 @@ class PerceptionSettings:
     max_range: float = 8.0
     min_confidence: float = 0.5
     max_points: int = 120_000
+    use_image: bool = True  # with an image and intrinsics: ImageNet evidence from each object's crop
 
     def validate(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -113,7 +118,8 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
     free = np.flatnonzero(~structure)
     proposals, members = [], []
     owner = np.full(len(voxels.xyz), -1)
-    clusters = cluster(voxels.xyz[free])
+    clusters = [piece for whole in cluster(voxels.xyz[free])
+                for piece in split_supported(voxels.xyz[free], whole, gravity.floor_z)]
     for number, indices in enumerate(clusters):
         owner[free[indices]] = number
     free_points, free_owner = voxels.xyz[free], owner[free]
@@ -149,6 +155,21 @@ def _footprints_touch(first: OrientedBox, second: OrientedBox) -> bool:
     return bool(first.contains(probe, margin=0.02).any() or second.contains(other, margin=0.02).any())
 
 
+def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
+    """Drop objects whose points lie mostly (``share``) inside a larger, more confident confident
+    object's completed box: a mattress patch inside a bed is the bed, not a table. ``objects``
+    are sorted by score, best first."""
+    kept: list[SceneObject] = []
+    for obj in objects:
+        volume = float(np.prod(obj.box.size))
+        inside = len(obj.points) > 0 and any(
+            other.score >= min_confidence and float(np.prod(other.box.size)) > volume
+            and float(other.box.contains(obj.points, margin=0.05).mean()) >= share for other in kept)
+        if not inside:
+            kept.append(obj)
+    return kept
+
+
 class ObjectLayer:
     """The trained object classifier and :meth:`perceive`; load once, call per frame."""
 
@@ -157,33 +178,66 @@ class ObjectLayer:
         self.classifier = classifier
         self.settings = settings
         self.classes = list(classifier.config.classes)
+        self._image_evidence: Any = None
 
     @classmethod
     def load(cls, directory: str | Path, settings: PerceptionSettings = PerceptionSettings()) -> "ObjectLayer":
         return cls(load_classifier(directory), settings)
 
-    def _recognise(self, proposals: list[Proposal], floor_z: float) -> np.ndarray:
-        """(N, classes) probabilities: the classifier's, then physics: a floor category must stand on
-        the floor and a top category on something; what floats gets ``other`` (the simulator never
-        shows floating junk, so the classifier alone cannot know)."""
+    def _recognise(self, proposals: list[Proposal], gravity: GravityFrame, camera: tuple = (None, None, None),
+                   rays: RayGrid | None = None) -> np.ndarray:
+        """(N, classes) probabilities: the shape classifier's, times the image's evidence where the
+        frame has an image, then physics: a floor category stands on the floor and a top category
+        on something. An object whose bottom is above that may have its lower part hidden; it is
+        ruled out only where the sensor's rays saw the space beneath it empty (``visibility.py``;
+        without ``rays``, always). The simulator never shows floating junk, so the classifier
+        alone cannot know."""
         if not proposals:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
+        floor_z = gravity.floor_z
         features = np.stack([shape_features(p.points, p.box, floor_z, p.wall_distance, p.support_gap) for p in proposals])
         probabilities = self.classifier.probabilities(features)
+        image, intrinsics, camera_from_input = camera
+        if image is not None and intrinsics is not None and self.settings.use_image:
+            probabilities = self._with_image(probabilities, proposals, gravity, image, intrinsics, camera_from_input)
         placement = np.array([CATEGORIES[name].placement if name in CATEGORIES else "" for name in self.classes])
         for row, proposal in zip(probabilities, proposals):
-            on_floor = proposal.box.center[2] - proposal.box.size[2] / 2 - floor_z < ON_FLOOR_M
-            floating = proposal.support_gap > MAX_SUPPORT_GAP_M
-            row[(placement == "floor") & (not on_floor)] = 0.0
+            bottom = proposal.box.center[2] - proposal.box.size[2] / 2
+            off_floor = bottom - floor_z >= ON_FLOOR_M and (
+                rays is None or hangs_in_the_air(rays, proposal.box, floor_z + FLOOR_CLEARANCE_M))
+            floating = proposal.support_gap > MAX_SUPPORT_GAP_M and (
+                rays is None or hangs_in_the_air(rays, proposal.box, bottom - proposal.support_gap + FLOOR_CLEARANCE_M))
+            row[(placement == "floor") & off_floor] = 0.0
             row[(placement == "top") & floating] = 0.0
             row /= max(float(row.sum()), 1e-9)
             if row.sum() < 0.5:  # every category ruled out: it is not an object we know
                 row[self.classes.index(OTHER)] = 1.0
         return probabilities
 
+    def _with_image(self, probabilities: np.ndarray, proposals: list[Proposal], gravity: GravityFrame,
+                    image: np.ndarray, intrinsics: Any, camera_from_input: np.ndarray | None) -> np.ndarray:
+        from threed_llm_ros.objects.image_evidence import ImageEvidence, fuse
+
+        if self._image_evidence is None:
+            self._image_evidence = ImageEvidence()
+        other = self.classes.index(OTHER)
+        worth = [row for row, values in enumerate(probabilities) if values[other] < 0.95]
+        if not worth:
+            return probabilities
+        transform = np.eye(4) if camera_from_input is None else np.asarray(camera_from_input, dtype=np.float64)
+        in_camera = [gravity.to_input(proposals[row].points) @ transform[:3, :3].T + transform[:3, 3] for row in worth]
+        evidence = self._image_evidence.category_evidence(image, intrinsics, in_camera, self.classes)
+        fused = probabilities.copy()
+        fused[worth] = fuse(probabilities[worth], evidence)
+        return fused
+
     def perceive(self, xyz: np.ndarray, rgb: np.ndarray | None = None, frame_id: str = "",
-                 gravity: GravityFrame | None = None) -> SceneObjects:
-        """The objects of one input-frame cloud (N×3 metres; colours N×3 uint8 or None)."""
+                 gravity: GravityFrame | None = None, image: np.ndarray | None = None, intrinsics: Any = None,
+                 camera_from_input: np.ndarray | None = None) -> SceneObjects:
+        """The objects of one input-frame cloud (N×3 metres; colours N×3 uint8 or None). ``image``
+        (H×W×3 uint8) and ``intrinsics``: a camera image of the scene; ``camera_from_input``
+        (4×4, default identity: the cloud is in that camera's optical frame) the transform
+        from the cloud's frame into the camera's optical frame (tf)."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
@@ -199,19 +253,22 @@ class ObjectLayer:
             gravity = estimate_gravity(xyz, self.settings.up_axis, frame_id)
         timings["gravity_s"] = time.perf_counter() - started
         stage = time.perf_counter()
-        proposals, walls, _, _ = propose(gravity.to_gravity(xyz), colors, gravity)
+        in_gravity = gravity.to_gravity(xyz)
+        proposals, walls, _, _ = propose(in_gravity, colors, gravity)
         proposals = proposals[: 3 * MAX_OBJECTS]
         timings["proposals_s"] = time.perf_counter() - stage
         stage = time.perf_counter()
-        objects = self._objects(proposals, walls, gravity.floor_z)
+        objects = self._objects(proposals, walls, gravity, (image, intrinsics, camera_from_input), RayGrid(in_gravity))
         timings["recognition_s"] = time.perf_counter() - stage
         timings["objects_s"] = time.perf_counter() - started
         return SceneObjects(objects, gravity, self.settings.min_confidence, timings)
 
-    def _objects(self, proposals: list[Proposal], walls: list, floor_z: float) -> list[SceneObject]:
+    def _objects(self, proposals: list[Proposal], walls: list, gravity: GravityFrame, camera: tuple,
+                 rays: RayGrid) -> list[SceneObject]:
         if not proposals:
             return []
-        probabilities = self._recognise(proposals, floor_z)
+        floor_z = gravity.floor_z
+        probabilities = self._recognise(proposals, gravity, camera, rays)
         other = self.classes.index(OTHER)
         labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
         labels = [label + (label >= other) for label in labels]
@@ -228,7 +285,7 @@ class ObjectLayer:
                     if _gap(proposals[i].box, proposals[j].box) > MERGE_GAP_M:
                         continue
                     candidate = _merge(proposals[i], proposals[j], floor_z)
-                    limit = max(spec.size_max[:2]) * 1.15
+                    limit = max(spec.size_max[:2]) * 1.3
                     if max(candidate.box.size[:2]) <= limit and candidate.box.size[2] <= spec.size_max[2] * 1.3:
                         proposals[i] = candidate
                         probabilities[i] = np.maximum(probabilities[i], probabilities[j])
@@ -242,11 +299,15 @@ class ObjectLayer:
         for proposal, label, row in zip(proposals, labels, probabilities):
             category = self.classes[label]
             spec = CATEGORIES[category]
-            box = complete_box(proposal.box, min(spec.size_min[:2]), max(spec.size_min[:2]) * 0.0, walls)
+            box = proposal.box
+            if spec.placement == "floor":  # its hidden lower part reaches the floor
+                top = box.center[2] + box.size[2] / 2
+                box = OrientedBox((box.center[0], box.center[1], (top + floor_z) / 2), (box.size[0], box.size[1], top - floor_z), box.yaw)
+            box = complete_box(box, min(spec.size_min[:2]), 0.0, walls)
             ranked = np.argsort(row)[::-1][:3]
             objects.append(SceneObject(
                 category=category, color=object_color(proposal.colors), box=box, score=float(row[label]),
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
             ))
         objects.sort(key=lambda obj: -obj.score)
-        return objects[:MAX_OBJECTS]
+        return absorb_parts(objects, self.settings.min_confidence)[:MAX_OBJECTS]

@@ -7,7 +7,10 @@ returns). A wall is a vertical plane that is tall (``WALL_MIN_HEIGHT_M``), wide
 (``WALL_MIN_WIDTH_M``) and has almost no point behind it as seen from the sensor: a
 dresser's 2 m front has the wall behind it, a wall has nothing. What is left is clustered
 with DBSCAN; each cluster is a proposal (its points' indices into the voxelised cloud).
-Clusters too small to be an object are dropped.
+Clusters too small to be an object are dropped. Things standing on a large horizontal
+surface (a cup on a table, a monitor on a desk) touch it and so share its cluster:
+:func:`split_supported` finds the surface and makes each small group of points above it a
+cluster of its own (PCL's classic tabletop segmentation).
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ PLANE_DISTANCE_M = 0.03
 CLUSTER_EPS_M = 0.07
 MIN_CLUSTER_POINTS = 12
 MAX_WALLS = 6
+SUPPORT_MIN_AREA_M2 = 0.25  # a surface that holds things: larger than a chair's seat
+SUPPORT_MIN_HEIGHT_M = 0.3
+SUPPORT_MAX_HEIGHT_M = 1.3
+SUPPORT_BAND_M = 0.03
+ON_TOP_MAX_SIDE_M = 0.7  # a thing on the surface is smaller than this (a headboard or a sofa back is not)
 
 
 @dataclass
@@ -123,3 +131,36 @@ def cluster(xyz: np.ndarray, eps: float = CLUSTER_EPS_M, min_points: int = MIN_C
     clusters = [np.flatnonzero(labels == label) for label in range(int(labels.max()) + 1)] if len(labels) else []
     clusters = [members for members in clusters if len(members) >= min_points]
     return sorted(clusters, key=len, reverse=True)
+
+
+def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M) -> list[np.ndarray]:
+    """``members`` (indices into ``xyz``) split into the support and the small things on its top surface.
+
+    The top surface is the most populated height band between ``SUPPORT_MIN_HEIGHT_M`` and
+    ``SUPPORT_MAX_HEIGHT_M`` above the floor covering at least ``SUPPORT_MIN_AREA_M2``; the
+    points above it are clustered, and each cluster no wider than ``ON_TOP_MAX_SIDE_M`` becomes
+    its own proposal. Returns ``[members]`` when there is no such surface or nothing on it.
+    """
+    heights = xyz[members, 2] - floor_z
+    band = (heights >= SUPPORT_MIN_HEIGHT_M) & (heights <= SUPPORT_MAX_HEIGHT_M)
+    if band.sum() < 30:
+        return [members]
+    bins = np.floor(heights[band] / SUPPORT_BAND_M).astype(np.int64)
+    values, counts = np.unique(bins, return_counts=True)
+    surface = (values[np.argmax(counts)] + 0.5) * SUPPORT_BAND_M
+    on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
+    if on_surface.sum() * voxel * voxel < SUPPORT_MIN_AREA_M2:
+        return [members]
+    above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
+    if len(above) < MIN_CLUSTER_POINTS:
+        return [members]
+    pieces, taken = [], np.zeros(len(members), dtype=bool)
+    for group in cluster(xyz[members[above]], eps=CLUSTER_EPS_M * 0.7, min_points=MIN_CLUSTER_POINTS // 2):
+        local = above[group]
+        extent = np.ptp(xyz[members[local], :2], axis=0)
+        if float(extent.max()) <= ON_TOP_MAX_SIDE_M:
+            pieces.append(members[local])
+            taken[local] = True
+    if not pieces:
+        return [members]
+    return [members[~taken], *pieces]

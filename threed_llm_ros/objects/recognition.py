@@ -3,8 +3,10 @@
 Features are metric and sensor-independent (no point counts, no colours: the simulator's
 flat colours and density would not transfer): the fitted box's longer and shorter
 footprint side and height, its bottom and top above the floor, the distance to the nearest
-wall, how the points spread (PCA shares), how much of them form a flat top, and how they
-fill the box's height. The classifier is an MLP over those, trained on the simulator's
+wall, how the points spread (PCA shares), how much of them form a flat top, how they fill
+the box's height (a profile over height slices, and the footprint each third covers: a
+desk's top and legs against a dresser's solid front), and how far it floats above whatever
+is under it (a lamp stands on something). The classifier is an MLP over those, trained on the simulator's
 proposals (``objects/train.py``), with one extra class ``OTHER`` for fragments of the room
 and junk, and a temperature fitted on held-out scenes so that its probabilities are
 calibrated. Checkpoint: ``model.safetensors`` + ``config.json``.
@@ -29,7 +31,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "long_side", "short_side", "height", "bottom", "top", "wall_distance", "aspect", "log_volume",
     "pca_first", "pca_second", "pca_third", "top_share", "lower_share", "upper_share", "fill_long", "fill_short",
     "support_gap",
+    *(f"height_profile_{index}" for index in range(6)),
+    "footprint_fill_low", "footprint_fill_middle", "footprint_fill_high",
 )
+PROFILE_BINS = 6
+FILL_GRID = 4
 
 
 def shape_features(points: np.ndarray, box: OrientedBox, floor_z: float, wall_distance: float, support_gap: float) -> np.ndarray:
@@ -53,7 +59,26 @@ def shape_features(points: np.ndarray, box: OrientedBox, floor_z: float, wall_di
         min(length, width) / max(length, width, 1e-3), float(np.log(max(length * width * height, 1e-6))),
         *spread.tolist(), float((heights > 0.9).mean()), float((heights < 0.5).mean()), float((heights > 0.75).mean()),
         *np.clip(fill, 0, 1).tolist(), min(support_gap, 2.0),
+        *height_profile(heights), *footprint_fill(local, heights, (length, width)),
     ], dtype=np.float32)
+
+
+def height_profile(heights: np.ndarray) -> np.ndarray:
+    """Share of the points in each of ``PROFILE_BINS`` height slices of the box."""
+    counts = np.histogram(np.clip(heights, 0, 1), bins=PROFILE_BINS, range=(0.0, 1.0))[0]
+    return counts / max(len(heights), 1)
+
+
+def footprint_fill(local: np.ndarray, heights: np.ndarray, size: tuple[float, float]) -> list[float]:
+    """Per lower, middle and upper third of the box: the share of a ``FILL_GRID``² footprint grid
+    its points cover (a table's open space under the top against a cabinet's solid body)."""
+    cells = np.floor((local / np.maximum(np.asarray(size), 1e-3) + 0.5) * FILL_GRID).clip(0, FILL_GRID - 1).astype(int)
+    shares = []
+    for low, high in ((0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.01)):
+        chosen = (heights >= low) & (heights < high)
+        occupied = np.unique(cells[chosen, 0] * FILL_GRID + cells[chosen, 1]) if chosen.any() else []
+        shares.append(len(occupied) / FILL_GRID**2)
+    return shares
 
 
 @dataclass
@@ -106,6 +131,7 @@ def save_classifier(model: ShapeClassifier, directory: str | Path, extra: dict |
 
 def load_classifier(directory: str | Path) -> ShapeClassifier:
     """The classifier saved in ``directory``; ModelFileError naming the file when it is missing or bad."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -118,6 +144,9 @@ def load_classifier(directory: str | Path) -> ShapeClassifier:
         names = ClassifierConfig.__dataclass_fields__
         model = ShapeClassifier(ClassifierConfig(**{key: value for key, value in raw.items() if key in names}))
         model.load_state_dict(load_file(str(weights_path)))
-    except (ValueError, RuntimeError, TypeError, KeyError) as error:
+    except (ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as error:
         raise ModelFileError(f"object classifier in {directory} cannot be read: {error}") from error
+    if list(model.config.features) != list(FEATURE_NAMES):
+        raise ModelFileError(f"object classifier in {directory} was trained on other features than this code "
+                             "computes; retrain it with `threed-llm train-objects`")
     return model.eval()

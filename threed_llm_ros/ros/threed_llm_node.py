@@ -296,7 +296,7 @@ class ThreeDLLMNode(LifecycleNode):
             return
         engine = self.settings.engine
         xyz, rgb = depth_to_points(depth, intrinsics, min_range=engine.min_range, max_range=engine.max_range, color=color)
-        self._store(SceneCloud(xyz, rgb, str(frame_id), stamp), "depth/image_raw")
+        self._store(SceneCloud(xyz, rgb, str(frame_id), stamp, image=color, intrinsics=intrinsics), "depth/image_raw")
 
     # ------------------------------------------------------------------ inference
 

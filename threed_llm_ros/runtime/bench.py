@@ -39,6 +39,8 @@ DEFAULT_BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CAPTION_PROMPT = "Describe the scene."
 GROUNDING_PROMPT = "Where is the chair?"
 PLAN_PROMPT = "Bring the cup to the table."
+FREE_TEXT_PROMPT = "What would you do in this room?"  # answered by the language model over the scene tokens
+OBJECT_STAGES = ("gravity_s", "proposals_s", "recognition_s", "objects_s")
 SCENE_SEED = 3
 FULL_RATES_HZ = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0)
 QUICK_RATES_HZ = (5.0, 15.0, 30.0)
@@ -194,14 +196,16 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
         encoder.encode(scene.patches, scene.centers)
         encoder_s = [timed(lambda: encoder.encode(scene.patches, scene.centers), device)[0]
                      for _ in range(options.encoder_repeats)]
-        captions, groundings, plans = [], [], []
+        captions, groundings, plans, texts, objects = [], [], [], [], []
         for _ in range(options.repeats):
+            objects.append(engine.scene_objects(fresh_cloud(frame)).timings)
+            texts.append(engine.answer(fresh_cloud(frame), FREE_TEXT_PROMPT, programs=False))
             captions.append(engine.describe(fresh_cloud(frame), prompt=CAPTION_PROMPT))
             groundings.append(engine.ground(fresh_cloud(frame), GROUNDING_PROMPT))
             plans.append(engine.plan(fresh_cloud(frame), PLAN_PROMPT))
     decode_rates = [
         reply.timings["generated_tokens"] / reply.timings["decode_s"]
-        for reply in captions if reply.timings.get("decode_s", 0) > 0 and reply.timings.get("generated_tokens", 0) > 0
+        for reply in texts if reply.timings.get("decode_s", 0) > 0 and reply.timings.get("generated_tokens", 0) > 0
     ]
     return {
         "backend": backend,
@@ -214,11 +218,13 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
         "preprocess_s": median(preprocess),
         "encoder_s": median(encoder_s),
         "encoder_batch": 1,
-        "prefill_s": median([reply.timings["prefill_s"] for reply in captions]),
+        "object_layer_s": {stage: median([timings[stage] for timings in objects]) for stage in OBJECT_STAGES},
+        "prefill_s": median([reply.timings["prefill_s"] for reply in texts]),
         "decode_tokens_per_s": median(decode_rates) if decode_rates else None,
-        "decode_tokens": median([reply.timings["generated_tokens"] for reply in captions]),
+        "decode_tokens": median([reply.timings["generated_tokens"] for reply in texts]),
         "end_to_end_s": {
             "caption": median([reply.timings["total_s"] for reply in captions]),
+            "free_text_answer": median([reply.timings["total_s"] for reply in texts]),
             "grounding": median([reply.timings["total_s"] for reply in groundings]),
             "plan": median([reply.timings["total_s"] for reply in plans]),
         },
@@ -412,10 +418,15 @@ def markdown_table(report: dict[str, Any]) -> str:
         rows = [
             ("preprocessing", [_ms(run["preprocess_s"]) for run in runs]),
             ("scene encoder (batch 1)", [_ms(run["encoder_s"]) for run in runs]),
+            ("object layer: gravity", [_ms(run["object_layer_s"]["gravity_s"]) for run in runs]),
+            ("object layer: proposals", [_ms(run["object_layer_s"]["proposals_s"]) for run in runs]),
+            ("object layer: recognition", [_ms(run["object_layer_s"]["recognition_s"]) for run in runs]),
+            ("object layer: all", [_ms(run["object_layer_s"]["objects_s"]) for run in runs]),
             ("prompt prefill", [_ms(run["prefill_s"]) for run in runs]),
             ("decode tokens/s", [f"{run['decode_tokens_per_s']:.1f}" if run["decode_tokens_per_s"] else "—"
                                  for run in runs]),
             ("caption, end to end", [_ms(run["end_to_end_s"]["caption"]) for run in runs]),
+            ("free-text answer, end to end", [_ms(run["end_to_end_s"]["free_text_answer"]) for run in runs]),
             ("grounding, end to end", [_ms(run["end_to_end_s"]["grounding"]) for run in runs]),
             ("plan, end to end", [_ms(run["end_to_end_s"]["plan"]) for run in runs]),
             ("peak RSS", [f"{run['peak_rss_mb']:.0f} MB" for run in runs]),
@@ -526,7 +537,8 @@ def run_bench(
         "checkpoint": {"path": str(checkpoint_path), "trained": trained},
         "scene": {"source": f"scene_sim seed {SCENE_SEED}", "image": f"{frame.intrinsics.width}x{frame.intrinsics.height}",
                   "points": int(len(frame.points))},
-        "prompts": {"caption": CAPTION_PROMPT, "grounding": GROUNDING_PROMPT, "plan": PLAN_PROMPT},
+        "prompts": {"caption": CAPTION_PROMPT, "grounding": GROUNDING_PROMPT, "plan": PLAN_PROMPT,
+                    "free_text_answer": FREE_TEXT_PROMPT},
         "runs": runs,
         "skipped": skipped,
         "sustained_rate": sustained,

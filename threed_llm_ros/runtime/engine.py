@@ -78,6 +78,9 @@ class SceneCloud:
     rgb: np.ndarray | None  # (N, 3) uint8 or None
     frame_id: str = ""
     stamp: tuple[int, int] = (0, 0)
+    image: np.ndarray | None = None  # H×W×3 uint8 image of a camera seeing the scene (object layer evidence)
+    intrinsics: Any = None  # that camera's CameraIntrinsics
+    camera_from_input: np.ndarray | None = None  # 4×4 from this frame to the camera's optical frame (None: it is that frame)
 
 
 @dataclass(frozen=True)
@@ -363,7 +366,8 @@ class InferenceEngine:
         self._require_model()
         if self._objects is not None and self._objects[0] is cloud:
             return self._objects[1]
-        found = self.object_layer.perceive(cloud.xyz, cloud.rgb, cloud.frame_id)
+        found = self.object_layer.perceive(cloud.xyz, cloud.rgb, cloud.frame_id, image=cloud.image,
+                                           intrinsics=cloud.intrinsics, camera_from_input=cloud.camera_from_input)
         if timings is not None:
             timings.update(found.timings)
         self._objects = (cloud, found)

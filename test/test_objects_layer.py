@@ -1,0 +1,141 @@
+"""The object layer end to end: the shipped classifier on simulated frames it never trained on,
+on the real SUN RGB-D bedroom (labelled) in every frame it can come in, and its training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.errors import ModelFileError
+from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
+from threed_llm_ros.objects.recognition import OTHER, load_classifier
+from threed_llm_ros.resources import default_object_classifier
+
+#: Floors measured with the shipped classifier (models/object-classifier/README.md), a little under.
+SIM_FOUND_FLOOR = 0.6
+SIM_INVENTED_CEILING = 0.25
+
+
+@pytest.fixture(scope="module")
+def layer() -> ObjectLayer:
+    return ObjectLayer.load(default_object_classifier())
+
+
+def test_shipped_classifier_is_calibrated_and_complete(layer: ObjectLayer) -> None:
+    config = layer.classifier.config
+    assert OTHER in config.classes and "bed" in config.classes
+    assert 0.2 < config.temperature < 5.0
+    report = json.loads((default_object_classifier() / "config.json").read_text())["report"]
+    assert report["loss_first_last"][1] < report["loss_first_last"][0]
+
+
+def test_bad_classifier_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="config.json"):
+        load_classifier(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        load_classifier(tmp_path)
+
+
+def test_simulated_frames_unseen_in_training(layer: ObjectLayer) -> None:
+    """Large visible objects are found under their category; few confident objects are invented."""
+    found, total, invented, confident = 0, 0, 0, 0
+    for seed in range(201, 209):
+        frame = simulate(seed)
+        objects = layer.perceive(frame.points, frame.colors).confident
+        present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
+        for truth in [obj for obj in frame.objects if obj.visible_pixels > 3000]:
+            total += 1
+            found += any(obj.category == truth.category and rotated_box_iou(obj.box, truth.box) >= 0.25 for obj in objects)
+        confident += len(objects)
+        invented += sum(obj.category not in present for obj in objects)
+    assert total >= 15
+    assert found / total >= SIM_FOUND_FLOOR, f"{found}/{total}"
+    assert invented / max(confident, 1) <= SIM_INVENTED_CEILING, f"{invented}/{confident}"
+
+
+def test_a_pitched_high_camera_sees_the_same_objects(layer: ObjectLayer) -> None:
+    """The frame pitched 28° down and turned: gravity comes from the floor, boxes stay put."""
+    frame = simulate(203)
+    level = layer.perceive(frame.points, frame.colors)
+    pitch = math.radians(28.0)
+    turn = np.array([[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)], [0, math.sin(pitch), math.cos(pitch)]])
+    pitched = layer.perceive(frame.points @ turn.T, frame.colors)  # the same points in a camera pitched about x
+    assert pitched.gravity.floor_found
+    back = turn.T  # pitched optical → level optical
+    for obj in level.confident[:4]:
+        centre_input = pitched.gravity.to_input(np.array([o.box.center for o in pitched.confident]))
+        centre_level = level.gravity.to_gravity(centre_input @ back.T)
+        distances = np.linalg.norm(centre_level - np.asarray(obj.box.center), axis=1)
+        assert distances.min() < 0.15, (obj.category, distances.min())
+
+
+def test_a_classifier_for_other_features_is_refused(tmp_path: Path) -> None:
+    config = json.loads((default_object_classifier() / "config.json").read_text())
+    config["features"] = config["features"][:-1]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes((default_object_classifier() / "model.safetensors").read_bytes())
+    with pytest.raises(ModelFileError):
+        load_classifier(tmp_path)
+
+
+def test_training_on_a_few_frames_lowers_the_loss(tmp_path: Path) -> None:
+    from threed_llm_ros.objects.train import ObjectTrainConfig, train_object_classifier
+
+    report = train_object_classifier(ObjectTrainConfig(scenes=4, validation_scenes=2, steps=60, batch=64), tmp_path,
+                                     progress=False)
+    first, last = report["loss_first_last"]
+    assert last < first
+    loaded = load_classifier(tmp_path)
+    assert loaded.config.temperature > 0
+
+
+# --------------------------------------------------------------------------- the real SUN RGB-D bedroom
+
+
+@pytest.fixture(scope="module")
+def sun_results(realdata: Path, layer: ObjectLayer, tmp_path_factory) -> dict:
+    from threed_llm_ros.eval.realdata import evaluate_real
+
+    return evaluate_real(layer, realdata, tmp_path_factory.mktemp("real"))["sunrgbd_000001"]
+
+
+def _variants(results: dict) -> dict:
+    return {name: scored for name, scored in results.items() if name != "timings"}
+
+
+def test_sun_bed_is_found_counted_once_in_every_frame(sun_results: dict) -> None:
+    """The optical frame (camera pitched down), the upright cloud turned by any angle, with and
+    without the image: one bed, boxed with IoU >= 0.25."""
+    for name, scored in _variants(sun_results).items():
+        assert scored["bed_count"] == 1, name
+        assert scored["found_iou_0.25"]["bed"], (name, scored["objects"])
+
+
+def test_sun_dresser_and_ottoman_are_boxed(sun_results: dict) -> None:
+    """The dresser is found (named) and the ottoman, which no category names, is at least boxed."""
+    for name, scored in _variants(sun_results).items():
+        if name == "optical_no_image":
+            continue
+        assert scored["found_iou_0.25"]["dresser"], (name, scored["objects"])
+        assert scored["boxed_iou_0.25"]["ottoman"], (name, scored["objects"])
+
+
+def test_sun_night_stand_and_lamp_are_never_invented_elsewhere(sun_results: dict) -> None:
+    for name, scored in _variants(sun_results).items():
+        far = [entry for entry in scored["invented"] if entry["category"] in ("night stand", "lamp")]
+        assert not far, (name, far)
+
+
+def test_sun_answers_agree_across_frames(sun_results: dict) -> None:
+    """Turning the cloud about the vertical changes no answer."""
+    turned = [scored for name, scored in sun_results.items() if name.startswith("upright_turned_")]
+    categories = [sorted(entry["category"] for entry in scored["detections"]) for scored in turned]
+    assert all(found == categories[0] for found in categories), categories
