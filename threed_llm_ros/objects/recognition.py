@@ -90,33 +90,49 @@ class ClassifierConfig:
     mean: list[float] = field(default_factory=lambda: [0.0] * len(FEATURE_NAMES))
     scale: list[float] = field(default_factory=lambda: [1.0] * len(FEATURE_NAMES))
     hidden: int = 96
+    members: int = 5  # an ensemble: members disagree on what none of them saw, which lowers the confidence
     temperature: float = 1.0
 
 
 class ShapeClassifier(nn.Module):
-    """An MLP from :func:`shape_features` to category logits (plus ``OTHER``)."""
+    """An ensemble of MLPs from :func:`shape_features` to category logits (plus ``OTHER``).
+
+    Each member is trained on its own resample of the simulator's proposals; their averaged
+    probabilities are what counts. On inputs unlike anything simulated (a real room's junk)
+    the members disagree, so the average is less confident than any one member would be.
+    """
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
         width = config.hidden
-        self.net = nn.Sequential(
-            nn.Linear(len(config.features), width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
-            nn.Linear(width, len(config.classes)),
+        self.members = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(len(config.features), width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
+                nn.Linear(width, len(config.classes)),
+            )
+            for _ in range(config.members)
         )
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(config.scale, dtype=torch.float32))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net((features - self.mean) / self.scale)
+        """(members, N, classes) logits."""
+        normalized = (features - self.mean) / self.scale
+        return torch.stack([member(normalized) for member in self.members])
 
     @torch.no_grad()
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(N, classes) calibrated probabilities of :func:`shape_features` rows."""
+        """(N, classes) calibrated probabilities of :func:`shape_features` rows (the members' mean)."""
         if len(features) == 0:
             return np.zeros((0, len(self.config.classes)), dtype=np.float32)
         logits = self(torch.as_tensor(np.asarray(features, dtype=np.float32)))
-        return (logits / self.config.temperature).softmax(dim=-1).numpy()
+        return ensemble_probabilities(logits, self.config.temperature).numpy()
+
+
+def ensemble_probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The members' mean of softmax(logits / temperature): (members, N, C) → (N, C)."""
+    return (logits / temperature).softmax(dim=-1).mean(dim=0)
 
 
 def save_classifier(model: ShapeClassifier, directory: str | Path, extra: dict | None = None) -> None:

@@ -11,10 +11,7 @@ that calibrates the probabilities is fitted on held-out scenes (negative log-lik
 The simulator's walls are bare, a real room's are not: pictures, frames, door frames and
 shelves leave thin slabs on every wall once it is removed. :func:`wall_clutter` adds such
 slabs, placed on the frame's own walls, as ``other`` examples, so the classifier learns that
-a thin thing flat on a wall is none of the catalogue's objects. And a real view hides more
-than the simulator's does (a bed behind an ottoman, a mattress that returns no depth):
-:func:`hidden_part_copies` adds, for proposals of an object, copies with their lower part
-or one side cut away, under the same category.
+a thin thing flat on a wall is none of the catalogue's objects.
 """
 
 from __future__ import annotations
@@ -37,7 +34,9 @@ from threed_llm_ros.objects.gravity import estimate_gravity
 from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.objects.fit import fit_box
 from threed_llm_ros.objects.layer import _wall_distance, propose
-from threed_llm_ros.objects.recognition import OTHER, ClassifierConfig, ShapeClassifier, save_classifier, shape_features
+from threed_llm_ros.objects.recognition import (
+    OTHER, ClassifierConfig, ShapeClassifier, ensemble_probabilities, save_classifier, shape_features,
+)
 
 MIN_PURITY = 0.5
 CLUTTER_PER_WALL = 2
@@ -47,7 +46,7 @@ CLUTTER_PER_WALL = 2
 class ObjectTrainConfig:
     """Scenes, image size, steps and seed of one training run."""
 
-    scenes: int = 600
+    scenes: int = 800
     validation_scenes: int = 100
     seed: int = 7
     width: int = 320
@@ -56,6 +55,7 @@ class ObjectTrainConfig:
     steps: int = 3000
     batch: int = 256
     learning_rate: float = 3e-3
+    members: int = 5
 
 
 def proposal_examples(seed: int, config: ObjectTrainConfig, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,38 +83,9 @@ def proposal_examples(seed: int, config: ObjectTrainConfig, classes: list[str]) 
                 label = classes.index(frame.objects[best - 1].category)
         features.append(shape_features(proposal.points, proposal.box, gravity.floor_z, proposal.wall_distance, proposal.support_gap))
         labels.append(label)
-        if label != other:
-            copies = hidden_part_copies(rng, proposal.points, proposal.support_gap, walls, gravity.floor_z)
-            features += copies
-            labels += [label] * len(copies)
     if not features:
         return np.zeros((0, len(ClassifierConfig().features)), np.float32), np.zeros(0, np.int64)
     return np.stack(features), np.asarray(labels, dtype=np.int64)
-
-
-def hidden_part_copies(rng: np.random.Generator, points: np.ndarray, support_gap: float,
-                       walls: list[tuple[np.ndarray, float]], floor_z: float, min_points: int = 20) -> list[np.ndarray]:
-    """Feature rows of an object's proposal with its lower part hidden (cut at 30–70 % of its
-    height: nothing is seen under what is left) and with one side hidden (cut across its
-    longer axis), each with probability one half."""
-    rows = []
-    bottom, top = float(points[:, 2].min()), float(points[:, 2].max())
-    if rng.random() < 0.5:
-        kept = points[points[:, 2] > bottom + rng.uniform(0.3, 0.7) * (top - bottom)]
-        if len(kept) >= min_points:
-            box = fit_box(kept, floor_z)
-            gap = float(kept[:, 2].min()) - bottom + support_gap
-            rows.append(shape_features(kept, box, floor_z, _wall_distance(box, walls), gap))
-    if rng.random() < 0.5:
-        centred = points[:, :2] - points[:, :2].mean(axis=0)
-        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-        along = centred @ axis
-        cut = np.quantile(along, rng.uniform(0.3, 0.7))
-        kept = points[along <= cut] if rng.random() < 0.5 else points[along > cut]
-        if len(kept) >= min_points:
-            box = fit_box(kept, floor_z)
-            rows.append(shape_features(kept, box, floor_z, _wall_distance(box, walls), support_gap))
-    return rows
 
 
 def wall_clutter(rng: np.random.Generator, walls: list[tuple[np.ndarray, float]], floor_z: float) -> list[np.ndarray]:
@@ -152,39 +123,66 @@ def build_examples(first: int, count: int, config: ObjectTrainConfig, classes: l
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The softmax temperature with the lowest held-out negative log-likelihood (grid search)."""
+    """The softmax temperature whose ensemble probabilities have the lowest held-out negative
+    log-likelihood (grid search); ``logits`` are (members, N, classes)."""
     grid = np.exp(np.linspace(np.log(0.3), np.log(5.0), 60))
-    losses = [float(torch.nn.functional.cross_entropy(logits / t, labels)) for t in grid]
+    picked = torch.arange(len(labels))
+    losses = [float(-ensemble_probabilities(logits, t)[picked, labels].clamp_min(1e-12).log().mean()) for t in grid]
     return float(grid[int(np.argmin(losses))])
 
 
-def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progress: bool = True) -> dict:
-    """Train, calibrate and save the classifier; returns its report (also in config.json)."""
+def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None, progress: bool) -> tuple[np.ndarray, ...]:
+    """Training and validation features and labels, from ``cache`` (an .npz) when it was made
+    with the same configuration, else from the simulator (and then written to ``cache``)."""
+    key = json.dumps(asdict(config), sort_keys=True)
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as data:
+            if str(data["key"]) == key and data["train_x"].shape[1] == len(ClassifierConfig().features):
+                return data["train_x"], data["train_y"], data["val_x"], data["val_y"]
+    train_x, train_y = build_examples(0, config.scenes, config, classes, "train", progress)
+    val_x, val_y = build_examples(config.scenes, config.validation_scenes, config, classes, "validation", progress)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, key=np.array(key), train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y)
+    return train_x, train_y, val_x, val_y
+
+
+def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progress: bool = True,
+                            cache: Path | None = None) -> dict:
+    """Train, calibrate and save the classifier; returns its report (also in config.json).
+    Each ensemble member trains on its own bootstrap resample of the proposals."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     classes = ClassifierConfig().classes
-    train_x, train_y = build_examples(0, config.scenes, config, classes, "train", progress)
-    val_x, val_y = build_examples(config.scenes, config.validation_scenes, config, classes, "validation", progress)
+    train_x, train_y, val_x, val_y = _examples(config, classes, cache, progress)
     mean, scale = train_x.mean(axis=0), train_x.std(axis=0) + 1e-3
-    model = ShapeClassifier(ClassifierConfig(classes=classes, mean=mean.tolist(), scale=scale.tolist()))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    model = ShapeClassifier(ClassifierConfig(classes=classes, mean=mean.tolist(), scale=scale.tolist(),
+                                             members=config.members))
     x, y = torch.as_tensor(train_x), torch.as_tensor(train_y)
-    generator = torch.Generator().manual_seed(config.seed)
-    losses = []
-    for _ in tqdm(range(config.steps), desc="training", disable=not progress):
-        batch = torch.randint(0, len(x), (config.batch,), generator=generator)
-        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss))
+    losses: list[list[float]] = []
+    for index, member in enumerate(model.members):
+        generator = torch.Generator().manual_seed(config.seed + index)
+        resample = torch.randint(0, len(x), (len(x),), generator=generator)
+        member_x, member_y = (x[resample] - model.mean) / model.scale, y[resample]
+        optimizer = torch.optim.AdamW(member.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+        member_losses = []
+        for _ in tqdm(range(config.steps), desc=f"training member {index + 1}/{config.members}", disable=not progress):
+            batch = torch.randint(0, len(member_x), (config.batch,), generator=generator)
+            loss = torch.nn.functional.cross_entropy(member(member_x[batch]), member_y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            member_losses.append(float(loss))
+        losses.append(member_losses)
     model.eval()
     with torch.no_grad():
         logits = model(torch.as_tensor(val_x))
     model.config.temperature = fit_temperature(logits, torch.as_tensor(val_y))
-    accuracy = float((logits.argmax(-1) == torch.as_tensor(val_y)).float().mean())
+    predicted = ensemble_probabilities(logits, model.config.temperature).argmax(-1)
+    accuracy = float((predicted == torch.as_tensor(val_y)).float().mean())
+    losses = np.mean(np.asarray(losses), axis=0).tolist()
     report = {
         "training": asdict(config),
         "train_proposals": int(len(train_y)), "validation_proposals": int(len(val_y)),
@@ -204,10 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation-scenes", type=int, default=ObjectTrainConfig.validation_scenes)
     parser.add_argument("--steps", type=int, default=ObjectTrainConfig.steps)
     parser.add_argument("--seed", type=int, default=ObjectTrainConfig.seed)
+    parser.add_argument("--members", type=int, default=ObjectTrainConfig.members, help="ensemble size")
+    parser.add_argument("--cache", type=Path, default=Path("runs/object_features.npz"),
+                        help="proposal features kept between runs of the same configuration ('' = none)")
     arguments = parser.parse_args(argv)
     config = ObjectTrainConfig(scenes=arguments.scenes, validation_scenes=arguments.validation_scenes,
-                               steps=arguments.steps, seed=arguments.seed)
-    report = train_object_classifier(config, arguments.output)
+                               steps=arguments.steps, seed=arguments.seed, members=arguments.members)
+    report = train_object_classifier(config, arguments.output, cache=arguments.cache if str(arguments.cache) else None)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -326,14 +326,16 @@ class InferenceEngine:
         return self.model is not None
 
     def warm_up(self) -> float:
-        """One tiny generation on a synthetic cloud so the first real request is not the slowest."""
+        """One tiny generation and one pass of the object layer on a synthetic cloud, so the first
+        real request is not the slowest (open3d and the language model initialise here)."""
         rng = np.random.default_rng(0)
         up = rotation_to_gravity(self.settings.up_axis)
         gravity = np.column_stack([rng.uniform(1.0, 3.0, 4096), rng.uniform(-1.0, 1.0, 4096), rng.uniform(-1.0, 1.0, 4096)])
         cloud = SceneCloud((gravity @ up).astype(np.float32), rng.integers(0, 256, (4096, 3), dtype=np.uint8), "warm_up")
         started = time.perf_counter()
         self._generate(cloud, CAPTION_PROMPT, {}, max_new_tokens=1)
-        self._cached = None
+        self.scene_objects(cloud)
+        self._cached = self._objects = None
         return time.perf_counter() - started
 
     def _require_model(self) -> None:
