@@ -112,7 +112,7 @@ def test_caption_names_only_the_confident_objects(engine: InferenceEngine, cloud
     for stage in ("gravity_s", "proposals_s", "recognition_s", "objects_s"):
         assert found.timings[stage] >= 0.0, stage
     text = engine.describe(cloud).text
-    assert text == caption(found.confident)
+    assert text == caption([obj for obj in found.objects if obj.score >= engine.settings.caption_min_confidence])
     assert engine.answer(cloud, "Describe the scene.").text == text, "describe requests get the same caption"
 
 

@@ -92,8 +92,10 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   choices=("-y", "z")),
     ParameterSpec("object_classifier", "", "Object layer classifier directory ('' = the shipped "
                   "models/object-classifier, made by `threed-llm train-objects`)."),
-    ParameterSpec("min_confidence", 0.5, "Objects scoring below this are not said to be seen (counts, captions, "
-                  "grounding).", 0.0, 1.0),
+    ParameterSpec("min_confidence", 0.5, "Objects scoring below this are not said to be seen (answers, counts, "
+                  "grounding, plans).", 0.0, 1.0),
+    ParameterSpec("caption_min_confidence", 0.9, "Captions name only objects scoring at least this (an unasked "
+                  "claim needs more certainty).", 0.0, 1.0),
     ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
     ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
@@ -129,6 +131,7 @@ class NodeSettings:
             min_range=float(values["min_range"]), max_range=float(values["max_range"]),
             max_new_tokens=int(values["max_new_tokens"]), object_classifier=str(values["object_classifier"]),
             min_confidence=float(values["min_confidence"]),
+            caption_min_confidence=float(values["caption_min_confidence"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates

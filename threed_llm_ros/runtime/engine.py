@@ -13,7 +13,7 @@ Every reply is computed from one list of objects per frame, the object layer
 each object's points, a calibrated category and a colour); an object not in its confident
 list is "not seen".
 
-* ``describe``: a caption naming only the confident objects.
+* ``describe``: a caption naming only the objects scoring ≥ ``caption_min_confidence`` (0.9).
 * ``answer``: a model with ``question_programs`` writes the question's program and runs it
   over the confident objects (count, existence, colour, relations); an object the program
   asks about that is not among them is answered "not seen". Free text from the language
@@ -101,6 +101,7 @@ class EngineSettings:
     export_directory: str = ""  # where the onnxruntime/tensorrt backends keep exported graphs ('' = default)
     object_classifier: str = ""  # the object layer's classifier directory ('' = the shipped models/object-classifier)
     min_confidence: float = 0.5  # objects below this score are not said to be seen
+    caption_min_confidence: float = 0.9  # a caption is an unasked claim: it names only objects this sure
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
@@ -123,8 +124,9 @@ class EngineSettings:
         if not 0.0 <= self.min_range < self.max_range:
             raise ConfigError("min_range", f"need 0 <= min_range < max_range, got {self.min_range}, {self.max_range}",
                               "use e.g. min_range 0.1 and max_range 8.0 (metres)")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError("min_confidence", f"got {self.min_confidence}", "use a probability in [0, 1], e.g. 0.5")
+        for name in ("min_confidence", "caption_min_confidence"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(name, f"got {getattr(self, name)}", "use a probability in [0, 1], e.g. 0.5 or 0.9")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
         device = str(self.device)
@@ -405,13 +407,15 @@ class InferenceEngine:
 
     def describe(self, cloud: SceneCloud, on_token: Callable[[str], None] | None = None,
                  prompt: str = CAPTION_PROMPT) -> TextReply:
-        """A caption naming only the frame's confident objects (``objects/describe.py``): it cannot
-        name what the object layer did not find."""
+        """A caption naming only the frame's objects that score at least ``caption_min_confidence``
+        (``objects/describe.py``): it cannot name what the object layer did not find, and an
+        unasked claim needs more certainty than an answer does."""
         from threed_llm_ros.objects.describe import caption
 
         started = time.perf_counter()
         timings: dict[str, float] = {}
-        text = caption(self.scene_objects(cloud, timings).confident)
+        found = self.scene_objects(cloud, timings)
+        text = caption([obj for obj in found.objects if obj.score >= self.settings.caption_min_confidence])
         if on_token is not None:
             on_token(text)
         timings["total_s"] = time.perf_counter() - started
