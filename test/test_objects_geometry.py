@@ -112,3 +112,10 @@ def test_caption_names_only_the_objects_given() -> None:
                                                ("any books?", "book"), ("the thing", None), ("trash can by the desk", "trash can")])
 def test_category_in_phrase(phrase: str, category: str | None) -> None:
     assert category_in_phrase(phrase) == category
+
+
+def test_named_categories_are_whole_words() -> None:
+    from threed_llm_ros.objects.describe import named_categories
+
+    assert named_categories("I see a black bookshelf and two night stands.") == {"bookshelf", "night stand"}
+    assert named_categories("I see no object I know in this frame.") == set()

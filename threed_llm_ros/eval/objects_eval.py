@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from threed_llm_ros.data.catalog import CATEGORY_NAMES
 from threed_llm_ros.data.programs import CATEGORY_WORDS
+from threed_llm_ros.objects.describe import named_categories
 from threed_llm_ros.data.scene_sim import simulate
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
@@ -68,9 +69,7 @@ def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIR
             existence.append(answer == "yes")
             answer = engine.answer(cloud, f"How many {_plural(name)} are there?").text.strip().lower()
             counts.append(answer == str(per_category[name]))
-        text = engine.describe(cloud).text.lower()
-        named = {category for category in CATEGORY_NAMES if f" {category}" in f" {text}"}
-        caption_invents.append(bool(named - present))
+        caption_invents.append(bool(named_categories(engine.describe(cloud).text) - present))
 
     def share(values: list) -> float | None:
         return round(float(np.mean(values)), 4) if values else None

@@ -3,7 +3,7 @@
 The median colour of the points (robust to shadows at the edges) is named by hue,
 saturation and value, not by the nearest catalogue RGB: real lighting shifts brightness
 far more than hue. Weakly saturated colours are white, grey or black by value; dark
-orange-to-yellow hues are brown; light red hues are pink.
+orange-to-yellow hues are brown; weakly saturated red hues are pink.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def color_name(rgb: tuple[float, float, float]) -> str:
             return "black"
         return "grey"
     if degrees < 15 or degrees >= 330:
-        if saturation < 0.55 and value > 0.7:
+        if saturation < 0.6 and value > 0.35:  # pink is a pale red: told by saturation, whatever the light
             return "pink"
         return "brown" if value < 0.45 else "red"
     if degrees < 45:

@@ -48,6 +48,13 @@ def caption(objects: Sequence[DetectedObject]) -> str:
     return f"I see {listed}."
 
 
+def named_categories(text: str) -> set[str]:
+    """Every category ``text`` names, as whole words, by name, synonym or plural ("bookshelf" is
+    not "book")."""
+    words = f" {re.sub(r'[^a-z ]+', ' ', text.lower())} "
+    return {category for word, category in CATEGORY_WORDS.items() if f" {word} " in words}
+
+
 def category_in_phrase(phrase: str) -> str | None:
     """The category a phrase names ("the brown nightstand" → "night stand"), longest word first."""
     text = f" {re.sub(r'[^a-z ]+', ' ', phrase.lower())} "

@@ -6,8 +6,9 @@
         distribution from its shape, size and height (``recognition.py``), sharpened by the
         image crop under its points where the frame has an image (``image_evidence.py``),
         its colour from its own points (``colors.py``)
-      → fragments of one large object under one name merged, boxes completed to the
-        category's depth behind what the view sees, calibrated confidence
+      → touching fragments joined where one object explains them better than two (a table's
+        top and legs), fragments of one large object under one name merged, boxes completed
+        to the category's depth behind what the view sees, calibrated confidence
       → :class:`SceneObjects`
 
 An object not in the list is "not seen". ``confident`` objects (score ≥ ``min_confidence``)
@@ -38,6 +39,10 @@ MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
 FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or support
+JOIN_GAP_M = 0.1  # fragments this close may be one object
+JOIN_MARGIN = 0.1  # ... when the joined shape's best category is this much surer than either part's
+LARGEST_SIDE_M = 1.1 * max(max(spec.size_max[:2]) for spec in CATEGORIES.values())
+MIN_JOIN_POINTS = 20
 MAX_OBJECTS = 40
 
 
@@ -263,11 +268,44 @@ class ObjectLayer:
         timings["objects_s"] = time.perf_counter() - started
         return SceneObjects(objects, gravity, self.settings.min_confidence, timings)
 
+    def _join_fragments(self, proposals: list[Proposal], gravity: GravityFrame, rays: RayGrid) -> list[Proposal]:
+        """Touching proposals that are likelier one object than two join: a table's top and its
+        legs, split where the sensor saw little of the joint. Two join when the joined shape's
+        best category is ``JOIN_MARGIN`` surer than either part's (shape and physics; the image
+        is asked only about the final objects)."""
+        other = self.classes.index(OTHER)
+
+        def best(candidates: list[Proposal]) -> np.ndarray:
+            return np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1).max(axis=1)
+
+        proposals = [p for p in proposals if len(p.points) >= MIN_JOIN_POINTS] + \
+            [p for p in proposals if len(p.points) < MIN_JOIN_POINTS]
+        joinable = sum(len(p.points) >= MIN_JOIN_POINTS for p in proposals)
+        scores = list(best(proposals[:joinable])) if joinable else []
+        i = 0
+        while i < joinable:
+            j = i + 1
+            while j < joinable:
+                if _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
+                    candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
+                    if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
+                        score = float(best([candidate])[0])
+                        if score > max(scores[i], scores[j]) + JOIN_MARGIN:
+                            proposals[i], scores[i] = candidate, score
+                            del proposals[j], scores[j]
+                            joinable -= 1
+                            j = i + 1
+                            continue
+                j += 1
+            i += 1
+        return proposals
+
     def _objects(self, proposals: list[Proposal], walls: list, gravity: GravityFrame, camera: tuple,
                  rays: RayGrid) -> list[SceneObject]:
         if not proposals:
             return []
         floor_z = gravity.floor_z
+        proposals = self._join_fragments(proposals, gravity, rays)
         probabilities = self._recognise(proposals, gravity, camera, rays)
         other = self.classes.index(OTHER)
         labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]

@@ -377,7 +377,7 @@ class ThreeDLLMNode(LifecycleNode):
                 self._publish("grounding/target_pose",
                               pose_stamped(target.position, target.orientation, cloud.frame_id, cloud.stamp))
                 x, y, z = target.position
-                text = (f"{target.label}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {cloud.frame_id}, "
+                text = (f"{grounding.text}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {cloud.frame_id}, "
                         f"size {' x '.join(f'{s:.2f}' for s in target.box.size)} m, score {target.score:.2f}")
             self._finish_answer(text, streamed=False)
         else:
