@@ -105,12 +105,14 @@ def _wall_distance(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> f
     return float(min(np.min(corners @ normal + offset) for normal, offset in walls).clip(0.0, None))
 
 
-def _support_gap(box: OrientedBox, others: np.ndarray, floor_z: float) -> float:
-    """How far ``box`` floats above whatever is under its footprint (``others``: points not its own)."""
+def _support_gap(box: OrientedBox, points: np.ndarray, not_own: np.ndarray, floor_z: float) -> float:
+    """How far ``box`` floats above whatever is under its footprint (``points[not_own]``: the
+    points that are not its own)."""
     bottom = box.center[2] - box.size[2] / 2
     shrunk = OrientedBox(box.center, (box.size[0] * 0.8, box.size[1] * 0.8, box.size[2] + 4.0), box.yaw)
-    below = others[(others[:, 2] < bottom + 0.03)]
-    below = below[shrunk.contains(below)] if len(below) else below
+    low = np.flatnonzero(points[:, 2] < bottom + 0.03)
+    low = low[not_own[low]]
+    below = points[low[shrunk.contains(points[low])]] if len(low) else points[low]
     highest = float(below[:, 2].max()) if len(below) >= 3 else floor_z
     return max(0.0, bottom - max(highest, floor_z))
 
@@ -133,7 +135,7 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
         points = voxels.xyz[chosen]
         box = fit_box(points, gravity.floor_z)
         colors = voxels.rgb[chosen] if voxels.rgb is not None else None
-        gap = _support_gap(box, free_points[free_owner != number], gravity.floor_z)
+        gap = _support_gap(box, free_points, free_owner != number, gravity.floor_z)
         proposals.append(Proposal(points, colors, box, _wall_distance(box, walls), gap))
         members.append(chosen)
     return proposals, walls, voxels.voxel_of_point, members
@@ -161,8 +163,8 @@ def _footprints_touch(first: OrientedBox, second: OrientedBox) -> bool:
 
 
 def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
-    """Drop objects whose points lie mostly (``share``) inside a larger, more confident confident
-    object's completed box: a mattress patch inside a bed is the bed, not a table. ``objects``
+    """Drop objects whose points lie mostly (``share``) inside the completed box of a larger,
+    more confident, confident object: a mattress patch inside a bed is the bed, not a table. ``objects``
     are sorted by score, best first."""
     kept: list[SceneObject] = []
     for obj in objects:
