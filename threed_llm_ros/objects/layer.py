@@ -280,9 +280,9 @@ class ObjectLayer:
         def best(candidates: list[Proposal]) -> np.ndarray:
             return np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1).max(axis=1)
 
-        proposals = [p for p in proposals if len(p.points) >= MIN_JOIN_POINTS] + \
-            [p for p in proposals if len(p.points) < MIN_JOIN_POINTS]
-        joinable = sum(len(p.points) >= MIN_JOIN_POINTS for p in proposals)
+        proposals = sorted(proposals, key=lambda p: -len(p.points))
+        # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
+        joinable = min(MAX_OBJECTS, sum(len(p.points) >= MIN_JOIN_POINTS for p in proposals))
         scores = list(best(proposals[:joinable])) if joinable else []
         i = 0
         while i < joinable:
@@ -313,28 +313,25 @@ class ObjectLayer:
         labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
         labels = [label + (label >= other) for label in labels]
         # fragments of one object seen under one name (a bed's headboard and footboard): merge
-        # while the merged box still fits the category's largest size
-        merged = True
-        while merged:
-            merged = False
-            for i in range(len(proposals)):
-                for j in range(i + 1, len(proposals)):
-                    if labels[i] != labels[j] or labels[i] == other:
-                        continue
+        # while the merged box still fits the category's largest size (each pair looked at once,
+        # a merged one against the rest again)
+        i = 0
+        while i < len(proposals):
+            j = i + 1
+            while j < len(proposals):
+                if labels[i] == labels[j] != other and _gap(proposals[i].box, proposals[j].box) <= MERGE_GAP_M:
                     spec = CATEGORIES[self.classes[labels[i]]]
-                    if _gap(proposals[i].box, proposals[j].box) > MERGE_GAP_M:
-                        continue
                     candidate = _merge(proposals[i], proposals[j], floor_z)
-                    limit = max(spec.size_max[:2]) * 1.3
-                    if max(candidate.box.size[:2]) <= limit and candidate.box.size[2] <= spec.size_max[2] * 1.3:
+                    if (max(candidate.box.size[:2]) <= max(spec.size_max[:2]) * 1.3
+                            and candidate.box.size[2] <= spec.size_max[2] * 1.3):
                         proposals[i] = candidate
                         probabilities[i] = np.maximum(probabilities[i], probabilities[j])
                         del proposals[j], labels[j]
                         probabilities = np.delete(probabilities, j, axis=0)
-                        merged = True
-                        break
-                if merged:
-                    break
+                        j = i + 1
+                        continue
+                j += 1
+            i += 1
         objects = []
         for proposal, label, row in zip(proposals, labels, probabilities):
             category = self.classes[label]
