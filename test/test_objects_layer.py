@@ -13,7 +13,7 @@ import pytest
 from threed_llm_ros.data.scene_sim import simulate
 from threed_llm_ros.errors import ModelFileError
 from threed_llm_ros.geometry.iou import rotated_box_iou
-from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
+from threed_llm_ros.objects.layer import ObjectLayer
 from threed_llm_ros.objects.recognition import OTHER, load_classifier
 from threed_llm_ros.resources import default_object_classifier
 
