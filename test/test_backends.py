@@ -65,7 +65,7 @@ def test_onnxruntime_engine_exports_next_to_the_checkpoint(engines, checkpoint: 
 @pytest.mark.slow
 def test_scene_tokens_of_both_backends_agree(engines, cloud: SceneCloud) -> None:
     torch_engine, onnx_engine = engines["torch"], engines["onnxruntime"]
-    scene, _ = torch_engine._prepare(cloud, {})
+    scene = torch_engine._prepare(cloud, {})
     with torch.inference_mode():
         reference = torch_engine.model.encode_scene(scene)
     tokens, weights, patch_tokens = onnx_engine.scene_backend.encode(scene.patches, scene.centers)

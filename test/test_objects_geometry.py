@@ -77,15 +77,15 @@ def test_fit_box_stands_on_the_floor_and_matches_the_object() -> None:
 
 def test_completion_grows_away_from_the_sensor_unless_a_wall_is_there() -> None:
     front = OrientedBox((3.0, 0.0, -0.5), (1.2, 0.15, 1.0), math.pi / 2)  # a dresser's front, seen from the origin
-    grown = complete_box(front, min_depth=0.5, min_length=0.0, walls=[])
+    grown = complete_box(front, min_depth=0.5, walls=[])
     assert grown.size[1] == pytest.approx(0.5)
     assert grown.center[0] == pytest.approx(3.0 + (0.5 - 0.15) / 2)  # grew behind the seen face
     headboard = OrientedBox((5.2, 0.0, -0.5), (0.2, 1.8, 1.0), 0.0)  # thin along x, against a wall at x = 5.4
     wall = (np.array([-1.0, 0.0, 0.0]), 5.4)  # normal toward the sensor, offset: n·p + d = 0 at x = 5.4
-    grown = complete_box(headboard, min_depth=1.9, min_length=0.0, walls=[wall])
+    grown = complete_box(headboard, min_depth=1.9, walls=[wall])
     assert grown.size[0] == pytest.approx(1.9)
     assert grown.center[0] + grown.size[0] / 2 <= 5.31  # grew toward the sensor, not through the wall
-    free = complete_box(headboard, min_depth=1.9, min_length=0.0, walls=[])
+    free = complete_box(headboard, min_depth=1.9, walls=[])
     assert free.center[0] > headboard.center[0]
 
 

@@ -67,33 +67,22 @@ def fit_box(points: np.ndarray, floor_z: float) -> OrientedBox:
     return OrientedBox((float(centre[0]), float(centre[1]), bottom + height / 2), (float(size[0]), float(size[1]), height), yaw)
 
 
-def complete_box(box: OrientedBox, min_depth: float, min_length: float, walls: list[tuple[np.ndarray, float]]) -> OrientedBox:
-    """``box`` grown to at least ``min_length`` × ``min_depth`` in footprint (see the module docstring).
+def complete_box(box: OrientedBox, min_depth: float, walls: list[tuple[np.ndarray, float]]) -> OrientedBox:
+    """``box`` with its thinner horizontal side grown to at least ``min_depth`` (see the module docstring).
 
     ``walls``: (unit normal toward the sensor, offset) of the room's wall planes; the box is
     grown away from the sensor unless its far side would then cross one of them.
     """
     centre = np.asarray(box.center, dtype=np.float64)
-    length, width, height = box.size
-    rotation = yaw_rotation(box.yaw)[:2, :2]
-    axes = [rotation[:, 0], rotation[:, 1]]
-    sizes = [length, width]
-    wanted = [max(length, min_length), max(width, min_depth)]
-    if width > length:  # keep the names: grow the thin axis to the depth
-        wanted = [max(length, min_depth), max(width, min_length)]
-    for axis_index in (0, 1):
-        grow = wanted[axis_index] - sizes[axis_index]
-        if grow <= 1e-6:
-            continue
-        axis = axes[axis_index]
-        away = axis if float(axis @ centre[:2]) >= 0 else -axis  # pointing away from the sensor
-        shifted = centre.copy()
-        shifted[:2] += away * grow / 2
-        far_corner = shifted[:2] + away * wanted[axis_index] / 2
-        crosses = any(float(normal[:2] @ far_corner) + offset < -0.05 for normal, offset in walls)
-        if crosses:
-            shifted = centre.copy()
-            shifted[:2] -= away * grow / 2
-        centre = shifted
-        sizes[axis_index] = wanted[axis_index]
-    return OrientedBox(tuple(centre.tolist()), (float(sizes[0]), float(sizes[1]), float(height)), box.yaw)
+    sizes = [box.size[0], box.size[1]]
+    thin = 1 if sizes[1] <= sizes[0] else 0
+    grow = min_depth - sizes[thin]
+    if grow <= 1e-6:
+        return box
+    axis = yaw_rotation(box.yaw)[:2, thin]
+    away = axis if float(axis @ centre[:2]) >= 0 else -axis  # pointing away from the sensor
+    far_corner = centre[:2] + away * (grow / 2 + min_depth / 2)
+    crosses = any(float(normal[:2] @ far_corner) + offset < -0.05 for normal, offset in walls)
+    centre[:2] += (-away if crosses else away) * grow / 2
+    sizes[thin] = min_depth
+    return OrientedBox(tuple(centre.tolist()), (float(sizes[0]), float(sizes[1]), float(box.size[2])), box.yaw)

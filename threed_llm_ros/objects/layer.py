@@ -98,7 +98,8 @@ class Proposal:
     support_gap: float  # from the box's bottom down to the highest thing under it (the floor at most)
 
 
-def _wall_distance(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> float:
+def wall_distance_of(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> float:
+    """Distance from the box's footprint to the nearest wall plane (3 m where no wall is seen)."""
     if not walls:
         return 3.0
     corners = box.corners()[:4]
@@ -136,7 +137,7 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
         box = fit_box(points, gravity.floor_z)
         colors = voxels.rgb[chosen] if voxels.rgb is not None else None
         gap = _support_gap(box, free_points, free_owner != number, gravity.floor_z)
-        proposals.append(Proposal(points, colors, box, _wall_distance(box, walls), gap))
+        proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap))
         members.append(chosen)
     return proposals, walls, voxels.voxel_of_point, members
 
@@ -340,7 +341,7 @@ class ObjectLayer:
             if spec.placement == "floor":  # its hidden lower part reaches the floor
                 top = box.center[2] + box.size[2] / 2
                 box = OrientedBox((box.center[0], box.center[1], (top + floor_z) / 2), (box.size[0], box.size[1], top - floor_z), box.yaw)
-            box = complete_box(box, min(spec.size_min[:2]), 0.0, walls)
+            box = complete_box(box, min(spec.size_min[:2]), walls)
             ranked = np.argsort(row)[::-1][:3]
             objects.append(SceneObject(
                 category=category, color=object_color(proposal.colors), box=box, score=float(row[label]),

@@ -33,7 +33,7 @@ from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.objects.gravity import estimate_gravity
 from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.objects.fit import fit_box
-from threed_llm_ros.objects.layer import _wall_distance, propose
+from threed_llm_ros.objects.layer import propose, wall_distance_of
 from threed_llm_ros.objects.recognition import (
     OTHER, ClassifierConfig, ShapeClassifier, ensemble_probabilities, save_classifier, shape_features,
 )
@@ -107,7 +107,7 @@ def wall_clutter(rng: np.random.Generator, walls: list[tuple[np.ndarray, float]]
             points += rng.normal(0, 0.008, points.shape)
             box = fit_box(points, floor_z)
             gap = rng.uniform(0.0, bottom)
-            rows.append(shape_features(points, box, floor_z, _wall_distance(box, walls), gap))
+            rows.append(shape_features(points, box, floor_z, wall_distance_of(box, walls), gap))
     return rows
 
 
@@ -203,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=ObjectTrainConfig.steps)
     parser.add_argument("--seed", type=int, default=ObjectTrainConfig.seed)
     parser.add_argument("--members", type=int, default=ObjectTrainConfig.members, help="ensemble size")
-    parser.add_argument("--cache", type=Path, default=Path("runs/object_features.npz"),
+    parser.add_argument("--cache", default="runs/object_features.npz",
                         help="proposal features kept between runs of the same configuration ('' = none)")
     arguments = parser.parse_args(argv)
     config = ObjectTrainConfig(scenes=arguments.scenes, validation_scenes=arguments.validation_scenes,
                                steps=arguments.steps, seed=arguments.seed, members=arguments.members)
-    report = train_object_classifier(config, arguments.output, cache=arguments.cache if str(arguments.cache) else None)
+    report = train_object_classifier(config, arguments.output, cache=Path(arguments.cache) if arguments.cache else None)
     print(json.dumps(report, indent=2))
     return 0
 

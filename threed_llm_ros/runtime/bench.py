@@ -191,7 +191,7 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
             timings: dict[str, float] = {}
             engine._prepare(fresh_cloud(frame), timings)
             preprocess.append(timings["preprocess_s"])
-        scene, _ = engine._prepare(fresh_cloud(frame), {})
+        scene = engine._prepare(fresh_cloud(frame), {})
         encoder = engine.scene_backend or TorchSceneEncoder(engine.model.scene_encoder)
         encoder.encode(scene.patches, scene.centers)
         encoder_s = [timed(lambda: encoder.encode(scene.patches, scene.centers), device)[0]
@@ -286,7 +286,7 @@ def sustained_rates(engine: Any, frame: Any, rates_hz: tuple[float, ...], second
                     continue
                 cloud = slot.take()
                 started = time.perf_counter()
-                scene, _ = engine._prepare(cloud, {})
+                scene = engine._prepare(cloud, {})
                 encoder.encode(scene.patches, scene.centers)
                 processed.append(time.perf_counter() - started)
 

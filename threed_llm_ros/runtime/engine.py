@@ -52,7 +52,6 @@ from threed_llm_ros.geometry.frames import (
     from_gravity_frame,
     quaternion_from_matrix,
     rotation_to_gravity,
-    to_gravity_frame,
     yaw_rotation,
 )
 from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
@@ -241,7 +240,7 @@ class InferenceEngine:
         self.model: Any = None
         self.checkpoint_path: Path | None = None
         self._preprocess: Any = None
-        self._cached: tuple[SceneCloud, Any, np.ndarray] | None = None
+        self._cached: tuple[SceneCloud, Any] | None = None  # the last cloud's scene batch (language model)
         self._objects: tuple[SceneCloud, Any] | None = None  # the last cloud's object layer output
         self.object_layer: Any = None
         self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
@@ -346,24 +345,20 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ scenes
 
-    def _prepare(self, cloud: SceneCloud, timings: dict[str, float]) -> tuple[Any, np.ndarray]:
-        """The model's scene batch of ``cloud`` and its gravity-frame points (cached for the last cloud)."""
+    def _prepare(self, cloud: SceneCloud, timings: dict[str, float]) -> Any:
+        """The model's scene batch of ``cloud`` (cached for the last cloud)."""
         from threed_llm_ros.model.preprocessing import prepare_scenes
 
         self._require_model()
         if self._cached is not None and self._cached[0] is cloud:
             timings.setdefault("preprocess_s", 0.0)
-            return self._cached[1], self._cached[2]
+            return self._cached[1]
         started = time.perf_counter()
         xyz = np.asarray(cloud.xyz, dtype=np.float32).reshape(-1, 3)
         scene = prepare_scenes([(xyz, cloud.rgb)], self._preprocess, seed=0, device=self.settings.device)
-        finite = xyz[np.isfinite(xyz).all(axis=1)]
-        if len(finite) > 50_000:
-            finite = finite[np.random.default_rng(0).choice(len(finite), 50_000, replace=False)]
-        gravity = to_gravity_frame(finite.astype(np.float64), self.settings.up_axis)
         timings["preprocess_s"] = time.perf_counter() - started
-        self._cached = (cloud, scene, gravity)
-        return scene, gravity
+        self._cached = (cloud, scene)
+        return scene
 
     def scene_objects(self, cloud: SceneCloud, timings: dict[str, float] | None = None) -> Any:
         """The cloud's object layer output (``objects.layer.SceneObjects``), computed once per cloud."""
@@ -390,7 +385,7 @@ class InferenceEngine:
         return self.model is not None and self.model.config.question_programs
 
     def _generate(self, cloud: SceneCloud, prompt: str, timings: dict[str, float], **options: Any) -> Any:
-        scene, _ = self._prepare(cloud, timings)
+        scene = self._prepare(cloud, timings)
         options.setdefault("max_new_tokens", self.settings.max_new_tokens)
         if self.scene_backend is not None:
             started = time.perf_counter()
