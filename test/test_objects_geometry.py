@@ -89,6 +89,14 @@ def test_completion_grows_away_from_the_sensor_unless_a_wall_is_there() -> None:
     assert free.center[0] > headboard.center[0]
 
 
+def test_completion_grows_a_short_front_to_the_category_length() -> None:
+    toilet = OrientedBox((4.0, 0.0, -0.8), (0.38, 0.36, 0.7), 0.0)  # a toilet seen end-on: too short
+    grown = complete_box(toilet, min_depth=0.36, walls=[], min_length=0.65)
+    assert max(grown.size[:2]) == pytest.approx(0.65)
+    assert grown.center[0] == pytest.approx(4.0 + (0.65 - 0.38) / 2)  # away from the sensor
+    assert complete_box(toilet, min_depth=0.3, walls=[]) == toilet
+
+
 def test_catalogue_colours_are_named_as_themselves() -> None:
     for name, rgb in COLORS.items():
         assert color_name(tuple(value / 255 for value in rgb)) == name

@@ -78,6 +78,19 @@ def test_a_pitched_high_camera_sees_the_same_objects(layer: ObjectLayer) -> None
         assert distances.min() < 0.15, (obj.category, distances.min())
 
 
+def test_a_table_seen_in_pieces_is_one_table_and_keeps_the_book_on_it(layer: ObjectLayer) -> None:
+    """Simulated frame 90000: the table's top and its legs come apart in the cloud, and the legs
+    alone are confidently a table; they join into one table box. The book lying on the table
+    stays an object of its own."""
+    frame = simulate(90_000)
+    objects = layer.perceive(frame.points, frame.colors).confident
+    table = next(obj for obj in frame.objects if obj.category == "table")
+    book = next(obj for obj in frame.objects if obj.category == "book")
+    assert max(rotated_box_iou(obj.box, table.box) for obj in objects if obj.category == "table") >= 0.5
+    assert any(obj.category == "book" and np.linalg.norm(np.subtract(obj.box.center, book.box.center)) < 0.1
+               for obj in objects)
+
+
 def test_a_classifier_for_other_features_is_refused(tmp_path: Path) -> None:
     config = json.loads((default_object_classifier() / "config.json").read_text())
     config["features"] = config["features"][:-1]
@@ -102,10 +115,15 @@ def test_training_on_a_few_frames_lowers_the_loss(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sun_results(realdata: Path, layer: ObjectLayer, tmp_path_factory) -> dict:
+def real_results(realdata: Path, layer: ObjectLayer, tmp_path_factory) -> dict:
     from threed_llm_ros.eval.realdata import evaluate_real
 
-    return evaluate_real(layer, realdata, tmp_path_factory.mktemp("real"))["sunrgbd_000001"]
+    return evaluate_real(layer, realdata, tmp_path_factory.mktemp("real"))
+
+
+@pytest.fixture(scope="module")
+def sun_results(real_results: dict) -> dict:
+    return real_results["sunrgbd_000001"]
 
 
 def _variants(results: dict) -> dict:
@@ -145,3 +163,11 @@ def test_sun_objects_agree_across_headings(sun_results: dict) -> None:
                 assert abs(entry["best_iou_any_object"] - reference[entry["category"]]) <= 0.05, entry
         categories = {entry["category"] for entry in scored["detections"]}
         assert len(categories & first) >= 0.6 * len(categories | first), (categories, first)
+
+
+@pytest.mark.slow
+def test_tum_chair_beside_the_desk_stays_a_chair(real_results: dict) -> None:
+    """TUM: the red office chair touches the desk's cluster. A vague desk-shaped blob must not
+    swallow it: it stays a confident, chair-sized chair."""
+    chairs = [obj for obj in real_results["tum"]["objects"] if obj["category"] == "chair" and obj["score"] >= 0.9]
+    assert any(0.8 <= obj["size"][2] <= 1.2 for obj in chairs), real_results["tum"]["objects"]

@@ -5,7 +5,8 @@ so a stray return does not stretch it. The box stands on the floor when its lowe
 ``FLOOR_SNAP_M`` of it (legs and the bottom edge are often not seen).
 
 A single view sees an object's front: :func:`complete_box` grows the box along its
-thinner horizontal axis to the depth its category has at least, away from the sensor
+thinner horizontal axis to the depth its category has at least (and along its longer one
+to the category's least length), away from the sensor
 unless that crosses a wall (then toward the sensor, as for a headboard against a wall).
 """
 
@@ -67,22 +68,32 @@ def fit_box(points: np.ndarray, floor_z: float) -> OrientedBox:
     return OrientedBox((float(centre[0]), float(centre[1]), bottom + height / 2), (float(size[0]), float(size[1]), height), yaw)
 
 
-def complete_box(box: OrientedBox, min_depth: float, walls: list[tuple[np.ndarray, float]]) -> OrientedBox:
-    """``box`` with its thinner horizontal side grown to at least ``min_depth`` (see the module docstring).
+def complete_box(box: OrientedBox, min_depth: float, walls: list[tuple[np.ndarray, float]],
+                 min_length: float = 0.0) -> OrientedBox:
+    """``box`` with its thinner horizontal side grown to at least ``min_depth`` and its longer
+    one to at least ``min_length`` (see the module docstring).
 
     ``walls``: (unit normal toward the sensor, offset) of the room's wall planes; the box is
     grown away from the sensor unless its far side would then cross one of them.
     """
-    centre = np.asarray(box.center, dtype=np.float64)
     sizes = [box.size[0], box.size[1]]
     thin = 1 if sizes[1] <= sizes[0] else 0
-    grow = min_depth - sizes[thin]
+    box = _grow_side(box, thin, min_depth, walls)
+    return _grow_side(box, 1 - thin, min_length, walls)
+
+
+def _grow_side(box: OrientedBox, side: int, minimum: float, walls: list[tuple[np.ndarray, float]]) -> OrientedBox:
+    """``box`` with horizontal side ``side`` (0: along yaw) grown to ``minimum``, away from the
+    sensor unless that crosses a wall."""
+    centre = np.asarray(box.center, dtype=np.float64)
+    sizes = [box.size[0], box.size[1]]
+    grow = minimum - sizes[side]
     if grow <= 1e-6:
         return box
-    axis = yaw_rotation(box.yaw)[:2, thin]
+    axis = yaw_rotation(box.yaw)[:2, side]
     away = axis if float(axis @ centre[:2]) >= 0 else -axis  # pointing away from the sensor
-    far_corner = centre[:2] + away * (grow / 2 + min_depth / 2)
+    far_corner = centre[:2] + away * (grow / 2 + minimum / 2)
     crosses = any(float(normal[:2] @ far_corner) + offset < -0.05 for normal, offset in walls)
     centre[:2] += (-away if crosses else away) * grow / 2
-    sizes[thin] = min_depth
+    sizes[side] = minimum
     return OrientedBox(tuple(centre.tolist()), (float(sizes[0]), float(sizes[1]), float(box.size[2])), box.yaw)

@@ -38,9 +38,12 @@ from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
+TOP_SNAP_M = 0.1  # a top object this close above the surface under it rests on it (its bottom edge unseen)
 FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or support
 JOIN_GAP_M = 0.1  # fragments this close may be one object
 JOIN_MARGIN = 0.1  # ... when the joined shape's best category is this much surer than either part's
+JOIN_MIN_SCORE = 0.5  # ... or is the surer part's category, this sure and as sure as the less sure part
+SIZE_SLACK = 1.3  # a merged object may exceed its category's largest size by this factor
 LARGEST_SIDE_M = 1.1 * max(max(spec.size_max[:2]) for spec in CATEGORIES.values())
 MIN_JOIN_POINTS = 20
 MAX_OBJECTS = 40
@@ -52,6 +55,7 @@ class SceneObject(DetectedObject):
 
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)), compare=False, repr=False)
     categories: tuple[tuple[str, float], ...] = ()  # the three likeliest categories and probabilities
+    on_top: bool = False  # found standing on a support's top surface (a cup on a table)
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Proposal:
     box: OrientedBox
     wall_distance: float
     support_gap: float  # from the box's bottom down to the highest thing under it (the floor at most)
+    on_top: bool = False  # split off the top surface of its cluster's support (a cup on a table)
 
 
 def wall_distance_of(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> float:
@@ -126,18 +131,21 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
     free = np.flatnonzero(~structure)
     proposals, members = [], []
     owner = np.full(len(voxels.xyz), -1)
-    clusters = [piece for whole in cluster(voxels.xyz[free])
-                for piece in split_supported(voxels.xyz[free], whole, gravity.floor_z)]
+    clusters, origins = [], []  # origins: whether each piece stands on its cluster's top surface
+    for whole in cluster(voxels.xyz[free]):
+        pieces = split_supported(voxels.xyz[free], whole, gravity.floor_z)
+        clusters += pieces
+        origins += [index > 0 for index in range(len(pieces))]
     for number, indices in enumerate(clusters):
         owner[free[indices]] = number
     free_points, free_owner = voxels.xyz[free], owner[free]
-    for number, indices in enumerate(clusters):
+    for number, (indices, on_top) in enumerate(zip(clusters, origins)):
         chosen = free[indices]
         points = voxels.xyz[chosen]
         box = fit_box(points, gravity.floor_z)
         colors = voxels.rgb[chosen] if voxels.rgb is not None else None
         gap = _support_gap(box, free_points, free_owner != number, gravity.floor_z)
-        proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap))
+        proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap, on_top))
         members.append(chosen)
     return proposals, walls, voxels.voxel_of_point, members
 
@@ -146,7 +154,8 @@ def _merge(first: Proposal, second: Proposal, floor_z: float) -> Proposal:
     points = np.vstack([first.points, second.points])
     colors = None if first.colors is None or second.colors is None else np.vstack([first.colors, second.colors])
     box = fit_box(points, floor_z)
-    return Proposal(points, colors, box, min(first.wall_distance, second.wall_distance), min(first.support_gap, second.support_gap))
+    return Proposal(points, colors, box, min(first.wall_distance, second.wall_distance),
+                    min(first.support_gap, second.support_gap), first.on_top and second.on_top)
 
 
 def _gap(first: OrientedBox, second: OrientedBox) -> float:
@@ -165,12 +174,13 @@ def _footprints_touch(first: OrientedBox, second: OrientedBox) -> bool:
 
 def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
     """Drop objects whose points lie mostly (``share``) inside the completed box of a larger,
-    more confident, confident object: a mattress patch inside a bed is the bed, not a table. ``objects``
-    are sorted by score, best first."""
+    more confident, confident object: a mattress patch inside a bed is the bed, not a table. A
+    thing found on a support's top surface stays (a book lying on a table). ``objects`` are
+    sorted by score, best first."""
     kept: list[SceneObject] = []
     for obj in objects:
         volume = float(np.prod(obj.box.size))
-        inside = len(obj.points) > 0 and any(
+        inside = len(obj.points) > 0 and not obj.on_top and any(
             other.score >= min_confidence and float(np.prod(other.box.size)) > volume
             and float(other.box.contains(obj.points, margin=0.05).mean()) >= share for other in kept)
         if not inside:
@@ -271,31 +281,49 @@ class ObjectLayer:
         timings["objects_s"] = time.perf_counter() - started
         return SceneObjects(objects, gravity, self.settings.min_confidence, timings)
 
+    def _fits(self, box: OrientedBox, label: int) -> bool:
+        """Whether ``box`` is no larger than category ``label`` gets (with ``SIZE_SLACK``)."""
+        spec = CATEGORIES[self.classes[label]]
+        return max(box.size[:2]) <= max(spec.size_max[:2]) * SIZE_SLACK and box.size[2] <= spec.size_max[2] * SIZE_SLACK
+
     def _join_fragments(self, proposals: list[Proposal], gravity: GravityFrame, rays: RayGrid) -> list[Proposal]:
         """Touching proposals that are likelier one object than two join: a table's top and its
         legs, split where the sensor saw little of the joint. Two join when the joined shape's
-        best category is ``JOIN_MARGIN`` surer than either part's (shape and physics; the image
-        is asked only about the final objects)."""
+        best category is ``JOIN_MARGIN`` surer than either part's, or when it is the surer part's
+        category, as sure as the less sure part and at least ``JOIN_MIN_SCORE``, and the joined
+        box fits that category's size (a confidently named table leg must not keep the table's
+        top out, and a vague desk must not swallow the chair beside it). Shape and physics only:
+        the image is asked about the final objects. A thing split off a support's top surface
+        joins only another such thing."""
         other = self.classes.index(OTHER)
 
-        def best(candidates: list[Proposal]) -> np.ndarray:
-            return np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1).max(axis=1)
+        def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
+            kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
+            labels = kept.argmax(axis=1)
+            return kept.max(axis=1), labels + (labels >= other)
+
+        def may_join(first: Proposal, second: Proposal) -> bool:
+            return first.on_top == second.on_top and _gap(first.box, second.box) <= JOIN_GAP_M
 
         proposals = sorted(proposals, key=lambda p: -len(p.points))
         # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
         joinable = min(MAX_OBJECTS, sum(len(p.points) >= MIN_JOIN_POINTS for p in proposals))
-        scores = list(best(proposals[:joinable])) if joinable else []
+        scores, labels = (list(values) for values in best(proposals[:joinable])) if joinable else ([], [])
         i = 0
         while i < joinable:
             j = i + 1
             while j < joinable:
-                if _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
+                if may_join(proposals[i], proposals[j]):
                     candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
-                        score = float(best([candidate])[0])
-                        if score > max(scores[i], scores[j]) + JOIN_MARGIN:
-                            proposals[i], scores[i] = candidate, score
-                            del proposals[j], scores[j]
+                        score, label = (float(values[0]) for values in best([candidate]))
+                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN
+                        surer_part = i if scores[i] >= scores[j] else j
+                        completes = (label == labels[surer_part] and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
+                                     and self._fits(candidate.box, int(label)))
+                        if surer or completes:
+                            proposals[i], scores[i], labels[i] = candidate, score, int(label)
+                            del proposals[j], scores[j], labels[j]
                             joinable -= 1
                             j = i + 1
                             continue
@@ -321,10 +349,8 @@ class ObjectLayer:
             j = i + 1
             while j < len(proposals):
                 if labels[i] == labels[j] != other and _gap(proposals[i].box, proposals[j].box) <= MERGE_GAP_M:
-                    spec = CATEGORIES[self.classes[labels[i]]]
                     candidate = _merge(proposals[i], proposals[j], floor_z)
-                    if (max(candidate.box.size[:2]) <= max(spec.size_max[:2]) * 1.3
-                            and candidate.box.size[2] <= spec.size_max[2] * 1.3):
+                    if self._fits(candidate.box, labels[i]):
                         proposals[i] = candidate
                         probabilities[i] = np.maximum(probabilities[i], probabilities[j])
                         del proposals[j], labels[j]
@@ -338,14 +364,20 @@ class ObjectLayer:
             category = self.classes[label]
             spec = CATEGORIES[category]
             box = proposal.box
+            top = box.center[2] + box.size[2] / 2
             if spec.placement == "floor":  # its hidden lower part reaches the floor
-                top = box.center[2] + box.size[2] / 2
-                box = OrientedBox((box.center[0], box.center[1], (top + floor_z) / 2), (box.size[0], box.size[1], top - floor_z), box.yaw)
-            box = complete_box(box, min(spec.size_min[:2]), walls)
+                bottom = floor_z
+            elif proposal.support_gap <= TOP_SNAP_M:  # it rests on what is under it
+                bottom = box.center[2] - box.size[2] / 2 - proposal.support_gap
+            else:
+                bottom = box.center[2] - box.size[2] / 2
+            box = OrientedBox((box.center[0], box.center[1], (top + bottom) / 2), (box.size[0], box.size[1], top - bottom), box.yaw)
+            box = complete_box(box, min(spec.size_min[:2]), walls, max(spec.size_min[:2]))
             ranked = np.argsort(row)[::-1][:3]
             objects.append(SceneObject(
                 category=category, color=object_color(proposal.colors), box=box, score=float(row[label]),
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
+                on_top=proposal.on_top,
             ))
         objects.sort(key=lambda obj: -obj.score)
         return absorb_parts(objects, self.settings.min_confidence)[:MAX_OBJECTS]
