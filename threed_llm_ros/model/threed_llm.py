@@ -38,6 +38,7 @@ from threed_llm_ros.model.location_tokens import (
 )
 from threed_llm_ros.model.preprocessing import SceneBatch, boxes_to_metres, boxes_to_normalized
 from threed_llm_ros.model.scene_encoder import SceneEncoder, SceneEncoderConfig, SceneEncoderOutput
+from threed_llm_ros.safe_text import neutralize_markup
 
 SCENE_START_TOKEN = "<scene_start>"
 SCENE_END_TOKEN = "<scene_end>"
@@ -312,7 +313,9 @@ class ThreeDLLM(nn.Module):
         return self.scene_encoder(scene.patches, scene.centers)
 
     def prompt_text(self, prompt: str, num_scene_tokens: int, *, blind: bool) -> str:
-        """The chat-template prefix up to the assistant turn, scene block included unless blind."""
+        """The chat-template prefix up to the assistant turn, scene block included unless blind.
+        The user's text cannot hold the model's markers (``safe_text.neutralize_markup``)."""
+        prompt = neutralize_markup(prompt)
         if blind:
             user = prompt
         else:

@@ -71,7 +71,8 @@ from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
 from threed_llm_ros.runtime.engine import BACKENDS, EngineSettings, InferenceEngine, SceneCloud
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
-from threed_llm_ros.runtime.intent import EmptyPromptError, Intent, route
+from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
+from threed_llm_ros.safe_text import printable
 
 NODE_NAME = "threed_llm_node"
 INPUTS = ("pointcloud", "rgbd")
@@ -99,6 +100,8 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
     ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
+    ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so "
+                  "(a pasted document would hold every prompt behind it for minutes).", 1, 100_000),
     ParameterSpec("min_range", 0.1, "Points closer to the sensor than this are ignored (m).", 0.0, 100.0),
     ParameterSpec("max_range", 8.0, "Points farther from the sensor than this are ignored (m).", 0.01, 1000.0),
     *qos_parameter_specs(),
@@ -132,6 +135,7 @@ class NodeSettings:
             max_new_tokens=int(values["max_new_tokens"]), object_classifier=str(values["object_classifier"]),
             min_confidence=float(values["min_confidence"]),
             caption_min_confidence=float(values["caption_min_confidence"]),
+            max_prompt_chars=int(values["max_prompt_chars"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
@@ -248,8 +252,8 @@ class ThreeDLLMNode(LifecycleNode):
     # ------------------------------------------------------------------ sensor input
 
     def _bad_input(self, kind: str, topic: str, error: Exception | str) -> None:
-        count = self.diagnostics.bad_input(kind, str(error))
-        self.get_logger().warning(f"ignored bad message on {topic} ({kind} #{count}): {error}")
+        count = self.diagnostics.bad_input(kind, printable(error))
+        self.get_logger().warning(f"ignored bad message on {topic} ({kind} #{count}): {printable(error)}")
 
     def _store(self, cloud: SceneCloud, topic: str) -> None:
         if len(cloud.xyz) == 0:
@@ -327,15 +331,22 @@ class ThreeDLLMNode(LifecycleNode):
                 self._prompts_waiting -= 1
 
     def _answer_prompt(self, message: String) -> None:
+        """One reply per prompt, whatever happens: a bad prompt gets a reply naming the problem,
+        and an unexpected failure while answering gets an error reply; the node keeps serving."""
+        limit = self.settings.engine.max_prompt_chars if self.settings is not None else MAX_PROMPT_CHARS
         try:
-            intent = route(message.data)
+            intent = route(message.data, limit)
         except EmptyPromptError as error:
             self._bad_input("empty_prompt", "prompt", error)
+            return
+        except PromptTooLongError as error:
+            self._bad_input("prompt_too_long", "prompt", error)
+            self._finish_answer(f"Prompt refused: {error.problem}.", streamed=False)
             return
         cloud = self._take_frame()
         if cloud is None:
             text = "No sensor frame yet: nothing has arrived on the input topics."
-            self.get_logger().warning(f"prompt {intent.prompt!r}: {text}")
+            self.get_logger().warning(f"prompt {printable(repr(intent.prompt))}: {text}")
             self._finish_answer(text, streamed=False)
             return
         started = time.perf_counter()
@@ -344,6 +355,11 @@ class ThreeDLLMNode(LifecycleNode):
         except ValueError as error:  # e.g. no point left after range cropping
             self._bad_input("unusable_cloud", "points", error)
             self._finish_answer(f"Cannot use the latest frame: {error}", streamed=False)
+        except Exception as error:  # noqa: BLE001 - one failed reply must not take the node down
+            count = self.diagnostics.bad_input("reply_error", f"{type(error).__name__}: {error}")
+            self.get_logger().error(f"reply to {printable(repr(intent.prompt), 80)} failed (reply_error #{count}): "
+                                    f"{type(error).__name__}: {printable(error)}; the node keeps serving")
+            self._finish_answer(f"Sorry, answering failed ({type(error).__name__}); the error is logged.", streamed=False)
         self.diagnostics.record_latency(f"prompt.{intent.kind}", time.perf_counter() - started)
         self.diagnostics.count("prompts_answered")
         self._delay()

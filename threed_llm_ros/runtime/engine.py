@@ -54,7 +54,7 @@ from threed_llm_ros.geometry.frames import (
     rotation_to_gravity,
     yaw_rotation,
 )
-from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
+from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_based_plan
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 AVAILABLE_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
@@ -101,6 +101,7 @@ class EngineSettings:
     object_classifier: str = ""  # the object layer's classifier directory ('' = the shipped models/object-classifier)
     min_confidence: float = 0.5  # objects below this score are not said to be seen
     caption_min_confidence: float = 0.9  # a caption is an unasked claim: it names only objects this sure
+    max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
@@ -128,6 +129,8 @@ class EngineSettings:
                 raise ConfigError(name, f"got {getattr(self, name)}", "use a probability in [0, 1], e.g. 0.5 or 0.9")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
+        if self.max_prompt_chars < 1:
+            raise ConfigError("max_prompt_chars", f"got {self.max_prompt_chars}", f"use a value >= 1, e.g. {MAX_PROMPT_CHARS}")
         device = str(self.device)
         if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
             raise ConfigError("device", f"got {device!r}", "use cpu, cuda or cuda:<index>")
@@ -426,7 +429,7 @@ class InferenceEngine:
         it is not seen. Free text from the language model only where the program does not
         parse (or ``programs=False``).
         """
-        if route(prompt).kind == "describe":
+        if route(prompt, self.settings.max_prompt_chars).kind == "describe":
             return self.describe(cloud, on_token, prompt)
         started = time.perf_counter()
         timings: dict[str, float] = {}
@@ -456,7 +459,7 @@ class InferenceEngine:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
-        target = label or (route(prompt).target if prompt.strip() else "") or "object"
+        target = label or (route(prompt, self.settings.max_prompt_chars).target if prompt.strip() else "") or "object"
         chosen, resolved = None, False
         if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import locate_by_program
@@ -510,7 +513,7 @@ class InferenceEngine:
             steps = [dict(step) for step in parse_plan_text(text)]
             source = "model"
         if not steps:
-            intent = route(instruction)
+            intent = route(instruction, self.settings.max_prompt_chars)
             steps = [dict(step) for step in rule_based_plan(intent if intent.kind == "plan" else Intent("plan", instruction))]
             source = "rules"
         targets: list[GroundedObject] = []

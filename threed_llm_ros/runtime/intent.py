@@ -3,7 +3,9 @@
 The rules, checked in this order on the lower-cased prompt with a polite opener
 ("please", "can you", "could you", "robot,", ...) removed:
 
-1. empty (only white space)            → :class:`EmptyPromptError` (bad input, counted)
+1. empty (only white space)            → :class:`EmptyPromptError` (bad input, counted);
+   longer than ``max_chars``             → :class:`PromptTooLongError` (bad input, counted).
+   Marker-like text (``<scene>``, ``<|im_start|>``) loses its brackets (``safe_text.py``).
 2. **describe**: asks about the whole scene — "describe the scene/room/what you see",
    "what is in this room", "what do you see", "summarise/summarize the scene",
    "caption", "give a (short) description of the room/scene".
@@ -29,6 +31,7 @@ import re
 from dataclasses import dataclass
 
 from threed_llm_ros.errors import MessageFormatError
+from threed_llm_ros.safe_text import neutralize_markup
 
 INTENTS: tuple[str, ...] = ("describe", "question", "find", "plan")
 
@@ -65,11 +68,22 @@ DISPOSE_VERBS = ("throw away", "dispose of")
 DEFAULT_DISPOSAL = "trash can"
 
 
+MAX_PROMPT_CHARS = 1000  # a question to a robot fits; a pasted document does not (it took minutes)
+
+
 class EmptyPromptError(MessageFormatError):
     """The prompt holds no text."""
 
     def __init__(self) -> None:
         super().__init__("prompt.data", "is empty; send a question or an instruction")
+
+
+class PromptTooLongError(MessageFormatError):
+    """The prompt is longer than the node takes (``max_prompt_chars``)."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__("prompt.data", f"has {length} characters, more than max_prompt_chars ({limit}); "
+                                        "ask a shorter question, or raise the max_prompt_chars parameter")
 
 
 @dataclass(frozen=True)
@@ -90,9 +104,11 @@ def _object_phrase(text: str) -> str:
     return _ARTICLES.sub("", text).strip()
 
 
-def route(prompt: str) -> Intent:
+def route(prompt: str, max_chars: int = MAX_PROMPT_CHARS) -> Intent:
     """The intent of ``prompt`` by the rules of this module's docstring."""
-    original = prompt.strip()
+    if len(prompt) > max_chars:
+        raise PromptTooLongError(len(prompt), max_chars)
+    original = neutralize_markup(prompt).strip()
     if not original:
         raise EmptyPromptError()
     text = _OPENERS.sub("", re.sub(r"\s+", " ", original.lower())).strip()
