@@ -17,7 +17,7 @@ import pytest
 from threed_llm_ros.data.dataset import SplitConfig
 from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
 from threed_llm_ros.eval.evaluate import (
-    BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_OBJECTS, MODEL_TOKENS, EvalSettings, evaluate,
+    BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, ROBOT, EvalSettings, evaluate,
 )
 from threed_llm_ros.model.checkpoint import load_checkpoint
 

@@ -13,7 +13,7 @@ import pytest
 from threed_llm_ros.data.annotations import QUESTION_TYPES, TASKS
 from threed_llm_ros.data.programs import parse_program
 from threed_llm_ros.eval import evaluate as evaluate_module
-from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_OBJECTS, MODEL_TOKENS, navigation_pose
+from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, ROBOT, navigation_pose
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import parameter_report, save_checkpoint
 from threed_llm_ros.model.threed_llm import ThreeDLLM
@@ -50,7 +50,13 @@ def test_eval_writes_every_metric_for_model_and_blind_baseline(setup, tmp_path: 
     assert code == 0
     document = json.loads((output / "report.json").read_text())
     systems = document["systems"]
-    assert set(systems) == {MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD}
+    assert set(systems) == {ROBOT, MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD}
+    # the robot column: every prompt without the model's box markers through the engine's reply path
+    robot = systems[ROBOT]
+    assert {"qa", "grounding", "plan"} <= set(robot)
+    assert _in_unit_range(robot["qa"]["exact_match"]) and robot["qa"]["count"] == 1
+    assert _in_unit_range(robot["grounding"]["acc@0.25"]) and robot["grounding"]["count"] == 1
+    assert _in_unit_range(robot["plan"]["plan_success"]) and robot["plan"]["count"] == 1
     for system in (MODEL_TOKENS, BLIND_TOKENS):
         results = systems[system]
         assert set(results) == set(TASKS) | {"trainable parameters"}
@@ -75,7 +81,9 @@ def test_eval_writes_every_metric_for_model_and_blind_baseline(setup, tmp_path: 
     predictions = document["predictions"]
     assert len(predictions) == 2 * len(TASKS) and sum(p["blind"] for p in predictions) == len(TASKS)
     report = (output / "report.md").read_text()
-    assert f"| task | metric | {MODEL_TOKENS} | {MODEL_HEAD} | {BLIND_TOKENS} | {BLIND_HEAD} |" in report
+    assert f"| task | metric | {ROBOT} | {MODEL_TOKENS} | {MODEL_HEAD} | {BLIND_TOKENS} | {BLIND_HEAD} |" in report
+    robot_samples = [p for p in predictions if "robot" in p]
+    assert robot_samples and all(not p["blind"] and "text" in p["robot"] for p in robot_samples)
     assert "| grounding | acc@0.25 |" in report and "| qa | exact_match |" in report
 
 
@@ -133,10 +141,10 @@ def test_scene_use_separates_a_model_that_reads_its_scene_from_one_that_cannot(s
     assert "| qa | 6 |" in (tmp_path / "report" / "report.md").read_text()
 
 
-def test_a_program_model_reports_detected_objects_and_how_its_programs_fared(setup, tmp_path: Path) -> None:
-    """With question_programs the report gains the detected-objects grounding column and the
-    program rates; an untrained language model writes no parsable program, so every answer
-    falls back to free text and every located box to the head's."""
+def test_a_program_model_reports_how_the_robots_programs_fared(setup, tmp_path: Path) -> None:
+    """With question_programs the robot column gains the program rates. An untrained language
+    model writes no parsable program, so the robot answers in free text, grounds by the words'
+    category over the object layer and plans by rules; nothing is a copy of the engine's logic."""
     dataset, _, _ = setup
     config = model_config_of(load_train_config(Path(__file__).parents[1] / "config" / "train_tiny.yaml"))
     config.scene_encoder = replace(config.scene_encoder, word_groups=4, word_instances=True)
@@ -146,20 +154,19 @@ def test_a_program_model_reports_detected_objects_and_how_its_programs_fared(set
                                             progress=False, max_new_tokens=4)
     document = evaluate_module.evaluate(checkpoint, dataset, tmp_path / "report", settings)
     systems = document["systems"]
-    assert set(systems) == {MODEL_TOKENS, MODEL_HEAD, MODEL_OBJECTS, BLIND_TOKENS, BLIND_HEAD}
-    qa = systems[MODEL_TOKENS]["qa"]
-    assert qa["program parsed"] == 0.0 and qa["answered by program"] == 0.0 and qa["program exact"] == 0.0
-    located = systems[MODEL_OBJECTS]["grounding"]
-    assert located["located by program"] == 0.0 and located["count"] == 2
-    # falling back to the head's box, the column equals the head's
-    assert located["acc@0.25"] == systems[MODEL_HEAD]["grounding"]["acc@0.25"]
-    assert located["center_error_mean_m"] == pytest.approx(systems[MODEL_HEAD]["grounding"]["center_error_mean_m"])
-    plan = systems[MODEL_TOKENS]["plan"]
-    assert plan["planned by program"] == 0.0 and plan["count"] == 2
-    assert plan["step accuracy, program words only"] == 0.0  # no program, no steps from the words
+    assert set(systems) == {ROBOT, MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD}
+    robot = systems[ROBOT]
+    for task in ("qa", "grounding", "plan"):
+        assert robot[task]["program parsed"] == 0.0 and robot[task]["answered by program"] == 0.0, task
+        assert robot[task]["program exact"] in (0.0, None), task
+    assert robot["grounding"]["count"] == 2 and robot["plan"]["count"] == 2
+    sources = set()
     for prediction in document["predictions"]:
         if not prediction["blind"]:
             expected = {"grounding": ("locate",), "plan": ("plan",)}.get(prediction["task"], QUESTION_TYPES)
-            assert parse_program(prediction["expected_program"])["question_type"] in expected
-            # what the model wrote instead is in the report, for finding out why it did not parse
-            assert isinstance(prediction["program"]["text"], str) and not prediction["program"]["parsed"]
+            reply = prediction["robot"]
+            if reply["expected_program"] is not None:
+                assert parse_program(reply["expected_program"])["question_type"] in expected
+            assert reply["program"] is None
+            sources.add(reply.get("source"))
+    assert "rules" in sources or "model" in sources  # the engine's plan fallbacks, as the node runs them

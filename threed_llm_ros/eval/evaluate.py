@@ -5,24 +5,21 @@ baseline** (the same model with ``blind=True``: no scene tokens, boxes still dec
 the scene's normalised frame, so it is the language prior's best guess):
 
 * caption, dense_caption: greedy answers → BLEU-1/4, ROUGE-L, CIDEr;
-* qa: the same plus exact match; a model with ``question_programs`` writes each question's
-  program and runs it over the objects its encoder detects (``model/scene_objects.py``),
-  answering in free text only where the program does not parse or names an undetected
-  object; the report adds how often the program was written exactly as annotated, parsed,
-  and answered. The blind baseline always answers in free text (it has no objects);
+* qa: the same plus exact match;
 * grounding: one generation with ``answer_prefix="<box3d>"`` gives both box outputs
   side by side: the 3D query head's box (the ``<box3d>`` state, as trained) and the
-  location tokens the text then writes → Acc@0.25 / Acc@0.5, mean IoU, centre error; a
-  model with ``question_programs`` adds a third column, the box of the detected object the
-  query's ``locate`` program names (the head's box where it names none that was found);
+  location tokens the text then writes → Acc@0.25 / Acc@0.5, mean IoU, centre error;
 * plan: the plan text → :func:`parse_plan_text` → step accuracy and whole-plan success,
   navigation poses from grounding each ``navigate_to`` target ("Where is the X?"; the
-  head's box, else the location tokens') with :func:`navigation_goal_for_box`. A model with
-  ``question_programs`` writes the instruction's program instead and takes its steps over
-  the detected objects (``plan_from_program``: the objects give the goal poses and a trash
-  can the words leave open), in free text where the program does not parse; the report
-  adds the program rates and the step accuracy of the program's words alone, without any
-  scene (what the scene cannot have contributed to the step accuracy).
+  head's box, else the location tokens') with :func:`navigation_goal_for_box`.
+
+Those columns probe the model itself. The **robot** column is what a robot gets: each
+prompt goes through :class:`~threed_llm_ros.runtime.engine.InferenceEngine` — the same
+``answer`` / ``ground`` / ``plan`` calls the node and ``threed-llm ask`` make, over the
+object layer, with the same model — on the record's cloud. A model with
+``question_programs`` writes programs there, and the column adds how often the program was
+written exactly as annotated, parsed, and answered. Prompts holding the model's box
+markers (``<box>``) are for the model alone: the robot column skips them.
 
 **Scene use** (``scene_use``, on by default): per task, the teacher-forced loss of the reference
 answers given each item's own scene, given another scene of the same selection, and blind. A model
@@ -32,8 +29,7 @@ mean the scene tokens carry nothing the language model uses, whatever the blind 
 
 Writes ``OUTPUT/report.md`` (:func:`format_report`, one column per system) and
 ``OUTPUT/report.json`` (metrics per system, trainable-parameter count, per-sample
-predictions; with programs each keeps the program the model wrote, also one that did not
-parse, next to the annotated one). NaN metrics (no sample) are ``null`` in the JSON.
+predictions; the robot's reply and the program behind it sit next to the annotated one). NaN metrics (no sample) are ``null`` in the JSON.
 """
 
 from __future__ import annotations
@@ -51,7 +47,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS, Annotation, plan_text
+from threed_llm_ros.data.annotations import TASKS, Annotation
 from threed_llm_ros.data.dataset import SPLITS, SceneDataset, SceneRecord, load_dataset
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
@@ -59,18 +55,16 @@ from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
-from threed_llm_ros.model.scene_objects import (
-    LocatedObject, answer_by_program, locate_by_program, plan_by_program, write_program,
-)
 from threed_llm_ros.model.threed_llm import ThreeDLLM
+from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
 MODEL_TOKENS = "model (location tokens)"
 MODEL_HEAD = "model (3D query head)"
 BLIND_TOKENS = "blind baseline"
 BLIND_HEAD = "blind baseline (3D query head)"
-MODEL_OBJECTS = "model (detected objects)"
-SYSTEMS = (MODEL_TOKENS, MODEL_HEAD, MODEL_OBJECTS, BLIND_TOKENS, BLIND_HEAD)
+ROBOT = "robot (the node's reply path)"
+SYSTEMS = (ROBOT, MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD)
 NAVIGATION_ACTIONS = ("navigate_to",)
 GROUNDING_QUERY = "Where is the {target}?"
 MAX_NEW_TOKENS = {"caption": 64, "dense_caption": 40, "qa": 12, "grounding": 32, "plan": 64}
@@ -90,6 +84,7 @@ class EvalSettings:
     max_new_tokens: int | None = None  # cap on every task's answer length (default: per task, MAX_NEW_TOKENS)
     progress: bool = True
     scene_use: bool = True  # also measure answer losses with the own scene, another scene and none
+    robot: bool = True  # also answer every prompt through the engine (the node's reply path)
 
 
 def select_items(dataset: SceneDataset, settings: EvalSettings) -> dict[str, list[int]]:
@@ -128,13 +123,15 @@ def navigation_pose(box: OrientedBox, floor_z: float, standoff_m: float) -> dict
 class Evaluator:
     """Runs one model over the selected annotations and gathers metrics per system."""
 
-    def __init__(self, model: ThreeDLLM, dataset: SceneDataset, settings: EvalSettings) -> None:
+    def __init__(self, model: ThreeDLLM, dataset: SceneDataset, settings: EvalSettings,
+                 engine: InferenceEngine | None = None) -> None:
         self.model = model
         self.dataset = dataset
         self.settings = settings
+        self.engine = engine  # the robot column: the node's reply path over the same model
         self.cache = SceneCache(model.config.scene_encoder.preprocess, seed=settings.seed)
         self.predictions: list[dict[str, Any]] = []
-        self._detected: dict[str, list] = {}  # scene id -> detected objects (programs), computed once per scene
+        self._clouds: dict[str, SceneCloud] = {}  # one cloud object per scene: the engine caches its objects by it
 
     def _generate(self, scene: SceneBatch, prompt: str, task: str, blind: bool, answer_prefix: str = ""):
         limit = MAX_NEW_TOKENS[task]
@@ -154,7 +151,7 @@ class Evaluator:
         modes = [False, True] if self.settings.blind else [False]
         results: dict[str, dict[str, Any]] = {
             system: {} for system in SYSTEMS
-            if (self.settings.blind or "blind" not in system) and (system != MODEL_OBJECTS or self.model.config.question_programs)
+            if (self.settings.blind or "blind" not in system) and (system != ROBOT or self.engine is not None)
         }
         total = sum(len(items) for items in selected.values()) * len(modes)
         with tqdm(total=total, desc="eval", unit="sample", disable=not self.settings.progress) as bar:
@@ -164,11 +161,11 @@ class Evaluator:
                 for blind in modes:
                     tokens_system, head_system = (BLIND_TOKENS, BLIND_HEAD) if blind else (MODEL_TOKENS, MODEL_HEAD)
                     metrics = self._run_task(task, positions, blind, bar)
+                    if "robot" in metrics:
+                        results[ROBOT][task] = metrics.pop("robot")
                     if task == "grounding":
                         results[tokens_system][task] = metrics["tokens"]
                         results[head_system][task] = metrics["head"]
-                        if "objects" in metrics:
-                            results[MODEL_OBJECTS][task] = metrics["objects"]
                     else:
                         results[tokens_system][task] = metrics
         return results
@@ -180,10 +177,9 @@ class Evaluator:
         head_boxes: dict[int, OrientedBox | None] = {}
         target_boxes: dict[int, OrientedBox] = {}
         plans: dict[int, list[dict[str, Any]]] = {}
-        programs: dict[int, tuple[dict[str, Any], str | None]] = {}
-        object_boxes: dict[int, OrientedBox | None] = {}
         reference_plans: dict[int, list[dict[str, Any]]] = {}
-        words_only_plans: dict[int, list[dict[str, Any]]] = {}
+        robot: dict[int, Any] = {}  # the robot's reply value per position (text, box or steps)
+        programs: dict[int, tuple[dict[str, Any], str | None]] = {}
         for position in positions:
             entry = self.dataset.entries[position]
             annotation: Annotation = entry.annotation
@@ -197,92 +193,64 @@ class Evaluator:
                 target_boxes[position] = annotation.target_box
                 sample.update(text=text, token_box=_box_list(token_box), head_box=_box_list(head_box),
                               target_box=_box_list(annotation.target_box))
-                if not blind and self.model.config.question_programs:
-                    located = self.locate(scene, entry.scene_id, prompt)
-                    found = None if located is None or located.found is None else located.found.box
-                    object_boxes[position] = found if found is not None else head_box
-                    programs[position] = ({"text": self._program_text(located, prompt),
-                                           "answered": found is not None, "parsed": located is not None},
-                                          annotation_program(annotation))
-                    sample.update(object_box=_box_list(object_boxes[position]), program=programs[position][0],
-                                  expected_program=programs[position][1])
             elif task == "plan":
                 reference_plans[position] = list((annotation.plan or {}).get("steps", []))
-                planned = None
-                if not blind and self.model.config.question_programs:
-                    planned = self.plan_by_program(scene, record, prompt)
-                    programs[position] = ({"text": planned["program"] if planned else write_program(self.model, prompt),
-                                           "parsed": planned is not None,
-                                           "answered": planned is not None}, annotation_program(annotation))
-                    sample.update(program=programs[position][0], expected_program=programs[position][1])
-                if planned is not None:
-                    text, steps = plan_text(planned["steps"]), planned["steps"]
-                    words_only_plans[position] = planned["words_only"]
-                else:
-                    text = self._generate(scene, prompt, task, blind).text
-                    steps = self._plan_with_poses(text, scene, record, blind)
-                    if programs:
-                        words_only_plans[position] = []  # no program: the words alone give no steps
-                plans[position] = steps
-                sample.update(text=text, steps=steps, reference=annotation.answer)
-            elif task == "qa" and not blind and self.model.config.question_programs:
-                text, program = self.answer_question(scene, entry.scene_id, prompt)
-                texts[position] = text
-                references[position] = annotation.answer
-                expected = annotation_program(annotation) if "question_type" in annotation.attributes else None
-                programs[position] = (program, expected)
-                sample.update(text=text, reference=annotation.answer, program=program, expected_program=expected)
-            else:
                 text = self._generate(scene, prompt, task, blind).text
-                texts[position] = text
+                plans[position] = self._plan_with_poses(text, scene, record, blind)
+                sample.update(text=text, steps=plans[position], reference=annotation.answer)
+            else:
+                texts[position] = self._generate(scene, prompt, task, blind).text
                 references[position] = annotation.answer
-                sample.update(text=text, reference=annotation.answer)
+                sample.update(text=texts[position], reference=annotation.answer)
+            if self.engine is not None and not blind and "<" not in annotation.prompt:
+                robot[position], program, sample["robot"] = self._robot_reply(task, annotation, record)
+                if self.model.config.question_programs and task in ("qa", "grounding", "plan"):
+                    expected = annotation_program(annotation) if task != "qa" or "question_type" in annotation.attributes else None
+                    programs[position] = ({"text": program, "parsed": program is not None,
+                                           "answered": program is not None}, expected)
+                    sample["robot"].update(program=program, expected_program=expected)
             self.predictions.append(sample)
             bar.update(1)
+        metrics = self._task_metrics(task, texts, references, token_boxes, head_boxes, target_boxes, plans, reference_plans)
+        if robot:
+            if task == "grounding":
+                robot_metrics = grounding_metrics(robot, {key: target_boxes[key] for key in robot})
+            elif task == "plan":
+                robot_metrics = plan_metrics(robot, {key: reference_plans[key] for key in robot},
+                                             pose_tolerance_m=self.settings.pose_tolerance_m)
+            else:
+                robot_references = {key: self.dataset.entries[key].annotation.answer for key in robot}
+                robot_metrics = (qa_metrics if task == "qa" else text_metrics)(robot, robot_references)
+            metrics["robot"] = {**robot_metrics, **program_metrics(programs)}
+        return metrics
+
+    def _task_metrics(self, task: str, texts: dict, references: dict, token_boxes: dict, head_boxes: dict,
+                      target_boxes: dict, plans: dict, reference_plans: dict) -> dict[str, Any]:
         if task == "grounding":
-            metrics = {"tokens": grounding_metrics(token_boxes, target_boxes), "head": grounding_metrics(head_boxes, target_boxes)}
-            if object_boxes:
-                located = program_metrics(programs)
-                located["located by program"] = located.pop("answered by program")
-                metrics["objects"] = {**grounding_metrics(object_boxes, target_boxes), **located}
-            return metrics
+            return {"tokens": grounding_metrics(token_boxes, target_boxes), "head": grounding_metrics(head_boxes, target_boxes)}
         if task == "plan":
-            metrics = plan_metrics(plans, reference_plans, pose_tolerance_m=self.settings.pose_tolerance_m)
-            if programs:
-                planned = program_metrics(programs)
-                planned["planned by program"] = planned.pop("answered by program")
-                words_only = plan_metrics(words_only_plans, reference_plans, check_poses=False)
-                metrics.update(planned, **{"step accuracy, program words only": words_only["step_accuracy"]})
-            return metrics
+            return plan_metrics(plans, reference_plans, pose_tolerance_m=self.settings.pose_tolerance_m)
         if task == "qa":
-            return {**qa_metrics(texts, references), **program_metrics(programs)}
+            return qa_metrics(texts, references)
         return text_metrics(texts, references)
 
-    def answer_question(self, scene: SceneBatch, scene_id: str, question: str) -> tuple[str, dict[str, Any]]:
-        """(answer, how it came about) by the question's program over the detected objects, in free
-        text where the program does not parse or names an object that was not detected."""
-        reply = self._by_program(answer_by_program, scene, scene_id, question)
-        if reply is not None and reply.answer is not None:
-            return reply.answer, {"text": reply.program, "parsed": True, "answered": True, "objects": len(reply.objects)}
-        text = self._generate(scene, question, "qa", False).text
-        return text, {"text": self._program_text(reply, question), "parsed": reply is not None, "answered": False}
-
-    def _program_text(self, reply: Any, prompt: str) -> str:
-        """The program behind a reply; where none came back (it did not parse, or was not of the
-        prompt's kind) the program is written again (greedy, so the same text) for the report."""
-        return reply.program if reply is not None else write_program(self.model, prompt)
-
-    def _by_program(self, function: Any, scene: SceneBatch, scene_id: str, prompt: str) -> Any:
-        """``answer_by_program``, ``locate_by_program`` or ``plan_by_program`` with the scene's
-        detections computed once per scene."""
-        reply = function(self.model, scene, prompt, objects=self._detected.get(scene_id))
-        if reply is not None:
-            self._detected[scene_id] = reply.objects
-        return reply
-
-    def locate(self, scene: SceneBatch, scene_id: str, query: str) -> LocatedObject | None:
-        """:func:`locate_by_program` with the scene's detections computed once per scene."""
-        return self._by_program(locate_by_program, scene, scene_id, query)
+    def _robot_reply(self, task: str, annotation: Annotation, record: SceneRecord) -> tuple[Any, str | None, dict[str, Any]]:
+        """The robot's reply to the annotation's prompt (the engine's ``answer`` / ``ground`` /
+        ``plan`` on the record's cloud): (value to score, program behind it, what the report keeps)."""
+        assert self.engine is not None
+        if record.scene_id not in self._clouds:
+            self._clouds = {record.scene_id: SceneCloud(record.points_gravity(), record.colors, record.frame_id)}
+        cloud = self._clouds[record.scene_id]
+        if task == "grounding":
+            reply = self.engine.ground(cloud, annotation.prompt)
+            box = reply.target.box if reply.target is not None else None
+            return box, reply.program, {"text": reply.text, "box": _box_list(box)}
+        if task == "plan":
+            planned = self.engine.plan(cloud, annotation.prompt)
+            steps = planned.plan["steps"]
+            return steps, planned.program, {"text": planned.text, "steps": steps, "source": planned.plan["source"]}
+        answered = self.engine.answer(cloud, annotation.prompt)
+        return answered.text, answered.program, {"text": answered.text}
 
     def scene_use(self) -> dict[str, dict[str, float]]:
         """Per task: mean teacher-forced answer loss with the own scene, another scene and no scene.
@@ -316,29 +284,9 @@ class Evaluator:
             measured[task]["items"] = len(positions)
         return measured
 
-    def plan_by_program(self, scene: SceneBatch, record: SceneRecord, instruction: str) -> dict[str, Any] | None:
-        """The instruction's steps through its program over the scene's detected objects, with
-        goal poses (a target that was not detected is grounded by the box head, as in free-text
-        plans), and the steps its words alone give; None when the program does not parse."""
-        planned = self._by_program(plan_by_program, scene, record.scene_id, instruction)
-        if planned is None:
-            return None
-        floor_z = floor_height(record)
-        steps: list[dict[str, Any]] = []
-        for step in planned.steps:
-            index = step.get("object")
-            step = {key: value for key, value in step.items() if key not in ("object", "destination_object")}
-            if step["action"] in NAVIGATION_ACTIONS:
-                box = planned.objects[index].box if index is not None else None
-                if box is None:
-                    _, token_box, head_box = self.ground(scene, GROUNDING_QUERY.format(target=step["target"]), False)
-                    box = head_box if head_box is not None else token_box
-                if box is not None:
-                    step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
-            steps.append(step)
-        return {"steps": steps, "words_only": planned.words_only, "program": planned.program}
-
     def _plan_with_poses(self, text: str, scene: SceneBatch, record: SceneRecord, blind: bool) -> list[dict[str, Any]]:
+        """The model's plan text as steps, each ``navigate_to`` target grounded by the model's own
+        box (the head's, else the location tokens')."""
         steps = [dict(step) for step in parse_plan_text(text)]
         grounded: dict[str, OrientedBox | None] = {}
         floor_z = floor_height(record)
@@ -347,13 +295,8 @@ class Evaluator:
                 continue
             target = step["target"]
             if target not in grounded:
-                query = GROUNDING_QUERY.format(target=target)
-                _, token_box, head_box = self.ground(scene, query, blind)
+                _, token_box, head_box = self.ground(scene, GROUNDING_QUERY.format(target=target), blind)
                 grounded[target] = head_box if head_box is not None else token_box
-                if not blind and self.model.config.question_programs:
-                    located = self.locate(scene, record.scene_id, query)
-                    if located is not None and located.found is not None:
-                        grounded[target] = located.found.box
             box = grounded[target]
             if box is not None:
                 step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
@@ -426,7 +369,10 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
     model = model or _load(checkpoint)
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
-    evaluator = Evaluator(model, dataset, settings)
+    # the robot column: the node's own reply path, fed the record's gravity-frame cloud (z up), so
+    # its boxes and goal poses are in the frame of the annotations
+    engine = InferenceEngine.around(model, EngineSettings(checkpoint=str(checkpoint), up_axis="z")) if settings.robot else None
+    evaluator = Evaluator(model, dataset, settings, engine)
     results = evaluator.run()
     was_training = model.training
     model.eval()
@@ -474,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-blind", action="store_true", help="skip the blind baseline")
     parser.add_argument("--no-scene-use", action="store_true",
                         help="skip the answer losses with the own scene, another scene and none")
+    parser.add_argument("--no-robot", action="store_true",
+                        help="skip the robot column (every prompt through the node's reply path)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, help="cap every answer at N tokens (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -482,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         print("threed-llm eval: --limit must be at least 1", file=sys.stderr)
         return 2
     settings = EvalSettings(split=arguments.split, limit=arguments.limit, tasks=tuple(arguments.tasks),
-                            blind=not arguments.no_blind, scene_use=not arguments.no_scene_use, seed=arguments.seed, progress=not arguments.quiet,
+                            blind=not arguments.no_blind, scene_use=not arguments.no_scene_use, robot=not arguments.no_robot, seed=arguments.seed, progress=not arguments.quiet,
                             max_new_tokens=arguments.max_new_tokens)
     try:
         document = evaluate(arguments.checkpoint, arguments.dataset, arguments.output, settings)

@@ -6,7 +6,10 @@ mounted 1.8 m up, still sees a floor. Among the points whose surface normal is w
 has nearly every point of the cloud above it is the floor;
 its normal becomes +z and its height the floor height. Where no such plane is seen (a
 tabletop close-up), the prior stands and the floor is the cloud's low percentile, and the
-result says so (``floor_found``). The frame keeps the sensor at the origin and the prior's
+result says so (``floor_found``). Where the robot knows the sensor's height above the floor
+(``sensor_height``, from its URDF / tf), only planes within :data:`SENSOR_HEIGHT_TOLERANCE_M`
+of that height can be the floor (a sofa seat filling a level camera's view is not), and with
+none seen the floor is put at that height. The frame keeps the sensor at the origin and the prior's
 heading (x forward of the prior), so a reply's coordinates rotate back into the input frame
 with one matrix.
 """
@@ -25,6 +28,7 @@ PLANE_DISTANCE_M = 0.03
 MIN_FLOOR_SHARE = 0.02  # of the plane-search points
 BELOW_FLOOR_TOLERANCE_M = 0.08
 MAX_SHARE_BELOW = 0.03  # points more than the tolerance below a floor candidate
+SENSOR_HEIGHT_TOLERANCE_M = 0.25  # a floor candidate this far from the known sensor height is something else
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,10 @@ def _rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def estimate_gravity(
     points: np.ndarray, up_axis: str = "-y", frame_id: str = "", max_planes: int = 5, seed: int = 0,
-    sample: int = 10_000,
+    sample: int = 10_000, sensor_height: float = 0.0,
 ) -> GravityFrame:
-    """The gravity frame of an input-frame cloud (see the module docstring)."""
+    """The gravity frame of an input-frame cloud (see the module docstring); ``sensor_height``
+    (metres, 0 = unknown) is the sensor's known height above the floor."""
     import open3d
 
     prior = rotation_to_gravity(up_axis)
@@ -76,9 +81,14 @@ def estimate_gravity(
     if len(xyz) > sample:
         xyz = xyz[np.random.default_rng(seed).choice(len(xyz), sample, replace=False)]
     upright = xyz @ prior.T
-    if len(upright) < 50:
-        floor = float(np.percentile(upright[:, 2], 2.0)) if len(upright) else 0.0
+    known = sensor_height > 0
+
+    def unseen() -> GravityFrame:  # no floor plane: the known height, else the cloud's low percentile
+        floor = -sensor_height if known else float(np.percentile(upright[:, 2], 2.0)) if len(upright) else 0.0
         return GravityFrame(prior, floor, False, frame_id)
+
+    if len(upright) < 50:
+        return unseen()
     open3d.utility.random.seed(int(seed) % 2**31)
     cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(upright))
     cloud.estimate_normals(open3d.geometry.KDTreeSearchParamHybrid(radius=0.15, max_nn=16))
@@ -100,13 +110,14 @@ def estimate_gravity(
             normal, offset = -normal, -offset
         if normal[2] >= cos_tilt and len(inliers) >= MIN_FLOOR_SHARE * len(upright):
             heights = upright @ normal + offset  # signed distance above the plane
-            if float((heights < -BELOW_FLOOR_TOLERANCE_M).mean()) <= MAX_SHARE_BELOW:
-                height = -offset  # the plane's height along its normal
+            height = -offset  # the plane's height along its normal
+            plausible = not known or abs(height + sensor_height) <= SENSOR_HEIGHT_TOLERANCE_M
+            if plausible and float((heights < -BELOW_FLOOR_TOLERANCE_M).mean()) <= MAX_SHARE_BELOW:
                 if best is None or height < best[0]:
                     best = (height, normal)
         remaining = remaining.select_by_index(inliers, invert=True)
     if best is None:
-        return GravityFrame(prior, float(np.percentile(upright[:, 2], 2.0)), False, frame_id)
+        return unseen()
     height, normal = best
     rotation = _rotation_between(normal, np.array([0.0, 0.0, 1.0])) @ prior
     return GravityFrame(rotation, float(height), True, frame_id)

