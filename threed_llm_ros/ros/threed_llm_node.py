@@ -69,7 +69,7 @@ from threed_llm_ros.ros.markers import grounding_markers, path_message, pose_sta
 from threed_llm_ros.ros.parameters import ParameterSpec, declare_parameters, read_parameters
 from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
-from threed_llm_ros.runtime.engine import BACKENDS, EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import BACKENDS, REPLY_TIMEOUT_S, EngineSettings, InferenceEngine, SceneCloud
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
 from threed_llm_ros.safe_text import printable
@@ -100,6 +100,8 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
     ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
+    ParameterSpec("reply_timeout_s", REPLY_TIMEOUT_S, "Deadline of one reply (s): the model stops generating there, "
+                  "as at max_new_tokens, and the reply says it was cut short.", 0.1, 3600.0),
     ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so "
                   "(a pasted document would hold every prompt behind it for minutes).", 1, 100_000),
     ParameterSpec("min_range", 0.1, "Points closer to the sensor than this are ignored (m).", 0.0, 100.0),
@@ -135,7 +137,7 @@ class NodeSettings:
             max_new_tokens=int(values["max_new_tokens"]), object_classifier=str(values["object_classifier"]),
             min_confidence=float(values["min_confidence"]),
             caption_min_confidence=float(values["caption_min_confidence"]),
-            max_prompt_chars=int(values["max_prompt_chars"]),
+            max_prompt_chars=int(values["max_prompt_chars"]), reply_timeout_s=float(values["reply_timeout_s"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
@@ -407,7 +409,8 @@ class ThreeDLLMNode(LifecycleNode):
             text = " ; ".join(
                 f"{step['action']}({', '.join([step['target']] + ([step['destination']] if step.get('destination') else []))})"
                 for step in plan["steps"]) or "no plan"
-            self._finish_answer(f"{text} [{plan['source']}]", streamed=False)
+            cut = engine.cut_short_note() if reply.cut_short else ""
+            self._finish_answer(f"{text} [{plan['source']}]{cut}", streamed=False)
 
     def _on_caption_timer(self) -> None:
         with self._prompts_waiting_lock:
