@@ -1,5 +1,6 @@
 """Prompts over real DDS: a burst is queued up to ``prompt_queue_depth`` and the rest refused
-"busy" at once; every prompt gets exactly one reply and the refusals are counted (issue 17)."""
+"busy" at once; every prompt gets exactly one reply and the refusals are counted; a reply
+stops at ``reply_timeout_s`` and says so (issue 17)."""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def test_a_burst_of_prompts_gets_one_reply_each(tmp_path: Path, checkpoint: Path
     frame = simulate(3)
     keep = np.random.default_rng(0).choice(len(frame.points), 20_000, replace=False)
     cloud = arrays_to_pointcloud2(frame.points[keep], frame.colors[keep], frame_id=FRAME_ID)
-    # each answer takes at least 1 s, so the burst (milliseconds) arrives while the first is answered
-    process = _start_node(tmp_path, checkpoint, "burst_node", prompt_queue_depth=QUEUE_DEPTH, inference_delay_s=1.0)
+    # each answer takes at least 1 s, so the burst (milliseconds) arrives while the first is answered;
+    # the deadline passes before the model starts writing, so every answer is cut short (not at max_new_tokens)
+    process = _start_node(tmp_path, checkpoint, "burst_node", prompt_queue_depth=QUEUE_DEPTH, inference_delay_s=1.0,
+                          reply_timeout_s=0.1, max_new_tokens=48)
     probe = Probe("threed_llm_node_burst_probe")
     sensor = None
     try:
@@ -67,6 +70,7 @@ def test_a_burst_of_prompts_gets_one_reply_each(tmp_path: Path, checkpoint: Path
         answered = [text for text in answers if not text.startswith("busy: ")]
         assert QUEUE_DEPTH <= len(answered) <= QUEUE_DEPTH + 3, answers  # the queue, plus the one being answered
         assert not any(text.startswith("Sorry") for text in answered)
+        assert all(text.endswith(" [cut short: reply_timeout_s (0.1 s) reached]") for text in answered), answered
         probe.wait_for(lambda: int(probe.latest_diagnostics().get("received.prompt", 0)) == BURST
                        and probe.latest_diagnostics().get("prompts_refused_busy") == str(len(busy)),
                        30, process, "the refused prompts counted in /diagnostics")
