@@ -34,10 +34,11 @@ deep history) only queues each prompt (:class:`~threed_llm_ros.runtime.prompt_qu
 ``prompt_queue_depth``), and a worker answers the queue in order; a prompt that finds the
 queue full gets the reply "busy: N prompts are waiting; ask again shortly" on ``answer`` at
 once (not on ``answer/stream``, where it would split the answer being streamed) and is
-counted as ``prompts_refused_busy`` in /diagnostics. Prompts come first: a periodic caption is skipped while a prompt waits, so a
-caption rate faster than the model cannot starve questions (a prompt waits for at most the
-caption already running). ``inference_delay_s`` adds a deliberate sleep after each
-inference, to emulate a slower model (the drop-not-queue test uses it; keep 0 in use).
+counted as ``prompts_refused_busy`` in /diagnostics. Prompts come first: a periodic caption
+is skipped while a prompt waits, so a caption rate faster than the model cannot starve
+questions (a prompt waits for at most the caption already running). ``inference_delay_s``
+adds a deliberate sleep after each inference, to emulate a slower model (the
+drop-not-queue test uses it; keep 0 in use).
 """
 
 from __future__ import annotations
