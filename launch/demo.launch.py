@@ -30,7 +30,7 @@ def generate_launch_description():
             executable="threed_llm_node",
             name="threed_llm_node",
             output="screen",
-            parameters=[os.path.join(share, "config", "threed_llm.yaml"), {"autostart": True, "max_new_tokens": 48}],
+            parameters=[os.path.join(share, "config", "threed_llm.yaml"), {"autostart": True, "max_new_tokens": 48, "sensor_height": 1.2}],
             remappings=[
                 ("points", "/camera/points"),
                 ("color/image_raw", "/camera/color/image_raw"),

@@ -52,6 +52,24 @@ def test_no_floor_keeps_the_prior() -> None:
     np.testing.assert_allclose(frame.rotation, rotation_to_gravity("-y"))
 
 
+def test_a_known_sensor_height_keeps_a_sofa_seat_from_being_the_floor() -> None:
+    """A level camera 1.2 m up facing a sofa at 1.5 m sees its seat, its front and the wall, and
+    no floor. Alone, the seat passes for the floor; with the robot's known sensor height it
+    cannot, and the floor is put at that height. A floor that is seen still wins."""
+    rng = np.random.default_rng(2)
+    seat = np.column_stack([rng.uniform(1.5, 2.3, 4000), rng.uniform(-1.2, 1.2, 4000), np.full(4000, -0.75)])
+    front = np.column_stack([np.full(150, 1.5), rng.uniform(-1.2, 1.2, 150), rng.uniform(-1.1, -0.75, 150)])  # grazing
+    wall = np.column_stack([np.full(3000, 3.0), rng.uniform(-2, 2, 3000), rng.uniform(-0.4, 1.3, 3000)])
+    gravity_points = np.vstack([seat, front, wall]) + rng.normal(0, 0.004, (7150, 3))
+    optical = gravity_points @ rotation_to_gravity("-y")  # the level camera's optical-frame cloud
+    assert estimate_gravity(optical, "-y").floor_z == pytest.approx(-0.75, abs=0.03)  # the seat, taken for the floor
+    known = estimate_gravity(optical, "-y", sensor_height=1.2)
+    assert known.floor_z == pytest.approx(-1.2) and not known.floor_found
+    room = _room(rng, floor_z=-1.25) @ rotation_to_gravity("-y")
+    seen = estimate_gravity(room, "-y", sensor_height=1.2)
+    assert seen.floor_found and seen.floor_z == pytest.approx(-1.25, abs=0.03)
+
+
 @pytest.mark.parametrize("yaw", [0.0, 0.4, -1.1, 1.5])
 def test_min_area_rectangle_recovers_a_turned_footprint(yaw: float) -> None:
     rng = np.random.default_rng(2)

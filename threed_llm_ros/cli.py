@@ -26,12 +26,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("threed_llm_ros.ask", "answer a prompt about a .ply/.pcd/.npz point cloud, without ROS"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
     "export": ("threed_llm_ros.runtime.export", "export the scene encoder and box head to ONNX (threed-llm export onnx ...)"),
-    "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out"),
+    "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out "
+              "(--soak MINUTES: the node under a 30 Hz camera and prompts; RSS, latency, errors)"),
     "bench-conversions": (
         "threed_llm_ros.ros.bench_conversions",
         "time PointCloud2/Image/depth conversions for a 640x480 frame (JSON out)",
     ),
 }
+
+
+SOAK_MODULE = "threed_llm_ros.ros.soak"
 
 
 def _usage() -> str:
@@ -52,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"threed-llm: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module_name = SUBCOMMANDS[name][0]
+    if name == "bench" and any(argument == "--soak" or argument.startswith("--soak=") for argument in rest):
+        module_name = SOAK_MODULE  # the soak runs the node over ROS; the stage bench stays ROS-free
+    module = importlib.import_module(module_name)
     return int(module.main(rest) or 0)
 
 
