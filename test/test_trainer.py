@@ -296,7 +296,7 @@ def test_every_shipped_recipe_loads_with_its_model_and_starting_checkpoint(repo_
     """config/train_*.yaml are documented commands: each must validate (stages, groups, tasks), build its model
     config, and name a starting checkpoint that exists or that another recipe writes (inside its output)."""
     recipes = sorted((repo_root / "config").glob("train_*.yaml"))
-    assert {"train_tiny.yaml", "train_mini.yaml", "train_mini_head.yaml", "train_mini_continue.yaml"} <= {
+    assert {"train_tiny.yaml", "train_mini.yaml", "train_mini_head.yaml", "train_mini_programs.yaml"} <= {
         recipe.name for recipe in recipes}
     configs = {recipe: load_train_config(recipe) for recipe in recipes}
     outputs = {recipe: Path(config.output) for recipe, config in configs.items()}
