@@ -20,13 +20,13 @@ from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import to_gravity_frame
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.objects.describe import caption
+from threed_llm_ros.plans import Plan, plan_problems
 from threed_llm_ros.runtime.engine import (
     EngineSettings,
     InferenceEngine,
     SceneCloud,
     build_untrained_checkpoint,
     navigation_goal_for_box,
-    plan_is_valid,
     pose_in_input_frame,
 )
 from threed_llm_helpers import TRAINED_CHECKPOINT, engine_floors
@@ -161,9 +161,9 @@ def test_plan_has_the_published_schema(engine: InferenceEngine, cloud: SceneClou
     found = engine.scene_objects(cloud)
     seen = found.confident[0].category
     reply = engine.plan(cloud, f"Bring the unicorn to the {seen}.")
-    plan = reply.plan
-    assert plan_is_valid(plan) == []
-    json.dumps(plan)  # JSON-ready
+    assert Plan.from_json(reply.plan.to_json()) == reply.plan  # the published form reads back whole
+    plan = reply.plan.to_dict()
+    assert plan_problems(plan) == []
     assert plan["frame_id"] == FRAME_ID and plan["stamp"] == {"sec": 1700000000, "nanosec": 250}
     assert plan["source"] in ("program", "model", "rules")
     navigation = [step for step in plan["steps"] if step["action"] == "navigate_to"]
@@ -218,8 +218,8 @@ def test_trained_plan_poses_are_at_the_targets(trained_engine: InferenceEngine, 
     portable = next(o for o in objects if o.category in ("cup", "bottle", "box", "book"))
     furniture = next(o for o in objects if o.category in ("table", "desk", "sofa", "bed", "dresser", "cabinet"))
     reply = trained_engine.plan(cloud, f"Bring the {portable.label} to the {furniture.label}.")
-    assert reply.plan["source"] == ("program" if _shipped_question_programs() else "model"), reply.plan
-    navigation = [step for step in reply.plan["steps"] if step["action"] == "navigate_to"]
+    assert reply.plan.source == ("program" if _shipped_question_programs() else "model"), reply.plan
+    navigation = [step for step in reply.plan.steps if step["action"] == "navigate_to"]
     assert [step["target"] for step in navigation] == [portable.label, furniture.label]
     posed = [(step, obj) for step, obj in zip(navigation, (portable, furniture)) if "pose" in step]
     assert posed, "at least one target is seen"

@@ -8,11 +8,9 @@ import pytest
 
 from threed_llm_ros.eval.metrics import (
     exact_match,
-    format_plan_text,
     format_report,
     grounding_metrics,
     normalize_answer,
-    parse_plan_text,
     plan_metrics,
     qa_metrics,
     text_metrics,
@@ -88,22 +86,6 @@ def test_grounding_accuracy_with_known_boxes() -> None:
     assert scores["missing"] == 1 and scores["count"] == 5
     assert scores["center_error_mean_m"] == pytest.approx((0 + 0.5 + 0 + 3.0) / 4)
     assert scores["center_error_median_m"] == pytest.approx(0.25)
-
-
-def test_plan_text_round_trip_and_parser_tolerance() -> None:
-    steps = [
-        {"action": "navigate_to", "target": "red cup"},
-        {"action": "pick", "target": "red cup"},
-        {"action": "navigate_to", "target": "sofa"},
-        {"action": "place", "target": "red cup", "destination": "sofa"},
-    ]
-    text = format_plan_text(steps)
-    assert text == "navigate_to(red cup) ; pick(red cup) ; navigate_to(sofa) ; place(red cup, sofa)"
-    assert parse_plan_text(text) == steps
-    assert parse_plan_text("1. navigate_to(red cup)\n2) pick( red cup )\nthen I will rest\nplace(red cup, sofa).") == [
-        steps[0], steps[1], steps[3],
-    ]
-    assert parse_plan_text("I cannot do that.") == []
 
 
 def _navigate(target: str, x: float) -> dict:

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from threed_llm_ros.data.annotations import (
-    PLAN_TYPES, QUESTION_TYPES, RELATIONS, SYNONYMS, AnnotationConfig, annotate_scene, plan_combos, plan_text,
+    PLAN_TYPES, QUESTION_TYPES, RELATIONS, SYNONYMS, AnnotationConfig, annotate_scene, plan_combos,
     synthetic_instruction,
 )
 from threed_llm_ros.data.catalog import COLOR_NAMES
 from threed_llm_ros.data.dataset import SplitConfig, choose_heldout_combinations
 from threed_llm_ros.data.generate import record_from_frame
+from threed_llm_ros.plans import plan_text
 from threed_llm_ros.data.programs import (
     PROGRAM_REQUEST,
     DetectedObject,

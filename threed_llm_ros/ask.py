@@ -86,7 +86,7 @@ def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:
         return {"intent": intent.kind, "text": reply.text, "boxes": boxes, "timings": reply.timings}
     if intent.kind == "plan":
         reply = engine.plan(cloud, prompt)
-        return {"intent": intent.kind, "text": reply.text, "plan": reply.plan, "timings": reply.timings}
+        return {"intent": intent.kind, "text": reply.text, "plan": reply.plan.to_dict(), "timings": reply.timings}
     reply = engine.answer(cloud, prompt, programs=intent.kind == "question")
     return {"intent": intent.kind, "text": reply.text, "timings": reply.timings}
 

@@ -43,6 +43,7 @@ from threed_llm_ros.data.catalog import CATEGORIES, CATEGORY_NAMES, COLOR_NAMES,
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
+from threed_llm_ros.plans import plan_text
 
 if TYPE_CHECKING:
     from threed_llm_ros.data.dataset import SceneRecord
@@ -1037,15 +1038,6 @@ _BRING_DESTINATIONS = frozenset(SUPPORT_CATEGORIES) | {"bed", "sofa", "chair", "
 def _portable(facts: SceneFacts, index: int) -> bool:
     spec = CATEGORIES.get(str(facts.categories[index]))
     return (spec.placement == "top") if spec is not None else bool(facts.support[index] >= 0)
-
-
-def plan_text(steps: Sequence[dict[str, Any]]) -> str:
-    """The plan's text form: ``action(target)`` or ``place(target, destination)`` joined by " ; "."""
-    parts = []
-    for step in steps:
-        arguments = [step["target"]] + ([step["destination"]] if step.get("destination") else [])
-        parts.append(f"{step['action']}({', '.join(arguments)})")
-    return " ; ".join(parts)
 
 
 def plan_steps(

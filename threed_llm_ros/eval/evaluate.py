@@ -51,11 +51,12 @@ from threed_llm_ros.data.annotations import TASKS, Annotation
 from threed_llm_ros.data.dataset import DATASET_FIX, INDEX_FILE, SPLITS, SceneDataset, SceneRecord, load_dataset
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
-from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_plan_text, plan_metrics, qa_metrics, text_metrics
+from threed_llm_ros.eval.metrics import format_report, grounding_metrics, plan_metrics, qa_metrics, text_metrics
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
 from threed_llm_ros.model.threed_llm import ThreeDLLM
+from threed_llm_ros.plans import NAVIGATION_ACTIONS, parse_plan_text
 from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
@@ -65,7 +66,6 @@ BLIND_TOKENS = "blind baseline"
 BLIND_HEAD = "blind baseline (3D query head)"
 ROBOT = "robot (the node's reply path)"
 SYSTEMS = (ROBOT, MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD)
-NAVIGATION_ACTIONS = ("navigate_to",)
 GROUNDING_QUERY = "Where is the {target}?"
 MAX_NEW_TOKENS = {"caption": 64, "dense_caption": 40, "qa": 12, "grounding": 32, "plan": 64}
 
@@ -247,8 +247,8 @@ class Evaluator:
             return box, reply.program, {"text": reply.text, "box": _box_list(box)}
         if task == "plan":
             planned = self.engine.plan(cloud, annotation.prompt)
-            steps = planned.plan["steps"]
-            return steps, planned.program, {"text": planned.text, "steps": steps, "source": planned.plan["source"]}
+            steps = planned.plan.steps
+            return steps, planned.program, {"text": planned.text, "steps": steps, "source": planned.plan.source}
         answered = self.engine.answer(cloud, annotation.prompt)
         return answered.text, answered.program, {"text": answered.text}
 

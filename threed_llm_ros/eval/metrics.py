@@ -7,10 +7,9 @@
   tokeniser (lowercase words and numbers, punctuation dropped) instead of its Java PTB
   tokeniser. CIDEr weighs n-grams by corpus document frequency, so it needs several
   items (one item always scores 0). QA also gets exact match after ``normalize_answer``.
-* Plans: the model emits the plan TEXT format of ``data.annotations.plan_text``
-  (``"navigate_to(red cup) ; pick(red cup) ; navigate_to(sofa) ; place(red cup, sofa)"``);
-  ``parse_plan_text`` turns it back into steps. Navigation poses come from grounding the
-  step targets, not from the text.
+* Plans: steps (``plans.py``: the text form and its parse) match when action, target and
+  destination agree; a plan succeeds when every step matches and each navigation pose is
+  near the reference's. Navigation poses come from grounding the step targets, not from the text.
 """
 
 from __future__ import annotations
@@ -20,14 +19,13 @@ import re
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
-from threed_llm_ros.data.annotations import plan_text as format_plan_text
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.iou import rotated_box_iou
 
 __all__ = [
     "tokenize", "normalize_answer", "exact_match", "text_metrics", "qa_metrics", "grounding_metrics",
-    "parse_plan_text", "format_plan_text", "steps_match", "plan_metrics", "format_report",
+    "steps_match", "plan_metrics", "format_report",
 ]
 
 _TOKEN = re.compile(r"\d+(?:\.\d+)?|[^\W\d_]+")
@@ -130,29 +128,6 @@ def grounding_metrics(
 
 
 # --------------------------------------------------------------------------- plans
-
-_STEP = re.compile(r"^\s*(?:\d+\s*[.)]\s*)?([A-Za-z_]+)\s*\((.*)\)\s*\.?\s*$")
-
-
-def parse_plan_text(text: str) -> list[dict[str, str]]:
-    """Steps ``{"action", "target", "destination"?}`` from plan text; parts that are not ``action(args)`` are skipped.
-
-    Steps are separated by ";" or new lines; a leading "1." or "2)" is allowed.
-    """
-    steps = []
-    for part in re.split(r"[;\n]", text):
-        match = _STEP.match(part)
-        if match is None:
-            continue
-        arguments = [argument.strip() for argument in match.group(2).split(",")]
-        if not arguments or not arguments[0]:
-            continue
-        step = {"action": match.group(1).lower(), "target": arguments[0]}
-        if len(arguments) > 1 and arguments[1]:
-            step["destination"] = arguments[1]
-        steps.append(step)
-    return steps
-
 
 def steps_match(prediction: Mapping[str, Any], reference: Mapping[str, Any]) -> bool:
     """Same action, target and destination (after ``normalize_answer``)."""

@@ -12,7 +12,8 @@ Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
     out  grounding/markers          visualization_msgs/MarkerArray   DELETEALL, then box + label per object
     out  grounding/target_pose      geometry_msgs/PoseStamped        best box of a "find" prompt
     out  plan                       std_msgs/String (JSON)           {"instruction","steps":[{"action","target",
-                                    "destination"?,"pose"?,"target_position"?}],"stamp","frame_id","source","text"}
+                                    "destination"?,"pose"?,"target_position"?,"seen"?}],"stamp","frame_id","source",
+                                    "text"} (``plans.Plan``; ``Plan.from_json`` reads and checks it)
                                     source: "program" (steps over detected objects), "model" or "rules"
     out  plan/path                  nav_msgs/Path                    the plan's navigation goals in order
     out  /diagnostics               diagnostic_msgs/DiagnosticArray  rates, dropped frames, bad inputs, latency
@@ -43,7 +44,6 @@ drop-not-queue test uses it; keep 0 in use).
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -451,14 +451,10 @@ class ThreeDLLMNode(LifecycleNode):
             self.diagnostics.record_timings(reply.timings)
             plan = reply.plan
             self._publish("grounding/markers", grounding_markers(reply.targets, cloud.frame_id, cloud.stamp))
-            self._publish("plan", String(data=json.dumps(plan)))
-            goals = [(step["pose"]["position"], step["pose"]["orientation"]) for step in plan["steps"] if "pose" in step]
-            self._publish("plan/path", path_message(goals, cloud.frame_id, cloud.stamp))
-            text = " ; ".join(
-                f"{step['action']}({', '.join([step['target']] + ([step['destination']] if step.get('destination') else []))})"
-                for step in plan["steps"]) or "no plan"
+            self._publish("plan", String(data=plan.to_json()))
+            self._publish("plan/path", path_message(plan.goals(), cloud.frame_id, cloud.stamp))
             cut = engine.cut_short_note() if reply.cut_short else ""
-            self._finish_answer(f"{text} [{plan['source']}]{cut}", streamed=False)
+            self._finish_answer(f"{plan.summary()}{cut}", streamed=False)
 
     def _on_caption_timer(self) -> None:
         if len(self._prompts):

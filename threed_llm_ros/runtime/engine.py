@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
-from threed_llm_ros.eval.metrics import parse_plan_text
+from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import (
     UP_AXIS_ROTATIONS,
@@ -67,7 +67,6 @@ DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
 SUPPORT_POINTS = 50
 STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
-NAVIGATION_ACTIONS = ("navigate_to",)
 REPLY_TIMEOUT_S = 30.0
 CUT_SHORT_NOTE = " [cut short: reply_timeout_s ({:g} s) reached]"
 CHECKPOINT_FIX = (
@@ -211,9 +210,9 @@ class GroundingReply:
 
 @dataclass
 class PlanReply:
-    """The plan dict (JSON-ready), the grounded navigation targets, text and timings."""
+    """The plan (``plans.Plan``), the grounded navigation targets, text and timings."""
 
-    plan: dict[str, Any]
+    plan: Plan
     targets: list[GroundedObject]
     text: str
     timings: dict[str, float]
@@ -552,8 +551,6 @@ class InferenceEngine:
             planned = self._by_program(plan_by_program, cloud, instruction, timings, deadline)
         detected: dict[str, GroundedObject] = {}
         if planned is not None:
-            from threed_llm_ros.data.annotations import plan_text
-
             steps = []
             for step in planned.steps:
                 index = step.get("object")
@@ -594,14 +591,7 @@ class InferenceEngine:
             step["target_position"] = [round(v, 4) for v in target.position]
             targets.append(target)
         timings["grounding_s"] = time.perf_counter() - grounding_started
-        plan = {
-            "instruction": instruction,
-            "steps": steps,
-            "stamp": {"sec": int(cloud.stamp[0]), "nanosec": int(cloud.stamp[1])},
-            "frame_id": cloud.frame_id,
-            "source": source,
-            "text": text,
-        }
+        plan = Plan(instruction, steps, cloud.frame_id, (int(cloud.stamp[0]), int(cloud.stamp[1])), source, text)
         timings["total_s"] = time.perf_counter() - started
         return PlanReply(plan, targets, text, timings, cut_short, planned.program if planned is not None else None)
 
@@ -613,24 +603,6 @@ def not_seen_text(prompt: str, target: str = "") -> str:
     name = target or category_in_phrase(prompt) or "that"
     article = "" if name == "that" else ("an " if name[0] in "aeiou" else "a ")
     return f"I don't see {article}{name} here (not seen)."
-
-
-def plan_is_valid(plan: dict[str, Any]) -> list[str]:
-    """Problems of a plan dict against the published schema (empty list = valid)."""
-    problems = []
-    for key, kind in (("instruction", str), ("steps", list), ("stamp", dict), ("frame_id", str)):
-        if not isinstance(plan.get(key), kind):
-            problems.append(f"{key}: missing or not a {kind.__name__}")
-    for index, step in enumerate(plan.get("steps") or []):
-        if not isinstance(step.get("action"), str) or not isinstance(step.get("target"), str):
-            problems.append(f"steps[{index}]: needs string action and target")
-        pose = step.get("pose")
-        if pose is not None:
-            if len(pose.get("position", [])) != 3 or len(pose.get("orientation", [])) != 4:
-                problems.append(f"steps[{index}].pose: needs position[3] and orientation[4]")
-            elif abs(float(np.linalg.norm(pose["orientation"])) - 1.0) > 1e-3:
-                problems.append(f"steps[{index}].pose.orientation: not a unit quaternion")
-    return problems
 
 
 def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> Path:
