@@ -186,3 +186,27 @@ def test_engine_answers_through_onnxruntime(export_directory: Path, exported) ->
     programs.step = lambda *arguments: steps.append(1) or original_step(*arguments)
     counted = engine.answer(cloud, "How many chairs are there?")  # the programs decoder writes the program
     assert counted.text and "program_s" in counted.timings and steps
+
+
+def test_exported_decoders_hold_the_cards_floors(model, export_directory: Path, exported, tmp_path: Path) -> None:
+    """The card's CI subset evaluated with the int8 decoders (default + programs adapters) instead of torch:
+    every floor of model_card.json holds (measured: the torch figures, except plan step accuracy 0.948 vs
+    0.979 and plan program exact 0.958 vs 1.0)."""
+    from test_default_checkpoint import CARD, subset_dataset
+
+    from threed_llm_ros.eval.evaluate import EvalSettings, evaluate
+    from threed_llm_ros.runtime.onnx_decoder import load_onnx_generator
+
+    generator = load_onnx_generator(CHECKPOINT, model, precision="int8", directory=export_directory)
+    subset = CARD["ci_subset"]
+    settings = EvalSettings(split=subset["split"], limit=subset["limit"], tasks=tuple(subset["tasks"]), progress=False,
+                            seed=subset.get("seed", 0), scene_use=False)
+    report = evaluate(CHECKPOINT, subset_dataset(tmp_path / "dataset"), tmp_path / "report", settings,
+                      model=generator)["systems"]
+    failures = [
+        f"{system} / {task} / {metric}: {report[system][task][metric]} < floor {floor}"
+        for system, tasks in CARD["floors"].items() for task, metrics in tasks.items()
+        for metric, floor in metrics.items()
+        if report[system][task][metric] is None or report[system][task][metric] < floor
+    ]
+    assert not failures, "\n".join(failures)

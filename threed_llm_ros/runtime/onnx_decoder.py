@@ -77,21 +77,26 @@ class OnnxDecoder:
         self._presents = [self.output_names.index(f"present.{i}.{kind}") for i in range(self.num_layers) for kind in ("key", "value")]
         self._past_names = [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
 
-    def empty_cache(self) -> list[np.ndarray]:
-        """The KV cache of an empty sequence."""
-        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
-        return [empty] * len(self._past_names)
+    def empty_cache(self) -> list[Any]:
+        """The KV cache of an empty sequence (ONNX Runtime values, fed back without copies)."""
+        from onnxruntime import OrtValue
 
-    def step(self, embeddings: np.ndarray, cache: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        return [OrtValue.ortvalue_from_numpy(empty) for _ in self._past_names]
+
+    def step(self, embeddings: np.ndarray, cache: list[Any]) -> tuple[np.ndarray, np.ndarray | None, list[Any]]:
         """Run ``embeddings`` (1, S, hidden) after ``cache``: last logits (vocab,), hidden states
-        (S, hidden) or None, and the new cache."""
-        length = embeddings.shape[1] + cache[0].shape[2]
-        feeds = {"inputs_embeds": np.ascontiguousarray(embeddings, dtype=np.float32),
-                 "attention_mask": np.ones((1, length), dtype=np.int64)}
+        (S, hidden) or None, and the new cache. The cache stays in ONNX Runtime's memory (no
+        copy of every layer's keys and values per token)."""
+        from onnxruntime import OrtValue
+
+        length = embeddings.shape[1] + cache[0].shape()[2]
+        feeds = {"inputs_embeds": OrtValue.ortvalue_from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)),
+                 "attention_mask": OrtValue.ortvalue_from_numpy(np.ones((1, length), dtype=np.int64))}
         feeds.update(zip(self._past_names, cache))
-        outputs = self.session.run(None, feeds)
-        hidden = outputs[self._hidden][0] if self._hidden is not None else None
-        return outputs[self._logits][0, -1], hidden, [outputs[i] for i in self._presents]
+        outputs = self.session.run_with_ort_values(None, feeds)
+        hidden = outputs[self._hidden].numpy()[0] if self._hidden is not None else None
+        return outputs[self._logits].numpy()[0, -1], hidden, [outputs[i] for i in self._presents]
 
 
 class OnnxGenerator:
