@@ -92,6 +92,7 @@ def test_export_is_cached_and_described(model, exported, export_directory: Path)
     metadata = exported.metadata
     assert metadata["precision"] == "int8" and metadata["adapter"] == "default"
     assert "exclude_embeds=true" in metadata["builder_options"]
+    assert len(metadata["data_sha256"]) == 64  # the weights file's hash (the graph file alone is the same for any weights)
     assert metadata["vocab_size"] == model.causal_lm.config.vocab_size  # the added token rows are in the graph
     again = ensure_lm_exported(CHECKPOINT, model, precision="int8", adapter="default", directory=export_directory)
     assert again.metadata["exported_at"] == metadata["exported_at"]  # not rebuilt
@@ -175,6 +176,8 @@ def test_engine_answers_through_onnxruntime(export_directory: Path, exported) ->
     engine.load()  # reuses the default adapter's export, exports the programs adapter
     assert isinstance(engine.generator, OnnxGenerator)
     assert set(engine.generator.decoders) == {"default", "programs"}
+    hashes = {name: decoder.export.metadata["data_sha256"] for name, decoder in engine.generator.decoders.items()}
+    assert hashes["default"] != hashes["programs"]  # two adapters merged, two sets of weights
     frame = simulate(1)
     cloud = SceneCloud(frame.points, frame.colors, "camera")
     pieces: list[str] = []

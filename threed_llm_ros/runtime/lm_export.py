@@ -167,7 +167,8 @@ def export_language_model(
         metadata = {
             "format": LM_FORMAT,
             "file": LM_MODEL_FILE,
-            "sha256": file_sha256(built / LM_MODEL_FILE),
+            "sha256": file_sha256(built / LM_MODEL_FILE),  # the graph; its weights are in the .data file
+            "data_sha256": file_sha256(data) if (data := built / f"{LM_MODEL_FILE}.data").is_file() else None,
             "precision": precision,
             "adapter": adapter,
             "builder_options": [*COMMON_OPTIONS, *PRECISION_OPTIONS[precision]],
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         for adapter in adapters:
             exported = ensure_lm_exported(checkpoint, model, precision=arguments.precision, adapter=adapter,
                                           directory=arguments.output)
-            print(f"{exported.model_path} ({arguments.precision}, {adapter} adapter, sha256 {exported.metadata['sha256'][:12]}…)")
+            print(f"{exported.model_path} ({arguments.precision}, {adapter} adapter, weights sha256 "
+                  f"{(exported.metadata.get('data_sha256') or exported.metadata['sha256'])[:12]}…)")
     except (ConfigError, ModelFileError, RuntimeError) as error:
         print(f"threed-llm export-lm: {error}", file=sys.stderr)
         return 1
