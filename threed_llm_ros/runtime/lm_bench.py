@@ -14,6 +14,7 @@ gets its ratio to llama.cpp at the same threads and load. Never assertions, only
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,9 @@ import torch
 
 LM_PROMPTS = ("What would you do in this room?", "Describe the scene.", "Where is the chair?")
 BUSY_LOOP = "while True: pass"
+# "quiet" is only the bench adding no load: the machine's own load average is in the report.
+QUIET = "no added load"
+LOADED = "one core busy added"
 
 
 @contextlib.contextmanager
@@ -128,12 +132,13 @@ def language_model_bench(
             generators[(precision, count)] = OnnxGenerator(model, {"default": OnnxDecoder(exported, DecoderSettings(threads=count))})
     agreement = {precision: _agreement(generators[(precision, threads[0])], model, scene, LM_PROMPTS, max_new_tokens)
                  for precision in precisions}
+    load_before = os.getloadavg()
     previous_threads = torch.get_num_threads()
     rows: list[dict[str, Any]] = []
-    conditions = ("quiet", "one core busy") if loaded else ("quiet",)
+    conditions = (QUIET, LOADED) if loaded else (QUIET,)
     try:
         for condition in conditions:
-            with competing_load(1) if condition != "quiet" else contextlib.nullcontext():
+            with competing_load(1) if condition != QUIET else contextlib.nullcontext():
                 for count in threads:
                     torch.set_num_threads(count)
                     rows.append({"backend": "torch", "precision": "fp32", "threads": count, "condition": condition,
@@ -153,10 +158,10 @@ def language_model_bench(
                      and other["condition"] == row["condition"]), None)
         rate = row.get("decode_tokens_per_s")
         row["over_llama_cpp"] = rate / peer["decode_tokens_per_s"] if peer and rate and peer["decode_tokens_per_s"] else None
-        quiet = next((other for other in rows if other["condition"] == "quiet" and other["backend"] == row["backend"]
+        quiet = next((other for other in rows if other["condition"] == QUIET and other["backend"] == row["backend"]
                       and other["precision"] == row["precision"] and other["threads"] == row["threads"]), None)
         row["loaded_over_quiet"] = (rate / quiet["decode_tokens_per_s"]
-                                    if row["condition"] != "quiet" and quiet and rate and quiet["decode_tokens_per_s"] else None)
+                                    if row["condition"] != QUIET and quiet and rate and quiet["decode_tokens_per_s"] else None)
     return {
         "prompts": list(LM_PROMPTS),
         "max_new_tokens": max_new_tokens,
@@ -164,7 +169,8 @@ def language_model_bench(
         "competing_load": "a busy Python process on one core" if loaded else None,
         "llama_cpp": "measured" if any(row["backend"] == "llama.cpp" for row in rows)
         else "llama-cpp-python not installed (make bench-peers)",
-        "agreement": "teacher-forced greedy-token agreement with the torch fp32 model, quiet run",
+        "agreement": "teacher-forced greedy-token agreement with the torch fp32 model, measured once (no added load)",
+        "load_average_before": [round(value, 2) for value in load_before],
         "exports": exports,
         "rows": rows,
     }
@@ -175,8 +181,8 @@ def markdown_rows(section: dict[str, Any]) -> list[str]:
     lines = [
         "", f"Language model ({section['max_new_tokens']} new tokens, {len(section['prompts'])} prompts with scene "
         f"tokens × {section['repeats']}; medians; competing load: {section['competing_load']}; llama.cpp: "
-        f"{section['llama_cpp']}):", "",
-        "| backend | weights | threads | condition | prefill | decode tokens/s | vs llama.cpp | loaded / quiet | agreement |",
+        f"{section['llama_cpp']}; machine load average before: {section['load_average_before']}):", "",
+        "| backend | weights | threads | condition | prefill | decode tokens/s | vs llama.cpp | loaded / unloaded | agreement |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in section["rows"]:
