@@ -162,9 +162,10 @@ def test_corrupt_export_is_one_clear_line(exported, tmp_path: Path) -> None:
 def test_engine_settings_name_the_bad_language_backend() -> None:
     from threed_llm_ros.runtime.engine import EngineSettings
 
-    for field, value in (("lm_backend", "llama"), ("lm_precision", "int2"), ("lm_threads", 0)):
+    for field, value in (("lm_backend", "llama"), ("lm_precision", "int2"), ("lm_threads", 0),
+                         ("compile_language_model", True)):
         with pytest.raises(ConfigError, match=field):
-            EngineSettings(checkpoint=str(CHECKPOINT), **{field: value}).validate()
+            EngineSettings(checkpoint=str(CHECKPOINT), **{"lm_backend": "onnxruntime", field: value}).validate()
 
 
 def test_engine_answers_through_onnxruntime(export_directory: Path, exported) -> None:

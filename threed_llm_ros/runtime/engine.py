@@ -144,6 +144,9 @@ class EngineSettings:
             raise ConfigError("lm_precision", f"got {self.lm_precision!r}", f"use one of {list(LM_PRECISIONS)}")
         if self.lm_threads < 1:
             raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
+        if self.lm_backend == "onnxruntime" and self.compile_language_model:
+            raise ConfigError("compile_language_model", "torch.compile applies to lm_backend torch only",
+                              "set compile_language_model: false, or lm_backend: torch")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
         if self.max_prompt_chars < 1:
@@ -413,7 +416,7 @@ class InferenceEngine:
         ``prompt`` over the confident objects of the cloud's object layer."""
         confident = self.scene_objects(cloud, timings).confident
         started = time.perf_counter()
-        reply = function(self.generator, None, prompt, objects=confident)
+        reply = function(self.generator or self.model, None, prompt, objects=confident)
         timings["program_s"] = time.perf_counter() - started
         return reply
 
@@ -427,7 +430,7 @@ class InferenceEngine:
             started = time.perf_counter()
             options["scene_tokens"], _, options["patch_tokens"] = self.scene_backend.encode(scene.patches, scene.centers)
             timings["scene_encoder_s"] = timings.get("scene_encoder_s", 0.0) + time.perf_counter() - started
-        result = self.generator.generate(scene, prompt, **options)
+        result = (self.generator or self.model).generate(scene, prompt, **options)
         for key, value in result.timings.items():
             if key.endswith("_s"):
                 timings[key] = timings.get(key, 0.0) + value
