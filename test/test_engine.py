@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -84,6 +85,8 @@ def test_navigation_goal_stands_off_the_footprint_and_faces_the_box() -> None:
         ({"checkpoint": "x", "up_axis": "y"}, "up_axis"),
         ({"checkpoint": "x", "device": "gpu"}, "device"),
         ({"checkpoint": "x", "min_range": 5.0, "max_range": 1.0}, "min_range"),
+        ({"checkpoint": "x", "reply_timeout_s": 0.0}, "reply_timeout_s"),
+        ({"checkpoint": "x", "reply_timeout_s": float("nan")}, "reply_timeout_s"),
     ],
 )
 def test_bad_settings_name_the_parameter(settings: dict, parameter: str) -> None:
@@ -103,6 +106,24 @@ def test_answer_streams_text_with_timings(engine: InferenceEngine, cloud: SceneC
         assert reply.timings[stage] >= 0.0, stage
     assert reply.timings["total_s"] >= reply.timings["prefill_s"] + reply.timings["decode_s"]
     assert 1 <= reply.timings["generated_tokens"] <= 4
+
+
+@pytest.mark.slow
+def test_the_reply_deadline_cuts_the_answer_short_and_says_so(engine: InferenceEngine, cloud: SceneCloud) -> None:
+    settings = engine.settings
+    engine.settings = replace(settings, reply_timeout_s=1e-6)  # passed before the first token
+    try:
+        pieces: list[str] = []
+        reply = engine.answer(cloud, "Is there a red cup?", on_token=pieces.append, programs=False)
+        plan = engine.plan(cloud, "Bring the cup to the table.")
+        note = engine.cut_short_note()
+    finally:
+        engine.settings = settings
+    assert reply.cut_short and reply.timings["generated_tokens"] == 1
+    assert reply.text.endswith(note) and "reply_timeout_s" in note
+    assert "".join(pieces) == reply.text
+    assert plan.cut_short  # its program, cut at one token, does not parse: the free-text plan is cut too
+    assert not engine.answer(cloud, "Is there a red cup?", programs=False).cut_short
 
 
 @pytest.mark.slow

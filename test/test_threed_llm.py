@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -167,6 +169,17 @@ def test_greedy_streaming_and_stop_strings(model: ThreeDLLM, batch) -> None:
     assert cut.token_count < full.token_count
     limited = model.generate(scene, "Describe the scene in one sentence.", max_new_tokens=3)
     assert limited.token_count == 3 and full.text.startswith(limited.text)
+
+
+def test_a_deadline_stops_decoding_and_says_so(model: ThreeDLLM, batch) -> None:
+    scene = scene_at(batch, 1)
+    prompt = "Describe the scene in one sentence."
+    full = model.generate(scene, prompt, max_new_tokens=6, deadline=time.monotonic() + 3600)
+    assert full.token_count == 6 and not full.cut_short
+    pieces: list[str] = []
+    cut = model.generate(scene, prompt, max_new_tokens=6, deadline=time.monotonic(), on_token=pieces.append)
+    assert cut.cut_short and cut.token_count == 1  # the prefill's token, then the deadline
+    assert full.text.startswith(cut.text) and "".join(pieces) == cut.text
 
 
 def test_boxes_come_back_in_metres_from_tokens_and_head(model: ThreeDLLM, batch) -> None:

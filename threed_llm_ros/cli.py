@@ -30,12 +30,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "threed_llm_ros.runtime.lm_export",
         "export the language model (LoRA merged) as an ONNX decoder fed with embeddings (int8/int4)",
     ),
-    "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out"),
+    "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out "
+              "(--soak MINUTES: the node under a 30 Hz camera and prompts; RSS, latency, errors)"),
     "bench-conversions": (
         "threed_llm_ros.ros.bench_conversions",
         "time PointCloud2/Image/depth conversions for a 640x480 frame (JSON out)",
     ),
 }
+
+
+SOAK_MODULE = "threed_llm_ros.ros.soak"
 
 
 def _usage() -> str:
@@ -56,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"threed-llm: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
+    module_name = SUBCOMMANDS[name][0]
+    if name == "bench" and any(argument == "--soak" or argument.startswith("--soak=") for argument in rest):
+        module_name = SOAK_MODULE  # the soak runs the node over ROS; the stage bench stays ROS-free
+    module = importlib.import_module(module_name)
     return int(module.main(rest) or 0)
 
 

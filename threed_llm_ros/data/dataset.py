@@ -30,6 +30,8 @@ from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS, to_gravity_frame
 
 DATASET_FORMAT = "threed_llm_ros.dataset/1"
 INDEX_FILE = "index.jsonl"
+DATASET_FIX = ("give a dataset directory (index.jsonl + scenes/), e.g. one made with "
+               "`threed-llm generate-data --output DIR`")
 META_FILE = "meta.json"
 SCENES_DIRECTORY = "scenes"
 SPLITS = ("train", "val", "test", "test_compositional")
@@ -312,7 +314,8 @@ class SceneDataset:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_FILE
         if not index_path.is_file():
-            raise ConfigError("directory", f"{self.directory} has no {INDEX_FILE}", "give a directory written by write_dataset")
+            problem = "does not exist" if not self.directory.exists() else f"has no {INDEX_FILE}"
+            raise ConfigError("directory", f"{self.directory} {problem}", DATASET_FIX)
         wanted_splits = _as_set(splits, SPLITS, "splits")
         wanted_tasks = _as_set(tasks, TASKS, "tasks")
         self.entries: list[DatasetEntry] = []

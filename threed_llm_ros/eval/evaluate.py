@@ -52,7 +52,7 @@ import torch
 from tqdm import tqdm
 
 from threed_llm_ros.data.annotations import TASKS, Annotation, plan_text
-from threed_llm_ros.data.dataset import SPLITS, SceneDataset, SceneRecord, load_dataset
+from threed_llm_ros.data.dataset import DATASET_FIX, INDEX_FILE, SPLITS, SceneDataset, SceneRecord, load_dataset
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.eval.metrics import format_report, grounding_metrics, parse_plan_text, plan_metrics, qa_metrics, text_metrics
@@ -419,6 +419,10 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
     """Evaluate a checkpoint on a dataset split; writes ``report.md`` and ``report.json`` to ``output``."""
     if settings.split not in SPLITS:
         raise ConfigError("--split", f"unknown split {settings.split!r}", f"use one of {SPLITS}")
+    directory = Path(dataset_directory)
+    if not (directory / INDEX_FILE).is_file():
+        problem = "does not exist" if not directory.exists() else f"holds no {INDEX_FILE}"
+        raise ConfigError("--dataset", f"{directory} {problem}", DATASET_FIX)
     dataset = load_dataset(dataset_directory, splits=settings.split, tasks=list(settings.tasks), cache_size=64)
     if len(dataset) == 0:
         raise ConfigError("--split", f"{dataset_directory} has no {settings.split!r} annotation of {list(settings.tasks)}",

@@ -110,17 +110,18 @@ class ProgramAnswer:
     objects: list[DetectedObject] = field(default_factory=list)
 
 
-def write_program(model: ThreeDLLM, question: str) -> str:
+def write_program(model: ThreeDLLM, question: str, deadline: float | None = None) -> str:
     """The program the language model's program adapter writes for a question (no scene tokens:
-    it reads only the words)."""
+    it reads only the words); ``deadline`` (monotonic s) cuts it short (it then rarely parses)."""
     with model.program_adapter():
-        result = model.generate(None, program_prompt(question), max_new_tokens=PROGRAM_MAX_NEW_TOKENS, blind=True)
+        result = model.generate(None, program_prompt(question), max_new_tokens=PROGRAM_MAX_NEW_TOKENS, blind=True,
+                                deadline=deadline)
     return result.text.strip()
 
 
-def _parsed_program(model: ThreeDLLM, text: str) -> tuple[str, dict | None]:
+def _parsed_program(model: ThreeDLLM, text: str, deadline: float | None = None) -> tuple[str, dict | None]:
     """The program the model writes for ``text`` and its parse (None when it does not parse)."""
-    program = write_program(model, text)
+    program = write_program(model, text, deadline)
     try:
         return program, parse_program(program)
     except ProgramError:
@@ -128,12 +129,13 @@ def _parsed_program(model: ThreeDLLM, text: str) -> tuple[str, dict | None]:
 
 
 def answer_by_program(
-    model: ThreeDLLM, scene: SceneBatch, question: str, index: int = 0, objects: list[DetectedObject] | None = None
+    model: ThreeDLLM, scene: SceneBatch, question: str, index: int = 0, objects: list[DetectedObject] | None = None,
+    deadline: float | None = None,
 ) -> ProgramAnswer | None:
     """The question's program and its result over the detected objects, or None when the model's
     program does not parse; with either None or a None answer the caller answers in free text.
     ``objects``: this scene's detections from an earlier call, reused instead of detecting again."""
-    program, parsed = _parsed_program(model, question)
+    program, parsed = _parsed_program(model, question, deadline)
     if parsed is None or parsed["question_type"] in ("locate", "plan"):
         return None  # unparsable, or a referring expression or an instruction rather than a question
     if objects is None:
@@ -151,11 +153,12 @@ class LocatedObject:
 
 
 def locate_by_program(
-    model: ThreeDLLM, scene: SceneBatch, query: str, index: int = 0, objects: list[DetectedObject] | None = None
+    model: ThreeDLLM, scene: SceneBatch, query: str, index: int = 0, objects: list[DetectedObject] | None = None,
+    deadline: float | None = None,
 ) -> LocatedObject | None:
     """The detected object a grounding query ("Where is the red cup?") refers to, through its
     program; None when the program does not parse. ``objects`` as for :func:`answer_by_program`."""
-    program, parsed = _parsed_program(model, query)
+    program, parsed = _parsed_program(model, query, deadline)
     if parsed is None or "referent" not in parsed:
         return None  # unparsable, or a question about the scene rather than about one object
     if objects is None:
@@ -175,12 +178,13 @@ class ProgramPlan:
 
 
 def plan_by_program(
-    model: ThreeDLLM, scene: SceneBatch, instruction: str, index: int = 0, objects: list[DetectedObject] | None = None
+    model: ThreeDLLM, scene: SceneBatch, instruction: str, index: int = 0, objects: list[DetectedObject] | None = None,
+    deadline: float | None = None,
 ) -> ProgramPlan | None:
     """The steps of an instruction through its program, over the detected objects; None when the
     program does not parse or is not an instruction's (the caller plans in free text).
     ``objects`` as for :func:`answer_by_program`."""
-    program, parsed = _parsed_program(model, instruction)
+    program, parsed = _parsed_program(model, instruction, deadline)
     if parsed is None or parsed["question_type"] != "plan":
         return None
     if objects is None:

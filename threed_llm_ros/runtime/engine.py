@@ -33,6 +33,11 @@ list is "not seen".
   front of it, facing it (:func:`navigation_goal_for_box`); one not seen gets
   ``"seen": false`` and no pose.
 
+Every reply has a deadline, ``reply_timeout_s`` after it starts: the language model stops
+decoding there (as it does at ``max_new_tokens``) and the text says it was cut short
+(:data:`CUT_SHORT_NOTE`; ``cut_short`` on the reply). The deadline cannot interrupt the
+object layer or a prefill, so a reply can overrun it by those.
+
 Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_encoder_s``,
 ``prefill_s``, ``decode_s``, ``grounding_s``, ``program_s``, ``total_s``).
 """
@@ -71,6 +76,8 @@ CAPTION_PROMPT = "Describe the scene."
 SUPPORT_POINTS = 50
 STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
 NAVIGATION_ACTIONS = ("navigate_to",)
+REPLY_TIMEOUT_S = 30.0
+CUT_SHORT_NOTE = " [cut short: reply_timeout_s ({:g} s) reached]"
 CHECKPOINT_FIX = (
     "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
     "save_checkpoint / training), or train the default one into models/threed-llm-mini"
@@ -110,6 +117,7 @@ class EngineSettings:
     min_confidence: float = 0.5  # objects below this score are not said to be seen
     caption_min_confidence: float = 0.9  # a caption is an unasked claim: it names only objects this sure
     max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
+    reply_timeout_s: float = REPLY_TIMEOUT_S  # decoding stops at this deadline; the reply says it was cut short
     lm_backend: str = "torch"  # language model: torch, or onnxruntime (exported decoder, LoRA merged; CPU)
     lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default) or int4 (faster, less faithful)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
@@ -151,6 +159,8 @@ class EngineSettings:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
         if self.max_prompt_chars < 1:
             raise ConfigError("max_prompt_chars", f"got {self.max_prompt_chars}", f"use a value >= 1, e.g. {MAX_PROMPT_CHARS}")
+        if not (math.isfinite(self.reply_timeout_s) and self.reply_timeout_s > 0):
+            raise ConfigError("reply_timeout_s", f"got {self.reply_timeout_s}", f"use seconds > 0, e.g. {REPLY_TIMEOUT_S:g}")
         device = str(self.device)
         if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
             raise ConfigError("device", f"got {device!r}", "use cpu, cuda or cuda:<index>")
@@ -184,6 +194,7 @@ class TextReply:
 
     text: str
     timings: dict[str, float]
+    cut_short: bool = False  # the deadline stopped the language model (the text says so)
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,7 @@ class PlanReply:
     targets: list[GroundedObject]
     text: str
     timings: dict[str, float]
+    cut_short: bool = False  # the deadline stopped the language model's plan text
 
 
 def pose_in_input_frame(position_gravity: np.ndarray, yaw: float, up_axis: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -411,14 +423,23 @@ class InferenceEngine:
         self._objects = (cloud, found)
         return found
 
-    def _by_program(self, function: Callable[..., Any], cloud: SceneCloud, prompt: str, timings: dict[str, float]) -> Any:
+    def _by_program(self, function: Callable[..., Any], cloud: SceneCloud, prompt: str, timings: dict[str, float],
+                    deadline: float | None = None) -> Any:
         """``function`` (``answer_by_program``, ``locate_by_program`` or ``plan_by_program``) on
         ``prompt`` over the confident objects of the cloud's object layer."""
         confident = self.scene_objects(cloud, timings).confident
         started = time.perf_counter()
-        reply = function(self.generator or self.model, None, prompt, objects=confident)
+        reply = function(self.generator or self.model, None, prompt, objects=confident, deadline=deadline)
         timings["program_s"] = time.perf_counter() - started
         return reply
+
+    def reply_deadline(self) -> float:
+        """The ``time.monotonic()`` deadline of a reply that starts now."""
+        return time.monotonic() + self.settings.reply_timeout_s
+
+    def cut_short_note(self) -> str:
+        """What a reply that the deadline stopped ends with."""
+        return CUT_SHORT_NOTE.format(self.settings.reply_timeout_s)
 
     def _has_programs(self) -> bool:
         return self.model is not None and self.model.config.question_programs
@@ -468,27 +489,35 @@ class InferenceEngine:
         if route(prompt, self.settings.max_prompt_chars).kind == "describe":
             return self.describe(cloud, on_token, prompt)
         started = time.perf_counter()
+        deadline = self.reply_deadline()
         timings: dict[str, float] = {}
         if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import answer_by_program
 
-            reply = self._by_program(answer_by_program, cloud, prompt, timings)
+            reply = self._by_program(answer_by_program, cloud, prompt, timings, deadline)
             if reply is not None:
                 text = reply.answer if reply.answer is not None else not_seen_text(prompt)
                 if on_token is not None:
                     on_token(text)
                 timings["total_s"] = time.perf_counter() - started
                 return TextReply(text, timings)
-        result = self._generate(cloud, prompt, timings, on_token=on_token)
+        result = self._generate(cloud, prompt, timings, on_token=on_token, deadline=deadline)
+        text = result.text
+        if result.cut_short:
+            text += self.cut_short_note()
+            if on_token is not None:
+                on_token(self.cut_short_note())
         timings["total_s"] = time.perf_counter() - started
-        return TextReply(result.text, timings)
+        return TextReply(text, timings, result.cut_short)
 
-    def ground(self, cloud: SceneCloud, prompt: str, label: str = "", programs: bool = True) -> GroundingReply:
+    def ground(self, cloud: SceneCloud, prompt: str, label: str = "", programs: bool = True,
+               deadline: float | None = None) -> GroundingReply:
         """The confident object ``prompt`` refers to, or no object at all ("not seen": no box, no pose).
 
         A model with ``question_programs`` writes the query's ``locate`` program and resolves it
         over the confident objects (colour, relations); otherwise, or where the program does
-        not parse, the likeliest confident object of the category the words name.
+        not parse (or the ``deadline`` cut it short), the likeliest confident object of the
+        category the words name.
         """
         from threed_llm_ros.objects.describe import category_in_phrase
 
@@ -500,7 +529,8 @@ class InferenceEngine:
         if programs and self._has_programs():
             from threed_llm_ros.model.scene_objects import locate_by_program
 
-            located = self._by_program(locate_by_program, cloud, prompt, timings)
+            located = self._by_program(locate_by_program, cloud, prompt, timings,
+                                       self.reply_deadline() if deadline is None else deadline)
             if located is not None:
                 chosen, resolved = located.found, True
         if not resolved:
@@ -526,13 +556,15 @@ class InferenceEngine:
     def plan(self, cloud: SceneCloud, instruction: str) -> PlanReply:
         """Steps for ``instruction``; navigation steps to a seen object get goal poses in the input frame."""
         started = time.perf_counter()
+        deadline = self.reply_deadline()
+        cut_short = False
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
         planned = None
         if self._has_programs():
             from threed_llm_ros.model.scene_objects import plan_by_program
 
-            planned = self._by_program(plan_by_program, cloud, instruction, timings)
+            planned = self._by_program(plan_by_program, cloud, instruction, timings, deadline)
         detected: dict[str, GroundedObject] = {}
         if planned is not None:
             from threed_llm_ros.data.annotations import plan_text
@@ -545,7 +577,8 @@ class InferenceEngine:
                 steps.append({key: value for key, value in step.items() if key not in ("object", "destination_object")})
             text, source = plan_text(steps), "program"
         else:
-            text = self._generate(cloud, instruction, timings).text
+            result = self._generate(cloud, instruction, timings, deadline=deadline)
+            text, cut_short = result.text, result.cut_short
             steps = [dict(step) for step in parse_plan_text(text)]
             source = "model"
         if not steps:
@@ -563,7 +596,8 @@ class InferenceEngine:
                 grounded[name] = detected[name]
             elif name not in grounded:
                 # a program plan already looked among the objects: words only for the others
-                reply = self.ground(cloud, f"Where is the {name}?", label=name, programs=planned is None)
+                reply = self.ground(cloud, f"Where is the {name}?", label=name, programs=planned is None,
+                                    deadline=deadline)
                 grounded[name] = reply.target
             target = grounded[name]
             if target is None:
@@ -584,7 +618,7 @@ class InferenceEngine:
             "text": text,
         }
         timings["total_s"] = time.perf_counter() - started
-        return PlanReply(plan, targets, text, timings)
+        return PlanReply(plan, targets, text, timings, cut_short)
 
 
 def not_seen_text(prompt: str, target: str = "") -> str:

@@ -267,10 +267,7 @@ class OnnxGenerator:
                 hidden_state = torch.from_numpy(np.array(box_hidden, dtype=np.float32)).to(model.device)
                 prediction = model.box_head(hidden_state[None], **scene_inputs)
                 box_from_head = model._to_metres(model.box_head.decode(prediction)[None].double(), scene)[0]
-        result = GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings)
-        if "cut_short" in getattr(GenerationResult, "__dataclass_fields__", {}):
-            result.cut_short = cut_short  # the field the deadline branch adds
-        return result
+        return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings, cut_short)
 
 
 def load_onnx_generator(

@@ -28,8 +28,11 @@ so a resumed run repeats an uninterrupted one. Output directory::
     OUTPUT/final/                      the trained model (a checkpoint directory)
     OUTPUT/train_config.yaml           the configuration used
 
-When the data directory does not exist it is generated first with the YAML's
-``data.generate`` settings (the ``generate-data`` options), so one command does everything.
+When the data directory does not exist and the YAML asks for it (``data.generate_if_missing:
+true``, as the shipped recipes do for their ``runs/data`` caches, or ``--generate-data``), it is
+generated first with the YAML's ``data.generate`` settings (the ``generate-data`` options), so
+one command does everything. Otherwise a missing directory is an error: a mistyped path to a
+real dataset must not silently train on simulated scenes.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class DataSettings:
     directory: str = "data/sim"
     split: str = "train"
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    generate_if_missing: bool = False  # only then is a missing directory generated (else an error)
 
 
 @dataclass
@@ -432,7 +436,8 @@ class StageSampler:
 
 
 def ensure_dataset(settings: DataSettings, progress: bool = True) -> Path:
-    """The dataset directory, generated with ``settings.generate`` when it does not exist yet."""
+    """The dataset directory, generated with ``settings.generate`` when it does not exist yet and
+    ``settings.generate_if_missing`` asks for it (else ConfigError naming ``data.directory``)."""
     directory = Path(settings.directory)
     if (directory / "index.jsonl").is_file():
         meta_path = directory / "meta.json"
@@ -448,6 +453,11 @@ def ensure_dataset(settings: DataSettings, progress: bool = True) -> Path:
         return directory
     if directory.exists() and any(directory.iterdir()):
         raise ConfigError("data.directory", f"{directory} exists but holds no index.jsonl", "point to a dataset or an empty/new directory")
+    if not settings.generate_if_missing:
+        raise ConfigError("data.directory", f"{directory} {'is empty' if directory.exists() else 'does not exist'}",
+                          "point it to a dataset (index.jsonl + scenes/), or set data.generate_if_missing: true "
+                          "(or pass --generate-data) to generate a simulated one there")
+    print(f"threed-llm train: generating a simulated dataset in {directory} (data.generate_if_missing)", file=sys.stderr)
     from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
 
     g = settings.generate
@@ -841,6 +851,7 @@ def train(config: TrainConfig, resume: bool = False, max_steps: int | None = Non
         raise ConfigError(
             "output", f"{output} already holds checkpoints", "pass --resume to continue, or use another output directory"
         )
+    ensure_dataset(config.data, progress=config.progress)  # a missing dataset fails before the model loads
     trainer = Trainer(config)
     if resume:
         trainer.resume()
@@ -860,9 +871,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="override the YAML's precision (auto: bf16 autocast on CUDA, fp32 on CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--generate-data", action="store_true",
+                        help="generate a simulated dataset in data.directory if it is missing (data.generate_if_missing)")
     arguments = parser.parse_args(argv)
     try:
         config = load_train_config(arguments.config)
+        if arguments.generate_data:
+            config.data.generate_if_missing = True
         if arguments.output:
             config.output = arguments.output
         if arguments.device:

@@ -1,0 +1,59 @@
+"""A new user's mistakes on the command line: one line naming the problem and the fix (issue 17)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from threed_llm_ros.eval import evaluate as evaluate_module
+from threed_llm_ros.train import trainer as trainer_module
+
+
+def _recipe_with_data(tmp_path: Path, repo_root: Path, directory: Path, generate_if_missing: bool | None) -> Path:
+    values = yaml.safe_load((repo_root / "config" / "train_tiny.yaml").read_text())
+    values["data"]["directory"] = str(directory)
+    values["data"].pop("generate_if_missing", None)
+    if generate_if_missing is not None:
+        values["data"]["generate_if_missing"] = generate_if_missing
+    values["output"] = str(tmp_path / "run")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    return recipe
+
+
+def test_train_on_a_missing_dataset_is_an_error_unless_generation_was_asked(tmp_path: Path, repo_root: Path, capsys) -> None:
+    missing = tmp_path / "my_real_data_typo"
+    for asked in (None, False):
+        assert trainer_module.main(["--config", str(_recipe_with_data(tmp_path, repo_root, missing, asked)), "--quiet"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0, error
+        assert "parameter 'data.directory'" in error and "does not exist" in error and str(missing) in error
+        assert "generate_if_missing: true" in error and "--generate-data" in error
+        assert not missing.exists()  # nothing generated there
+    missing.mkdir()
+    assert trainer_module.main(["--config", str(_recipe_with_data(tmp_path, repo_root, missing, None)), "--quiet"]) == 2
+    assert "is empty" in capsys.readouterr().err
+
+
+def test_generation_when_asked(tmp_path: Path, repo_root: Path) -> None:
+    directory = tmp_path / "generated"
+    config = trainer_module.load_train_config(_recipe_with_data(tmp_path, repo_root, directory, True))
+    assert trainer_module.ensure_dataset(config.data, progress=False) == directory
+    assert (directory / "index.jsonl").is_file()
+
+
+def test_shipped_recipes_ask_for_generation_of_their_data_caches(repo_root: Path) -> None:
+    for recipe in sorted((repo_root / "config").glob("train_*.yaml")):
+        assert trainer_module.load_train_config(recipe).data.generate_if_missing, recipe
+
+
+def test_eval_on_a_missing_dataset_names_the_option_and_the_command_that_makes_one(tmp_path: Path, capsys) -> None:
+    for dataset in (tmp_path / "no-data", tmp_path):
+        code = evaluate_module.main(["--checkpoint", str(tmp_path / "any"), "--dataset", str(dataset),
+                                     "--output", str(tmp_path / "r"), "--quiet"])
+        error = capsys.readouterr().err.strip()
+        assert code == 2 and error.count("\n") == 0, error
+        assert "parameter '--dataset'" in error and str(dataset) in error
+        assert "threed-llm generate-data --output DIR" in error and "write_dataset" not in error
+    assert not (tmp_path / "r").exists()
