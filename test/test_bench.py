@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from threed_llm_ros.runtime import bench
+from threed_llm_ros.runtime import bench, lm_bench
 from threed_llm_ros.runtime.engine import build_untrained_checkpoint
 
 RUN_KEYS = {
     "backend", "device", "language_model_dtype", "scene_encoder", "providers", "load_s", "warm_up_s", "preprocess_s",
     "encoder_s", "encoder_batch", "prefill_s", "decode_tokens_per_s", "decode_tokens", "end_to_end_s",
-    "plan_generations", "prompt_tokens", "peak_rss_mb", "rss_increase_mb", "peak_gpu_mb", "object_layer_s",
+    "plan_generations", "prompt_tokens", "peak_rss_mb", "rss_increase_mb", "peak_gpu_mb", "object_layer_s", "lm_backend",
 }
 POSITIVE_RUN_KEYS = ("load_s", "warm_up_s", "preprocess_s", "encoder_s", "prefill_s", "decode_tokens_per_s",
                      "decode_tokens", "prompt_tokens", "peak_rss_mb")
@@ -43,7 +43,8 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     for key in ("cpu_model", "logical_cores", "torch", "onnxruntime", "date", "torch_threads"):
         assert machine[key], key
     assert report["checkpoint"] == {"path": str(checkpoint), "trained": False}
-    assert {(run["backend"], run["device"]) for run in report["runs"]} >= {("torch", "cpu"), ("onnxruntime", "cpu")}
+    assert {(run["backend"], run["device"], run["lm_backend"]) for run in report["runs"]} >= {
+        ("torch", "cpu", "torch"), ("onnxruntime", "cpu", "torch"), ("onnxruntime", "cpu", "onnxruntime")}
     for run in report["runs"]:
         assert set(run) == RUN_KEYS
         for key in POSITIVE_RUN_KEYS:
@@ -63,3 +64,13 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
         assert _positive_finite(row["achieved_input_hz"]) and _positive_finite(row["callback_median_s"])
     assert rate["input_rate_hz"] >= rate["every_frame_rate_hz"] >= 0
     assert report["llama_cpp"]["status"] in ("measured", "llama-cpp-python not installed")
+    language_model = report["language_model"]
+    rows = {(row["backend"], row["precision"], row["condition"]): row for row in language_model["rows"]}
+    assert set(rows) >= {(backend, weights, condition) for backend, weights in (("torch", "fp32"), ("onnxruntime", "int8"))
+                         for condition in (lm_bench.QUIET, lm_bench.LOADED)}
+    for row in rows.values():
+        assert _positive_finite(row["prefill_s"]) and row["threads"] == 1
+        assert row["decode_tokens_per_s"] is None or _positive_finite(row["decode_tokens_per_s"])
+    assert 0.0 <= rows[("onnxruntime", "int8", lm_bench.QUIET)]["greedy_token_agreement"] <= 1.0
+    assert language_model["exports"]["int8"]["size_mb"] > 0
+    assert "Language model" in output.with_suffix(".md").read_text()

@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("threed_llm_ros.ask", "answer a prompt about a .ply/.pcd/.npz point cloud, without ROS"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
     "export": ("threed_llm_ros.runtime.export", "export the scene encoder and box head to ONNX (threed-llm export onnx ...)"),
+    "export-lm": (
+        "threed_llm_ros.runtime.lm_export",
+        "export the language model (LoRA merged) as an ONNX decoder fed with embeddings (int8/int4)",
+    ),
     "bench": ("threed_llm_ros.runtime.bench", "benchmark every backend and stage; JSON + Markdown out "
               "(--soak MINUTES: the node under a 30 Hz camera and prompts; RSS, latency, errors)"),
     "bench-conversions": (

@@ -75,7 +75,9 @@ from threed_llm_ros.ros.markers import grounding_markers, path_message, pose_sta
 from threed_llm_ros.ros.parameters import ParameterSpec, declare_parameters, read_parameters
 from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
-from threed_llm_ros.runtime.engine import BACKENDS, REPLY_TIMEOUT_S, EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import (
+    BACKENDS, LM_BACKENDS, LM_PRECISIONS, REPLY_TIMEOUT_S, EngineSettings, InferenceEngine, SceneCloud,
+)
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
 from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH, PromptQueue, busy_reply
@@ -114,6 +116,12 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   "claim needs more certainty).", 0.0, 1.0),
     ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
     ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
+    ParameterSpec("lm_backend", "torch", "Language model: torch, or onnxruntime (the decoder exported with the LoRA "
+                  "adapters merged, on first use; decodes on the CPU).", choices=LM_BACKENDS),
+    ParameterSpec("lm_precision", "int8", "Weights of the onnxruntime decoder: int8, or int4 (faster, agrees less "
+                  "with torch).", choices=LM_PRECISIONS),
+    ParameterSpec("lm_threads", 1, "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "
+                  "cores, see `threed-llm bench`).", 1, 64),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
     ParameterSpec("reply_timeout_s", REPLY_TIMEOUT_S, "Deadline of one reply (s): the model stops generating there, "
                   "as at max_new_tokens, and the reply says it was cut short.", 0.1, 3600.0),
@@ -157,7 +165,8 @@ class NodeSettings:
             min_confidence=float(values["min_confidence"]),
             caption_min_confidence=float(values["caption_min_confidence"]),
             max_prompt_chars=int(values["max_prompt_chars"]), reply_timeout_s=float(values["reply_timeout_s"]),
-            export_directory=str(values["export_directory"]),
+            export_directory=str(values["export_directory"]), lm_backend=str(values["lm_backend"]),
+            lm_precision=str(values["lm_precision"]), lm_threads=int(values["lm_threads"]),
         )
         engine.validate()
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates

@@ -175,13 +175,15 @@ def fresh_cloud(frame: Any) -> Any:
 # --------------------------------------------------------------------------- one backend
 
 
-def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, options: BenchOptions) -> dict[str, Any]:
-    """Stage medians, end-to-end latencies and peak memory of one backend on one device."""
+def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, options: BenchOptions,
+                  lm_backend: str = "torch") -> dict[str, Any]:
+    """Stage medians, end-to-end latencies and peak memory of one backend (and language model backend) on one device."""
     from threed_llm_ros.runtime.backends import TorchSceneEncoder
     from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine
 
     engine = InferenceEngine(
-        EngineSettings(checkpoint=str(checkpoint), backend=backend, device=device, max_new_tokens=options.max_new_tokens)
+        EngineSettings(checkpoint=str(checkpoint), backend=backend, device=device, max_new_tokens=options.max_new_tokens,
+                       lm_backend=lm_backend)
     )
     with PeakMemory(device) as memory:
         load_s = engine.load()
@@ -210,6 +212,7 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
     return {
         "backend": backend,
         "device": device,
+        "lm_backend": lm_backend,
         "language_model_dtype": str(engine.language_model_dtype()).removeprefix("torch."),
         "scene_encoder": getattr(encoder, "name", "torch"),
         "providers": getattr(encoder, "providers", None),
@@ -413,7 +416,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         "",
     ]
     if runs:
-        header = "| stage | " + " | ".join(f"{run['backend']} / {run['device']}" for run in runs) + " |"
+        header = "| stage | " + " | ".join(f"{run['backend']} / {run['device']} (LM {run['lm_backend']})" for run in runs) + " |"
         lines += [header, "|" + " --- |" * (len(runs) + 1)]
         rows = [
             ("preprocessing", [_ms(run["preprocess_s"]) for run in runs]),
@@ -455,6 +458,10 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines += ["", f"llama.cpp: {llama['status']}"
               + (f", {llama['decode_tokens_per_s']:.1f} tokens/s; ours / llama.cpp = {llama['ours_over_llama_cpp']:.2f}"
                  if llama.get("ours_over_llama_cpp") else ""), ""]
+    if report.get("language_model"):
+        from threed_llm_ros.runtime.lm_bench import markdown_rows
+
+        lines += markdown_rows(report["language_model"])
     return "\n".join(lines)
 
 
@@ -489,8 +496,12 @@ def run_bench(
     backends: tuple[str, ...],
     quick: bool,
     repeats: int | None = None,
+    language_model: bool = True,
 ) -> dict[str, Any]:
-    """Measure, write ``output`` (JSON) and ``output`` with ``.md`` (Markdown); returns the report."""
+    """Measure, write ``output`` (JSON) and ``output`` with ``.md`` (Markdown); returns the report.
+
+    ``language_model``: also the language model section (``runtime/lm_bench.py``: torch vs the exported
+    decoders, 1 and 2 threads, quiet and with one core busy; exports them on first use)."""
     options = BenchOptions.for_mode(quick, repeats)
     output.parent.mkdir(parents=True, exist_ok=True)
     checkpoint_path, trained = resolve_bench_checkpoint(checkpoint, output.parent)
@@ -501,14 +512,16 @@ def run_bench(
     rate_backend = "onnxruntime" if "onnxruntime" in backends else backends[0]
     sustained: dict[str, Any] | None = None
     llama: dict[str, Any] | None = None
+    lm_section: dict[str, Any] | None = None
     for device in devices:
-        for backend in backends:
+        for backend, lm_backend in [(b, lm) for b in backends
+                                    for lm in (("torch", "onnxruntime") if b == "onnxruntime" and device == "cpu" else ("torch",))]:
             if backend == "tensorrt" and device == "cpu":
                 if not torch.cuda.is_available():
                     skipped.append({"backend": backend, "device": "cuda", "reason": _tensorrt_missing_reason()})
                 continue
             try:
-                run = bench_backend(checkpoint_path, backend, device, frame, options)
+                run = bench_backend(checkpoint_path, backend, device, frame, options, lm_backend)
             except ConfigError as error:
                 skipped.append({"backend": backend, "device": device, "reason": str(error)})
                 continue
@@ -519,10 +532,17 @@ def run_bench(
             if llama is None and backend == "torch" and device == "cpu":
                 llama = llama_cpp_comparison(engine, [CAPTION_PROMPT, GROUNDING_PROMPT, PLAN_PROMPT],
                                              options.max_new_tokens, run["decode_tokens_per_s"])
+                if language_model:
+                    from threed_llm_ros.runtime.lm_bench import language_model_bench
+
+                    lm_section = language_model_bench(
+                        checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
+                        precisions=("int8",) if quick else ("int8", "int4"), threads=(1,) if quick else (1, 2),
+                        max_new_tokens=options.max_new_tokens, repeats=1 if quick else 2)
             runs.append(run)
             del engine  # the next backend's memory figures start without this one
             gc.collect()
-            print(f"bench: {backend} / {device} done", file=sys.stderr)
+            print(f"bench: {backend} / {device} (LM {lm_backend}) done", file=sys.stderr)
     if not runs or sustained is None:
         raise ConfigError("backends", f"{list(backends)} gave no CPU run here", "include torch or onnxruntime")
     if llama is None:
@@ -543,6 +563,7 @@ def run_bench(
         "skipped": skipped,
         "sustained_rate": sustained,
         "llama_cpp": llama,
+        "language_model": lm_section,
     }
     output.write_text(json.dumps(report, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown_table(report))
@@ -559,13 +580,16 @@ def main(argv: list[str] | None = None) -> int:
                         "else an untrained mini checkpoint built next to the output)")
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help="comma-separated backends")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 5, quick 1)")
+    parser.add_argument("--no-lm", action="store_true", help="skip the language model section (torch vs exported "
+                        "decoders vs llama.cpp, quiet and loaded)")
     arguments = parser.parse_args(argv)
     backends = tuple(name.strip() for name in arguments.backends.split(",") if name.strip())
     unknown = [name for name in backends if name not in DEFAULT_BACKENDS]
     if unknown or (arguments.repeats is not None and arguments.repeats < 1):
         parser.error(f"unknown backends {unknown}" if unknown else "--repeats must be >= 1")
     try:
-        report = run_bench(arguments.checkpoint, Path(arguments.output), backends, arguments.quick, arguments.repeats)
+        report = run_bench(arguments.checkpoint, Path(arguments.output), backends, arguments.quick, arguments.repeats,
+                           language_model=not arguments.no_lm)
     except ConfigError as error:
         print(f"threed-llm bench: {error}", file=sys.stderr)
         return 1

@@ -5,8 +5,14 @@ model's outputs into what a robot uses. The scene encoder runs on the ``backend`
 ``torch`` (eager), ``onnxruntime`` (the exported graph, exported on first use into
 ``<checkpoint>/onnx`` or the user cache) or ``tensorrt`` (an engine built from that graph;
 a :class:`ConfigError` naming ``backend`` where TensorRT or CUDA is missing). The
-language model is always torch: fp32 on the CPU, bf16/fp16 on CUDA (``dtype``), with
-an opt-in ``torch.compile`` (``compile_language_model``).
+language model runs on ``lm_backend``: ``torch`` (fp32 on the CPU, bf16/fp16 on CUDA
+(``dtype``), an opt-in ``torch.compile`` (``compile_language_model``)) or ``onnxruntime``
+(the checkpoint's decoder exported with its LoRA adapters merged, int8 or int4
+(``lm_precision``), exported on first use next to the scene encoder's graphs, decoded on the
+CPU by ``runtime/onnx_decoder.py`` with ``lm_threads`` threads and no spinning). Both give
+the same result type: the same text, location-token boxes and ``<box3d>`` head box (from the
+graph's hidden states), up to int8 rounding; program writing uses the exported ``programs``
+adapter. Training always uses torch.
 
 Every reply is computed from one list of objects per frame, the object layer
 (``threed_llm_ros/objects``: gravity from the floor, geometric proposals, a box fitted to
@@ -63,6 +69,8 @@ from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 AVAILABLE_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+LM_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
 SUPPORT_POINTS = 50
@@ -110,6 +118,9 @@ class EngineSettings:
     caption_min_confidence: float = 0.9  # a caption is an unasked claim: it names only objects this sure
     max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
     reply_timeout_s: float = REPLY_TIMEOUT_S  # decoding stops at this deadline; the reply says it was cut short
+    lm_backend: str = "torch"  # language model: torch, or onnxruntime (exported decoder, LoRA merged; CPU)
+    lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default) or int4 (faster, less faithful)
+    lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
@@ -138,6 +149,15 @@ class EngineSettings:
         for name in ("min_confidence", "caption_min_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(name, f"got {getattr(self, name)}", "use a probability in [0, 1], e.g. 0.5 or 0.9")
+        if self.lm_backend not in LM_BACKENDS:
+            raise ConfigError("lm_backend", f"got {self.lm_backend!r}", f"use one of {list(LM_BACKENDS)}")
+        if self.lm_precision not in LM_PRECISIONS:
+            raise ConfigError("lm_precision", f"got {self.lm_precision!r}", f"use one of {list(LM_PRECISIONS)}")
+        if self.lm_threads < 1:
+            raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
+        if self.lm_backend == "onnxruntime" and self.compile_language_model:
+            raise ConfigError("compile_language_model", "torch.compile applies to lm_backend torch only",
+                              "set compile_language_model: false, or lm_backend: torch")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
         if self.max_prompt_chars < 1:
@@ -265,6 +285,7 @@ class InferenceEngine:
         self._objects: tuple[SceneCloud, Any] | None = None  # the last cloud's object layer output
         self.object_layer: Any = None
         self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
+        self.generator: Any = None  # what generates replies: the model (torch) or an OnnxGenerator
 
     # ------------------------------------------------------------------ loading
 
@@ -302,6 +323,7 @@ class InferenceEngine:
             self.model.config.scene_encoder.preprocess,
             up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
         )
+        self.generator = self._make_language_backend()
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
         self.object_layer = self._load_object_layer()
@@ -336,6 +358,20 @@ class InferenceEngine:
             self.model.language_model.to(dtype)
         if self.settings.compile_language_model:
             self.model.causal_lm.model.compile(dynamic=True)
+
+    def _make_language_backend(self) -> Any:
+        """What generates replies (``lm_backend``): the torch model, or an OnnxGenerator over its decoders
+        exported with the LoRA adapters merged (exported on first use: about half a minute per adapter)."""
+        if self.settings.lm_backend == "torch":
+            return self.model
+        from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, load_onnx_generator
+
+        try:
+            return load_onnx_generator(self.checkpoint_path, self.model, precision=self.settings.lm_precision,
+                                       settings=DecoderSettings(threads=self.settings.lm_threads),
+                                       directory=self.settings.export_directory or None)
+        except ModelFileError as error:
+            raise ConfigError("lm_backend", str(error), "fix or delete the export named above, or use lm_backend: torch") from error
 
     def _make_scene_backend(self) -> Any:
         """The exported-graph scene encoder of the ``backend`` setting (None for torch)."""
@@ -413,7 +449,7 @@ class InferenceEngine:
         ``prompt`` over the confident objects of the cloud's object layer."""
         confident = self.scene_objects(cloud, timings).confident
         started = time.perf_counter()
-        reply = function(self.model, None, prompt, objects=confident, deadline=deadline)
+        reply = function(self.generator or self.model, None, prompt, objects=confident, deadline=deadline)
         timings["program_s"] = time.perf_counter() - started
         return reply
 
@@ -435,7 +471,7 @@ class InferenceEngine:
             started = time.perf_counter()
             options["scene_tokens"], _, options["patch_tokens"] = self.scene_backend.encode(scene.patches, scene.centers)
             timings["scene_encoder_s"] = timings.get("scene_encoder_s", 0.0) + time.perf_counter() - started
-        result = self.model.generate(scene, prompt, **options)
+        result = (self.generator or self.model).generate(scene, prompt, **options)
         for key, value in result.timings.items():
             if key.endswith("_s"):
                 timings[key] = timings.get(key, 0.0) + value

@@ -380,6 +380,7 @@ def _parser() -> argparse.ArgumentParser:
                       "box_head.onnx goes next to it")
     onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     onnx.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs torch comparison")
+    formats.add_parser("lm", help="the language model's decoder (LoRA merged, int8/int4): see `threed-llm export-lm --help`")
     return parser
 
 
@@ -415,7 +416,13 @@ def _check_against_torch(encoder_graph: ExportedGraph, head_graph: ExportedGraph
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``threed-llm export onnx --checkpoint DIR [--output FILE] [--opset N]``."""
+    """``threed-llm export onnx --checkpoint DIR [--output FILE] [--opset N]``; ``threed-llm export lm ...``
+    is ``threed-llm export-lm ...`` (the language model's decoder, ``runtime/lm_export.py``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "lm":
+        from threed_llm_ros.runtime.lm_export import main as export_lm
+
+        return export_lm(argv[1:])
     arguments = _parser().parse_args(argv)
     checkpoint = Path(arguments.checkpoint).expanduser()
     try:

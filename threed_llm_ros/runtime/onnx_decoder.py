@@ -1,0 +1,290 @@
+"""Replies from the exported language model: plain ONNX Runtime and a short greedy loop.
+
+The decoder graph (``runtime/lm_export.py``) takes ``inputs_embeds`` and a KV cache, so this
+module builds the same input embeddings the torch path builds (chat prompt, ``<scene>``
+placeholders replaced by the scene tokens, the checkpoint's embedding table), prefills once
+and then feeds one token's embedding at a time. It gives back the torch path's
+:class:`GenerationResult` (text, token count, boxes from location tokens, the ``<box3d>``
+head's box from the graph's ``hidden_states`` output, timings), honouring
+``max_new_tokens``, stop strings, the end-of-turn tokens, streaming and a ``deadline``.
+
+Threads and waiting policy are settings: on a shared CPU (a robot's computer runs drivers and
+the navigation stack) busy-waiting worker threads collapse, so spinning is off by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.runtime.lm_export import ExportedLanguageModel, read_lm_export
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """ONNX Runtime session settings of the decoder (the node's ``lm_threads`` / ``lm_spinning``)."""
+
+    threads: int = 1  # intra-op threads; 1 is robust on a shared 2-core CPU (see `threed-llm bench`)
+    allow_spinning: bool = False  # busy-waiting pools collapse when cores are shared
+
+    def validate(self) -> None:
+        """ConfigError naming the bad setting."""
+        if self.threads < 1:
+            raise ConfigError("lm_threads", f"got {self.threads}", "use 1 or 2 (threads of the language model)")
+
+
+class OnnxDecoder:
+    """One exported decoder graph in an ONNX Runtime session: prefill and one-token steps."""
+
+    def __init__(self, export: ExportedLanguageModel | str | Path, settings: DecoderSettings | None = None) -> None:
+        """Open the export (a directory or :class:`ExportedLanguageModel`); ModelFileError when it is broken."""
+        import onnxruntime as ort
+
+        self.export = export if isinstance(export, ExportedLanguageModel) else read_lm_export(export)
+        self.settings = settings or DecoderSettings()
+        self.settings.validate()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(self.settings.threads)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings.allow_spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(self.export.model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types for a corrupt file
+            first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ModelFileError(
+                f"{self.export.model_path} cannot be loaded by ONNX Runtime ({first_line}); delete "
+                f"{self.export.directory} and re-run `threed-llm export-lm --checkpoint CHECKPOINT` (or let the engine rebuild it)"
+            ) from None
+        metadata = self.export.metadata
+        self.num_layers = int(metadata["num_hidden_layers"])
+        self.kv_heads = int(metadata["num_key_value_heads"])
+        self.head_dim = int(metadata["head_dim"])
+        self.hidden_size = int(metadata["hidden_size"])
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        input_names = {node.name for node in self.session.get_inputs()}
+        if "inputs_embeds" not in input_names:
+            raise ModelFileError(f"{self.export.model_path} has no inputs_embeds input; re-export it with `threed-llm export-lm`")
+        self._logits = self.output_names.index("logits")
+        self._hidden = self.output_names.index("hidden_states") if "hidden_states" in self.output_names else None
+        self._presents = [self.output_names.index(f"present.{i}.{kind}") for i in range(self.num_layers) for kind in ("key", "value")]
+        self._past_names = [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
+
+    def empty_cache(self) -> list[Any]:
+        """The KV cache of an empty sequence (ONNX Runtime values, fed back without copies)."""
+        from onnxruntime import OrtValue
+
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        return [OrtValue.ortvalue_from_numpy(empty) for _ in self._past_names]
+
+    def step(self, embeddings: np.ndarray, cache: list[Any]) -> tuple[np.ndarray, np.ndarray | None, list[Any]]:
+        """Run ``embeddings`` (1, S, hidden) after ``cache``: last logits (vocab,), hidden states
+        (S, hidden) or None, and the new cache. The cache stays in ONNX Runtime's memory (no
+        copy of every layer's keys and values per token)."""
+        from onnxruntime import OrtValue
+
+        length = embeddings.shape[1] + cache[0].shape()[2]
+        feeds = {"inputs_embeds": OrtValue.ortvalue_from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)),
+                 "attention_mask": OrtValue.ortvalue_from_numpy(np.ones((1, length), dtype=np.int64))}
+        feeds.update(zip(self._past_names, cache))
+        outputs = self.session.run_with_ort_values(None, feeds)
+        hidden = outputs[self._hidden].numpy()[0] if self._hidden is not None else None
+        return outputs[self._logits].numpy()[0, -1], hidden, [outputs[i] for i in self._presents]
+
+
+class OnnxGenerator:
+    """``ThreeDLLM.generate`` on exported decoders, one per LoRA adapter (``default``, ``programs``).
+
+    Usable in place of the model where replies are generated: attributes it does not define
+    (tokenizer, codec, config, …) are the model's, and :meth:`program_adapter` switches to the
+    ``programs`` decoder, so ``model.scene_objects`` functions run their programs on it too.
+    """
+
+    def __init__(self, model: Any, decoders: dict[str, OnnxDecoder]) -> None:
+        """``model``: the loaded ThreeDLLM (embedding table, tokenizer, box head); ``decoders`` by adapter."""
+        if "default" not in decoders:
+            raise ValueError("an OnnxGenerator needs the default adapter's decoder")
+        self.model = model
+        self.decoders = decoders
+        self._adapter = "default"
+        weight = model.causal_lm.get_input_embeddings().weight.detach()
+        self.embedding_table = weight.to("cpu", torch.float32).numpy()
+        self.blocked_ids = np.asarray(model.scene_token_ids, dtype=np.int64)
+
+    def __getattr__(self, name: str) -> Any:
+        model = self.__dict__.get("model")
+        if model is None:
+            raise AttributeError(name)
+        return getattr(model, name)
+
+    @contextlib.contextmanager
+    def program_adapter(self) -> Iterator[None]:
+        """Generate with the ``programs`` decoder (the model's program LoRA merged) inside the block."""
+        if "programs" not in self.decoders:
+            raise ValueError("no exported decoder for the programs adapter (question_programs is off?)")
+        previous, self._adapter = self._adapter, "programs"
+        try:
+            yield
+        finally:
+            self._adapter = previous
+
+    def _next_token(self, logits: np.ndarray, do_sample: bool, temperature: float, top_p: float,
+                    generator: torch.Generator) -> int:
+        if do_sample:
+            return self.model._next_token(torch.from_numpy(logits.copy()), True, temperature, top_p, generator)
+        logits = logits.copy()
+        logits[self.blocked_ids] = -np.inf  # structural tokens are never written (as in the torch path)
+        return int(np.argmax(logits))
+
+    def _prefix(self, scene: Any, prompt: str, blind: bool, answer_prefix: str, scene_tokens: torch.Tensor | None,
+                patch_tokens: torch.Tensor | None, timings: dict[str, float]) -> tuple[np.ndarray, list[int], list[int], Any]:
+        """The prompt's input embeddings (1, S, hidden) with the scene tokens spliced in, its token ids,
+        the forced answer-prefix ids and the patch tokens (encoding the scene when not given)."""
+        model = self.model
+        start = time.perf_counter()
+        if blind:
+            scene_tokens = patch_tokens = None
+        elif scene_tokens is None:
+            encoded = model.encode_scene(scene)
+            scene_tokens, patch_tokens = encoded.scene_tokens, encoded.patch_tokens
+        elif patch_tokens is None and "patch_tokens" in model.box_head.scene_inputs:
+            raise ValueError("scene_tokens given without patch_tokens: the box head attends over them")
+        timings["scene_encoder_s"] = time.perf_counter() - start
+        num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
+        prefix = model._token_ids(model.prompt_text(prompt, num_scene_tokens, blind=blind))
+        forced = model._token_ids(answer_prefix) if answer_prefix else []
+        prefix = prefix + forced
+        embeddings = self.embedding_table[np.asarray(prefix)][None].copy()
+        if scene_tokens is not None:
+            placeholders = np.flatnonzero(np.asarray(prefix) == model.placeholder_id)
+            tokens = scene_tokens.detach().to("cpu", torch.float32).numpy().reshape(-1, embeddings.shape[-1])
+            if placeholders.size != tokens.shape[0]:
+                raise RuntimeError(f"found {placeholders.size} scene placeholders for {tokens.shape[0]} scene tokens")
+            embeddings[0, placeholders] = tokens
+        return embeddings, prefix, forced, patch_tokens
+
+    def token_agreement(self, scene: Any, prompt: str, reference: Sequence[int], *, blind: bool = False,
+                        scene_tokens: torch.Tensor | None = None, patch_tokens: torch.Tensor | None = None) -> tuple[int, int]:
+        """Teacher-forced greedy agreement with a reference reply's token ids (e.g. the torch model's):
+        at each position, fed the reference's tokens so far, does this decoder's greedy choice equal the
+        reference's next token? Returns (matches, positions); the end of turn counts as a last position."""
+        model = self.model
+        decoder = self.decoders[self._adapter]
+        targets = [*reference, model.eos_ids[0]]
+        with torch.inference_mode():
+            embeddings, *_ = self._prefix(scene, prompt, blind, "", scene_tokens, patch_tokens, {})
+            logits, _, cache = decoder.step(embeddings, decoder.empty_cache())
+            matches = 0
+            for index, target in enumerate(targets):
+                choice = self._next_token(logits, False, 1.0, 1.0, torch.Generator())
+                matches += int(choice == target or (choice in model.eos_ids and target in model.eos_ids))
+                if index + 1 < len(targets):
+                    logits, _, cache = decoder.step(self.embedding_table[target][None, None], cache)
+        return matches, len(targets)
+
+    def generate(
+        self,
+        scene: Any,
+        prompt: str,
+        *,
+        max_new_tokens: int | None = None,
+        do_sample: bool = False,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int = 0,
+        stop_strings: Sequence[str] = (),
+        on_token: Callable[[str], None] | None = None,
+        blind: bool | None = None,
+        answer_prefix: str = "",
+        scene_tokens: torch.Tensor | None = None,
+        patch_tokens: torch.Tensor | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """What :meth:`ThreeDLLM.generate` returns, decoded by ONNX Runtime (same arguments).
+
+        ``deadline`` (``time.monotonic()`` seconds) stops decoding after the token that passes it.
+        """
+        from threed_llm_ros.model.box_head import BOX3D_TOKEN
+        from threed_llm_ros.model.threed_llm import GenerationResult, _StopStringStreamer
+
+        model = self.model
+        decoder = self.decoders[self._adapter]
+        blind = model.config.blind if blind is None else blind
+        limit = model.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if limit < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
+        if (scene is None and not blind) or (scene is not None and scene.batch_size != 1):
+            raise ValueError("generate takes exactly one scene (a SceneBatch of size 1); None only when blind")
+        timings: dict[str, float] = {}
+        generator = torch.Generator().manual_seed(int(seed))
+        streamer = _StopStringStreamer(stop_strings, on_token)
+        generated: list[int] = []
+        box_hidden: np.ndarray | None = None
+        cut_short = False
+        with torch.inference_mode():
+            embeddings, prefix, forced, patch_tokens = self._prefix(scene, prompt, blind, answer_prefix,
+                                                                     scene_tokens, patch_tokens, timings)
+            start = time.perf_counter()
+            logits, hidden, cache = decoder.step(embeddings, decoder.empty_cache())
+            if model.box3d_id in forced and hidden is not None:
+                box_hidden = hidden[len(prefix) - len(forced) + forced.index(model.box3d_id)]
+            timings["prefill_s"] = time.perf_counter() - start
+            timings["prompt_tokens"] = float(len(prefix))
+            start = time.perf_counter()
+            while True:
+                token = self._next_token(logits, do_sample, temperature, top_p, generator)
+                if token in model.eos_ids:
+                    break
+                generated.append(token)
+                streamer.update(model.tokenizer.decode(generated, skip_special_tokens=False,
+                                                       clean_up_tokenization_spaces=False))
+                needs_box_state = token == model.box3d_id and box_hidden is None and decoder._hidden is not None
+                if streamer.stopped or (len(generated) >= limit and not needs_box_state):
+                    break
+                if deadline is not None and time.monotonic() >= deadline and not needs_box_state:
+                    cut_short = True
+                    break
+                logits, hidden, cache = decoder.step(self.embedding_table[token][None, None], cache)
+                if needs_box_state:
+                    box_hidden = hidden[-1]
+                if len(generated) >= limit:
+                    break
+            timings["decode_s"] = time.perf_counter() - start
+            text = streamer.finish()
+            timings["decode_tokens_per_s"] = len(generated) / max(timings["decode_s"], 1e-9)
+            answer = answer_prefix + text
+            boxes_from_tokens = model.boxes_in_text(answer, scene)
+            box_from_head = None
+            if box_hidden is not None and BOX3D_TOKEN in answer and scene is not None:
+                scene_inputs = {} if blind else model.box_head_inputs(scene, patch_tokens, [0])
+                hidden_state = torch.from_numpy(np.array(box_hidden, dtype=np.float32)).to(model.device)
+                prediction = model.box_head(hidden_state[None], **scene_inputs)
+                box_from_head = model._to_metres(model.box_head.decode(prediction)[None].double(), scene)[0]
+        return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings, cut_short)
+
+
+def load_onnx_generator(
+    checkpoint: str | Path,
+    model: Any,
+    *,
+    precision: str = "int8",
+    settings: DecoderSettings | None = None,
+    directory: str | Path | None = None,
+) -> OnnxGenerator:
+    """An :class:`OnnxGenerator` for a loaded checkpoint: each adapter it has exported on first use
+    (about a minute each, cached next to the scene encoder's graphs) and opened."""
+    from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, ensure_lm_exported
+
+    adapters = [adapter for adapter in LM_ADAPTERS if adapter in model.language_model.peft_config]
+    decoders = {}
+    for adapter in adapters:
+        export = ensure_lm_exported(checkpoint, model, precision=precision, adapter=adapter, directory=directory)
+        decoders[adapter] = OnnxDecoder(export, settings)
+    return OnnxGenerator(model, decoders)
