@@ -63,16 +63,17 @@ def test_shipped_checkpoint_stays_above_its_floors(tmp_path: Path) -> None:
                 if value is None or value < floor:
                     failures.append(f"{system} / {task} / {metric}: {value} < floor {floor}")
     assert not failures, "\n".join(failures)
-    # The scene must matter where the card shows it does: answers computed over the detected
-    # objects beat the language prior, plan goals reach their targets far more often, and the
-    # boxes (detected objects, 3D query head) land on the targets far more often and far nearer
-    # than the blind head's.
-    model, blind = report[MODEL_TOKENS], report[BLIND_TOKENS]
-    assert model["qa"]["exact_match"] > blind["qa"]["exact_match"] + 0.1
+    # The scene must matter where the card shows it does. The robot's replies (the node's path:
+    # programs over the object layer) beat the language prior's answers and plans, plan goals reach
+    # their targets far more often, and the boxes (the robot's objects, the 3D query head) land on
+    # the targets far more often and far nearer than the blind head's.
+    robot, model, blind = report[ROBOT], report[MODEL_TOKENS], report[BLIND_TOKENS]
+    assert robot["qa"]["exact_match"] > blind["qa"]["exact_match"] + 0.1
+    assert robot["plan"]["step_accuracy"] > blind["plan"]["step_accuracy"]
+    assert robot["plan"]["plan_success"] > blind["plan"]["plan_success"] + 0.15
     assert model["plan"]["step_accuracy"] > blind["plan"]["step_accuracy"]
-    assert model["plan"]["plan_success"] > blind["plan"]["plan_success"] + 0.15
     assert model["grounding"]["missing"] < blind["grounding"]["missing"]
     blind_head = report[BLIND_HEAD]["grounding"]
-    for boxes in (report[MODEL_HEAD]["grounding"], report[MODEL_OBJECTS]["grounding"]):
+    for boxes in (report[MODEL_HEAD]["grounding"], report[ROBOT]["grounding"]):
         assert boxes["mean_iou"] > blind_head["mean_iou"] + 0.05
         assert boxes["center_error_median_m"] < 0.5 * blind_head["center_error_median_m"]
