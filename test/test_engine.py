@@ -278,3 +278,16 @@ def test_trained_answers_come_from_programs_over_detected_objects(trained_engine
             total += 1
             right += reply.text == expected
     assert total >= 8 and right / total >= 0.75, f"{right}/{total}"
+
+
+def test_a_frame_too_sparse_to_see_anything_gets_no_answer(engine: InferenceEngine) -> None:
+    """A 1-point cloud, or a depth frame whose points all lie outside the range, is "too sparse",
+    never an answer about a chair (issue 17: such frames once gave "chair ... score 0.00")."""
+    from threed_llm_ros.errors import FrameTooSparseError
+
+    for xyz in (np.array([[0.0, 0.0, 1.5]]), np.full((5000, 3), 50.0)):
+        sparse = SceneCloud(xyz, None, FRAME_ID)
+        for ask in (lambda: engine.answer(sparse, "Is there a chair?"), lambda: engine.ground(sparse, "Where is the chair?"),
+                    lambda: engine.plan(sparse, "Go to the chair."), lambda: engine.describe(sparse)):
+            with pytest.raises(FrameTooSparseError, match="too sparse|at least"):
+                ask()

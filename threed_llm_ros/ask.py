@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,20 +51,36 @@ def read_cloud_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, st
         colors = np.asarray(cloud.colors)[valid] if cloud.has_colors() else None
         return np.ascontiguousarray(points[valid]), _colors_to_uint8(colors), None
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if "points" in data:
-                colors = data["colors"] if "colors" in data else None
-                up_axis = str(data["up_axis"]) if "up_axis" in data else None
-                return data["points"].astype(np.float32), _colors_to_uint8(colors), up_axis
-            if "pc" in data:  # SUN RGB-D / VoteNet: upright depth coordinates, z up by the format's definition
-                array = data["pc"]
-                colors = array[:, 3:6] if array.shape[1] >= 6 else None
-                return array[:, :3].astype(np.float32), _colors_to_uint8(colors), "z"
-            if "xyz" in data:
-                colors = data["rgb"] if "rgb" in data else None
-                return data["xyz"].astype(np.float32), _colors_to_uint8(colors), None
-            raise ConfigError("scene", f"{path} has none of the keys points, pc, xyz", "see docs/dataset_format.md")
+        try:
+            points, colors, up_axis = _read_npz(path)
+        except ConfigError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+            raise ConfigError("scene", f"{path} cannot be read as an .npz cloud ({type(error).__name__}: {error})",
+                              "give an .npz written by numpy.savez with a 'points' (N×3) array, or a .ply / .pcd") from None
+        if points.ndim != 2 or points.shape[1] != 3 or (colors is not None and len(colors) != len(points)):
+            raise ConfigError("scene", f"{path} holds points of shape {points.shape}"
+                              + (f" and colours of shape {colors.shape}" if colors is not None else ""),
+                              "give N×3 points (and N×3 colours)")
+        return points, colors, up_axis
     raise ConfigError("scene", f"unsupported file type {suffix!r}", "use .ply, .pcd or .npz")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """(points, colours, up axis) of an .npz cloud: ``points`` (+ ``colors``, ``up_axis``), SUN RGB-D's ``pc``, or ``xyz``."""
+    with np.load(path, allow_pickle=False) as data:
+        if "points" in data:
+            colors = data["colors"] if "colors" in data else None
+            up_axis = str(data["up_axis"]) if "up_axis" in data else None
+            return data["points"].astype(np.float32), _colors_to_uint8(colors), up_axis
+        if "pc" in data:  # SUN RGB-D / VoteNet: upright depth coordinates, z up by the format's definition
+            array = data["pc"]
+            colors = array[:, 3:6] if array.shape[1] >= 6 else None
+            return array[:, :3].astype(np.float32), _colors_to_uint8(colors), "z"
+        if "xyz" in data:
+            colors = data["rgb"] if "rgb" in data else None
+            return data["xyz"].astype(np.float32), _colors_to_uint8(colors), None
+        raise ConfigError("scene", f"{path} has none of the keys points, pc, xyz", "see docs/dataset_format.md")
 
 
 def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:

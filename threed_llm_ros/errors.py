@@ -32,6 +32,10 @@ class CameraInfoError(MessageFormatError):
     """A CameraInfo cannot give usable intrinsics (zero K, zero size, ...)."""
 
 
+class FrameTooSparseError(MessageFormatError):
+    """A sensor frame holds too few valid points to say anything about the scene."""
+
+
 class ConfigError(ThreeDLLMError, ValueError):
     """A configuration value is wrong; the message names the parameter and the fix."""
 

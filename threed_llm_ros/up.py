@@ -50,7 +50,15 @@ def load_graph(path: str | Path, overrides: dict[str, dict[str, Any]] | None = N
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--config", f"{path} does not exist", "give a graph YAML such as config/demo.yaml")
-    document = yaml.safe_load(path.read_text()) or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError("--config", f"{path} is not valid YAML{where}: {problem}", "fix the YAML there (see config/demo.yaml)") from None
+    if not isinstance(document, dict):
+        raise ConfigError("--config", f"{path} holds a {type(document).__name__}, not a mapping", "see config/demo.yaml")
     nodes = document.get("nodes")
     if not isinstance(nodes, list) or not nodes:
         raise ConfigError("nodes", f"{path} has no 'nodes' list", "list the nodes as in config/demo.yaml")
@@ -84,7 +92,10 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         node, dot, parameter = key.partition(".")
         if not separator or not dot or not node or not parameter:
             raise ConfigError("--param", f"got {item!r}", "write node.parameter=value")
-        overrides.setdefault(node, {})[parameter] = yaml.safe_load(value) if value else ""
+        try:
+            overrides.setdefault(node, {})[parameter] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise ConfigError("--param", f"the value of {item!r} is not a YAML scalar", "quote it, e.g. node.parameter='a: b'") from None
     return overrides
 
 

@@ -91,9 +91,17 @@ _MAX_UINT16 = 65535
 # --------------------------------------------------------------------------- stamps
 
 
+MIN_FOCAL_PX = 1.0  # a focal length in pixels; below this (5e-324 got through once) the projection overflows
+MAX_FOCAL_PX = 1e5
+
+
 def stamp_to_tuple(stamp: Any) -> tuple[int, int]:
-    """A builtin_interfaces/Time (or anything with ``sec``/``nanosec``) as ``(sec, nanosec)``."""
-    return int(stamp.sec), int(stamp.nanosec)
+    """A builtin_interfaces/Time (or anything with ``sec``/``nanosec``) as ``(sec, nanosec)``;
+    MessageFormatError for a nanosec field that is not below 1e9 (a stamp no reply can carry)."""
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if not 0 <= nanosec < 1_000_000_000:
+        raise MessageFormatError("header.stamp.nanosec", f"is {nanosec}; it must be in [0, 1e9): carry whole seconds into sec")
+    return sec, nanosec
 
 
 def tuple_to_stamp(sec_nsec: tuple[int, int]) -> Time:
@@ -644,8 +652,9 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
     if not k.any():
         raise CameraInfoError("k", "is all zeros: the camera is not calibrated")
     fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
-    if fx <= 0 or fy <= 0:
-        raise CameraInfoError("k", f"focal lengths must be positive, got fx={fx}, fy={fy}")
+    if not (MIN_FOCAL_PX <= fx <= MAX_FOCAL_PX and MIN_FOCAL_PX <= fy <= MAX_FOCAL_PX):
+        raise CameraInfoError("k", f"focal lengths must be {MIN_FOCAL_PX:g}–{MAX_FOCAL_PX:g} pixels, got fx={fx}, fy={fy}: "
+                                   "calibrate the camera or fix its camera_info")
     width, height = int(msg.width), int(msg.height)
     if width <= 0:
         raise CameraInfoError("width", f"must be positive, got {width}")

@@ -320,11 +320,11 @@ class ThreeDLLMNode(LifecycleNode):
                     decoded = depth_image_to_metres(message)
                 else:
                     decoded = camera_info_to_intrinsics(message)
+                stamp = stamp_to_tuple(message.header.stamp)
             except MessageFormatError as error:
                 kind = "camera_info" if stream == "info" else "image"
                 self._bad_input(kind, topic, error)
                 return
-            stamp = stamp_to_tuple(message.header.stamp)
             assert self._sync is not None
             matched = self._sync.add(stream, stamp[0] + stamp[1] * 1e-9, (decoded, message.header.frame_id, stamp))
             if matched is not None:

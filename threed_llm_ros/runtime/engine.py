@@ -55,7 +55,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.errors import ConfigError, FrameTooSparseError, ModelFileError
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import (
@@ -74,6 +74,7 @@ LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
 SUPPORT_POINTS = 50
+MIN_FRAME_POINTS = 100  # fewer valid points: "the frame is too sparse", not an answer
 STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
 REPLY_TIMEOUT_S = 30.0
 CUT_SHORT_NOTE = " [cut short: reply_timeout_s ({:g} s) reached]"
@@ -416,6 +417,18 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ scenes
 
+    def _require_evidence(self, cloud: SceneCloud) -> None:
+        """FrameTooSparseError unless ``cloud`` has ``MIN_FRAME_POINTS`` finite points in range: a
+        1-point cloud or a 1×1 depth image says nothing about a room, and no reply may pretend it does."""
+        xyz = np.asarray(cloud.xyz, dtype=np.float64).reshape(-1, 3)
+        distance = np.linalg.norm(xyz, axis=1)
+        valid = int((np.isfinite(distance) & (distance >= self.settings.min_range) & (distance <= self.settings.max_range)).sum())
+        if valid < MIN_FRAME_POINTS:
+            raise FrameTooSparseError(
+                "points", f"only {valid} valid points within [{self.settings.min_range:g}, {self.settings.max_range:g}] m; "
+                          f"a frame needs at least {MIN_FRAME_POINTS} to be answered about: check the sensor, its "
+                          "range or min_range/max_range")
+
     def _prepare(self, cloud: SceneCloud, timings: dict[str, float]) -> Any:
         """The model's scene batch of ``cloud`` (cached for the last cloud)."""
         from threed_llm_ros.model.preprocessing import prepare_scenes
@@ -424,6 +437,7 @@ class InferenceEngine:
         if self._cached is not None and self._cached[0] is cloud:
             timings.setdefault("preprocess_s", 0.0)
             return self._cached[1]
+        self._require_evidence(cloud)
         started = time.perf_counter()
         xyz = np.asarray(cloud.xyz, dtype=np.float32).reshape(-1, 3)
         scene = prepare_scenes([(xyz, cloud.rgb)], self._preprocess, seed=0, device=self.settings.device)
@@ -436,6 +450,7 @@ class InferenceEngine:
         self._require_model()
         if self._objects is not None and self._objects[0] is cloud:
             return self._objects[1]
+        self._require_evidence(cloud)
         found = self.object_layer.perceive(cloud.xyz, cloud.rgb, cloud.frame_id, image=cloud.image,
                                            intrinsics=cloud.intrinsics, camera_from_input=cloud.camera_from_input)
         if timings is not None:
