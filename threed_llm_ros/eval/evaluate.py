@@ -39,7 +39,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -375,7 +375,10 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
     started = time.perf_counter()
     # the robot column: the node's own reply path, fed the record's gravity-frame cloud (z up), so
     # its boxes and goal poses are in the frame of the annotations
-    engine = InferenceEngine.around(model, EngineSettings(checkpoint=str(checkpoint), up_axis="z")) if settings.robot else None
+    robot_settings = EngineSettings(checkpoint=str(checkpoint), up_axis="z")
+    if settings.max_new_tokens is not None:  # a quick run caps the robot's answers too
+        robot_settings = replace(robot_settings, max_new_tokens=min(robot_settings.max_new_tokens, settings.max_new_tokens))
+    engine = InferenceEngine.around(model, robot_settings) if settings.robot else None
     evaluator = Evaluator(model, dataset, settings, engine)
     results = evaluator.run()
     was_training = model.training
