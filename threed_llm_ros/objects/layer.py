@@ -38,6 +38,7 @@ from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
+UNSEEN_SUPPORT_FACTOR = 0.35  # a top category's probability where nothing is seen under the thing
 TOP_SNAP_M = 0.1  # a top object this close above the surface under it rests on it (its bottom edge unseen)
 FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or support
 JOIN_GAP_M = 0.1  # fragments this close may be one object
@@ -148,7 +149,9 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
         points = voxels.xyz[chosen]
         box = fit_box(points, gravity.floor_z)
         colors = voxels.rgb[chosen] if voxels.rgb is not None else None
-        gap = _support_gap(box, free_points, free_owner != number, gravity.floor_z)
+        # a thing split off a support's top surface rests on it (the surface right under it is
+        # hidden by the thing itself)
+        gap = 0.0 if on_top else _support_gap(box, free_points, free_owner != number, gravity.floor_z)
         proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap, on_top))
         members.append(chosen)
     return proposals, walls, voxels.voxel_of_point, members
@@ -232,6 +235,12 @@ class ObjectLayer:
             row[(placement == "floor") & off_floor] = 0.0
             row[(placement == "top") & floating] = 0.0
             row /= max(float(row.sum()), 1e-9)
+            if proposal.support_gap > MAX_SUPPORT_GAP_M and not floating:
+                # a small thing with nothing seen under it (its support hidden, or a reflection in a
+                # mirror, which no ray can prove false): possible, but not sure
+                doubt = row[placement == "top"] * (1.0 - UNSEEN_SUPPORT_FACTOR)
+                row[placement == "top"] -= doubt
+                row[self.classes.index(OTHER)] += float(doubt.sum())
             if row.sum() < 0.5:  # every category ruled out: it is not an object we know
                 row[self.classes.index(OTHER)] = 1.0
         return probabilities
@@ -298,7 +307,7 @@ class ObjectLayer:
         box fits that category's size (a confidently named table leg must not keep the table's
         top out, and a vague desk must not swallow the chair beside it). Shape and physics only:
         the image is asked about the final objects. A thing split off a support's top surface
-        joins only another such thing."""
+        rejoins its support only where the whole is surer."""
         other = self.classes.index(OTHER)
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +316,7 @@ class ObjectLayer:
             return kept.max(axis=1), labels + (labels >= other)
 
         def may_join(first: Proposal, second: Proposal) -> bool:
-            return first.on_top == second.on_top and _gap(first.box, second.box) <= JOIN_GAP_M
+            return _gap(first.box, second.box) <= JOIN_GAP_M
 
         proposals = sorted(proposals, key=lambda p: -len(p.points))
         # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
@@ -323,7 +332,10 @@ class ObjectLayer:
                         score, label = (float(values[0]) for values in best([candidate]))
                         surer = score > max(scores[i], scores[j]) + JOIN_MARGIN
                         surer_part = i if scores[i] >= scores[j] else j
-                        completes = (label == labels[surer_part] and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
+                        # a thing split off a support's top rejoins it only where the whole is
+                        # clearly surer (a chair's back and seat); a book stays off its table
+                        completes = (proposals[i].on_top == proposals[j].on_top and label == labels[surer_part]
+                                     and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
                                      and self._fits(candidate.box, int(label)))
                         if surer or completes:
                             proposals[i], scores[i], labels[i] = candidate, score, int(label)

@@ -20,18 +20,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from threed_llm_ros.geometry.planes import fit_plane
+
 VOXEL_M = 0.03
 FLOOR_BAND_M = 0.05
 WALL_MIN_HEIGHT_M = 1.2
 WALL_MIN_WIDTH_M = 0.9
 WALL_MAX_SHARE_BEHIND = 0.02
 WALL_BEHIND_M = 0.10
+DEPTH_NOISE_PER_M = 0.0015  # a structured-light / ToF depth camera's noise: sigma = k·range² (Kinect-like)
+WALL_NOISE_SIGMAS = 2.5  # a wall's points scatter this many sigmas off its plane; left, they join what stands there
 PLANE_DISTANCE_M = 0.03
 CLUSTER_EPS_M = 0.07
 MIN_CLUSTER_POINTS = 12
 MAX_WALLS = 6
-SUPPORT_MIN_AREA_M2 = 0.25  # a surface that holds things: larger than a chair's seat
-SUPPORT_MIN_HEIGHT_M = 0.3
+SUPPORT_MIN_AREA_M2 = 0.1  # the visible part of a top that holds things (what stands on it hides some)
+SUPPORT_MIN_HEIGHT_M = 0.44  # above chair, sofa and toilet seats (0.40-0.45 m): a seat's back is not on it
 SUPPORT_MAX_HEIGHT_M = 1.3
 SUPPORT_BAND_M = 0.03
 ON_TOP_MAX_SIDE_M = 0.7  # a thing on the surface is smaller than this (a headboard or a sofa back is not)
@@ -73,8 +77,6 @@ def _horizontal_extent(points: np.ndarray, normal: np.ndarray) -> float:
 def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
     """(M,) bool: points of the room's structure (floor band, above the ceiling, walls), and the
     walls as (unit normal toward the sensor, offset) planes."""
-    import open3d
-
     height = xyz[:, 2] - floor_z
     structure = height < FLOOR_BAND_M
     top = float(np.percentile(height, 99.5)) if len(height) else 0.0
@@ -82,17 +84,13 @@ def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.n
         ceiling_band = height > top - 0.06
         if ceiling_band.mean() > 0.02:
             structure |= ceiling_band
-    open3d.utility.random.seed(int(seed) % 2**31)
     candidates = np.flatnonzero(~structure)
+    depth_sigma = DEPTH_NOISE_PER_M * np.einsum("ij,ij->i", xyz, xyz)  # k·range², the sensor at the origin
     walls: list[tuple[np.ndarray, float]] = []
-    for _ in range(MAX_WALLS):
+    for attempt in range(MAX_WALLS):
         if len(candidates) < 100:
             break
-        cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(xyz[candidates]))
-        plane, inliers = cloud.segment_plane(PLANE_DISTANCE_M, 3, 300)
-        normal = np.asarray(plane[:3], dtype=np.float64)
-        scale = float(np.linalg.norm(normal))
-        normal, offset = normal / scale, float(plane[3]) / scale
+        normal, offset, inliers = fit_plane(xyz[candidates], PLANE_DISTANCE_M, 300, seed=seed + attempt)
         if len(inliers) < 150:
             break
         members = candidates[np.asarray(inliers)]
@@ -109,8 +107,9 @@ def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.n
                 is_wall = float(behind.mean()) <= WALL_MAX_SHARE_BEHIND
         if is_wall:
             signed = xyz[candidates] @ normal + offset
-            # the wall's own points, and what lies behind it (mirror and window phantoms)
-            wall_points = candidates[signed < PLANE_DISTANCE_M * 1.5]
+            # the wall's own points, as far out as the sensor's noise at their range scatters
+            # them, and what lies behind it (mirror and window phantoms)
+            wall_points = candidates[signed < PLANE_DISTANCE_M * 1.5 + WALL_NOISE_SIGMAS * depth_sigma[candidates]]
             structure[wall_points] = True
             walls.append((normal, offset))
             candidates = np.flatnonzero(~structure)
@@ -161,6 +160,6 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
         if float(extent.max()) <= ON_TOP_MAX_SIDE_M:
             pieces.append(members[local])
             taken[local] = True
-    if not pieces:
+    if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():  # each thing on a support is smaller than it
         return [members]
     return [members[~taken], *pieces]
