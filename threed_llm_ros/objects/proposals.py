@@ -135,20 +135,26 @@ def cluster(xyz: np.ndarray, eps: float = CLUSTER_EPS_M, min_points: int = MIN_C
 def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M) -> list[np.ndarray]:
     """``members`` (indices into ``xyz``) split into the support and the small things on its top surface.
 
-    The top surface is the most populated height band between ``SUPPORT_MIN_HEIGHT_M`` and
-    ``SUPPORT_MAX_HEIGHT_M`` above the floor covering at least ``SUPPORT_MIN_AREA_M2``; the
-    points above it are clustered, and each cluster no wider than ``ON_TOP_MAX_SIDE_M`` becomes
-    its own proposal. Returns ``[members]`` when there is no such surface or nothing on it.
+    The top surface is the height band between ``SUPPORT_MIN_HEIGHT_M`` and
+    ``SUPPORT_MAX_HEIGHT_M`` above the floor with the most *exposed* points (nothing of the
+    cluster above them in their column: a top, not a slice of a front face), covering at least
+    ``SUPPORT_MIN_AREA_M2``; the points above it are clustered, and each cluster no wider than
+    ``ON_TOP_MAX_SIDE_M`` and smaller than the support becomes its own proposal. Returns
+    ``[members]`` when there is no such surface or nothing on it.
     """
     heights = xyz[members, 2] - floor_z
-    band = (heights >= SUPPORT_MIN_HEIGHT_M) & (heights <= SUPPORT_MAX_HEIGHT_M)
+    columns = np.unique(np.floor(xyz[members, :2] / voxel).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+    column_top = np.full(int(columns.max()) + 1 if len(columns) else 0, -np.inf)
+    np.maximum.at(column_top, columns, heights)
+    exposed = column_top[columns] - heights <= SUPPORT_BAND_M
+    band = exposed & (heights >= SUPPORT_MIN_HEIGHT_M) & (heights <= SUPPORT_MAX_HEIGHT_M)
     if band.sum() < 30:
         return [members]
     bins = np.floor(heights[band] / SUPPORT_BAND_M).astype(np.int64)
     values, counts = np.unique(bins, return_counts=True)
     surface = (values[np.argmax(counts)] + 0.5) * SUPPORT_BAND_M
     on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
-    if on_surface.sum() * voxel * voxel < SUPPORT_MIN_AREA_M2:
+    if (on_surface & exposed).sum() * voxel * voxel < SUPPORT_MIN_AREA_M2:
         return [members]
     above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
     if len(above) < MIN_CLUSTER_POINTS:
