@@ -187,10 +187,11 @@ def test_a_box_on_a_cabinet_is_its_own_proposal_but_a_chairs_back_is_not() -> No
     top = np.column_stack([rng.uniform(3.0, 3.5, 130), rng.uniform(-0.4, 0.4, 130), np.full(130, 0.8)])
     box = np.column_stack([np.full(300, 3.1), rng.uniform(-0.2, 0.2, 300), rng.uniform(0.82, 1.1, 300)])
     cabinet = np.vstack([body, top, box])
-    pieces = split_supported(cabinet, np.arange(len(cabinet)), 0.0)
+    pieces, surface = split_supported(cabinet, np.arange(len(cabinet)), 0.0)
+    assert surface == pytest.approx(0.8, abs=0.03)
     assert len(pieces) == 2 and set(pieces[1]) <= set(range(930, 1230)) and len(pieces[1]) >= 270  # the box (its lowest cm stay)
     seat = np.column_stack([rng.uniform(2.0, 2.45, 250), rng.uniform(-0.22, 0.22, 250), np.full(250, 0.42)])
     legs = np.column_stack([np.full(100, 2.0), rng.uniform(-0.22, 0.22, 100), rng.uniform(0.0, 0.42, 100)])
     back = np.column_stack([np.full(300, 2.43), rng.uniform(-0.22, 0.22, 300), rng.uniform(0.45, 0.9, 300)])
     chair = np.vstack([seat, legs, back])
-    assert len(split_supported(chair, np.arange(len(chair)), 0.0)) == 1
+    assert len(split_supported(chair, np.arange(len(chair)), 0.0)[0]) == 1

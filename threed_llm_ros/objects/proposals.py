@@ -132,7 +132,8 @@ def cluster(xyz: np.ndarray, eps: float = CLUSTER_EPS_M, min_points: int = MIN_C
     return sorted(clusters, key=len, reverse=True)
 
 
-def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M) -> list[np.ndarray]:
+def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M
+                    ) -> tuple[list[np.ndarray], float | None]:
     """``members`` (indices into ``xyz``) split into the support and the small things on its top surface.
 
     The top surface is the height band between ``SUPPORT_MIN_HEIGHT_M`` and
@@ -140,7 +141,8 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
     cluster above them in their column: a top, not a slice of a front face), covering at least
     ``SUPPORT_MIN_AREA_M2``; the points above it are clustered, and each cluster no wider than
     ``ON_TOP_MAX_SIDE_M`` and smaller than the support becomes its own proposal. Returns
-    ``[members]`` when there is no such surface or nothing on it.
+    (the support's points followed by each thing's, the surface's z), or ``([members], None)``
+    when there is no such surface or nothing on it.
     """
     heights = xyz[members, 2] - floor_z
     columns = np.unique(np.floor(xyz[members, :2] / voxel).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
@@ -149,16 +151,16 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
     exposed = column_top[columns] - heights <= SUPPORT_BAND_M
     band = exposed & (heights >= SUPPORT_MIN_HEIGHT_M) & (heights <= SUPPORT_MAX_HEIGHT_M)
     if band.sum() < 30:
-        return [members]
+        return [members], None
     bins = np.floor(heights[band] / SUPPORT_BAND_M).astype(np.int64)
     values, counts = np.unique(bins, return_counts=True)
     surface = (values[np.argmax(counts)] + 0.5) * SUPPORT_BAND_M
     on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
     if (on_surface & exposed).sum() * voxel * voxel < SUPPORT_MIN_AREA_M2:
-        return [members]
+        return [members], None
     above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
     if len(above) < MIN_CLUSTER_POINTS:
-        return [members]
+        return [members], None
     pieces, taken = [], np.zeros(len(members), dtype=bool)
     for group in cluster(xyz[members[above]], eps=CLUSTER_EPS_M * 0.7, min_points=MIN_CLUSTER_POINTS // 2):
         local = above[group]
@@ -167,5 +169,5 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
             pieces.append(members[local])
             taken[local] = True
     if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():  # each thing on a support is smaller than it
-        return [members]
-    return [members[~taken], *pieces]
+        return [members], None
+    return [members[~taken], *pieces], floor_z + surface
