@@ -6,8 +6,9 @@ the sensor and the action client (rclpy's ActionClient on its own node).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,3 +219,31 @@ def test_a_canceled_goal_stops_generating(session: Session) -> None:
     session.wait([after])
     assert after.result.status == GoalStatus.STATUS_SUCCEEDED
 
+
+
+def _run(*arguments: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *arguments], capture_output=True, text=True, timeout=timeout)
+
+
+def test_prompt_client_streams_and_reports_refusal_and_cancel(session: Session) -> None:
+    done = _run("threed_llm_ros.ros.prompt_client", "--wait", "60", "--prompt", "Is there a red cup?", "--prompt", "   ")
+    assert done.returncode == 1, done.stdout + done.stderr  # the empty prompt is refused
+    streamed, _, rest = done.stdout.partition("\n>>> Is there a red cup?\n")
+    assert streamed.startswith(">>> Is there a red cup?\n")
+    pieces = streamed.removeprefix(">>> Is there a red cup?\n")
+    assert pieces and rest.startswith(pieces + "\n    (question, ok, latency"), "the pieces as they came = the answer"
+    assert "(aborted: refused: the prompt is empty; send a question or an instruction)" in done.stdout
+
+    canceled_before = int(session.probe.latest_diagnostics().get("goals_canceled", 0))
+    timed_out = _run("threed_llm_ros.ros.prompt_client", "--wait", "60", "--timeout", "0.5", "--quiet",
+                     "--prompt", "What is on the table, and what colour is it?")
+    assert timed_out.returncode == 1
+    assert "(no answer: timed out; the goal was canceled)" in timed_out.stdout
+    session.probe.wait_for(lambda: int(session.probe.latest_diagnostics().get("goals_canceled", 0)) > canceled_before,
+                           60, session.process, "the client's cancel reaching the node")
+
+
+def test_threed_llm_ask_talks_to_a_running_node(session: Session) -> None:
+    done = _run("threed_llm_ros.cli", "ask", "--node", "Is there a red cup?")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "(question, ok, latency" in done.stdout

@@ -493,7 +493,7 @@ def main(args: list[str] | None = None) -> int:
     """Run the node; with ``autostart`` configure + activate at once (exit 1 if configuring fails)."""
     rclpy.init(args=args)
     node: ThreeDLLMNode | None = None
-    executor = MultiThreadedExecutor(num_threads=6)  # sensors, prompt intake, the worker, ~/ask goals and services
+    executor = MultiThreadedExecutor(num_threads=4)  # a goal holds two (the worker waits while its execute callback replies)
     try:
         node = ThreeDLLMNode()
         executor.add_node(node)
