@@ -69,12 +69,14 @@ def test_colcon_build_and_the_node_from_the_install_space(tmp_path: Path) -> Non
     build_s = time.monotonic() - started
     assert build.returncode == 0, f"colcon build failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
     print(f"colcon build of threed_llm_interfaces + threed_llm_ros: {build_s:.1f} s")
-    assert "Summary: 2 packages finished" in build.stdout, build.stdout[-2000:]
+    for package in ("threed_llm_interfaces", "threed_llm_ros"):
+        assert f"Finished <<< {package}" in build.stdout, build.stdout[-2000:]
 
+    # run outside the checkout (python puts the working directory first on sys.path)
     where = subprocess.run(_sourced(workspace, f"{shlex.quote(sys.executable)} -c 'import threed_llm_ros, "
                                                "threed_llm_interfaces.action as a; print(threed_llm_ros.__file__); "
                                                "print(a.__file__); print(a.Ask.Goal())'"),
-                           env=environment, capture_output=True, text=True, timeout=120)
+                           cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
     assert where.returncode == 0, where.stderr[-3000:]
     package_file, interfaces_file, goal = where.stdout.strip().splitlines()[-3:]
     assert package_file.startswith(str(workspace / "install" / "threed_llm_ros")), package_file
@@ -87,16 +89,23 @@ def test_colcon_build_and_the_node_from_the_install_space(tmp_path: Path) -> Non
                                                                                  "max_new_tokens": 4})
     node_command = " ".join(shlex.quote(part) for part in spec.command())
     log = (tmp_path / "node.log").open("w")
-    node = subprocess.Popen(_sourced(workspace, f"exec {node_command}"), env={**environment, "PYTHONUNBUFFERED": "1"},
+    node = subprocess.Popen(_sourced(workspace, f"exec {node_command}"), cwd=tmp_path,
+                            env={**environment, "PYTHONUNBUFFERED": "1"},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        client = subprocess.run(
+        client = subprocess.Popen(
             _sourced(workspace, f"{shlex.quote(sys.executable)} -m threed_llm_ros.ros.prompt_client --quiet "
                                 f"--wait {STARTUP_S} --prompt 'Is there a red cup?'"),
-            env=environment, capture_output=True, text=True, timeout=STARTUP_S + 60)
+            cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + STARTUP_S + 60
+        while client.poll() is None and node.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
         output = (tmp_path / "node.log").read_text()
+        if client.poll() is None:
+            client.kill()
+        said = client.communicate()[0]
         assert node.poll() is None, f"the node exited:\n{output[-3000:]}"
-        assert "(aborted: refused: No sensor frame yet" in client.stdout, (client.stdout, client.stderr, output[-3000:])
+        assert "(aborted: refused: No sensor frame yet" in said, (said, output[-3000:])
         assert client.returncode == 1
         assert "active:" in output  # the same environment imported threed_llm_ros from install/ (above)
     finally:

@@ -352,6 +352,8 @@ class ThreeDLLMNode(LifecycleNode):
         None for an empty prompt (counted as bad input). :class:`ReplyCanceled` (raised by ``on_piece``
         or ``canceled``) propagates: the generation stops there."""
         limit = self.settings.engine.max_prompt_chars if self.settings is not None else MAX_PROMPT_CHARS
+        if min_stamp is not None and tuple(min_stamp) == (0, 0):
+            min_stamp = None  # zero: the latest frame
         try:
             intent = route(prompt, limit)
         except EmptyPromptError as error:
@@ -388,7 +390,7 @@ class ThreeDLLMNode(LifecycleNode):
 
     def _frame_for(self, min_stamp: tuple[int, int] | None, canceled: Callable[[], bool] | None) -> SceneCloud | None:
         """The latest frame; with ``min_stamp``, one stamped at or after it (waiting up to reply_timeout_s)."""
-        if not min_stamp or tuple(min_stamp) == (0, 0):
+        if min_stamp is None:
             return self._take_frame()
         timeout = self.settings.engine.reply_timeout_s if self.settings is not None else REPLY_TIMEOUT_S
         deadline = time.monotonic() + timeout
