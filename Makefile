@@ -54,12 +54,24 @@ $(STAMP): $(DEPENDENCY_FILES)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# open3d's wheel links against libusb-1.0; install it with apt when it is missing.
+# open3d's wheel links against libusb-1.0, and the interface build compiles C++ type support and a
+# Python extension (rosidl: g++, Python.h); install them with apt when they are missing.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
 		echo "installing libusb-1.0-0 (needed by open3d)"; \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0; \
+	fi
+	@if ! $(PYTHON) -c "import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then \
+		VERSION=$$($(PYTHON) -c "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"); \
+		echo "installing python$$VERSION-dev (Python.h: the interfaces' Python extension)"; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python$$VERSION-dev; \
+	fi
+	@if ! command -v g++ >/dev/null 2>&1; then \
+		echo "installing g++ (the interfaces' C++ type support)"; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++; \
 	fi
 
 test: venv interfaces colcon-tools

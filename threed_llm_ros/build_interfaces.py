@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--fix-only", action="store_true", help="only rewrite the exported include paths")
     arguments = parser.parse_args(argv)
+    python_include, _ = local_includes()
+    if not (Path(python_include) / "Python.h").is_file():
+        raise SystemExit(f"Python headers not found ({python_include}/Python.h): install python"
+                         f"{sys.version_info[0]}.{sys.version_info[1]}-dev (apt), then run again")
     changed = fix_exported_paths(arguments.prefix)
     print(f"exported include paths: {len(changed)} files fixed" if changed else "exported include paths: already fixed")
     if arguments.fix_only:
