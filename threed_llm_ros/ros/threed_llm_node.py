@@ -331,12 +331,16 @@ class ThreeDLLMNode(LifecycleNode):
             return
         self.diagnostics.count("prompts_not_answered", len(waiting))
         self.get_logger().warning(f"{len(waiting)} waiting prompts not answered: {reason}")
+        text = f"not answered: {reason}; ask again when it is active"
+        goals = [item for item in waiting if isinstance(item, AskJob)]
         for item in waiting:
-            text = f"not answered: {reason}; ask again when it is active"
             if isinstance(item, AskJob):
                 item.refuse(text)
             else:
                 self._publish("answer", String(data=text))
+        deadline = time.monotonic() + 2.0  # let the refused goals send their results before ~/ask goes
+        for goal in goals:
+            goal.done.wait(max(0.0, deadline - time.monotonic()))
 
     def _answer_prompt(self, prompt: str) -> None:
         """A topic prompt: its reply on ``answer``, its pieces on ``answer/stream`` (none for an empty prompt)."""
