@@ -211,6 +211,7 @@ def test_a_canceled_goal_stops_generating(session: Session) -> None:
     assert stopped_after < 10.0, stopped_after
     assert len(goal.pieces) < 160, "generation ran to max_new_tokens"
     assert "".join(goal.pieces).startswith(goal.result.result.text)
+    assert "canceled after" in session.process.output() and "generation stopped" in session.process.output()
     time.sleep(1.0)
     assert len(goal.pieces) == pieces_then, "feedback after the cancel"
     session.probe.wait_for(lambda: int(session.probe.latest_diagnostics().get("goals_canceled", 0)) >= 1, 30,
