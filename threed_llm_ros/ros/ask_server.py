@@ -131,8 +131,12 @@ class AskServer:
             goal_handle.abort()
             diagnostics.count("goals_aborted")
             return Ask.Result(status=reason)
-        if not outcome.streamed and outcome.text:
-            on_piece_safe(goal_handle, outcome.text)  # one piece: feedback always joins to the result text
+        if goal_handle.is_cancel_requested:  # a find or plan reply: canceled during its model call
+            goal_handle.canceled()
+            diagnostics.count("goals_canceled")
+            return Ask.Result(text="".join(pieces), status="canceled")
+        if not outcome.streamed and outcome.text:  # one piece: the feedback always joins to the result text
+            goal_handle.publish_feedback(Ask.Feedback(text=outcome.text))
         result = result_message(outcome)
         if outcome.status in ("ok", "cut_short"):
             goal_handle.succeed()
@@ -141,11 +145,6 @@ class AskServer:
             goal_handle.abort()
             diagnostics.count("goals_aborted")
         return result
-
-
-def on_piece_safe(goal_handle: Any, text: str) -> None:
-    """Publish ``text`` as one feedback piece."""
-    goal_handle.publish_feedback(Ask.Feedback(text=text))
 
 
 def result_message(outcome: "ReplyOutcome") -> Any:
