@@ -190,8 +190,11 @@ def test_goal_beyond_the_queue_depth_is_refused_with_the_reason(session: Session
     assert refused.handle.accepted  # accepted, then aborted at once with the reason in its result
     assert refused.result.status == GoalStatus.STATUS_ABORTED
     assert refused.result.result.status == busy_reply(QUEUE_DEPTH)
+    waiting[-1].handle.cancel_goal_async()  # canceled while it waits: finished without a model call
     session.wait([running, *waiting])
-    assert all(goal.result.status == GoalStatus.STATUS_SUCCEEDED for goal in [running, *waiting])
+    assert all(goal.result.status == GoalStatus.STATUS_SUCCEEDED for goal in [running, *waiting[:-1]])
+    assert waiting[-1].result.status == GoalStatus.STATUS_CANCELED and not waiting[-1].pieces
+    assert waiting[-1].result.result.status == "canceled"
     session.probe.wait_for(lambda: int(session.probe.latest_diagnostics().get("prompts_refused_busy", 0)) >= 1, 30,
                            session.process, "the refusal counted in /diagnostics")
 
