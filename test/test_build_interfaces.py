@@ -81,3 +81,18 @@ def test_the_built_interfaces_import() -> None:
     assert GroundedObjectArray.get_fields_and_field_types()["objects"] == "sequence<threed_llm_interfaces/GroundedObject>"
     assert Plan.get_fields_and_field_types()["steps"] == "sequence<threed_llm_interfaces/PlanStep>"
     assert PlanStep().seen is False
+
+
+def test_the_node_without_its_interfaces_says_how_to_build_them(tmp_path: Path) -> None:
+    """No threed_llm_interfaces (not built): one line naming the fix, exit status 1, no traceback."""
+    import subprocess
+
+    pytest.importorskip("rclpy")
+    hide = ("import runpy, sys; sys.modules['threed_llm_interfaces'] = None; sys.argv = ['threed_llm_node']; "
+            "runpy.run_module('threed_llm_ros.ros.threed_llm_node', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "threed_llm_interfaces" in lines[0] and "run `make`" in lines[0] and "colcon build" in lines[0]

@@ -70,7 +70,6 @@ from visualization_msgs.msg import MarkerArray
 from threed_llm_ros.errors import ConfigError, MessageFormatError
 from threed_llm_ros.geometry.camera import depth_to_points
 from threed_llm_ros.plans import Plan
-from threed_llm_ros.ros.ask_server import AskJob, AskServer
 from threed_llm_ros.ros.conversions import (
     camera_info_to_intrinsics,
     depth_image_to_metres,
@@ -78,7 +77,13 @@ from threed_llm_ros.ros.conversions import (
     pointcloud2_to_arrays,
     stamp_to_tuple,
 )
-from threed_llm_ros.ros.interface_messages import GroundedObjectArray, PlanMessage, object_array, plan_message
+try:  # our interfaces: built by `make` or colcon; without them, one line saying so (not a traceback)
+    from threed_llm_ros.ros.ask_server import AskJob, AskServer
+    from threed_llm_ros.ros.interface_messages import GroundedObjectArray, PlanMessage, object_array, plan_message
+except ConfigError as _missing:
+    if __name__ == "__main__":
+        sys.exit(f"threed_llm_node: cannot start: {_missing}")
+    raise
 from threed_llm_ros.ros.markers import grounding_markers, path_message, pose_stamped
 from threed_llm_ros.ros.node_settings import (  # re-exported: tests and launch files read them here
     INPUTS, NODE_NAME, PARAMETER_SPECS, PROMPT_HISTORY_DEPTH, PROMPT_WORKER_PERIOD_S, RGBD_STREAMS, NodeSettings,
