@@ -33,6 +33,7 @@ setup(
         (f"share/{PACKAGE_NAME}/launch", files_under("launch/*.launch.py")),
         (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml") + files_under("config/*.xml")),
         (f"share/{PACKAGE_NAME}/msg", files_under("msg/*.msg")),
+        (f"share/{PACKAGE_NAME}/srv", files_under("srv/*.srv")),
         (f"share/{PACKAGE_NAME}/action", files_under("action/*.action")),
         *model_data_files(),
     ],

@@ -251,3 +251,22 @@ def test_threed_llm_ask_talks_to_a_running_node(session: Session) -> None:
     done = _run("threed_llm_ros.cli", "ask", "--node", "Is there a red cup?")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(question, ok, latency" in done.stdout
+
+
+def test_get_objects_lists_what_the_object_layer_sees(session: Session) -> None:
+    from threed_llm_interfaces.srv import GetObjects
+
+    seen, _ = _seen_and_absent(*session.frame)
+    client = session.probe.node.create_client(GetObjects, "/threed_llm_node/get_objects")
+    session.probe.wait_for(client.service_is_ready, 30, session.process, "the get_objects service")
+    future = client.call_async(GetObjects.Request())
+    session.probe.wait_for(future.done, 60, session.process, "the objects")
+    response = future.result()
+    assert response.success and response.message == f"{len(response.objects.objects)} objects"
+    assert response.objects.header.frame_id == FRAME_ID and _stamp(response.objects.header) in session.stamps
+    assert seen in {obj.category for obj in response.objects.objects}
+    assert all(obj.confidence >= 0.5 and obj.point_count > 0 for obj in response.objects.objects)  # min_confidence
+
+    listed = _run("threed_llm_ros.ros.prompt_client", "--wait", "60", "--objects")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert f"objects in {FRAME_ID}:" in listed.stdout and f" {seen} (" in listed.stdout

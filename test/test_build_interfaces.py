@@ -71,6 +71,7 @@ def test_the_built_interfaces_import() -> None:
     """`make` built threed_llm_interfaces into the venv: the generated Python types load."""
     from threed_llm_interfaces.action import Ask
     from threed_llm_interfaces.msg import GroundedObject, GroundedObjectArray, Plan, PlanStep
+    from threed_llm_interfaces.srv import GetObjects
 
     assert set(Ask.Goal.get_fields_and_field_types()) == {"prompt", "min_stamp"}
     assert Ask.Feedback.get_fields_and_field_types() == {"text": "string"}
@@ -81,6 +82,8 @@ def test_the_built_interfaces_import() -> None:
     assert GroundedObjectArray.get_fields_and_field_types()["objects"] == "sequence<threed_llm_interfaces/GroundedObject>"
     assert Plan.get_fields_and_field_types()["steps"] == "sequence<threed_llm_interfaces/PlanStep>"
     assert PlanStep().seen is False
+    assert GetObjects.Response.get_fields_and_field_types() == {
+        "success": "boolean", "message": "string", "objects": "threed_llm_interfaces/GroundedObjectArray"}
 
 
 def test_the_node_without_its_interfaces_says_how_to_build_them(tmp_path: Path) -> None:

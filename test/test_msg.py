@@ -1,4 +1,4 @@
-"""The msg/ and action/ definitions parse with the ROS 2 interface tool chain and match the JSON plan schema."""
+"""The msg/, srv/ and action/ definitions parse with the ROS 2 interface tool chain and match the JSON plan schema."""
 
 from __future__ import annotations
 
@@ -67,3 +67,12 @@ def test_ask_action_parses(tmp_path: Path) -> None:
     assert [action.namespaced_type.name for action in actions] == ["Ask"]
     goal = {member.name for member in actions[0].goal.structure.members}
     assert goal == {"prompt", "min_stamp"}
+
+
+def test_get_objects_service_parses(tmp_path: Path) -> None:
+    from rosidl_adapter.srv import convert_srv_to_idl
+
+    output = convert_srv_to_idl(MSG_DIRECTORY.parent, PACKAGE, Path("srv/GetObjects.srv"), tmp_path)
+    idl = parse_idl_file(IdlLocator(tmp_path, output.relative_to(tmp_path)))
+    services = [element for element in idl.content.elements if type(element).__name__ == "Service"]
+    assert [service.namespaced_type.name for service in services] == ["GetObjects"]

@@ -1,4 +1,5 @@
-"""The node's ``~/ask`` action server (``threed_llm_interfaces/Ask``): a question as an action goal.
+"""The node's ``~/ask`` action server (``threed_llm_interfaces/Ask``): a question as an action goal;
+and its ``~/get_objects`` service (``threed_llm_interfaces/GetObjects``): what the object layer sees now.
 
 Every goal is accepted and joins the node's prompt queue, beside the prompts of the ``prompt``
 topic (one queue, ``prompt_queue_depth`` deep, answered in order by one worker). A goal that finds
@@ -21,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 
-from threed_llm_ros.ros.interface_messages import Ask, grounded_object, header, plan_message
+from threed_llm_ros.ros.interface_messages import Ask, GetObjects, grounded_object, header, object_array, plan_message
 from threed_llm_ros.ros.markers import pose_stamped
 from threed_llm_ros.runtime.prompt_queue import ReplyCanceled, busy_reply
 from threed_llm_ros.safe_text import printable
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from threed_llm_ros.ros.threed_llm_node import ReplyOutcome, ThreeDLLMNode
 
 ACTION_NAME = "~/ask"
+OBJECTS_SERVICE = "~/get_objects"
 # How long a finished goal's result stays available to a client that asks for it late (s).
 RESULT_TIMEOUT_S = 300
 
@@ -70,9 +72,19 @@ class AskServer:
             handle_accepted_callback=self._on_accepted, cancel_callback=lambda _goal: CancelResponse.ACCEPT,
             callback_group=ReentrantCallbackGroup(), result_timeout=RESULT_TIMEOUT_S)
         self.name = node.resolve_topic_name(ACTION_NAME)
+        # one call at a time, in its own group: it waits for the model (the node's inference lock)
+        self._objects = node.create_service(GetObjects, OBJECTS_SERVICE, self._get_objects,
+                                            callback_group=MutuallyExclusiveCallbackGroup())
 
     def destroy(self) -> None:
         self._server.destroy()
+        self.node.destroy_service(self._objects)
+
+    def _get_objects(self, _request: Any, response: Any) -> Any:
+        found = self.node.objects_now()
+        response.success, response.message = found.status == "ok", found.text
+        response.objects = object_array(found.objects, found.frame_id, found.stamp)
+        return response
 
     def _on_accepted(self, goal_handle: Any) -> None:
         job = AskJob(goal_handle, self.node.context)

@@ -1,4 +1,4 @@
-"""Our typed interfaces (``threed_llm_interfaces``: ``msg/``, ``action/``) to and from the library's replies.
+"""Our typed interfaces (``threed_llm_interfaces``: ``msg/``, ``srv/``, ``action/``) to and from the library's replies.
 
 The node publishes :func:`object_array` on ``objects`` and :func:`plan_message` on ``plan``, and
 fills the ``Ask`` result from the same reply; clients read a plan back with :func:`plan_to_dict`
@@ -25,6 +25,7 @@ try:
     from threed_llm_interfaces.msg import GroundedObject as GroundedObjectMessage
     from threed_llm_interfaces.msg import GroundedObjectArray, PlanStep
     from threed_llm_interfaces.msg import Plan as PlanMessage
+    from threed_llm_interfaces.srv import GetObjects
 except ImportError as error:  # one clear line naming the fix, not a traceback
     raise ConfigError("threed_llm_interfaces", f"the interface package is not built ({error})",
                       "run `make` (standalone: builds it into .venv) or `colcon build` and source install/setup.sh "
@@ -32,7 +33,7 @@ except ImportError as error:  # one clear line naming the fix, not a traceback
 from geometry_msgs.msg import Vector3  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-__all__ = ["Ask", "GroundedObjectArray", "GroundedObjectMessage", "PlanMessage", "PlanStep", "grounded_object",
+__all__ = ["Ask", "GetObjects", "GroundedObjectArray", "GroundedObjectMessage", "PlanMessage", "PlanStep", "grounded_object",
            "header", "object_array", "plan_message", "plan_to_dict"]
 
 

@@ -7,6 +7,7 @@ them (the goal's feedback), then the whole reply, its status, the latency (goal 
 and, for grounding and plans, the target pose and the plan's steps. A goal the node refuses
 (queue full, no frame, an empty or too long prompt) prints the node's reason and counts as a
 failure; Ctrl-C or ``--timeout`` cancels the goal being answered (the node stops generating).
+``--objects`` lists what the node's object layer sees now (its ``~/get_objects`` service).
 Also a library class (:class:`PromptClient`) for the demo and ``threed-llm ask --node``.
 """
 
@@ -27,7 +28,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import MarkerArray
 
-from threed_llm_ros.ros.interface_messages import Ask, plan_to_dict
+from threed_llm_ros.ros.interface_messages import Ask, GetObjects, plan_to_dict
 
 NODE_NAME = "prompt_client"
 DEFAULT_ACTION = "/threed_llm_node/ask"
@@ -64,6 +65,7 @@ class PromptClient(Node):
     def __init__(self, name: str = NODE_NAME, action: str = DEFAULT_ACTION) -> None:
         super().__init__(name)
         self._client = ActionClient(self, Ask, action)
+        self._objects = self.create_client(GetObjects, action.rsplit("/", 1)[0] + "/get_objects")
         self.action = action
         self.latest: dict[str, tuple[float, Any]] = {}
         for topic, message_type in (("grounding/markers", MarkerArray), ("plan/path", Path)):
@@ -136,6 +138,16 @@ class PromptClient(Node):
                      fresh.get("plan/path"), [piece for _, piece in pieces], result.status,
                      STATUS_NAMES.get(response.status, str(response.status)), result.intent)
 
+    def objects(self, timeout_s: float = 60.0) -> Any | None:
+        """The node's ``get_objects`` response (the confident objects of its latest frame); None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while not self._objects.service_is_ready():
+            if time.monotonic() > deadline:
+                return None
+            rclpy.spin_once(self, timeout_sec=0.2)
+        calling = self._objects.call_async(GetObjects.Request())
+        return calling.result() if self._spin_until(calling, deadline) else None
+
     def _cancel(self, handle: Any) -> None:
         canceling = handle.cancel_goal_async()
         self._spin_until(canceling, time.monotonic() + 5.0)
@@ -161,14 +173,33 @@ def print_reply(reply: Reply | None, prompt: str) -> None:
             print(f"    {index}. {step['action']}({step['target']}{', ' + step['destination'] if step.get('destination') else ''}){where}")
 
 
+def print_objects(response: Any | None) -> None:
+    """Human-readable ``get_objects`` response."""
+    if response is None:
+        print("(no objects: the node did not answer in time)")
+        return
+    if not response.success:
+        print(f"(no objects: {response.message})")
+        return
+    frame = response.objects.header.frame_id
+    print(f"{response.message} in {frame}:")
+    for obj in response.objects.objects:
+        p = obj.pose.position
+        print(f"    {obj.color} {obj.category} ({obj.confidence:.2f}, {obj.point_count} points): "
+              f"({p.x:.2f}, {p.y:.2f}, {p.z:.2f}) m, size {obj.size.x:.2f} x {obj.size.y:.2f} x {obj.size.z:.2f} m")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for several)")
+    parser.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
+    parser.add_argument("--objects", action="store_true", help="list the objects the node sees now (~/get_objects)")
     parser.add_argument("--action", default=DEFAULT_ACTION, help="the node's Ask action (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each answer (then cancel)")
     parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the node to be active")
     parser.add_argument("--quiet", action="store_true", help="do not print the pieces as they arrive")
     arguments, ros_arguments = parser.parse_known_args(argv)
+    if not arguments.prompt and not arguments.objects:
+        parser.error("give --prompt (one or more) and/or --objects")
     rclpy.init(args=[sys.argv[0], *ros_arguments])
     client = PromptClient(action=arguments.action)
     try:
@@ -177,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         failures = 0
+        if arguments.objects:
+            response = client.objects(arguments.timeout)
+            print_objects(response)
+            failures += response is None or not response.success
         for prompt in arguments.prompt:
             on_piece = None if arguments.quiet else (lambda piece: print(piece, end="", flush=True))
             if on_piece is not None:

@@ -7,6 +7,7 @@ Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
     in   prompt                     std_msgs/String                  a question or an instruction (quick use)
     action ~/ask                    threed_llm_interfaces/Ask        a question as an action goal: feedback =
                                     text pieces, result = text + intent + objects + target pose + plan + status
+    srv  ~/get_objects              threed_llm_interfaces/GetObjects the confident objects of the latest frame
     out  caption                    std_msgs/String                  every 1/caption_rate_hz s (0 = off)
     out  answer                     std_msgs/String                  one reply per prompt
     out  answer/stream              std_msgs/String                  pieces while generating; their
@@ -396,6 +397,19 @@ class ThreeDLLMNode(LifecycleNode):
         self.diagnostics.count("prompts_answered")
         self._delay()
         return outcome
+
+    def objects_now(self) -> ReplyOutcome:
+        """The confident objects of the latest frame (``~/get_objects``); waits for the model's lock."""
+        with self._inference_lock:
+            cloud = self._take_frame()
+            if cloud is None or self.engine is None:
+                return ReplyOutcome("No sensor frame yet: nothing has arrived on the input topics.", status="refused")
+            try:
+                objects = self.engine.objects(cloud)
+            except ValueError as error:  # too sparse, nothing in range
+                self._bad_input("unusable_cloud", "points", error)
+                return ReplyOutcome(f"Cannot use the latest frame: {error}", "", "refused", cloud.frame_id, cloud.stamp)
+        return ReplyOutcome(f"{len(objects)} objects", "objects", "ok", cloud.frame_id, cloud.stamp, objects)
 
     def _frame_for(self, min_stamp: tuple[int, int] | None, canceled: Callable[[], bool] | None) -> SceneCloud | None:
         """The latest frame; with ``min_stamp``, one stamped at or after it (waiting up to reply_timeout_s)."""

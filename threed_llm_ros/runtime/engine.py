@@ -581,6 +581,11 @@ class InferenceEngine:
         grounded = self._grounded(chosen, target, found.gravity)
         return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings, program)
 
+    def objects(self, cloud: SceneCloud) -> list[GroundedObject]:
+        """The frame's confident objects (score >= ``min_confidence``) as boxes in the input frame, best first."""
+        found = self.scene_objects(cloud)
+        return [self._grounded(obj, f"{obj.color} {obj.category}".strip(), found.gravity) for obj in found.confident]
+
     def _grounded(self, obj: Any, label: str, gravity: Any) -> GroundedObject:
         """An object of the layer as a grounded box with its pose in the input frame."""
         position, orientation = gravity.pose_in_input(np.asarray(obj.box.center), obj.box.yaw)
