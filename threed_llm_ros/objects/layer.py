@@ -318,7 +318,7 @@ class ObjectLayer:
         box fits that category's size (a confidently named table leg must not keep the table's
         top out, and a vague desk must not swallow the chair beside it). Shape and physics only:
         the image is asked about the final objects. A thing split off a support's top surface
-        rejoins its support only where the whole is surer."""
+        rejoins its support only where the whole is surer and no support (a chair's seat)."""
         other = self.classes.index(OTHER)
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
@@ -341,11 +341,14 @@ class ObjectLayer:
                     candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
                         score, label = (float(values[0]) for values in best([candidate]))
-                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN
-                        surer_part = i if scores[i] >= scores[j] else j
                         # a thing split off a support's top rejoins it only where the whole is
-                        # clearly surer (a chair's back and seat); a book stays off its table
-                        completes = (proposals[i].on_top == proposals[j].on_top and label == labels[surer_part]
+                        # clearly surer and no support (a chair's back and seat); a book stays off
+                        # its table, a box off its cabinet
+                        same_level = proposals[i].on_top == proposals[j].on_top
+                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN and (
+                            same_level or not CATEGORIES[self.classes[int(label)]].is_support)
+                        surer_part = i if scores[i] >= scores[j] else j
+                        completes = (same_level and label == labels[surer_part]
                                      and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
                                      and self._fits(candidate.box, int(label)))
                         if surer or completes:
