@@ -38,6 +38,7 @@ SUPPORT_MIN_AREA_M2 = 0.1  # the visible part of a top that holds things (what s
 SUPPORT_MIN_HEIGHT_M = 0.44  # above chair, sofa and toilet seats (0.40-0.45 m): a seat's back is not on it
 SUPPORT_MAX_HEIGHT_M = 1.3
 SUPPORT_BAND_M = 0.03
+SUPPORT_CANDIDATES = 3  # the most exposed height bands tried as a support's top
 ON_TOP_MAX_SIDE_M = 0.7  # a thing on the surface is smaller than this (a headboard or a sofa back is not)
 
 
@@ -136,10 +137,10 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
                     ) -> tuple[list[np.ndarray], float | None]:
     """``members`` (indices into ``xyz``) split into the support and the small things on its top surface.
 
-    The top surface is the height band between ``SUPPORT_MIN_HEIGHT_M`` and
+    The top surface is, of the height bands between ``SUPPORT_MIN_HEIGHT_M`` and
     ``SUPPORT_MAX_HEIGHT_M`` above the floor with the most *exposed* points (nothing of the
-    cluster above them in their column: a top, not a slice of a front face), covering at least
-    ``SUPPORT_MIN_AREA_M2``; the points above it are clustered, and each cluster no wider than
+    cluster above them in their column: a top, not a slice of a front face), the first that
+    covers at least ``SUPPORT_MIN_AREA_M2`` and has something above it; the points above it are clustered, and each cluster no wider than
     ``ON_TOP_MAX_SIDE_M`` and smaller than the support becomes its own proposal. Returns
     (the support's points followed by each thing's, the surface's z), or ``([members], None)``
     when there is no such surface or nothing on it.
@@ -154,12 +155,17 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
         return [members], None
     bins = np.floor(heights[band] / SUPPORT_BAND_M).astype(np.int64)
     values, counts = np.unique(bins, return_counts=True)
-    surface = (values[np.argmax(counts)] + 0.5) * SUPPORT_BAND_M
-    on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
-    if (on_surface & exposed).sum() * voxel * voxel < SUPPORT_MIN_AREA_M2:
-        return [members], None
-    above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
-    if len(above) < MIN_CLUSTER_POINTS:
+    cell = 2 * voxel  # area from the cells of a coarser grid: a top seen at a grazing angle is sampled sparsely
+    for value in values[np.argsort(-counts, kind="stable")][:SUPPORT_CANDIDATES]:
+        surface = (value + 0.5) * SUPPORT_BAND_M
+        on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
+        covered = np.unique(np.floor(xyz[members[on_surface & exposed], :2] / cell).astype(np.int64), axis=0)
+        above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
+        # the first of the most exposed bands that is large and has something on it (the box's
+        # own top, exposed too, holds nothing)
+        if len(covered) * cell * cell >= SUPPORT_MIN_AREA_M2 and len(above) >= MIN_CLUSTER_POINTS:
+            break
+    else:
         return [members], None
     pieces, taken = [], np.zeros(len(members), dtype=bool)
     for group in cluster(xyz[members[above]], eps=CLUSTER_EPS_M * 0.7, min_points=MIN_CLUSTER_POINTS // 2):
