@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="models/threed-llm-mini")
     parser.add_argument("--object-classifier", default="", help="'' = the shipped models/object-classifier")
     parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help=f"the first simulated frame's seed (default {FIRST_SEED}; keep clear of the training seeds)")
     parser.add_argument("--sensor-height", type=float, default=0.0,
                         help="the simulated camera's height above the floor, as a robot knows it (1.2); 0 = unknown")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                                             sensor_height=arguments.sensor_height))
     print("loading the checkpoint and the language model ...", file=sys.stderr)
     engine.load()
-    report = evaluate_objects(engine, arguments.scenes)
+    report = evaluate_objects(engine, arguments.scenes, arguments.first_seed)
     text = json.dumps(report, indent=2)
     print(text)
     if arguments.output is not None:
