@@ -6,7 +6,7 @@
   trained checkpoint: about 4× torch's decode speed on two cores and within the model card's
   floors. The decoders are exported on first use (about 15 s per LoRA adapter on two cores,
   announced on stderr) into the checkpoint's ``onnx/`` directory, keyed on its weights' hash,
-  and reused afterwards (``make venv`` builds them for the shipped checkpoint);
+  and reused afterwards (``make demo`` and ``make test`` build them first for the shipped checkpoint);
 * ``torch`` on CUDA (bf16/fp16 there), with ``compile_language_model``, for an untrained
   checkpoint (its replies mean nothing, so nothing is worth exporting), or where the export
   cannot be made (the model builder missing and nothing cached, or the build failing).

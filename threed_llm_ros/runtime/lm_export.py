@@ -14,7 +14,7 @@ One export per (checkpoint weights, adapter, precision) lives in
 ``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar ``lm.json`` holding
 the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
 cores (plus loading the checkpoint), so ``lm_backend: auto`` makes it on first use and ``make
-venv`` makes it for the shipped checkpoint. Nothing is fetched from a hub.
+demo`` / ``make test`` make it first for the shipped checkpoint. Nothing is fetched from a hub.
 """
 
 from __future__ import annotations
