@@ -365,7 +365,10 @@ class InferenceEngine:
         return torch.float32
 
     def _configure_language_model(self) -> None:
-        """Cast the language model (not the scene encoder or box head) and compile it when asked."""
+        """Cast the language model (not the scene encoder or box head) and compile it when asked
+        (torch only: where the exported decoders serve, the torch language model is left as loaded)."""
+        if self.language_backend == "onnxruntime":
+            return
         dtype = self.language_model_dtype()
         if dtype != torch.float32:
             self.model.language_model.to(dtype)
