@@ -13,9 +13,36 @@ export RMW_IMPLEMENTATION ?= rmw_fastrtps_cpp
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv lm-export test test-fast demo bench bench-peers clean system-deps train train-objects eval-real
+# Our interfaces (threed_llm_interfaces: msg/ and action/) are built with CMake into .venv, again
+# whenever a definition changes or the wheels are reinstalled (the wheels' exported include paths
+# are fixed first; see threed_llm_ros/build_interfaces.py).
+INTERFACE_FILES := $(sort $(wildcard msg/*.msg srv/*.srv action/*.action)) threed_llm_interfaces/CMakeLists.txt threed_llm_interfaces/package.xml
+INTERFACES_HASH := $(shell cat $(INTERFACE_FILES) | sha256sum | cut -c1-16)
+INTERFACES_STAMP := $(VENV)/.interfaces-$(INTERFACES_HASH)
+# colcon lives in its own small venv: colcon-core pins setuptools<80 (requirements-colcon.txt).
+COLCON_VENV := .venv-colcon
+COLCON_STAMP := $(COLCON_VENV)/.installed-$(shell cat requirements-colcon.txt | sha256sum | cut -c1-16)
+
+.PHONY: venv interfaces colcon-tools lm-export test test-fast demo bench bench-peers clean system-deps train train-objects eval-real
+
+all: interfaces
 
 venv: $(STAMP)
+
+interfaces: $(INTERFACES_STAMP)
+
+$(INTERFACES_STAMP): $(STAMP) $(INTERFACE_FILES)
+	$(PY) -m threed_llm_ros.build_interfaces --prefix $(VENV)
+	@rm -f $(VENV)/.interfaces-*
+	@touch $@
+
+colcon-tools: $(COLCON_STAMP)
+
+$(COLCON_STAMP): requirements-colcon.txt
+	@test -x $(COLCON_VENV)/bin/python || $(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install --quiet -r requirements-colcon.txt
+	@rm -f $(COLCON_VENV)/.installed-*
+	@touch $@
 
 $(STAMP): $(DEPENDENCY_FILES)
 	@$(MAKE) --no-print-directory system-deps
@@ -27,12 +54,24 @@ $(STAMP): $(DEPENDENCY_FILES)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# open3d's wheel links against libusb-1.0; install it with apt when it is missing.
+# open3d's wheel links against libusb-1.0, and the interface build compiles C++ type support and a
+# Python extension (rosidl: g++, Python.h); install them with apt when they are missing.
 system-deps:
 	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
 		echo "installing libusb-1.0-0 (needed by open3d)"; \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libusb-1.0-0; \
+	fi
+	@if ! $(PYTHON) -c "import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then \
+		VERSION=$$($(PYTHON) -c "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"); \
+		echo "installing python$$VERSION-dev (Python.h: the interfaces' Python extension)"; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python$$VERSION-dev; \
+	fi
+	@if ! command -v g++ >/dev/null 2>&1; then \
+		echo "installing g++ (the interfaces' C++ type support)"; \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++; \
 	fi
 
 # The shipped checkpoint's language model as int8 ONNX decoders (lm_backend auto serves replies with
@@ -46,13 +85,13 @@ lm-export: venv
 		|| echo "lm-export failed (above): lm_backend auto will decode with torch"; \
 	fi
 
-test: venv lm-export
+test: venv interfaces colcon-tools lm-export
 	$(PY) -m pytest -q -ra
 
-test-fast: venv
+test-fast: venv interfaces
 	$(PY) -m pytest -q -ra -m "not slow"
 
-demo: venv lm-export
+demo: venv interfaces lm-export
 	$(PY) -m threed_llm_ros.ros.demo
 
 # The shipped models, each by one command (CPU times on the 2-core development machine are in
@@ -88,4 +127,4 @@ bench-peers: venv
 	$(VENV)/bin/threed-llm bench --output bench_out/bench_peers.json
 
 clean:
-	rm -rf $(VENV) build install log demo_out bench_out real_out .pytest_cache .hypothesis
+	rm -rf $(VENV) $(COLCON_VENV) build install log demo_out bench_out real_out .pytest_cache .hypothesis

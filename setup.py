@@ -1,5 +1,6 @@
 """ament_python package setup: works with `colcon build` on a robot and `pip install -e .` standalone."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -8,7 +9,8 @@ PACKAGE_NAME = "threed_llm_ros"
 
 
 def files_under(pattern: str) -> list[str]:
-    return [path for path in glob(pattern, recursive=True) if not path.endswith("/")]
+    """Regular files matching ``pattern`` (a directory in data_files fails the install: "not a regular file")."""
+    return sorted(path for path in glob(pattern, recursive=True) if os.path.isfile(path))
 
 
 def model_data_files() -> list[tuple[str, list[str]]]:
@@ -32,6 +34,8 @@ setup(
         (f"share/{PACKAGE_NAME}/launch", files_under("launch/*.launch.py")),
         (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml") + files_under("config/*.xml")),
         (f"share/{PACKAGE_NAME}/msg", files_under("msg/*.msg")),
+        (f"share/{PACKAGE_NAME}/srv", files_under("srv/*.srv")),
+        (f"share/{PACKAGE_NAME}/action", files_under("action/*.action")),
         *model_data_files(),
     ],
     install_requires=["setuptools"],

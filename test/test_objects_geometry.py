@@ -145,3 +145,53 @@ def test_named_categories_are_whole_words() -> None:
 
     assert named_categories("I see a black bookshelf and two night stands.") == {"bookshelf", "night stand"}
     assert named_categories("I see no object I know in this frame.") == set()
+
+
+def test_a_floor_mostly_hidden_by_furniture_is_still_the_floor() -> None:
+    """A level camera 1.2 m up sees a bed's top and a wall, and only a narrow strip of floor
+    (about 1 % of the points): the strip gives the floor's height; being narrow, not its tilt."""
+    rng = np.random.default_rng(5)
+    bed = np.column_stack([rng.uniform(2.0, 4.0, 6000), rng.uniform(-2, 2, 6000), np.full(6000, -0.65)])
+    wall = np.column_stack([np.full(5000, 4.5), rng.uniform(-2, 2, 5000), rng.uniform(-1.2, 1.3, 5000)])
+    strip = np.column_stack([rng.uniform(4.05, 4.45, 150), rng.uniform(-2, 2, 150), np.full(150, -1.2)])
+    gravity_points = np.vstack([bed, wall, strip]) + rng.normal(0, 0.004, (11150, 3))
+    frame = estimate_gravity(gravity_points @ rotation_to_gravity("-y"), "-y")
+    assert frame.floor_found and frame.floor_z == pytest.approx(-1.2, abs=0.03)
+    np.testing.assert_allclose(frame.rotation, rotation_to_gravity("-y"), atol=1e-6)
+
+
+def test_a_far_walls_noisy_points_all_go_with_the_wall() -> None:
+    """A wall 5 m away, seen through depth noise that grows with range (sigma = k·r², several
+    cm there): none of its points is left to glue the furniture in front of it into one cluster."""
+    from threed_llm_ros.objects.proposals import structure_mask
+
+    rng = np.random.default_rng(6)
+    wall = np.column_stack([np.full(20000, 5.0), rng.uniform(-2.5, 2.5, 20000), rng.uniform(-1.2, 1.3, 20000)])
+    wall[:, 0] += rng.normal(0, 1, 20000) * 0.0015 * np.linalg.norm(wall, axis=1) ** 2
+    floor = np.column_stack([rng.uniform(0.5, 5, 8000), rng.uniform(-2.5, 2.5, 8000), np.full(8000, -1.2)])
+    cabinet = np.column_stack([rng.uniform(4.4, 4.9, 3000), rng.uniform(-0.4, 0.4, 3000), rng.uniform(-1.2, -0.4, 3000)])
+    points = np.vstack([wall, floor, cabinet])
+    structure, walls = structure_mask(points, -1.2)
+    assert len(walls) == 1
+    assert structure[:20000].mean() > 0.995
+    assert structure[-3000:].mean() < 0.5  # the cabinet's front stays (its back, against the wall, may go)
+
+
+def test_a_box_on_a_cabinet_is_its_own_proposal_but_a_chairs_back_is_not() -> None:
+    """The top of a cabinet, mostly hidden by the box on it, still holds the box; a seat 0.42 m
+    up is not a support, so a chair's back stays with its seat."""
+    from threed_llm_ros.objects.proposals import split_supported
+
+    rng = np.random.default_rng(7)
+    body = np.column_stack([np.full(800, 3.0), rng.uniform(-0.4, 0.4, 800), rng.uniform(0.0, 0.8, 800)])
+    top = np.column_stack([rng.uniform(3.0, 3.5, 130), rng.uniform(-0.4, 0.4, 130), np.full(130, 0.8)])
+    box = np.column_stack([np.full(300, 3.1), rng.uniform(-0.2, 0.2, 300), rng.uniform(0.82, 1.1, 300)])
+    cabinet = np.vstack([body, top, box])
+    pieces, surface = split_supported(cabinet, np.arange(len(cabinet)), 0.0)
+    assert surface == pytest.approx(0.8, abs=0.03)
+    assert len(pieces) == 2 and set(pieces[1]) <= set(range(930, 1230)) and len(pieces[1]) >= 270  # the box (its lowest cm stay)
+    seat = np.column_stack([rng.uniform(2.0, 2.45, 250), rng.uniform(-0.22, 0.22, 250), np.full(250, 0.42)])
+    legs = np.column_stack([np.full(100, 2.0), rng.uniform(-0.22, 0.22, 100), rng.uniform(0.0, 0.42, 100)])
+    back = np.column_stack([np.full(300, 2.43), rng.uniform(-0.22, 0.22, 300), rng.uniform(0.45, 0.9, 300)])
+    chair = np.vstack([seat, legs, back])
+    assert len(split_supported(chair, np.arange(len(chair)), 0.0)[0]) == 1

@@ -111,6 +111,27 @@ def test_training_on_a_few_frames_lowers_the_loss(tmp_path: Path) -> None:
     assert loaded.config.temperature > 0
 
 
+def test_cached_features_made_by_other_proposal_code_are_rebuilt(tmp_path: Path) -> None:
+    """The feature cache is keyed on the configuration and on the proposal code: a cache from
+    other code (here: a stale key with the same configuration) is not reused."""
+    from dataclasses import asdict
+
+    from threed_llm_ros.objects.recognition import ClassifierConfig
+    from threed_llm_ros.objects.train import ObjectTrainConfig, _examples, pipeline_fingerprint
+
+    config = ObjectTrainConfig(scenes=2, validation_scenes=1)
+    classes = ClassifierConfig().classes
+    stale = np.zeros((3, len(ClassifierConfig().features)), dtype=np.float32)
+    cache = tmp_path / "features.npz"
+    key = json.dumps({**asdict(config), "code": "0" * 16}, sort_keys=True)
+    np.savez_compressed(cache, key=np.array(key), train_x=stale, train_y=np.zeros(3), val_x=stale, val_y=np.zeros(3))
+    assert len(pipeline_fingerprint()) == 16 and pipeline_fingerprint() != "0" * 16
+    train_x, *_ = _examples(config, classes, cache, progress=False)
+    assert train_x.shape != stale.shape or np.any(train_x != 0)
+    again, *_ = _examples(config, classes, cache, progress=False)  # now cached under this code's key
+    np.testing.assert_array_equal(again, train_x)
+
+
 # --------------------------------------------------------------------------- the real SUN RGB-D bedroom
 
 

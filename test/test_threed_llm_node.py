@@ -436,10 +436,13 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
     probe = Probe("threed_llm_node_trained_probe")
     try:
         from nav_msgs.msg import Path as PathMessage
+        from threed_llm_interfaces.msg import Plan as PlanMessage
+
+        from threed_llm_ros.ros.interface_messages import plan_to_dict
 
         for topic, message_type, qos in (("answer", String, 10), ("answer/stream", String, 100),
                                          ("/diagnostics", DiagnosticArray, 10), ("grounding/markers", MarkerArray, LATCHED),
-                                         ("plan", String, LATCHED), ("plan/path", PathMessage, LATCHED),
+                                         ("plan", PlanMessage, LATCHED), ("plan/path", PathMessage, LATCHED),
                                          ("caption", String, 10)):
             probe.subscribe(message_type, topic, qos)
         cloud_publisher = probe.node.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
@@ -480,9 +483,7 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
                     plans_before = len(probe.messages("plan/path"))
                     _ask(probe, prompt_publisher, process, f"Bring the {portable.label} to the {furniture.label}.")
                     probe.wait_for(lambda: len(probe.messages("plan/path")) > plans_before, 10, process, "plan path")
-                    import json
-
-                    plan = json.loads(probe.messages("plan")[-1].data)
+                    plan = plan_to_dict(probe.messages("plan")[-1])  # the typed plan, as the library's dict
                     path = probe.messages("plan/path")[-1]
                     navigation = [step for step in plan["steps"] if step["action"] == "navigate_to"]
                     assert path.header.frame_id == FRAME_ID and (path.header.stamp.sec, path.header.stamp.nanosec) == stamp

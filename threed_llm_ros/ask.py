@@ -1,5 +1,9 @@
 """`threed-llm ask SCENE "question"`: the node's answers without ROS, from a file.
 
+`threed-llm ask --node "question"` asks a running threed_llm_node instead, through its ``~/ask``
+action (``--action /ns/threed_llm_node/ask`` names another node's; this path needs ROS
+and the built interfaces, and runs :mod:`threed_llm_ros.ros.prompt_client`).
+
 Reads a point cloud from .ply / .pcd (open3d) or .npz (this package's dataset scenes with
 ``points``/``colors``/``up_axis``, SUN RGB-D style ``pc`` N×6 arrays, or ``xyz``/``rgb``),
 routes the prompt by intent like ``threed_llm_node`` (describe / question / find / plan)
@@ -21,6 +25,7 @@ from threed_llm_ros.runtime.engine import LM_BACKENDS, EngineSettings, Inference
 from threed_llm_ros.runtime.intent import route
 
 DEFAULT_CHECKPOINT = "models/threed-llm-mini"
+NODE_ACTION = "/threed_llm_node/ask"
 
 
 def _colors_to_uint8(colors: np.ndarray | None) -> np.ndarray | None:
@@ -110,8 +115,11 @@ def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="threed-llm ask", description=__doc__.splitlines()[0])
-    parser.add_argument("scene", help=".ply, .pcd or .npz point cloud")
+    parser.add_argument("scene", nargs="?", help=".ply, .pcd or .npz point cloud (not with --node)")
     parser.add_argument("prompt", help='e.g. "describe the scene", "where is the red chair?", "bring the cup to the sofa"')
+    parser.add_argument("--node", action="store_true", help="ask a running threed_llm_node through its Ask action")
+    parser.add_argument("--action", default=NODE_ACTION, help="--node: the node's Ask action (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="--node: seconds to wait for the answer")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint directory (default: %(default)s)")
     parser.add_argument("--up-axis", choices=("-y", "z"), default=None,
                         help="the cloud frame's up axis: -y camera optical frame, z REP-103 (default: the file's, else -y)")
@@ -122,6 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the whole reply as JSON")
     arguments = parser.parse_args(argv)
+    if arguments.node:
+        if arguments.scene is not None:
+            parser.error("give either a SCENE file or --node, not both (with --node the node's sensor is the scene)")
+        from threed_llm_ros.ros.prompt_client import main as ask_node  # ROS only on this path
+
+        return ask_node(["--prompt", arguments.prompt, "--action", arguments.action, "--timeout", str(arguments.timeout),
+                         "--wait", "10"])
+    if arguments.scene is None:
+        parser.error("give the SCENE file (.ply, .pcd or .npz), or --node to ask a running node")
     try:
         points, colors, recorded_up_axis = read_cloud_file(arguments.scene)
         settings = EngineSettings(

@@ -22,12 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from threed_llm_ros.geometry.frames import quaternion_from_matrix, rotation_to_gravity, yaw_rotation
+from threed_llm_ros.geometry.planes import fit_plane
 
 MAX_TILT_DEG = 45.0  # the floor's normal may differ this much from the prior's up
 PLANE_DISTANCE_M = 0.03
-MIN_FLOOR_SHARE = 0.02  # of the plane-search points
+MIN_FLOOR_SHARE = 0.005  # of the plane-search points: a floor mostly hidden by furniture still shows this much
+MIN_TILT_SHARE = 0.02  # a floor with fewer points gives its height only: a narrow strip cannot fix its tilt
 BELOW_FLOOR_TOLERANCE_M = 0.08
 MAX_SHARE_BELOW = 0.03  # points more than the tolerance below a floor candidate
+SAME_PLANE_M = 0.06  # floor candidates this close in height are one surface: the larger fit wins
 SENSOR_HEIGHT_TOLERANCE_M = 0.25  # a floor candidate this far from the known sensor height is something else
 
 
@@ -68,7 +71,7 @@ def _rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def estimate_gravity(
-    points: np.ndarray, up_axis: str = "-y", frame_id: str = "", max_planes: int = 5, seed: int = 0,
+    points: np.ndarray, up_axis: str = "-y", frame_id: str = "", max_planes: int = 8, seed: int = 0,
     sample: int = 10_000, sensor_height: float = 0.0,
 ) -> GravityFrame:
     """The gravity frame of an input-frame cloud (see the module docstring); ``sensor_height``
@@ -89,23 +92,19 @@ def estimate_gravity(
 
     if len(upright) < 50:
         return unseen()
-    open3d.utility.random.seed(int(seed) % 2**31)
     cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(upright))
     cloud.estimate_normals(open3d.geometry.KDTreeSearchParamHybrid(radius=0.15, max_nn=16))
     cos_tilt = math.cos(math.radians(MAX_TILT_DEG))
     # only points on roughly horizontal surfaces: walls and fronts cannot hide the floor
-    flat = np.flatnonzero(np.abs(np.asarray(cloud.normals)[:, 2]) >= cos_tilt)
-    remaining = cloud.select_by_index(flat)
-    best: tuple[float, np.ndarray] | None = None  # (height along its normal, normal)
-    for _ in range(max_planes):
-        if len(remaining.points) < 50:
+    remaining = upright[np.abs(np.asarray(cloud.normals)[:, 2]) >= cos_tilt]
+    # (inliers' mean height, inlier count, height along its normal at the sensor, normal)
+    best: tuple[float, int, float, np.ndarray] | None = None
+    for attempt in range(max_planes):
+        if len(remaining) < 50:
             break
-        plane, inliers = remaining.segment_plane(PLANE_DISTANCE_M, 3, 250)
+        normal, offset, inliers = fit_plane(remaining, PLANE_DISTANCE_M, 1000, seed=seed + attempt)
         if len(inliers) < 30:
             break
-        normal, offset = np.asarray(plane[:3], dtype=np.float64), float(plane[3])
-        scale = float(np.linalg.norm(normal))
-        normal, offset = normal / scale, offset / scale
         if normal[2] < 0:
             normal, offset = -normal, -offset
         if normal[2] >= cos_tilt and len(inliers) >= MIN_FLOOR_SHARE * len(upright):
@@ -113,11 +112,18 @@ def estimate_gravity(
             height = -offset  # the plane's height along its normal
             plausible = not known or abs(height + sensor_height) <= SENSOR_HEIGHT_TOLERANCE_M
             if plausible and float((heights < -BELOW_FLOOR_TOLERANCE_M).mean()) <= MAX_SHARE_BELOW:
-                if best is None or height < best[0]:
-                    best = (height, normal)
-        remaining = remaining.select_by_index(inliers, invert=True)
+                # compared where the plane's points are, not at the sensor: the slightly tilted
+                # plane RANSAC fits to the floor's leftover edge points reads lower at the sensor
+                level = float(remaining[inliers, 2].mean())
+                lower = best is None or level < best[0] - SAME_PLANE_M
+                same_but_larger = best is not None and abs(level - best[0]) <= SAME_PLANE_M and len(inliers) > best[1]
+                if lower or same_but_larger:
+                    if len(inliers) < MIN_TILT_SHARE * len(upright):
+                        normal, height = np.array([0.0, 0.0, 1.0]), level
+                    best = (level, len(inliers), height, normal)
+        remaining = np.delete(remaining, inliers, axis=0)
     if best is None:
         return unseen()
-    height, normal = best
+    _, _, height, normal = best
     rotation = _rotation_between(normal, np.array([0.0, 0.0, 1.0])) @ prior
     return GravityFrame(rotation, float(height), True, frame_id)

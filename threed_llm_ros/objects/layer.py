@@ -38,7 +38,8 @@ from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
-TOP_SNAP_M = 0.1  # a top object this close above the surface under it rests on it (its bottom edge unseen)
+UNSEEN_SUPPORT_FACTOR = 0.35  # a top category's probability where nothing is seen under the thing
+TOP_SNAP_M = 0.1  # a top object this close above the surface under it rests on it (its bottom edge unseen), or closer where its category is taller
 FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or support
 JOIN_GAP_M = 0.1  # fragments this close may be one object
 JOIN_MARGIN = 0.1  # ... when the joined shape's best category is this much surer than either part's
@@ -104,7 +105,18 @@ class Proposal:
     box: OrientedBox
     wall_distance: float
     support_gap: float  # from the box's bottom down to the highest thing under it (the floor at most)
-    on_top: bool = False  # split off the top surface of its cluster's support (a cup on a table)
+    surface_z: float | None = None  # split off this top surface of its cluster's support (a cup on a table)
+
+    @property
+    def on_top(self) -> bool:
+        return self.surface_z is not None
+
+    @property
+    def rest_gap(self) -> float:
+        """From the box's bottom down to what it rests on: its support's surface, or what is under it."""
+        if self.surface_z is None:
+            return self.support_gap
+        return max(0.0, self.box.center[2] - self.box.size[2] / 2 - self.surface_z)
 
 
 def wall_distance_of(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> float:
@@ -135,21 +147,22 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
     free = np.flatnonzero(~structure)
     proposals, members = [], []
     owner = np.full(len(voxels.xyz), -1)
-    clusters, origins = [], []  # origins: whether each piece stands on its cluster's top surface
+    clusters, origins = [], []  # origins: the z of the support's top surface each piece stands on, or None
     for whole in cluster(voxels.xyz[free]):
-        pieces = split_supported(voxels.xyz[free], whole, gravity.floor_z)
+        pieces, surface = split_supported(voxels.xyz[free], whole, gravity.floor_z)
         clusters += pieces
-        origins += [index > 0 for index in range(len(pieces))]
+        origins += [surface if index > 0 else None for index in range(len(pieces))]
     for number, indices in enumerate(clusters):
         owner[free[indices]] = number
     free_points, free_owner = voxels.xyz[free], owner[free]
-    for number, (indices, on_top) in enumerate(zip(clusters, origins)):
+    for number, (indices, surface) in enumerate(zip(clusters, origins)):
         chosen = free[indices]
         points = voxels.xyz[chosen]
         box = fit_box(points, gravity.floor_z)
         colors = voxels.rgb[chosen] if voxels.rgb is not None else None
-        gap = _support_gap(box, free_points, free_owner != number, gravity.floor_z)
-        proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap, on_top))
+        # split off a support's top, it rests on that surface (the part right under it, it hides)
+        gap = 0.0 if surface is not None else _support_gap(box, free_points, free_owner != number, gravity.floor_z)
+        proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap, surface))
         members.append(chosen)
     return proposals, walls, voxels.voxel_of_point, members
 
@@ -158,8 +171,9 @@ def _merge(first: Proposal, second: Proposal, floor_z: float) -> Proposal:
     points = np.vstack([first.points, second.points])
     colors = None if first.colors is None or second.colors is None else np.vstack([first.colors, second.colors])
     box = fit_box(points, floor_z)
+    surface = first.surface_z if first.on_top and second.on_top else None
     return Proposal(points, colors, box, min(first.wall_distance, second.wall_distance),
-                    min(first.support_gap, second.support_gap), first.on_top and second.on_top)
+                    min(first.support_gap, second.support_gap), surface)
 
 
 def _gap(first: OrientedBox, second: OrientedBox) -> float:
@@ -232,6 +246,12 @@ class ObjectLayer:
             row[(placement == "floor") & off_floor] = 0.0
             row[(placement == "top") & floating] = 0.0
             row /= max(float(row.sum()), 1e-9)
+            if proposal.support_gap > MAX_SUPPORT_GAP_M and not floating:
+                # a small thing with nothing seen under it (its support hidden, or a reflection in a
+                # mirror, which no ray can prove false): possible, but not sure
+                doubt = row[placement == "top"] * (1.0 - UNSEEN_SUPPORT_FACTOR)
+                row[placement == "top"] -= doubt
+                row[self.classes.index(OTHER)] += float(doubt.sum())
             if row.sum() < 0.5:  # every category ruled out: it is not an object we know
                 row[self.classes.index(OTHER)] = 1.0
         return probabilities
@@ -298,7 +318,7 @@ class ObjectLayer:
         box fits that category's size (a confidently named table leg must not keep the table's
         top out, and a vague desk must not swallow the chair beside it). Shape and physics only:
         the image is asked about the final objects. A thing split off a support's top surface
-        joins only another such thing."""
+        rejoins its support only where the whole is surer and no support (a chair's seat)."""
         other = self.classes.index(OTHER)
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
@@ -307,7 +327,7 @@ class ObjectLayer:
             return kept.max(axis=1), labels + (labels >= other)
 
         def may_join(first: Proposal, second: Proposal) -> bool:
-            return first.on_top == second.on_top and _gap(first.box, second.box) <= JOIN_GAP_M
+            return _gap(first.box, second.box) <= JOIN_GAP_M
 
         proposals = sorted(proposals, key=lambda p: -len(p.points))
         # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
@@ -321,9 +341,15 @@ class ObjectLayer:
                     candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
                         score, label = (float(values[0]) for values in best([candidate]))
-                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN
+                        # a thing split off a support's top rejoins it only where the whole is
+                        # clearly surer and no support (a chair's back and seat); a book stays off
+                        # its table, a box off its cabinet
+                        same_level = proposals[i].on_top == proposals[j].on_top
+                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN and (
+                            same_level or not CATEGORIES[self.classes[int(label)]].is_support)
                         surer_part = i if scores[i] >= scores[j] else j
-                        completes = (label == labels[surer_part] and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
+                        completes = (same_level and label == labels[surer_part]
+                                     and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
                                      and self._fits(candidate.box, int(label)))
                         if surer or completes:
                             proposals[i], scores[i], labels[i] = candidate, score, int(label)
@@ -371,8 +397,10 @@ class ObjectLayer:
             top = box.center[2] + box.size[2] / 2
             if spec.placement == "floor":  # its hidden lower part reaches the floor
                 bottom = floor_z
-            elif proposal.support_gap <= TOP_SNAP_M:  # it rests on what is under it
-                bottom = box.center[2] - box.size[2] / 2 - proposal.support_gap
+            elif proposal.rest_gap <= max(TOP_SNAP_M, spec.size_max[2] - box.size[2]):
+                # it rests on what is under it: its lowest part unseen (a book's edge in the
+                # surface's band, a lamp's thin stem), and its category is tall enough to reach
+                bottom = box.center[2] - box.size[2] / 2 - proposal.rest_gap
             else:
                 bottom = box.center[2] - box.size[2] / 2
             box = OrientedBox((box.center[0], box.center[1], (top + bottom) / 2), (box.size[0], box.size[1], top - bottom), box.yaw)

@@ -20,20 +20,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from threed_llm_ros.geometry.planes import fit_plane
+
 VOXEL_M = 0.03
 FLOOR_BAND_M = 0.05
 WALL_MIN_HEIGHT_M = 1.2
 WALL_MIN_WIDTH_M = 0.9
 WALL_MAX_SHARE_BEHIND = 0.02
 WALL_BEHIND_M = 0.10
+DEPTH_NOISE_PER_M = 0.0015  # a structured-light / ToF depth camera's noise: sigma = k·range² (Kinect-like)
+WALL_NOISE_SIGMAS = 2.5  # a wall's points scatter this many sigmas off its plane; left, they join what stands there
 PLANE_DISTANCE_M = 0.03
 CLUSTER_EPS_M = 0.07
 MIN_CLUSTER_POINTS = 12
 MAX_WALLS = 6
-SUPPORT_MIN_AREA_M2 = 0.25  # a surface that holds things: larger than a chair's seat
-SUPPORT_MIN_HEIGHT_M = 0.3
+SUPPORT_MIN_AREA_M2 = 0.1  # the visible part of a top that holds things (what stands on it hides some)
+SUPPORT_MIN_HEIGHT_M = 0.44  # above chair, sofa and toilet seats (0.40-0.45 m): a seat's back is not on it
 SUPPORT_MAX_HEIGHT_M = 1.3
 SUPPORT_BAND_M = 0.03
+SUPPORT_CANDIDATES = 3  # the most exposed height bands tried as a support's top
 ON_TOP_MAX_SIDE_M = 0.7  # a thing on the surface is smaller than this (a headboard or a sofa back is not)
 
 
@@ -73,8 +78,6 @@ def _horizontal_extent(points: np.ndarray, normal: np.ndarray) -> float:
 def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
     """(M,) bool: points of the room's structure (floor band, above the ceiling, walls), and the
     walls as (unit normal toward the sensor, offset) planes."""
-    import open3d
-
     height = xyz[:, 2] - floor_z
     structure = height < FLOOR_BAND_M
     top = float(np.percentile(height, 99.5)) if len(height) else 0.0
@@ -82,17 +85,13 @@ def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.n
         ceiling_band = height > top - 0.06
         if ceiling_band.mean() > 0.02:
             structure |= ceiling_band
-    open3d.utility.random.seed(int(seed) % 2**31)
     candidates = np.flatnonzero(~structure)
+    depth_sigma = DEPTH_NOISE_PER_M * np.einsum("ij,ij->i", xyz, xyz)  # k·range², the sensor at the origin
     walls: list[tuple[np.ndarray, float]] = []
-    for _ in range(MAX_WALLS):
+    for attempt in range(MAX_WALLS):
         if len(candidates) < 100:
             break
-        cloud = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(xyz[candidates]))
-        plane, inliers = cloud.segment_plane(PLANE_DISTANCE_M, 3, 300)
-        normal = np.asarray(plane[:3], dtype=np.float64)
-        scale = float(np.linalg.norm(normal))
-        normal, offset = normal / scale, float(plane[3]) / scale
+        normal, offset, inliers = fit_plane(xyz[candidates], PLANE_DISTANCE_M, 300, seed=seed + attempt)
         if len(inliers) < 150:
             break
         members = candidates[np.asarray(inliers)]
@@ -109,8 +108,9 @@ def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.n
                 is_wall = float(behind.mean()) <= WALL_MAX_SHARE_BEHIND
         if is_wall:
             signed = xyz[candidates] @ normal + offset
-            # the wall's own points, and what lies behind it (mirror and window phantoms)
-            wall_points = candidates[signed < PLANE_DISTANCE_M * 1.5]
+            # the wall's own points, as far out as the sensor's noise at their range scatters
+            # them, and what lies behind it (mirror and window phantoms)
+            wall_points = candidates[signed < PLANE_DISTANCE_M * 1.5 + WALL_NOISE_SIGMAS * depth_sigma[candidates]]
             structure[wall_points] = True
             walls.append((normal, offset))
             candidates = np.flatnonzero(~structure)
@@ -133,27 +133,40 @@ def cluster(xyz: np.ndarray, eps: float = CLUSTER_EPS_M, min_points: int = MIN_C
     return sorted(clusters, key=len, reverse=True)
 
 
-def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M) -> list[np.ndarray]:
+def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M
+                    ) -> tuple[list[np.ndarray], float | None]:
     """``members`` (indices into ``xyz``) split into the support and the small things on its top surface.
 
-    The top surface is the most populated height band between ``SUPPORT_MIN_HEIGHT_M`` and
-    ``SUPPORT_MAX_HEIGHT_M`` above the floor covering at least ``SUPPORT_MIN_AREA_M2``; the
-    points above it are clustered, and each cluster no wider than ``ON_TOP_MAX_SIDE_M`` becomes
-    its own proposal. Returns ``[members]`` when there is no such surface or nothing on it.
+    The top surface is, of the height bands between ``SUPPORT_MIN_HEIGHT_M`` and
+    ``SUPPORT_MAX_HEIGHT_M`` above the floor with the most *exposed* points (nothing of the
+    cluster above them in their column: a top, not a slice of a front face), the first that
+    covers at least ``SUPPORT_MIN_AREA_M2`` and has something above it; the points above it are clustered, and each cluster no wider than
+    ``ON_TOP_MAX_SIDE_M`` and smaller than the support becomes its own proposal. Returns
+    (the support's points followed by each thing's, the surface's z), or ``([members], None)``
+    when there is no such surface or nothing on it.
     """
     heights = xyz[members, 2] - floor_z
-    band = (heights >= SUPPORT_MIN_HEIGHT_M) & (heights <= SUPPORT_MAX_HEIGHT_M)
+    columns = np.unique(np.floor(xyz[members, :2] / voxel).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
+    column_top = np.full(int(columns.max()) + 1 if len(columns) else 0, -np.inf)
+    np.maximum.at(column_top, columns, heights)
+    exposed = column_top[columns] - heights <= SUPPORT_BAND_M
+    band = exposed & (heights >= SUPPORT_MIN_HEIGHT_M) & (heights <= SUPPORT_MAX_HEIGHT_M)
     if band.sum() < 30:
-        return [members]
+        return [members], None
     bins = np.floor(heights[band] / SUPPORT_BAND_M).astype(np.int64)
     values, counts = np.unique(bins, return_counts=True)
-    surface = (values[np.argmax(counts)] + 0.5) * SUPPORT_BAND_M
-    on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
-    if on_surface.sum() * voxel * voxel < SUPPORT_MIN_AREA_M2:
-        return [members]
-    above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
-    if len(above) < MIN_CLUSTER_POINTS:
-        return [members]
+    cell = 2 * voxel  # area from the cells of a coarser grid: a top seen at a grazing angle is sampled sparsely
+    for value in values[np.argsort(-counts, kind="stable")][:SUPPORT_CANDIDATES]:
+        surface = (value + 0.5) * SUPPORT_BAND_M
+        on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
+        covered = np.unique(np.floor(xyz[members[on_surface & exposed], :2] / cell).astype(np.int64), axis=0)
+        above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
+        # the first of the most exposed bands that is large and has something on it (the box's
+        # own top, exposed too, holds nothing)
+        if len(covered) * cell * cell >= SUPPORT_MIN_AREA_M2 and len(above) >= MIN_CLUSTER_POINTS:
+            break
+    else:
+        return [members], None
     pieces, taken = [], np.zeros(len(members), dtype=bool)
     for group in cluster(xyz[members[above]], eps=CLUSTER_EPS_M * 0.7, min_points=MIN_CLUSTER_POINTS // 2):
         local = above[group]
@@ -161,6 +174,6 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
         if float(extent.max()) <= ON_TOP_MAX_SIDE_M:
             pieces.append(members[local])
             taken[local] = True
-    if not pieces:
-        return [members]
-    return [members[~taken], *pieces]
+    if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():  # each thing on a support is smaller than it
+        return [members], None
+    return [members[~taken], *pieces], floor_z + surface

@@ -131,10 +131,27 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(grid[int(np.argmin(losses))])
 
 
+def pipeline_fingerprint() -> str:
+    """A hash of the code that turns a simulated frame into proposal features (simulator,
+    catalogue, geometry, gravity, proposals, box fit, features): cached features made by
+    other code are stale, however equal the configuration."""
+    import hashlib
+
+    package = Path(__file__).resolve().parent.parent
+    sources = sorted([*(package / "geometry").glob("*.py"), package / "data" / "scene_sim.py", package / "data" / "catalog.py",
+                      *(package / "objects" / name for name in ("gravity.py", "proposals.py", "fit.py", "recognition.py",
+                                                                "layer.py", "visibility.py"))])
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None, progress: bool) -> tuple[np.ndarray, ...]:
     """Training and validation features and labels, from ``cache`` (an .npz) when it was made
-    with the same configuration, else from the simulator (and then written to ``cache``)."""
-    key = json.dumps(asdict(config), sort_keys=True)
+    with the same configuration and the same proposal code, else from the simulator (and then
+    written to ``cache``)."""
+    key = json.dumps({**asdict(config), "code": pipeline_fingerprint()}, sort_keys=True)
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
             if str(data["key"]) == key and data["train_x"].shape[1] == len(ClassifierConfig().features):
@@ -204,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=ObjectTrainConfig.seed)
     parser.add_argument("--members", type=int, default=ObjectTrainConfig.members, help="ensemble size")
     parser.add_argument("--cache", default="runs/object_features.npz",
-                        help="proposal features kept between runs of the same configuration ('' = none)")
+                        help="proposal features kept between runs of the same configuration and proposal code ('' = none)")
     arguments = parser.parse_args(argv)
     config = ObjectTrainConfig(scenes=arguments.scenes, validation_scenes=arguments.validation_scenes,
                                steps=arguments.steps, seed=arguments.seed, members=arguments.members)

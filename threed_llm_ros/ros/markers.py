@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -15,7 +15,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import matrix_from_quaternion, rotation_to_gravity, to_gravity_frame
 from threed_llm_ros.ros.conversions import tuple_to_stamp
-from threed_llm_ros.runtime.engine import GroundedObject
+
+if TYPE_CHECKING:  # pragma: no cover - clients build messages without loading the engine (torch)
+    from threed_llm_ros.runtime.engine import GroundedObject
 
 BOX_COLOR = (0.1, 0.8, 0.2, 0.45)
 LABEL_HEIGHT_M = 0.1

