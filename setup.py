@@ -14,10 +14,11 @@ def files_under(pattern: str) -> list[str]:
 
 
 def model_data_files() -> list[tuple[str, list[str]]]:
-    """Install each shipped checkpoint directory under share/<package>/models/<name>."""
+    """Install each shipped checkpoint directory under share/<package>/models/<name>; not the git-ignored
+    export caches (``models/<name>/onnx/``: the ONNX graphs made on first use or by `make lm-export`)."""
     entries: dict[str, list[str]] = {}
     for path in files_under("models/**/*"):
-        if "/" in path and not path.endswith("__pycache__"):
+        if "/" in path and not path.endswith("__pycache__") and "/onnx/" not in path:
             directory = path.rsplit("/", 1)[0]
             entries.setdefault(f"share/{PACKAGE_NAME}/{directory}", []).append(path)
     return sorted(entries.items())

@@ -45,10 +45,11 @@ def test_eval_writes_every_metric_for_model_and_blind_baseline(setup, tmp_path: 
     output = tmp_path / "report"
     code = evaluate_module.main([
         "--checkpoint", str(checkpoint), "--dataset", str(dataset), "--split", "train", "--limit", "1",
-        "--max-new-tokens", "6", "--output", str(output), "--quiet",
+        "--max-new-tokens", "6", "--output", str(output), "--quiet", "--lm-backend", "torch",
     ])
     assert code == 0
     document = json.loads((output / "report.json").read_text())
+    assert document["language_model"] == "torch"
     systems = document["systems"]
     assert set(systems) == {ROBOT, MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD}
     # the robot column: every prompt without the model's box markers through the engine's reply path
@@ -123,7 +124,7 @@ def test_scene_use_separates_a_model_that_reads_its_scene_from_one_that_cannot(s
 
     dataset_directory, checkpoint, _ = setup
     model = load_checkpoint(checkpoint)
-    settings = EvalSettings(split="train", tasks=("qa",), limit=6, progress=False, max_new_tokens=4)
+    settings = EvalSettings(split="train", tasks=("qa",), limit=6, progress=False, max_new_tokens=4, lm_backend="torch")
     dataset = load_dataset(dataset_directory, splits="train", tasks=["qa"])
     reading = Evaluator(model, dataset, settings).scene_use()["qa"]
     assert reading["items"] == 6
@@ -151,7 +152,7 @@ def test_a_program_model_reports_how_the_robots_programs_fared(setup, tmp_path: 
     config.question_programs = True
     checkpoint = save_checkpoint(ThreeDLLM(config), tmp_path / "programs")
     settings = evaluate_module.EvalSettings(split="train", limit=2, tasks=("qa", "grounding", "plan"), scene_use=False,
-                                            progress=False, max_new_tokens=4)
+                                            progress=False, max_new_tokens=4, lm_backend="torch")
     document = evaluate_module.evaluate(checkpoint, dataset, tmp_path / "report", settings)
     systems = document["systems"]
     assert set(systems) == {ROBOT, MODEL_TOKENS, MODEL_HEAD, BLIND_TOKENS, BLIND_HEAD}

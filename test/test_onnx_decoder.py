@@ -1,7 +1,9 @@
 """The exported language model: LoRA merge, the int8 decoder under ONNX Runtime, the greedy loop, the engine.
 
-The real shipped checkpoint (models/threed-llm-mini) and the real SmolLM2 are exported once per
-session (int8, the default adapter: about 20–35 s on two cores) into a temporary directory.
+The real shipped checkpoint (models/threed-llm-mini) and the real SmolLM2 are exported where the
+engine keeps them (the checkpoint's git-ignored ``onnx/``, else the user cache), so one CI run
+exports each adapter at most once (int8: about 15 s per adapter on two cores), whichever test
+comes first (the engine's, the node's or these).
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def export_directory(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("lm_export")
+def export_directory() -> Path:
+    from threed_llm_ros.runtime.export import default_export_directory
+
+    return default_export_directory(CHECKPOINT)  # where lm_backend auto puts them: shared with the engine's tests
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +172,21 @@ def test_engine_settings_name_the_bad_language_backend() -> None:
             EngineSettings(checkpoint=str(CHECKPOINT), **{"lm_backend": "onnxruntime", field: value}).validate()
 
 
-def test_engine_answers_through_onnxruntime(export_directory: Path, exported) -> None:
+def test_engine_answers_through_onnxruntime_by_default(export_directory: Path, exported) -> None:
     from threed_llm_ros.data.scene_sim import simulate
     from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
 
-    engine = InferenceEngine(EngineSettings(checkpoint=str(CHECKPOINT), lm_backend="onnxruntime",
-                                            export_directory=str(export_directory)))
-    engine.load()  # reuses the default adapter's export, exports the programs adapter
-    assert isinstance(engine.generator, OnnxGenerator)
+    from threed_llm_ros.runtime.lm_backend import ReleasedDecoderLayer
+
+    engine = InferenceEngine(EngineSettings(checkpoint=str(CHECKPOINT)))  # the default: lm_backend auto
+    engine.load()  # reuses the default adapter's export (and the programs adapter's, once made)
+    assert isinstance(engine.generator, OnnxGenerator) and engine.language_backend == "onnxruntime"
+    assert engine.language_backend_note.startswith("language model: onnxruntime int8, 1 thread")
+    assert "lm_backend auto" in engine.language_backend_note
+    # the torch decoder layers, unused now, are released; running them says why instead of answering
+    assert isinstance(engine.model.causal_lm.model.layers[0], ReleasedDecoderLayer)
+    with pytest.raises(RuntimeError, match="lm_backend"):
+        engine.model.generate(None, "Hello", max_new_tokens=2, blind=True)
     assert set(engine.generator.decoders) == {"default", "programs"}
     hashes = {name: decoder.export.metadata["data_sha256"] for name, decoder in engine.generator.decoders.items()}
     assert hashes["default"] != hashes["programs"]  # two adapters merged, two sets of weights

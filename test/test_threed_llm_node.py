@@ -510,6 +510,9 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
         assert total >= 8 and planned
         assert hits / total >= float(floors["grounding_acc_at_0.25"]), f"{hits}/{total} boxes with IoU >= 0.25"
         assert process.running()
+        # the default lm_backend (auto) serves the trained checkpoint with its exported decoders, and says so
+        assert "language model: onnxruntime int8" in process.output() and "lm_backend auto" in process.output()
+        assert probe.latest_diagnostics()["lm_backend"] == "onnxruntime"
     finally:
         probe.close()
         process.stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError, ThreeDLLMError
-from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import LM_BACKENDS, EngineSettings, InferenceEngine, SceneCloud
 from threed_llm_ros.runtime.intent import route
 
 DEFAULT_CHECKPOINT = "models/threed-llm-mini"
@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--up-axis", choices=("-y", "z"), default=None,
                         help="the cloud frame's up axis: -y camera optical frame, z REP-103 (default: the file's, else -y)")
     parser.add_argument("--backend", default="torch", help="torch or onnxruntime")
+    parser.add_argument("--lm-backend", choices=LM_BACKENDS, default="auto",
+                        help="language model: auto (onnxruntime on the CPU for a trained checkpoint, else torch), "
+                             "torch or onnxruntime (default: %(default)s, as the node)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the whole reply as JSON")
     arguments = parser.parse_args(argv)
@@ -143,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             backend=arguments.backend,
             up_axis=arguments.up_axis or recorded_up_axis or "-y",
             max_new_tokens=arguments.max_new_tokens,
+            lm_backend=arguments.lm_backend,
         )
         settings.validate()
         engine = InferenceEngine(settings)
         engine.load()
+        print(engine.language_backend_note, file=sys.stderr)
         reply = ask(engine, SceneCloud(points, colors, frame_id=Path(arguments.scene).stem), arguments.prompt)
     except (ThreeDLLMError, MessageFormatError) as error:
         print(f"threed-llm ask: {error}", file=sys.stderr)

@@ -57,7 +57,7 @@ from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, parse_plan_text
-from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import LM_BACKENDS, LM_PRECISIONS, EngineSettings, InferenceEngine, SceneCloud
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
 MODEL_TOKENS = "model (location tokens)"
@@ -85,6 +85,8 @@ class EvalSettings:
     progress: bool = True
     scene_use: bool = True  # also measure answer losses with the own scene, another scene and none
     robot: bool = True  # also answer every prompt through the engine (the node's reply path)
+    lm_backend: str = "auto"  # the language model of every column, as the node's lm_backend (a model passed in is used as given)
+    lm_precision: str = "int8"  # the exported decoders' weights when lm_backend resolves to onnxruntime
 
 
 def select_items(dataset: SceneDataset, settings: EvalSettings) -> dict[str, list[int]]:
@@ -260,6 +262,7 @@ class Evaluator:
         """
         selected = select_items(self.dataset, self.settings)
         measured: dict[str, dict[str, float]] = {}
+        torch_model = _torch_model(self.model)  # teacher-forced losses are a torch forward pass
         for task, positions in selected.items():
             scene_ids = [self.dataset.entries[p].scene_id for p in positions]
             if len(set(scene_ids)) < 2:
@@ -274,11 +277,11 @@ class Evaluator:
                     if scene_ids[(index + step) % len(positions)] != entry.scene_id
                 )
                 other = self.cache.get(scene_ids[other_index], loader=self.dataset.scene)
-                prompt = model_prompt(self.model, entry.annotation, scene)
-                target, _ = model_target(self.model, entry.annotation, scene)
+                prompt = model_prompt(torch_model, entry.annotation, scene)
+                target, _ = model_target(torch_model, entry.annotation, scene)
                 with torch.no_grad():
                     for name, scene_batch, blind in (("own scene", scene, False), ("other scene", other, False), ("no scene", None, True)):
-                        output = self.model(scene_batch, [prompt], [target], blind=blind, return_logits=False)
+                        output = torch_model(scene_batch, [prompt], [target], blind=blind, return_logits=False)
                         losses[name].append(float(output.language_loss))
             measured[task] = {name: float(np.mean(values)) for name, values in losses.items()}
             measured[task]["items"] = len(positions)
@@ -347,6 +350,35 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _torch_model(model: Any) -> ThreeDLLM:
+    """The torch model behind ``model`` (itself, or the one an exported-decoder OnnxGenerator wraps)."""
+    from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
+
+    return model.model if isinstance(model, OnnxGenerator) else model
+
+
+def language_model_description(model: Any) -> str:
+    """``torch``, or ``onnxruntime int8`` (the exported decoders' precision) for an OnnxGenerator."""
+    from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
+
+    if not isinstance(model, OnnxGenerator):
+        return "torch"
+    return f"onnxruntime {model.decoders['default'].export.metadata.get('precision', '?')}"
+
+
+def _language_backend(checkpoint: str | Path, model: ThreeDLLM, settings: EvalSettings) -> Any:
+    """``model``, or an OnnxGenerator over its exported decoders where ``settings.lm_backend`` resolves to
+    onnxruntime (as the node's would: ``runtime/lm_backend.py``); says which on stderr."""
+    from threed_llm_ros.runtime.lm_backend import serving_generator
+
+    engine_settings = EngineSettings(checkpoint=str(checkpoint), lm_backend=settings.lm_backend,
+                                     lm_precision=settings.lm_precision)
+    engine_settings.validate()
+    generator, _, note = serving_generator(engine_settings, Path(checkpoint), model)
+    print(note, file=sys.stderr)
+    return generator
+
+
 def _load(checkpoint: str | Path) -> ThreeDLLM:
     """load_checkpoint with every failure (missing, truncated or foreign files) as a ModelFileError."""
     try:
@@ -370,7 +402,8 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
     if len(dataset) == 0:
         raise ConfigError("--split", f"{dataset_directory} has no {settings.split!r} annotation of {list(settings.tasks)}",
                           "choose another split or generate more scenes")
-    model = model or _load(checkpoint)
+    if model is None:
+        model = _language_backend(checkpoint, _load(checkpoint), settings)
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
     # the robot column: the node's own reply path, fed the record's gravity-frame cloud (z up), so
@@ -385,7 +418,7 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
     model.eval()
     scene_use = evaluator.scene_use() if settings.scene_use else {}
     model.train(was_training)
-    report = parameter_report(model)
+    report = parameter_report(_torch_model(model))
     for system in results:
         if "3D query head" not in system:
             results[system]["trainable parameters"] = report["trainable"]
@@ -394,6 +427,7 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
         "dataset": str(dataset_directory),
         "split": settings.split,
         "limit": settings.limit,
+        "language_model": language_model_description(model),
         "systems": results,
         "trainable_parameters": report["trainable"],
         "total_parameters": report["total"],
@@ -407,6 +441,7 @@ def evaluate(checkpoint: str | Path, dataset_directory: str | Path, output: str 
     title = f"{model.config.name} on {Path(dataset_directory).name}/{settings.split}"
     if settings.limit is not None:
         title += f" (at most {settings.limit} per task)"
+    title += f", language model {document['language_model']}"
     markdown = format_report(results, title=title)
     if scene_use:
         markdown += "\n" + format_scene_use(scene_use)
@@ -432,13 +467,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-tokens", type=int, help="cap every answer at N tokens (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--lm-backend", choices=LM_BACKENDS, default="auto",
+                        help="language model for every column: auto (as the node: onnxruntime int8 on the CPU for a "
+                             "trained checkpoint, else torch), torch or onnxruntime (default: %(default)s)")
+    parser.add_argument("--lm-precision", choices=LM_PRECISIONS, default="int8", help="onnxruntime decoder weights")
     arguments = parser.parse_args(argv)
     if arguments.limit is not None and arguments.limit < 1:
         print("threed-llm eval: --limit must be at least 1", file=sys.stderr)
         return 2
     settings = EvalSettings(split=arguments.split, limit=arguments.limit, tasks=tuple(arguments.tasks),
                             blind=not arguments.no_blind, scene_use=not arguments.no_scene_use, robot=not arguments.no_robot, seed=arguments.seed, progress=not arguments.quiet,
-                            max_new_tokens=arguments.max_new_tokens)
+                            max_new_tokens=arguments.max_new_tokens, lm_backend=arguments.lm_backend,
+                            lm_precision=arguments.lm_precision)
     try:
         document = evaluate(arguments.checkpoint, arguments.dataset, arguments.output, settings)
     except ThreeDLLMError as error:

@@ -45,8 +45,9 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   "claim needs more certainty).", 0.0, 1.0),
     ParameterSpec("sync_tolerance_s", 0.02, "RGB-D pairing: largest stamp difference within a set (s).", 0.0, 1.0),
     ParameterSpec("caption_rate_hz", 0.0, "Rate of the periodic scene caption on 'caption' (Hz); 0 = off.", 0.0, 10.0),
-    ParameterSpec("lm_backend", "torch", "Language model: torch, or onnxruntime (the decoder exported with the LoRA "
-                  "adapters merged, on first use; decodes on the CPU).", choices=LM_BACKENDS),
+    ParameterSpec("lm_backend", "auto", "Language model: auto (onnxruntime on the CPU for a trained checkpoint, "
+                  "else torch; the log says which and why), torch, or onnxruntime (the decoder exported with the "
+                  "LoRA adapters merged, on first use, about 15 s per adapter; decodes on the CPU).", choices=LM_BACKENDS),
     ParameterSpec("lm_precision", "int8", "Weights of the onnxruntime decoder: int8, or int4 (faster, agrees less "
                   "with torch).", choices=LM_PRECISIONS),
     ParameterSpec("lm_threads", 1, "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "

@@ -176,9 +176,11 @@ class ThreeDLLMNode(LifecycleNode):
             self._outputs[topic] = self.create_lifecycle_publisher(message_type, topic, qos)
         self.diagnostics.set_value("checkpoint", engine.checkpoint_path)
         self.diagnostics.set_value("backend", self.settings.engine.backend)
+        self.diagnostics.set_value("lm_backend", engine.language_backend)
         self.diagnostics.set_value("state", "inactive")
         logger.info(f"configured: checkpoint {engine.checkpoint_path} ({self.settings.engine.backend}, "
                     f"{self.settings.engine.device}) loaded in {load_s:.1f} s, warm-up {warm_up_s:.1f} s")
+        logger.info(engine.language_backend_note)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

@@ -413,6 +413,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"{machine['onnxruntime']}, GPU {machine['gpu'] or 'none'}, load average {machine['load_average']}.",
         f"Checkpoint: {report['checkpoint']['path']} (trained: {report['checkpoint']['trained']}); medians of "
         f"{report['repeats']} repeats; at most {report['max_new_tokens']} new tokens.",
+        f"Default language model here (`lm_backend: auto`, as the node, `ask` and `eval`): {report.get('lm_backend_default', '?')}.",
         "",
     ]
     if runs:
@@ -473,6 +474,15 @@ def _tensorrt_missing_reason() -> str:
     except TensorRTUnavailable as error:
         return str(error)
     return "no CUDA device"
+
+
+def _default_language_backend(checkpoint: Path) -> str:
+    """What ``lm_backend: auto`` picks for ``checkpoint`` on the CPU, and why (the rows above name each backend)."""
+    from threed_llm_ros.runtime.engine import EngineSettings
+    from threed_llm_ros.runtime.lm_backend import choose_language_backend
+
+    choice = choose_language_backend(EngineSettings(checkpoint=str(checkpoint)), checkpoint)
+    return f"{choice.backend} ({choice.reason})"
 
 
 def resolve_bench_checkpoint(value: str | None, output_directory: Path) -> tuple[Path, bool]:
@@ -555,6 +565,7 @@ def run_bench(
         "max_new_tokens": options.max_new_tokens,
         "machine": machine_description(),
         "checkpoint": {"path": str(checkpoint_path), "trained": trained},
+        "lm_backend_default": _default_language_backend(checkpoint_path),
         "scene": {"source": f"scene_sim seed {SCENE_SEED}", "image": f"{frame.intrinsics.width}x{frame.intrinsics.height}",
                   "points": int(len(frame.points))},
         "prompts": {"caption": CAPTION_PROMPT, "grounding": GROUNDING_PROMPT, "plan": PLAN_PROMPT,

@@ -5,11 +5,13 @@ model's outputs into what a robot uses. The scene encoder runs on the ``backend`
 ``torch`` (eager), ``onnxruntime`` (the exported graph, exported on first use into
 ``<checkpoint>/onnx`` or the user cache) or ``tensorrt`` (an engine built from that graph;
 a :class:`ConfigError` naming ``backend`` where TensorRT or CUDA is missing). The
-language model runs on ``lm_backend``: ``torch`` (fp32 on the CPU, bf16/fp16 on CUDA
-(``dtype``), an opt-in ``torch.compile`` (``compile_language_model``)) or ``onnxruntime``
-(the checkpoint's decoder exported with its LoRA adapters merged, int8 or int4
-(``lm_precision``), exported on first use next to the scene encoder's graphs, decoded on the
-CPU by ``runtime/onnx_decoder.py`` with ``lm_threads`` threads and no spinning). Both give
+language model runs on ``lm_backend``: ``auto`` (the default: ``onnxruntime`` on the CPU for
+a trained checkpoint, else ``torch``; see ``runtime/lm_backend.py``), ``torch`` (fp32 on the
+CPU, bf16/fp16 on CUDA (``dtype``), an opt-in ``torch.compile`` (``compile_language_model``))
+or ``onnxruntime`` (the checkpoint's decoder exported with its LoRA adapters merged, int8 or
+int4 (``lm_precision``), exported on first use next to the scene encoder's graphs, decoded on
+the CPU by ``runtime/onnx_decoder.py`` with ``lm_threads`` threads and no spinning; the torch
+decoder layers are then released). Both give
 the same result type: the same text, location-token boxes and ``<box3d>`` head box (from the
 graph's hidden states), up to int8 rounding; program writing uses the exported ``programs``
 adapter. Training always uses torch.
@@ -69,7 +71,7 @@ from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 AVAILABLE_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-LM_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime")
+LM_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
@@ -119,7 +121,7 @@ class EngineSettings:
     caption_min_confidence: float = 0.9  # a caption is an unasked claim: it names only objects this sure
     max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
     reply_timeout_s: float = REPLY_TIMEOUT_S  # decoding stops at this deadline; the reply says it was cut short
-    lm_backend: str = "torch"  # language model: torch, or onnxruntime (exported decoder, LoRA merged; CPU)
+    lm_backend: str = "auto"  # auto: onnxruntime on the CPU for a trained checkpoint, else torch; or torch / onnxruntime
     lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default) or int4 (faster, less faithful)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
 
@@ -158,7 +160,10 @@ class EngineSettings:
             raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
         if self.lm_backend == "onnxruntime" and self.compile_language_model:
             raise ConfigError("compile_language_model", "torch.compile applies to lm_backend torch only",
-                              "set compile_language_model: false, or lm_backend: torch")
+                              "set compile_language_model: false, or lm_backend: torch or auto")
+        if self.lm_backend == "onnxruntime" and str(self.device).startswith("cuda"):
+            raise ConfigError("lm_backend", f"the exported decoder runs on the CPU, device is {self.device!r}",
+                              "use lm_backend: auto or torch on CUDA")
         if self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
         if self.max_prompt_chars < 1:
@@ -290,6 +295,8 @@ class InferenceEngine:
         self.object_layer: Any = None
         self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
         self.generator: Any = None  # what generates replies: the model (torch) or an OnnxGenerator
+        self.language_backend = ""  # the backend that serves replies: torch or onnxruntime (``lm_backend`` resolved)
+        self.language_backend_note = ""  # one line: which backend serves and why (the node logs it)
 
     # ------------------------------------------------------------------ loading
 
@@ -318,16 +325,21 @@ class InferenceEngine:
         reply path with the model it also probes directly)."""
         engine = cls(settings)
         engine.model = model
-        engine._finish_loading()
+        engine._finish_loading(owns_model=False)
         return engine
 
-    def _finish_loading(self) -> None:
-        """Everything after the model: preprocessing, language-model settings, backends, object layer."""
+    def _finish_loading(self, owns_model: bool = True) -> None:
+        """Everything after the model: preprocessing, language-model settings, backends, object layer.
+        ``owns_model``: False for :meth:`around` (the caller's model is used as given, never released)."""
         self._preprocess = replace(
             self.model.config.scene_encoder.preprocess,
             up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
         )
-        self.generator = self._make_language_backend()
+        self.generator = self._make_language_backend() if owns_model else self._given_language_backend()
+        if owns_model and self.language_backend == "onnxruntime":
+            from threed_llm_ros.runtime.lm_backend import release_torch_decoder
+
+            release_torch_decoder(self.model)  # the exported decoders serve; the torch layers would sit unused
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
         self.object_layer = self._load_object_layer()
@@ -356,26 +368,33 @@ class InferenceEngine:
         return torch.float32
 
     def _configure_language_model(self) -> None:
-        """Cast the language model (not the scene encoder or box head) and compile it when asked."""
+        """Cast the language model (not the scene encoder or box head) and compile it when asked
+        (torch only: where the exported decoders serve, the torch language model is left as loaded)."""
+        if self.language_backend == "onnxruntime":
+            return
         dtype = self.language_model_dtype()
         if dtype != torch.float32:
             self.model.language_model.to(dtype)
         if self.settings.compile_language_model:
             self.model.causal_lm.model.compile(dynamic=True)
 
-    def _make_language_backend(self) -> Any:
-        """What generates replies (``lm_backend``): the torch model, or an OnnxGenerator over its decoders
-        exported with the LoRA adapters merged (exported on first use: about half a minute per adapter)."""
-        if self.settings.lm_backend == "torch":
-            return self.model
-        from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, load_onnx_generator
+    def _given_language_backend(self) -> Any:
+        """:meth:`around`: the given model generates as it is (an OnnxGenerator: its exported decoders)."""
+        from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
 
-        try:
-            return load_onnx_generator(self.checkpoint_path, self.model, precision=self.settings.lm_precision,
-                                       settings=DecoderSettings(threads=self.settings.lm_threads),
-                                       directory=self.settings.export_directory or None)
-        except ModelFileError as error:
-            raise ConfigError("lm_backend", str(error), "fix or delete the export named above, or use lm_backend: torch") from error
+        self.language_backend = "onnxruntime" if isinstance(self.model, OnnxGenerator) else "torch"
+        self.language_backend_note = f"language model: {self.language_backend} (the model given to the engine)"
+        return self.model
+
+    def _make_language_backend(self) -> Any:
+        """What generates replies (``lm_backend`` resolved by ``runtime/lm_backend.py``): the torch model, or
+        an OnnxGenerator over its decoders exported with the LoRA adapters merged (exported on first use:
+        about 15 s per adapter on two cores). ``auto`` falls back to torch, saying why, when the export fails."""
+        from threed_llm_ros.runtime.lm_backend import serving_generator
+
+        generator, self.language_backend, self.language_backend_note = serving_generator(
+            self.settings, self.checkpoint_path, self.model)
+        return generator
 
     def _make_scene_backend(self) -> Any:
         """The exported-graph scene encoder of the ``backend`` setting (None for torch)."""

@@ -12,8 +12,9 @@ Weights are int8 or int4 ``MatMulNBits`` (int4: asymmetric, block 32, int8 outpu
 One export per (checkpoint weights, adapter, precision) lives in
 ``<export dir>/lm-<adapter>-<precision>/`` (the export dir is the scene encoder's:
 ``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar ``lm.json`` holding
-the checkpoint's weights hash; a stale or partial export is rebuilt. About a minute per graph
-on two cores. Nothing is fetched from a hub.
+the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
+cores (plus loading the checkpoint), so ``lm_backend: auto`` makes it on first use and ``make
+demo`` / ``make test`` make it first for the shipped checkpoint. Nothing is fetched from a hub.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ def export_language_model(
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if not quiet:
-        print(f"exporting the language model ({adapter} adapter, {precision}) to {output}: about a minute on two cores…",
-              file=sys.stderr, flush=True)
+        print(f"exporting the language model ({adapter} adapter, {precision}) to {output}, once for these weights: "
+              "about 15 s on two cores…", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix=".lm-export-", dir=output.parent) as work:
         work_path = Path(work)
         hf_directory, built = work_path / "hf", work_path / "onnx"
@@ -246,6 +247,14 @@ def ensure_lm_exported(
     return export_language_model(model, target, precision=precision, adapter=adapter, extra=extra)
 
 
+def checkpoint_adapters(checkpoint: str | Path) -> list[str]:
+    """The LoRA adapters a checkpoint has (``default``, and ``programs`` with ``question_programs``), from its config."""
+    from threed_llm_ros.model.checkpoint import read_checkpoint_config
+
+    model = read_checkpoint_config(Path(checkpoint)).get("model", {})
+    return ["default", "programs"] if model.get("question_programs") else ["default"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision int8|int4] [--adapter default|programs|all]``."""
     parser = argparse.ArgumentParser(prog="threed-llm export-lm",
@@ -259,16 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     try:
         from threed_llm_ros.model.checkpoint import load_checkpoint
+        from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory
 
         checkpoint = Path(arguments.checkpoint).expanduser()
-        model = load_checkpoint(checkpoint)
-        adapters = [a for a in LM_ADAPTERS if a in model.language_model.peft_config] if arguments.adapter == "all" else [arguments.adapter]
+        adapters = checkpoint_adapters(checkpoint) if arguments.adapter == "all" else [arguments.adapter]
+        model = None  # loaded only when an export is missing or stale
         for adapter in adapters:
+            if model is None and not _is_current(
+                    lm_export_directory(Path(arguments.output) if arguments.output else default_export_directory(checkpoint),
+                                        adapter, arguments.precision),
+                    checkpoint_weights_sha256(checkpoint), arguments.precision, adapter):
+                model = load_checkpoint(checkpoint)
             exported = ensure_lm_exported(checkpoint, model, precision=arguments.precision, adapter=adapter,
                                           directory=arguments.output)
             print(f"{exported.model_path} ({arguments.precision}, {adapter} adapter, weights sha256 "
                   f"{(exported.metadata.get('data_sha256') or exported.metadata['sha256'])[:12]}…)")
-    except (ConfigError, ModelFileError, RuntimeError) as error:
+    except (ConfigError, ModelFileError, RuntimeError, OSError) as error:
         print(f"threed-llm export-lm: {error}", file=sys.stderr)
         return 1
     return 0
