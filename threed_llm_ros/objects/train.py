@@ -191,7 +191,7 @@ def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progr
             loss.backward()
             optimizer.step()
             schedule.step()
-            member_losses.append(float(loss))
+            member_losses.append(loss.item())
         losses.append(member_losses)
     model.eval()
     with torch.no_grad():
