@@ -195,3 +195,22 @@ def test_a_box_on_a_cabinet_is_its_own_proposal_but_a_chairs_back_is_not() -> No
     back = np.column_stack([np.full(300, 2.43), rng.uniform(-0.22, 0.22, 300), rng.uniform(0.45, 0.9, 300)])
     chair = np.vstack([seat, legs, back])
     assert len(split_supported(chair, np.arange(len(chair)), 0.0)[0]) == 1
+
+
+def test_a_dresser_against_a_beds_side_is_split_off_by_its_higher_top() -> None:
+    """One DBSCAN cluster: a bed (top 0.55 m) and a dresser touching its side (top 0.85 m).
+    Their tops step by 0.3 m, so they come apart; a long flat table stays whole."""
+    from threed_llm_ros.objects.proposals import split_by_height
+
+    rng = np.random.default_rng(8)
+    bed = np.column_stack([rng.uniform(2.0, 4.0, 4000), rng.uniform(-0.8, 0.8, 4000), rng.uniform(0.0, 0.55, 4000)])
+    bed[:2500, 2] = 0.55  # the mattress top
+    dresser = np.column_stack([rng.uniform(2.0, 2.5, 1500), rng.uniform(0.8, 1.8, 1500), rng.uniform(0.0, 0.85, 1500)])
+    dresser[:800, 2] = 0.85
+    points = np.vstack([bed, dresser])
+    pieces = split_by_height(points, np.arange(len(points)))
+    assert len(pieces) == 2
+    sizes = sorted(len(piece) for piece in pieces)
+    assert abs(sizes[0] - 1500) < 150 and abs(sizes[1] - 4000) < 150
+    table = np.column_stack([rng.uniform(2.0, 3.5, 3000), rng.uniform(-0.4, 0.4, 3000), np.full(3000, 0.75)])
+    assert len(split_by_height(table, np.arange(len(table)))) == 1

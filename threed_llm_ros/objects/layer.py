@@ -31,7 +31,7 @@ from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.objects.colors import object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
-from threed_llm_ros.objects.proposals import cluster, split_supported, structure_mask, voxelise
+from threed_llm_ros.objects.proposals import cluster, split_by_height, split_supported, structure_mask, voxelise
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
 from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 
@@ -148,10 +148,11 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
     proposals, members = [], []
     owner = np.full(len(voxels.xyz), -1)
     clusters, origins = [], []  # origins: the z of the support's top surface each piece stands on, or None
-    for whole in cluster(voxels.xyz[free]):
-        pieces, surface = split_supported(voxels.xyz[free], whole, gravity.floor_z)
-        clusters += pieces
-        origins += [surface if index > 0 else None for index in range(len(pieces))]
+    for touching in cluster(voxels.xyz[free]):
+        for whole in split_by_height(voxels.xyz[free], touching):
+            pieces, surface = split_supported(voxels.xyz[free], whole, gravity.floor_z)
+            clusters += pieces
+            origins += [surface if index > 0 else None for index in range(len(pieces))]
     for number, indices in enumerate(clusters):
         owner[free[indices]] = number
     free_points, free_owner = voxels.xyz[free], owner[free]

@@ -10,7 +10,9 @@ with DBSCAN; each cluster is a proposal (its points' indices into the voxelised 
 Clusters too small to be an object are dropped. Things standing on a large horizontal
 surface (a cup on a table, a monitor on a desk) touch it and so share its cluster:
 :func:`split_supported` finds the surface and makes each small group of points above it a
-cluster of its own (PCL's classic tabletop segmentation).
+cluster of its own (PCL's classic tabletop segmentation). Before that, a long cluster whose
+top steps up or down by more than ``HEIGHT_STEP_M`` between neighbouring footprint cells is
+split there (:func:`split_by_height`: a dresser against a bed's side).
 """
 
 from __future__ import annotations
@@ -177,3 +179,52 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
     if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():  # each thing on a support is smaller than it
         return [members], None
     return [members[~taken], *pieces], floor_z + surface
+
+
+HEIGHT_STEP_M = 0.2  # neighbouring footprint cells whose tops differ more belong to different things
+HEIGHT_CELL_M = 0.06
+MIN_REGION_M2 = 0.12
+SPLIT_MIN_SIDE_M = 1.0  # only clusters at least this long are looked at (touching furniture)
+
+
+def split_by_height(xyz: np.ndarray, members: np.ndarray) -> list[np.ndarray]:
+    """``members`` split where the top of the cluster steps up or down by more than
+    ``HEIGHT_STEP_M`` between neighbouring footprint cells: a dresser standing against a bed's
+    side, a night stand beside a desk. Each region of similar top covering ``MIN_REGION_M2``
+    becomes a piece; smaller regions go to the nearest piece. Short clusters stay whole."""
+    points = xyz[members]
+    if len(points) < 2 * MIN_CLUSTER_POINTS or float(np.ptp(points[:, :2], axis=0).max()) < SPLIT_MIN_SIDE_M:
+        return [members]
+    cells = np.floor(points[:, :2] / HEIGHT_CELL_M).astype(np.int64)
+    keys, cell_of_point = np.unique(cells, axis=0, return_inverse=True)
+    cell_of_point = cell_of_point.reshape(-1)
+    tops = np.full(len(keys), -np.inf)
+    np.maximum.at(tops, cell_of_point, points[:, 2])
+    index = {(int(a), int(b)): k for k, (a, b) in enumerate(keys)}
+    region = np.full(len(keys), -1)
+    regions = 0
+    for start in range(len(keys)):  # flood fill over 4-neighbours with similar tops
+        if region[start] >= 0:
+            continue
+        region[start] = regions
+        stack = [start]
+        while stack:
+            cell = stack.pop()
+            a, b = keys[cell]
+            for neighbour in ((a + 1, b), (a - 1, b), (a, b + 1), (a, b - 1)):
+                other = index.get((int(neighbour[0]), int(neighbour[1])))
+                if other is not None and region[other] < 0 and abs(tops[other] - tops[cell]) <= HEIGHT_STEP_M:
+                    region[other] = regions
+                    stack.append(other)
+        regions += 1
+    sizes = np.bincount(region, minlength=regions) * HEIGHT_CELL_M**2
+    large = np.flatnonzero(sizes >= MIN_REGION_M2)
+    if len(large) < 2:
+        return [members]
+    centres = (keys + 0.5) * HEIGHT_CELL_M
+    in_large = np.isin(region, large)
+    for cell in np.flatnonzero(~in_large):  # small regions join the nearest large one
+        nearest = np.argmin(np.linalg.norm(centres[in_large] - centres[cell], axis=1))
+        region[cell] = region[np.flatnonzero(in_large)[nearest]]
+    point_region = region[cell_of_point]
+    return [members[point_region == label] for label in large]
