@@ -18,8 +18,9 @@ REFINEMENTS = 3
 
 def fit_plane(points: np.ndarray, distance: float, iterations: int = 250, seed: int = 0
               ) -> tuple[np.ndarray, float, np.ndarray]:
-    """The plane with most points within ``distance`` (m): (unit normal, offset, inlier indices),
-    with ``normal @ p + offset = 0`` on the plane. Fewer than 3 points give no inlier."""
+    """The plane that best fits ``points`` within ``distance`` (m), by MSAC and least squares:
+    (unit normal, offset, inlier indices), with ``normal @ p + offset = 0`` on the plane. Fewer
+    than 3 points give no inlier."""
     xyz = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(xyz) < 3:
         return np.array([0.0, 0.0, 1.0]), 0.0, np.zeros(0, dtype=np.int64)

@@ -39,7 +39,9 @@ MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
 UNSEEN_SUPPORT_FACTOR = 0.35  # a top category's probability where nothing is seen under the thing
-TOP_SNAP_M = 0.1  # a top object this close above the surface under it rests on it (its bottom edge unseen), or closer where its category is taller
+# a top object this close above the surface under it rests on it (its bottom edge unseen); a taller
+# category reaches further down (a lamp's thin stem)
+TOP_SNAP_M = 0.1
 FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or support
 JOIN_GAP_M = 0.1  # fragments this close may be one object
 JOIN_MARGIN = 0.1  # ... when the joined shape's best category is this much surer than either part's

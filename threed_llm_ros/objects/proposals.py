@@ -142,8 +142,9 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
     The top surface is, of the height bands between ``SUPPORT_MIN_HEIGHT_M`` and
     ``SUPPORT_MAX_HEIGHT_M`` above the floor with the most *exposed* points (nothing of the
     cluster above them in their column: a top, not a slice of a front face), the first that
-    covers at least ``SUPPORT_MIN_AREA_M2`` and has something above it; the points above it are clustered, and each cluster no wider than
-    ``ON_TOP_MAX_SIDE_M`` and smaller than the support becomes its own proposal. Returns
+    covers at least ``SUPPORT_MIN_AREA_M2`` and has something above it. The points above it are
+    clustered, and each cluster no wider than ``ON_TOP_MAX_SIDE_M`` and smaller than the
+    support becomes its own proposal. Returns
     (the support's points followed by each thing's, the surface's z), or ``([members], None)``
     when there is no such surface or nothing on it.
     """
@@ -176,7 +177,8 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
         if float(extent.max()) <= ON_TOP_MAX_SIDE_M:
             pieces.append(members[local])
             taken[local] = True
-    if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():  # each thing on a support is smaller than it
+    # each thing on a support is smaller than it
+    if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():
         return [members], None
     return [members[~taken], *pieces], floor_z + surface
 
