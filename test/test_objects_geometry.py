@@ -214,3 +214,25 @@ def test_a_dresser_against_a_beds_side_is_split_off_by_its_higher_top() -> None:
     assert abs(sizes[0] - 1500) < 150 and abs(sizes[1] - 4000) < 150
     table = np.column_stack([rng.uniform(2.0, 3.5, 3000), rng.uniform(-0.4, 0.4, 3000), np.full(3000, 0.75)])
     assert len(split_by_height(table, np.arange(len(table)))) == 1
+
+
+def test_a_small_thing_on_a_bed_or_sofa_is_only_possible() -> None:
+    """A book-sized thing on a confident bed (a pillow, a fold of the blanket: no category names
+    those) keeps only part of its score; the same thing on a table, or on a bed too unsure to
+    count, keeps all of it."""
+    from threed_llm_ros.objects.layer import ON_SOFT_FURNITURE_FACTOR, SceneObject, doubt_things_on_soft_furniture
+
+    def thing(category: str, center: tuple, size: tuple, score: float) -> SceneObject:
+        return SceneObject(category=category, color="white", box=OrientedBox(center, size, 0.0), score=score,
+                           points=np.zeros((0, 3)), categories=((category, score),))
+
+    book_on_bed = thing("book", (3.0, 0.2, 0.6), (0.25, 0.18, 0.05), 0.8)
+    bed = thing("bed", (3.2, 0.0, 0.5), (2.0, 1.6, 1.0), 0.9)
+    table = thing("table", (6.0, 0.0, 0.37), (1.2, 0.8, 0.75), 0.9)
+    book_on_table = thing("book", (6.0, 0.1, 0.77), (0.25, 0.18, 0.05), 0.8)
+    doubted = doubt_things_on_soft_furniture([bed, book_on_bed, table, book_on_table], min_confidence=0.5)
+    assert doubted[1].score == pytest.approx(0.8 * ON_SOFT_FURNITURE_FACTOR)
+    assert doubted[1].categories[0][1] == pytest.approx(0.8 * ON_SOFT_FURNITURE_FACTOR, abs=1e-4)
+    assert [obj.score for obj in doubted[::2]] == [0.9, 0.9] and doubted[3].score == 0.8
+    unsure_bed = thing("bed", (3.2, 0.0, 0.5), (2.0, 1.6, 1.0), 0.4)
+    assert doubt_things_on_soft_furniture([unsure_bed, book_on_bed], min_confidence=0.5)[1].score == 0.8

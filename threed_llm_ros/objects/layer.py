@@ -18,7 +18,7 @@ are the ones counts, existence answers, captions and grounding use.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,12 @@ MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
 UNSEEN_SUPPORT_FACTOR = 0.35  # a top category's probability where nothing is seen under the thing
+# Furniture whose top is soft and carries things no category names: pillows, cushions, folded
+# blankets, the tufts of upholstery. A small thing on it is most likely one of those, and the
+# simulator never puts a book or a cup there; its top category keeps this share. (Not chairs:
+# one pushed under a desk has the desk's things above its box.)
+SOFT_FURNITURE = ("bed", "sofa")
+ON_SOFT_FURNITURE_FACTOR = 0.35
 # a top object this close above the surface under it rests on it (its bottom edge unseen); a taller
 # category reaches further down (a lamp's thin stem)
 TOP_SNAP_M = 0.1
@@ -207,6 +213,24 @@ def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float
         if not inside:
             kept.append(obj)
     return kept
+
+
+def doubt_things_on_soft_furniture(objects: list[SceneObject], min_confidence: float) -> list[SceneObject]:
+    """``objects`` with the score of each top-category thing that lies on a confident bed or sofa (its
+    footprint centre over their completed box, its bottom above their lowest part) lowered by
+    ``ON_SOFT_FURNITURE_FACTOR``: see ``SOFT_FURNITURE``."""
+    soft = [obj for obj in objects if obj.category in SOFT_FURNITURE and obj.score >= min_confidence]
+    doubted = []
+    for obj in objects:
+        if CATEGORIES[obj.category].placement == "top" and any(
+                under.box.contains(np.array([[*obj.box.center[:2], under.box.center[2]]]), margin=0.05)[0]
+                and obj.box.center[2] - obj.box.size[2] / 2 >= under.box.center[2] - under.box.size[2] / 2 + 0.1
+                for under in soft):
+            obj = replace(obj, score=obj.score * ON_SOFT_FURNITURE_FACTOR, categories=tuple(
+                (name, round(p * ON_SOFT_FURNITURE_FACTOR, 4) if CATEGORIES.get(name) and
+                 CATEGORIES[name].placement == "top" else p) for name, p in obj.categories))
+        doubted.append(obj)
+    return doubted
 
 
 class ObjectLayer:
@@ -414,5 +438,6 @@ class ObjectLayer:
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
                 on_top=proposal.on_top,
             ))
+        objects = doubt_things_on_soft_furniture(objects, self.settings.min_confidence)
         objects.sort(key=lambda obj: -obj.score)
         return absorb_parts(objects, self.settings.min_confidence)[:MAX_OBJECTS]
