@@ -131,3 +131,21 @@ def test_play_of_the_ouster_bag_answers_in_the_lidar_frame(realdata: Path, tmp_p
         _check_find_reply(replies[1]["answer"], messages)
     else:  # not seen: the markers say nothing is there
         assert not [m for m in messages["/grounding/markers"][-1].markers if m.type == CUBE]
+
+
+def test_record_writes_every_message_of_the_simulated_camera(tmp_path: Path) -> None:
+    """``threed-llm record`` (no ROS 2 CLI needed) of scene_sim_node: every frame, as published."""
+    from threed_llm_ros.processes import NodeProcess, NodeProcessSpec
+
+    spec = NodeProcessSpec(module="threed_llm_ros.ros.scene_sim_node", namespace="/camera",
+                           parameters={"rate_hz": 4.0, "width": 160, "height": 120, "seed": 5})
+    with NodeProcess(spec, log_path=tmp_path / "scene_sim_node.log"):
+        result = _run(["threed_llm_ros.cli", "record", str(tmp_path / "sim.mcap"), "--duration", "2.0",
+                       "--topics", *RGBD_TOPICS, "/camera/points"], timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    types, messages = _read(tmp_path / "sim")
+    assert types["/camera/points"] == "sensor_msgs/msg/PointCloud2"
+    for topic in [*RGBD_TOPICS, "/camera/points"]:
+        assert len(messages[topic]) >= 4, topic  # 4 Hz for 2 s, a few lost to discovery at most
+        assert messages[topic][0].header.frame_id == "camera_color_optical_frame"
+    assert (messages["/camera/color/image_raw"][0].height, messages["/camera/color/image_raw"][0].width) == (120, 160)
