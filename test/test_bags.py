@@ -94,3 +94,23 @@ def test_ouster_cloud_values_decode(realdata: Path) -> None:
     assert valid.sum() > 30000
     assert 0.5 < ranges[valid].min() and ranges[valid].max() < 20.0
     assert np.ptp(xyz[valid, 2]) < np.ptp(xyz[valid, 0])  # a horizontal lidar: flatter in z than in x
+
+
+def test_a_ros1_bag_reads_like_the_ros1_mcap_it_was_written_from(realdata: Path, tmp_path: Path) -> None:
+    """A ROS 1 .bag (written here with rosbags from the ROS 1 MCAP's raw messages) gives the same CDR."""
+    from mcap.reader import make_reader
+    from rosbags.rosbag1 import Writer as Ros1Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    noetic = get_typestore(Stores.ROS1_NOETIC)
+    msgtype = "sensor_msgs/msg/PointCloud2"
+    msgdef, md5sum = noetic.generate_msgdef(msgtype, ros_version=1)
+    with Ros1Writer(tmp_path / "ouster.bag") as writer:
+        connection = writer.add_connection(OUSTER_CLOUD, msgtype, msgdef=msgdef, md5sum=md5sum)
+        with (realdata / "rosbag" / "pointcloudset_test.mcap").open("rb") as stream:
+            for _, _, message in make_reader(stream).iter_messages(topics=[OUSTER_CLOUD]):
+                writer.write(connection, message.log_time, message.data)
+    from_bag = _clouds(tmp_path / "ouster.bag")
+    from_mcap = _clouds(realdata / "rosbag" / "pointcloudset_test.mcap")
+    assert len(from_bag) == 2 and [m.cdr for m, _ in from_bag] == [m.cdr for m, _ in from_mcap]
+    assert from_bag[0][0].msgtype == msgtype and from_bag[0][1].header.frame_id == "os1_lidar"
