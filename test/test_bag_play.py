@@ -21,7 +21,8 @@ CUBE, TEXT = 1, 9  # visualization_msgs/Marker types
 RGBD_TOPICS = ["/camera/color/image_raw", "/camera/depth/image_raw", "/camera/color/camera_info"]
 OUTPUT_TYPES = {
     "/answer": "std_msgs/msg/String", "/recording/prompt": "std_msgs/msg/String",
-    "/grounding/markers": "visualization_msgs/msg/MarkerArray", "/grounding/target_pose": "geometry_msgs/msg/PoseStamped",
+    "/grounding/markers": "visualization_msgs/msg/MarkerArray",
+    "/grounding/target_pose": "geometry_msgs/msg/PoseStamped",
     "/objects": "threed_llm_interfaces/msg/GroundedObjectArray", "/plan": "threed_llm_interfaces/msg/Plan",
     "/plan/path": "nav_msgs/msg/Path", "/caption": "std_msgs/msg/String",
 }

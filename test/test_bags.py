@@ -114,3 +114,16 @@ def test_a_ros1_bag_reads_like_the_ros1_mcap_it_was_written_from(realdata: Path,
     from_mcap = _clouds(realdata / "rosbag" / "pointcloudset_test.mcap")
     assert len(from_bag) == 2 and [m.cdr for m, _ in from_bag] == [m.cdr for m, _ in from_mcap]
     assert from_bag[0][0].msgtype == msgtype and from_bag[0][1].header.frame_id == "os1_lidar"
+
+
+def test_a_sqlite3_rosbag2_reads_like_the_mcap_one(realdata: Path, tmp_path: Path) -> None:
+    """`ros2 bag record`'s other storage: the same messages written to .db3 come back the same."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    clouds = _clouds(realdata / "rosbag" / "ouster_os1_rosbag2")
+    with Writer(tmp_path / "sqlite_bag", version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        connection = writer.add_connection(OUSTER_CLOUD, clouds[0][0].msgtype, typestore=ros2_typestore())
+        for message, _ in clouds:
+            writer.write(connection, message.log_time_ns, message.cdr)
+    assert list((tmp_path / "sqlite_bag").glob("*.db3"))
+    assert [m.cdr for m, _ in _clouds(tmp_path / "sqlite_bag")] == [m.cdr for m, _ in clouds]

@@ -162,14 +162,15 @@ class Bag:
 
 
 def open_bag(path: str | Path) -> Bag:
-    """Open a rosbag2 directory, a .mcap (ROS 2 or ROS 1) or a ROS 1 .bag; ConfigError naming the fix if not."""
+    """Open a rosbag2 directory (mcap or sqlite3), a .mcap (ROS 2 or ROS 1) or a ROS 1 .bag; else ConfigError."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ConfigError("BAG", f"{path} does not exist", "give a rosbag2 directory, a .mcap or a .bag file")
-    if path.is_file() and path.suffix not in (".mcap", ".bag", ".db3"):
-        raise ConfigError("BAG", f"{path} is not a .mcap, .bag or .db3 file", "give a rosbag2 directory or one of those")
+    if path.is_file() and path.suffix not in (".mcap", ".bag"):
+        raise ConfigError("BAG", f"{path} is not a .mcap or .bag file", "give a rosbag2 directory or one of those")
     if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise ConfigError("BAG", f"{path} has no metadata.yaml", "give a rosbag2 directory (as `ros2 bag record` writes)")
+        raise ConfigError("BAG", f"{path} has no metadata.yaml",
+                          "give a rosbag2 directory (as `ros2 bag record` writes)")
     return Bag(path)
 
 

@@ -243,7 +243,8 @@ def run(arguments: argparse.Namespace) -> int:
     known = {topic.name: topic for topic in bag.topics}
     unknown = [topic for topic in (arguments.topics or []) + list(mapping) if topic not in known]
     if unknown:
-        raise ConfigError("--topics/--topic-map", f"{unknown} not in {bag.path}", f"use recorded topics: {sorted(known)}")
+        raise ConfigError("--topics/--topic-map", f"{unknown} not in {bag.path}",
+                          f"use recorded topics: {sorted(known)}")
     topics: dict[str, str] = {}
     for topic in bag.topics:
         if arguments.topics is not None and topic.name not in arguments.topics:
