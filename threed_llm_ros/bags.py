@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from rosbags.convert.converter import is_same_wireformat
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
@@ -40,6 +41,7 @@ class BagTopic:
     name: str
     msgtype: str
     count: int
+    problem: str = ""  # why it cannot be played as ROS 2 ("" = it can)
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,8 @@ class Bag:
         self.path = path
         self.store = ros2_typestore()
         self.ros1_mcap = _is_ros1_mcap(path)
-        self._ros1_types: set[str] = set()
-        self.topics = self._read_topics()
+        self._ros1_store: Typestore | None = None  # the types as a ROS 1 bag defines them
+        self.topics = [self._checked(topic) for topic in self._read_topics()]
 
     def _read_topics(self) -> list[BagTopic]:
         if self.ros1_mcap:
@@ -95,14 +97,46 @@ class Bag:
             with self.path.open("rb") as stream:
                 summary = make_reader(stream).get_summary()
             counts = summary.statistics.channel_message_counts if summary and summary.statistics else {}
+            self._ros1_store = get_typestore(Stores.EMPTY)
             topics = []
             for channel_id, channel in (summary.channels if summary else {}).items():
                 schema = summary.schemas.get(channel.schema_id)
                 if schema is not None and schema.encoding == "ros1msg":
-                    topics.append(BagTopic(channel.topic, _ros2_name(schema.name), counts.get(channel_id, 0)))
+                    msgtype = _ros2_name(schema.name)
+                    types = get_types_from_msg(schema.data.decode(), msgtype)
+                    self._ros1_store.register({n: t for n, t in types.items() if n not in self._ros1_store.fielddefs})
+                    topics.append(BagTopic(channel.topic, msgtype, counts.get(channel_id, 0)))
             return topics
         with self._reader() as reader:
+            if not reader.is2:
+                self._ros1_store = reader.typestore
             return [BagTopic(c.topic, c.msgtype, c.msgcount) for c in reader.connections]
+
+    @property
+    def is_ros1(self) -> bool:
+        """True for a ROS 1 .bag or ROS 1 MCAP (its messages are converted to ROS 2 CDR)."""
+        return self._ros1_store is not None
+
+    def field_names(self, msgtype: str) -> list[str]:
+        """The top-level field names of ``msgtype`` as the messages will be serialized (ROS 2 CDR)."""
+        return [name for name, _ in self.store.fielddefs[msgtype][1]]
+
+    def _checked(self, topic: BagTopic) -> BagTopic:
+        """A ROS 1 topic converts to ROS 2 CDR when its layout matches ROS 2's (or ROS 2 lacks the type)."""
+        if self._ros1_store is None:
+            return topic
+        msgtype = topic.msgtype
+        if msgtype not in self.store.fielddefs:  # e.g. a driver's own message: ROS 2 takes the bag's definition
+            types = get_types_from_msg(self._ros1_store.generate_msgdef(msgtype, ros_version=2)[0], msgtype)
+            types.pop("std_msgs/msg/Header", None)  # the ROS 2 header: the converter drops ROS 1's seq
+            self.store.register({name: value for name, value in types.items() if name not in self.store.fielddefs})
+            return topic
+        try:
+            same = is_same_wireformat(self._ros1_store, self.store, msgtype, msgtype)
+        except KeyError:
+            same = False
+        return topic if same else BagTopic(topic.name, msgtype, topic.count,
+                                           f"its ROS 1 definition differs from ROS 2's {msgtype}")
 
     def _reader(self) -> AnyReader:
         try:
@@ -113,48 +147,39 @@ class Bag:
 
     @property
     def duration_s(self) -> float:
-        """Seconds from the first to the last message (by log time)."""
-        stamps = [message.log_time_ns for message in self.messages(metadata_only=True)]
-        return (max(stamps) - min(stamps)) / 1e9 if stamps else 0.0
-
-    def messages(self, topics: set[str] | None = None, metadata_only: bool = False) -> Iterator[BagMessage]:
-        """The messages of ``topics`` (None = all) as ROS 2 CDR, in log-time order (``cdr`` empty if metadata_only)."""
+        """Seconds from the first to the last message (by log time), from the bag's summary."""
         if self.ros1_mcap:
-            yield from self._ros1_mcap_messages(topics, metadata_only)
+            from mcap.reader import make_reader
+
+            with self.path.open("rb") as stream:
+                summary = make_reader(stream).get_summary()
+            statistics = summary.statistics if summary is not None else None
+            return (statistics.message_end_time - statistics.message_start_time) / 1e9 if statistics else 0.0
+        with self._reader() as reader:
+            return max(reader.duration - 1, 0) / 1e9  # rosbags counts end - start + 1 ns
+
+    def messages(self, topics: set[str] | None = None) -> Iterator[BagMessage]:
+        """The messages of ``topics`` (None = all playable) as ROS 2 CDR, in log-time order."""
+        playable = {t.name for t in self.topics if not t.problem and (topics is None or t.name in topics)}
+        if self.ros1_mcap:
+            yield from self._ros1_mcap_messages(playable)
             return
         with self._reader() as reader:
-            connections = [c for c in reader.connections if topics is None or c.topic in topics]
+            connections = [c for c in reader.connections if c.topic in playable]
             for connection, log_time_ns, raw in reader.messages(connections=connections):
-                if metadata_only:
-                    yield BagMessage(connection.topic, connection.msgtype, log_time_ns, b"")
-                elif reader.is2:
-                    yield BagMessage(connection.topic, connection.msgtype, log_time_ns, bytes(raw))
-                else:
-                    yield BagMessage(connection.topic, connection.msgtype, log_time_ns,
-                                     self._ros1_to_cdr(raw, connection.msgtype, reader.typestore))
+                cdr = bytes(raw) if reader.is2 else bytes(self.store.ros1_to_cdr(raw, connection.msgtype))
+                yield BagMessage(connection.topic, connection.msgtype, log_time_ns, cdr)
 
-    def _ros1_to_cdr(self, raw: bytes, msgtype: str, source: Typestore | None = None, msgdef: str = "") -> bytes:
-        """ROS 1 bytes -> ROS 2 CDR; a type the ROS 2 store lacks is taken from the bag's definition."""
-        if msgtype not in self.store.fielddefs and msgtype not in self._ros1_types:
-            if source is not None:
-                msgdef = source.generate_msgdef(msgtype, ros_version=2)[0]
-            types = get_types_from_msg(msgdef, msgtype)
-            types.pop("std_msgs/msg/Header", None)  # the ROS 2 header: the converter drops ROS 1's seq
-            self.store.register({name: value for name, value in types.items() if name not in self.store.fielddefs})
-            self._ros1_types.add(msgtype)
-        return bytes(self.store.ros1_to_cdr(raw, msgtype))
-
-    def _ros1_mcap_messages(self, topics: set[str] | None, metadata_only: bool) -> Iterator[BagMessage]:
+    def _ros1_mcap_messages(self, topics: set[str]) -> Iterator[BagMessage]:
         from mcap.reader import make_reader
 
         with self.path.open("rb") as stream:
-            wanted = None if topics is None else list(topics)
-            for schema, channel, message in make_reader(stream).iter_messages(topics=wanted, log_time_order=True):
+            for schema, channel, message in make_reader(stream).iter_messages(topics=list(topics), log_time_order=True):
                 if schema is None or schema.encoding != "ros1msg":
                     continue
                 msgtype = _ros2_name(schema.name)
-                cdr = b"" if metadata_only else self._ros1_to_cdr(message.data, msgtype, msgdef=schema.data.decode())
-                yield BagMessage(channel.topic, msgtype, message.log_time, cdr)
+                yield BagMessage(channel.topic, msgtype, message.log_time, bytes(self.store.ros1_to_cdr(message.data,
+                                                                                                        msgtype)))
 
     def deserialize(self, message: BagMessage) -> object:
         """The message as a rosbags dataclass (for inspection and tests)."""

@@ -39,7 +39,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from threed_llm_ros.bags import Bag, McapRecording, open_bag, recording_directory
+from threed_llm_ros.bags import Bag, BagTopic, McapRecording, open_bag, recording_directory
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec
 from threed_llm_ros.resources import config_path
@@ -130,6 +130,18 @@ class Playback:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         self.node.destroy_node()
+
+
+def _unplayable(bag: Bag, topic: BagTopic) -> str:
+    """Why ``topic`` cannot be published here ('' = it can)."""
+    message_type = message_class(topic.msgtype)
+    if message_type is None:
+        return f"its type {topic.msgtype} is not installed here"
+    if topic.problem:
+        return topic.problem
+    if bag.is_ros1 and bag.field_names(topic.msgtype) != list(message_type.get_fields_and_field_types()):
+        return f"its ROS 1 fields {bag.field_names(topic.msgtype)} are not ROS 2's {topic.msgtype}"
+    return ""
 
 
 def node_wiring(bag: Bag, topics: dict[str, str], up_axis: str | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -249,8 +261,9 @@ def run(arguments: argparse.Namespace) -> int:
     for topic in bag.topics:
         if arguments.topics is not None and topic.name not in arguments.topics:
             continue
-        if message_class(topic.msgtype) is None:
-            print(f"[play] skipping {topic.name}: its type {topic.msgtype} is not installed here")
+        problem = _unplayable(bag, topic)
+        if problem:
+            print(f"[play] skipping {topic.name}: {problem}")
             continue
         topics[topic.name] = mapping.get(topic.name, topic.name)
     print(f"[play] {bag.path}: {sum(known[t].count for t in topics)} messages on {len(topics)} topics, "
