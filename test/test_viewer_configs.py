@@ -41,3 +41,12 @@ def test_the_rviz_config_shows_cloud_boxes_pose_and_path() -> None:
             "Path:/plan/path"} <= displays
     assert {entry.split(":")[1] for entry in displays} <= KNOWN_TOPICS
     assert rviz["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"  # scene_sim_node's frame_id
+
+
+def test_up_foxglove_adds_the_live_view_to_the_graph(capsys) -> None:
+    from threed_llm_ros.up import main as up_main
+
+    assert up_main(["--foxglove", "--print"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 3 and "-m threed_llm_ros.ros.foxglove_live" in commands[-1]
+    assert up_main(["--print"]) == 0 and len(capsys.readouterr().out.splitlines()) == 2
