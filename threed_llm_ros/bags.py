@@ -31,7 +31,6 @@ from threed_llm_ros.resources import share_directory
 
 ROS2_STORE = Stores.ROS2_KILTED
 INTERFACES_PACKAGE = "threed_llm_interfaces"
-MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 
 @dataclass(frozen=True)
