@@ -127,3 +127,17 @@ def test_a_sqlite3_rosbag2_reads_like_the_mcap_one(realdata: Path, tmp_path: Pat
             writer.write(connection, message.log_time_ns, message.cdr)
     assert list((tmp_path / "sqlite_bag").glob("*.db3"))
     assert [m.cdr for m, _ in _clouds(tmp_path / "sqlite_bag")] == [m.cdr for m, _ in clouds]
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["/nonexistent_bag"], "does not exist"),
+    (["{ouster}", "--topics", "/nope"], "['/nope'] not in"),
+    (["{ouster}", "--topic-map", "points"], "write /recorded/topic:/published/topic"),
+])
+def test_play_refuses_bad_arguments_in_one_line(realdata: Path, capsys, arguments: list[str], expected: str) -> None:
+    from threed_llm_ros.ros.bag_play import main as play_main
+
+    ouster = str(realdata / "rosbag" / "ouster_os1_rosbag2")
+    assert play_main([argument.format(ouster=ouster) for argument in arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert expected in error and len(error.splitlines()) == 1 and error.startswith("threed-llm play:")

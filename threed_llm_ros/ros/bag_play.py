@@ -74,6 +74,7 @@ class Playback:
     node: Node = field(init=False)
     passes: int = field(init=False, default=0)
     published: int = field(init=False, default=0)
+    error: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         self.node = Node("threed_llm_bag_player")
@@ -107,6 +108,13 @@ class Playback:
         return time.monotonic() - self.started_at
 
     def _run(self) -> None:
+        try:
+            self._play()
+        except Exception as error:  # noqa: BLE001 - said on one line; the prompts then time out
+            self.error = f"{type(error).__name__}: {error}"
+            print(f"[play] playback stopped: {self.error}", file=sys.stderr, flush=True)
+
+    def _play(self) -> None:
         while not self._stop.is_set():
             first_ns, pass_start = None, time.monotonic()
             for message in self.bag.messages(set(self.topics)):
@@ -236,7 +244,7 @@ def _ask_all(client: PromptClient, playback: Playback, recorder: Recorder | None
         while (playback.elapsed_s() < at if at is not None else playback.passes < 1 and playback.running()):
             client.spin_for(0.05)
         deadline = time.monotonic() + arguments.wait
-        while frames() == 0 and time.monotonic() < deadline:  # else the first reply is "No sensor frame yet"
+        while frames() == 0 and time.monotonic() < deadline and not playback.error:  # else "No sensor frame yet"
             client.spin_for(0.1)
         if recorder is not None:
             recorder.prompt(prompt)
@@ -313,13 +321,15 @@ def run(arguments: argparse.Namespace) -> int:
                  "timed out", "latency_s": round(reply.latency_s, 3) if reply else None,
                  "plan": reply.plan if reply else None} for prompt, reply in zip(arguments.prompt, replies)],
                 indent=2) + "\n")
-        return 0 if all(reply is not None and reply.answered for reply in replies) else 1
+        failed = playback.error or not all(reply is not None and reply.answered for reply in replies)
+        return 1 if failed else 0
     except KeyboardInterrupt:
         return 130
     finally:
-        for part in (playback, client):
-            if part is not None:
-                part.stop() if isinstance(part, Playback) else part.destroy_node()
+        if playback is not None:
+            playback.stop()
+        if client is not None:
+            client.destroy_node()
         if recorder is not None:
             recorder.close()
             print(f"[play] wrote {recorder.recording.mcap_path} ({sum(recorder.recording.counts.values())} messages)")
