@@ -32,7 +32,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE_NAME}"]),
         (f"share/{PACKAGE_NAME}", ["package.xml"]),
         (f"share/{PACKAGE_NAME}/launch", files_under("launch/*.launch.py")),
-        (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml") + files_under("config/*.xml")),
+        (f"share/{PACKAGE_NAME}/config", files_under("config/*.yaml") + files_under("config/*.xml")
+         + files_under("config/*.json") + files_under("config/*.rviz")),
         (f"share/{PACKAGE_NAME}/msg", files_under("msg/*.msg")),
         (f"share/{PACKAGE_NAME}/srv", files_under("srv/*.srv")),
         (f"share/{PACKAGE_NAME}/action", files_under("action/*.action")),

@@ -25,6 +25,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
     "ask": ("threed_llm_ros.ask", "answer a prompt about a .ply/.pcd/.npz point cloud, without ROS"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),
+    "play": ("threed_llm_ros.ros.bag_play", "replay a rosbag2/MCAP/ROS 1 bag over DDS; --start the node, --prompt, "
+             "--record an MCAP"),
+    "view": ("threed_llm_ros.ros.foxglove_live", "live Foxglove view of the running graph (foxglove-sdk WebSocket "
+             "server; no ROS install needed)"),
+    "record": ("threed_llm_ros.ros.bag_record", "record topics into an MCAP recording (rosbag2, ROS 2 CDR) for N seconds"),
     "export": ("threed_llm_ros.runtime.export", "export the scene encoder and box head to ONNX (threed-llm export onnx ...)"),
     "export-lm": (
         "threed_llm_ros.runtime.lm_export",

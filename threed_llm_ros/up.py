@@ -12,7 +12,8 @@ The YAML lists the nodes, each as it would appear in a launch file::
         remappings: {points: /camera/points}         # -r from:=to
 
 Every node runs as a separate process (``processes.NodeProcess``); Ctrl-C (or SIGTERM)
-stops them all, in reverse order. ``--param node.name=value`` overrides a parameter, and
+stops them all, in reverse order. ``--param node.name=value`` overrides a parameter,
+``--foxglove`` adds the live Foxglove view (``threed-llm view``, ws://localhost:8765), and
 ``--print`` shows the commands without starting anything. The launch files in
 ``launch/`` name the same executables, parameter files and parameters (a test checks it).
 """
@@ -132,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(share_directory() / "config" / "demo.yaml"), help="graph YAML")
     parser.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE", help="override a parameter")
     parser.add_argument("--log-dir", type=Path, default=None, help="write each node's output to <dir>/<node>.log")
+    parser.add_argument("--foxglove", action="store_true",
+                        help="also run the live Foxglove view (threed-llm view) on ws://localhost:8765")
     parser.add_argument("--print", action="store_true", help="print the commands and exit")
     arguments = parser.parse_args(argv)
     try:
         specs = load_graph(arguments.config, parse_overrides(arguments.param))
+        if arguments.foxglove:
+            specs.append(NodeProcessSpec(module="threed_llm_ros.ros.foxglove_live", name="foxglove_live"))
     except ConfigError as error:
         print(f"threed-llm up: {error}", file=sys.stderr)
         return 2

@@ -8,8 +8,10 @@
    "Where is the <colour> <category>?" and "Bring the <object> to the <furniture>.",
    printing each reply with its latency.
 3. Writes ``demo_out/``: ``topdown.png`` (points seen from above, ground-truth boxes,
-   predicted boxes, the plan's path), ``replies.json`` and the nodes' logs, then stops
-   the graph and exits.
+   predicted boxes, the plan's path), ``replies.json``, the nodes' logs and ``recording/``
+   (an MCAP recording, ROS 2 CDR: the prompts, the node's outputs and the camera frame each
+   reply answered; open ``recording/recording.mcap`` in Foxglove with config/foxglove_layout.json,
+   or ``ros2 bag play demo_out/recording``), then stops the graph and exits.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,14 +35,24 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
+from threed_llm_ros.bags import McapRecording
 from threed_llm_ros.geometry.frames import to_gravity_frame
 from threed_llm_ros.resources import config_path, models_directory
+from threed_llm_ros.ros.bag_record import LATCHED_QOS, Recorder
 from threed_llm_ros.ros.conversions import pointcloud2_to_arrays
 from threed_llm_ros.ros.markers import marker_box
 from threed_llm_ros.ros.prompt_client import LATCHED, PromptClient, Reply, print_reply
 
 UP_AXIS = "-y"
 PORTABLE = ("cup", "bottle", "book", "box", "lamp", "monitor")
+# The simulated camera's topics, recorded with each reply: topic -> (type, QoS).
+CAMERA_TOPICS: dict[str, tuple[str, Any]] = {
+    "/camera/points": ("sensor_msgs/msg/PointCloud2", qos_profile_sensor_data),
+    "/camera/color/image_raw": ("sensor_msgs/msg/Image", qos_profile_sensor_data),
+    "/camera/depth/image_raw": ("sensor_msgs/msg/Image", qos_profile_sensor_data),
+    "/camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", qos_profile_sensor_data),
+    "/camera/ground_truth/markers": ("visualization_msgs/msg/MarkerArray", LATCHED_QOS),
+}
 FURNITURE = ("table", "desk", "sofa", "bed", "dresser", "cabinet", "night stand", "chair", "bookshelf")
 
 
@@ -162,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
     client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     replies: list[Reply] = []
+    shutil.rmtree(arguments.output / "recording", ignore_errors=True)  # this demo's own previous recording
+    recorder = Recorder(McapRecording(arguments.output / "recording"),
+                        {topic: msgtype for topic, (msgtype, _) in CAMERA_TOPICS.items()},
+                        subscribe={topic: qos for topic, (_, qos) in CAMERA_TOPICS.items()})
     try:
         deadline = time.monotonic() + 300
         while not (state["active"] and state["ground_truth"] is not None and state["points"] is not None):
@@ -171,21 +188,25 @@ def main(argv: list[str] | None = None) -> int:
             rclpy.spin_once(client, timeout_sec=0.2)
         print("graph is up: scene_sim_node -> /camera/points -> threed_llm_node (active)", flush=True)
         for prompt in choose_prompts(state["ground_truth"]):
+            recorder.prompt(prompt)
             reply = client.ask(prompt, arguments.timeout, on_piece=lambda piece: print(piece, end="", flush=True))
             print()
             print_reply(reply, prompt)
             if reply is not None:
+                recorder.answer(reply.answer)
                 replies.append(reply)
         cloud = pointcloud2_to_arrays(state["points"]).xyz
         save_topdown(arguments.output / "topdown.png", cloud, state["ground_truth"], replies)
         (arguments.output / "replies.json").write_text(json.dumps(
             [{"prompt": r.prompt, "answer": r.answer, "latency_s": round(r.latency_s, 3), "plan": r.plan} for r in replies],
             indent=2) + "\n")
-        print(f"\nwrote {arguments.output / 'topdown.png'} and {arguments.output / 'replies.json'}")
+        print(f"\nwrote {arguments.output / 'topdown.png'}, {arguments.output / 'replies.json'} and "
+              f"{recorder.recording.mcap_path} (Foxglove, `ros2 bag play {recorder.recording.directory}`)")
         return 0 if len(replies) == 3 else 1
     except KeyboardInterrupt:
         return 130
     finally:
+        recorder.close()
         client.destroy_node()
         rclpy.try_shutdown()
         _stop(graph)
