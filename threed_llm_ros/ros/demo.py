@@ -92,6 +92,35 @@ def _footprint(centre: np.ndarray, size: tuple[float, float, float], yaw: float)
     return corners @ np.array([[c, s], [-s, c]]) + centre[:2]
 
 
+# label offsets tried in turn, in points from the anchor: on it, then above/below, then further out and aside
+LABEL_OFFSETS = [(0, 0)] + [(dx, sign * dy) for dy in (9, 18, 27, 36, 45) for sign in (1, -1) for dx in (0, -30, 30)]
+
+
+def place_labels(axes: Any, labels: list[tuple[float, float, str, str]]) -> list[Any]:
+    """Draw each (x, y, text, colour) label at the first offset where it overlaps no label drawn before,
+    with a thin line back to its anchor when moved; returns the text artists."""
+    figure = axes.figure
+    figure.canvas.draw()  # a renderer, so text extents are known
+    renderer = figure.canvas.get_renderer()
+    placed: list[Any] = []
+    artists = []
+    for x, y, text, colour in labels:
+        artist = None
+        for dx, dy in LABEL_OFFSETS:
+            if artist is not None:
+                artist.remove()
+            artist = axes.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=colour,
+                                   ha="center", va="center",
+                                   arrowprops=None if (dx, dy) == (0, 0) else {"arrowstyle": "-", "color": colour,
+                                                                                 "linewidth": 0.5})
+            box = artist.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(artist.get_window_extent(renderer))
+        artists.append(artist)
+    return artists
+
+
 def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArray | None, replies: list[Reply]) -> None:
     """Top-down view (x forward up the page, y left to the left): points, GT boxes, predictions, plan path."""
     import matplotlib
@@ -103,15 +132,16 @@ def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArra
     if points is not None and len(points):
         gravity = to_gravity_frame(points[:: max(1, len(points) // 30000)].astype(np.float64), UP_AXIS)
         axes.scatter(-gravity[:, 1], gravity[:, 0], s=0.3, c=gravity[:, 2], cmap="viridis", alpha=0.5)
+    labels: list[tuple[float, float, str, str]] = []
     for label, centre, size, yaw in _marker_boxes(ground_truth):
         outline = _footprint(centre, size, yaw)
         axes.plot(-outline[:, 1], outline[:, 0], color="black", linewidth=1)
-        axes.text(-centre[1], centre[0], label, fontsize=7, ha="center")
+        labels.append((-centre[1], centre[0], label, "black"))
     for reply in replies:
         for label, centre, size, yaw in _marker_boxes(reply.markers):
             outline = _footprint(centre, size, yaw)
             axes.plot(-outline[:, 1], outline[:, 0], color="red", linewidth=1.5, linestyle="--")
-            axes.text(-centre[1], centre[0] - 0.15, f"pred: {label}", fontsize=7, color="red", ha="center")
+            labels.append((-centre[1], centre[0], f"found: {label}", "red"))
         if reply.path is not None and reply.path.poses:
             goals = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z] for p in reply.path.poses])
             goals = to_gravity_frame(goals, UP_AXIS)
@@ -121,10 +151,27 @@ def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArra
     axes.set_xlabel("left  ←  (m, -y)  →  right")
     axes.set_ylabel("x forward (m)")
     axes.set_aspect("equal")
-    axes.set_title("black: ground truth   red dashed: predicted   blue: plan path")
+    frame = replies[0].frame_id if replies and replies[0].frame_id else "the camera's frame"
+    axes.set_title(f"seen from above, gravity-aligned, origin at the camera ({frame})\n"
+                   "black: ground truth   red dashed: found (object-layer confidence)   blue: plan path", fontsize=9)
     axes.legend(loc="lower right")
+    place_labels(axes, labels)  # last: the axes' limits are final, so the overlap test holds in the saved image
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def reply_record(reply: Reply) -> dict[str, Any]:
+    """One reply for replies.json: the prompt, the answer, how it went, and any pose with its frame."""
+    record: dict[str, Any] = {"prompt": reply.prompt, "answer": reply.answer, "intent": reply.intent,
+                              "status": reply.status, "latency_s": round(reply.latency_s, 3), "frame_id": reply.frame_id}
+    if reply.target_pose is not None:
+        position, orientation = reply.target_pose.pose.position, reply.target_pose.pose.orientation
+        record["target_pose"] = {"frame_id": reply.target_pose.header.frame_id,
+                                 "position": [position.x, position.y, position.z],
+                                 "orientation_xyzw": [orientation.x, orientation.y, orientation.z, orientation.w]}
+    if reply.plan is not None:
+        record["plan"] = reply.plan
+    return record
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -171,17 +218,17 @@ def main(argv: list[str] | None = None) -> int:
             rclpy.spin_once(client, timeout_sec=0.2)
         print("graph is up: scene_sim_node -> /camera/points -> threed_llm_node (active)", flush=True)
         for prompt in choose_prompts(state["ground_truth"]):
+            print(f"\n>>> {prompt}", flush=True)
             reply = client.ask(prompt, arguments.timeout, on_piece=lambda piece: print(piece, end="", flush=True))
-            print()
-            print_reply(reply, prompt)
+            print_reply(reply, prompt, streamed=True)  # the rest of the text (if any), status, latency, poses
             if reply is not None:
                 replies.append(reply)
         cloud = pointcloud2_to_arrays(state["points"]).xyz
         save_topdown(arguments.output / "topdown.png", cloud, state["ground_truth"], replies)
-        (arguments.output / "replies.json").write_text(json.dumps(
-            [{"prompt": r.prompt, "answer": r.answer, "latency_s": round(r.latency_s, 3), "plan": r.plan} for r in replies],
-            indent=2) + "\n")
-        print(f"\nwrote {arguments.output / 'topdown.png'} and {arguments.output / 'replies.json'}")
+        (arguments.output / "replies.json").write_text(json.dumps([reply_record(reply) for reply in replies],
+                                                                  indent=2) + "\n")
+        print(f"\nwrote {arguments.output / 'topdown.png'} (open it in any image viewer), "
+              f"{arguments.output / 'replies.json'} and the nodes' logs in {arguments.output / 'logs'}/")
         return 0 if len(replies) == 3 else 1
     except KeyboardInterrupt:
         return 130
