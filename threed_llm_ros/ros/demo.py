@@ -93,7 +93,14 @@ def _footprint(centre: np.ndarray, size: tuple[float, float, float], yaw: float)
 
 
 # label offsets tried in turn, in points from the anchor: on it, then above/below, then further out and aside
-LABEL_OFFSETS = [(0, 0)] + [(dx, sign * dy) for dy in (9, 18, 27, 36, 45) for sign in (1, -1) for dx in (0, -30, 30)]
+LABEL_OFFSETS = [(0, 0)] + [(dx, sign * dy) for dy in range(9, 100, 9) for sign in (1, -1) for dx in (0, -60, 60)]
+
+
+def _text_extent(artist: Any, renderer: Any) -> Any:
+    """The window extent of a label's text alone (an annotation's own extent includes its leader line)."""
+    from matplotlib.text import Text
+
+    return Text.get_window_extent(artist, renderer)
 
 
 def place_labels(axes: Any, labels: list[tuple[float, float, str, str]]) -> list[Any]:
@@ -113,10 +120,10 @@ def place_labels(axes: Any, labels: list[tuple[float, float, str, str]]) -> list
                                    ha="center", va="center",
                                    arrowprops=None if (dx, dy) == (0, 0) else {"arrowstyle": "-", "color": colour,
                                                                                  "linewidth": 0.5})
-            box = artist.get_window_extent(renderer).expanded(1.05, 1.1)
+            box = _text_extent(artist, renderer).expanded(1.05, 1.2)
             if not any(box.overlaps(other) for other in placed):
                 break
-        placed.append(artist.get_window_extent(renderer))
+        placed.append(_text_extent(artist, renderer))
         artists.append(artist)
     return artists
 
