@@ -600,7 +600,9 @@ def run_bench(
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm bench [--quick] [--output FILE] [--checkpoint DIR] [--backends a,b] [--repeats N]``."""
     parser = argparse.ArgumentParser(prog="threed-llm bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny repeats and few tokens (about a minute on a CPU)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one repeat, 4 new tokens, three input rates: 1.5 to 3.5 minutes on a 2-core CPU "
+                             "(86 s on 2026-12-06, a decoder export included; 200 s on a busier machine)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"JSON report (default {DEFAULT_OUTPUT}); "
                         "the Markdown table goes next to it (.md)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: models/threed-llm-mini, "
