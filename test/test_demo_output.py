@@ -69,11 +69,16 @@ def test_topdown_labels_do_not_overlap() -> None:
     figure = Figure(figsize=(8, 8))
     FigureCanvasAgg(figure)  # what pyplot gives the demo under the Agg backend
     axes = figure.subplots()
-    axes.set_xlim(-3, 3)
-    axes.set_ylim(0, 6)
+    axes.set_xlim(-2.2, 2.3)
+    axes.set_ylim(-0.2, 4.4)
+    axes.set_aspect("equal")
     # a crowded table top: six objects within 20 cm, as the simulator's cups and bottles often are
     anchors = [(0.05 * i, 3.0 + 0.03 * i, f"found: red cup, confidence 0.{80 + i}", "red") for i in range(6)]
-    artists = place_labels(axes, anchors + [(1.5, 1.0, "table", "black")])
+    # and labels of neighbouring objects around it (those of a demo frame whose labels ran into each other)
+    anchors += [(-0.37, 2.92, "pink lamp", "black"), (-0.55, 2.95, "red table", "black"),
+                (-0.9, 2.9, "grey table", "black"), (0.3, 2.5, "brown cup", "black"), (1.5, 1.0, "table", "black")]
+    artists = place_labels(axes, anchors)
+    figure.canvas.draw()  # where the labels really are once drawn
     renderer = figure.canvas.get_renderer()
     boxes = [Text.get_window_extent(artist, renderer) for artist in artists]  # the text, without leader lines
     for first, second in itertools.combinations(boxes, 2):

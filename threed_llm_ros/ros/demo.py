@@ -100,6 +100,7 @@ def _text_extent(artist: Any, renderer: Any) -> Any:
     """The window extent of a label's text alone (an annotation's own extent includes its leader line)."""
     from matplotlib.text import Text
 
+    artist.update_positions(renderer)  # an annotation places its text only when drawn or asked to
     return Text.get_window_extent(artist, renderer)
 
 
