@@ -145,8 +145,13 @@ def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArra
         outline = _footprint(centre, size, yaw)
         axes.plot(-outline[:, 1], outline[:, 0], color="black", linewidth=1)
         labels.append((-centre[1], centre[0], label, "black"))
+    drawn: set[tuple[str, tuple[float, ...]]] = set()
     for reply in replies:
         for label, centre, size, yaw in _marker_boxes(reply.markers):
+            key = (label, tuple(np.round(centre, 2)))
+            if key in drawn:  # the same object found by two replies (a find, then a plan): one box, one label
+                continue
+            drawn.add(key)
             outline = _footprint(centre, size, yaw)
             axes.plot(-outline[:, 1], outline[:, 0], color="red", linewidth=1.5, linestyle="--")
             labels.append((-centre[1], centre[0], f"found: {label}", "red"))

@@ -1,6 +1,6 @@
 """``threed_llm_node``: the 3D-LLM on a robot, as a lifecycle node.
 
-Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
+Topics (relative to the node namespace; see docs/design.md "The node's interface"):
 
     in   points                     sensor_msgs/PointCloud2          (input: pointcloud)
     in   color/image_raw, depth/image_raw, color/camera_info         (input: rgbd; paired by stamp)
