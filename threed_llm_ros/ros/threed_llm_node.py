@@ -435,10 +435,15 @@ class ThreeDLLMNode(LifecycleNode):
         such a frame, and so, right after activation, for the first frame (before it, a prompt was refused)."""
         timeout = self.settings.engine.reply_timeout_s if self.settings is not None else REPLY_TIMEOUT_S
         deadline = time.monotonic() + timeout
+        said = False
         while True:
             cloud = self._take_frame()
             if cloud is not None and (min_stamp is None or tuple(cloud.stamp) >= tuple(min_stamp)):
                 return cloud
+            if cloud is None and not said:
+                said = True
+                self.get_logger().info(f"a prompt waits for the first sensor frame on "
+                                       f"{', '.join(self._sensor_topics)} (up to reply_timeout_s, {timeout:g} s)")
             if time.monotonic() > deadline:
                 return None
             if canceled is not None and canceled():
