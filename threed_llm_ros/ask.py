@@ -173,8 +173,9 @@ def print_reply(reply: dict[str, Any], frame: str, as_json: bool) -> None:
         for step in reply["plan"]["steps"]:
             pose = step.get("pose")
             where = (f" -> goal ({', '.join(f'{value:+.2f}' for value in pose['position'])}) m in {frame}"
-                     if pose else "")
-            print(f"  {step['action']}({step['target']}){where}")
+                     if pose else " (not seen: no goal)" if step.get("seen") is False else "")
+            destination = f", {step['destination']}" if step.get("destination") else ""
+            print(f"  {step['action']}({step['target']}{destination}){where}")
     print(f"  ({reply['timings'].get('total_s', float('nan')):.2f} s)", flush=True)
 
 

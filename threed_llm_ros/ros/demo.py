@@ -6,10 +6,11 @@
 2. Reads the simulator's ground truth (``/camera/ground_truth/markers``) and asks, through
    :class:`~threed_llm_ros.ros.prompt_client.PromptClient`: "Describe the scene.",
    "Where is the <colour> <category>?" and "Bring the <object> to the <furniture>.",
-   printing each reply with its latency.
+   printing each reply once, as it streams, then its status, latency and poses with their frame.
 3. Writes ``demo_out/``: ``topdown.png`` (points seen from above, ground-truth boxes,
-   predicted boxes, the plan's path), ``replies.json`` and the nodes' logs, then stops
-   the graph and exits.
+   found boxes with their confidence, the plan's path; labels placed so that none overlaps
+   another), ``replies.json`` (answers, statuses, latencies, poses with their frame) and
+   the nodes' logs, then stops the graph and exits.
 """
 
 from __future__ import annotations
