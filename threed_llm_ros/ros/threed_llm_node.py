@@ -428,22 +428,24 @@ class ThreeDLLMNode(LifecycleNode):
         topics = ", ".join(self._sensor_topics) or "the input topics"
         since = time.monotonic() - self._active_since
         return (f"No sensor frame yet: nothing has arrived on {topics} in the {since:.0f} s since the node became active "
-                f"(a prompt waits up to reply_timeout_s for the first frame). Check that the camera publishes there.")
+                f"(prompts wait for the first frame until reply_timeout_s after activation). "
+                f"Check that the camera publishes there.")
 
     def _frame_for(self, min_stamp: tuple[int, int] | None, canceled: Callable[[], bool] | None) -> SceneCloud | None:
-        """The latest frame; with ``min_stamp``, one stamped at or after it. Waits up to reply_timeout_s for
-        such a frame, and so, right after activation, for the first frame (before it, a prompt was refused)."""
+        """The latest frame; with ``min_stamp``, one stamped at or after it, waiting up to reply_timeout_s. Before the
+        first frame, a prompt waits for it until reply_timeout_s after activation (a camera starting with the node),
+        not longer: with no camera at all, prompts are refused at once after that, not each after a wait."""
         timeout = self.settings.engine.reply_timeout_s if self.settings is not None else REPLY_TIMEOUT_S
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout if min_stamp is not None else self._active_since + timeout
         said = False
         while True:
             cloud = self._take_frame()
             if cloud is not None and (min_stamp is None or tuple(cloud.stamp) >= tuple(min_stamp)):
                 return cloud
-            if cloud is None and not said:
+            if cloud is None and not said and time.monotonic() <= deadline:
                 said = True
-                self.get_logger().info(f"a prompt waits for the first sensor frame on "
-                                       f"{', '.join(self._sensor_topics)} (up to reply_timeout_s, {timeout:g} s)")
+                self.get_logger().info(f"a prompt waits for the first sensor frame on {', '.join(self._sensor_topics)} "
+                                       f"(until reply_timeout_s, {timeout:g} s, after activation)")
             if time.monotonic() > deadline:
                 return None
             if canceled is not None and canceled():
