@@ -96,3 +96,15 @@ def test_sim_preview_panels_have_titles_and_a_depth_scale() -> None:
     assert len(colour_bars) == 1, "the depth panel has a scale in metres"
     low, high = colour_bars[0].get_ylim()
     assert low == 0.0 and np.isclose(high, np.nanmax(frame.depth_clean_m))
+
+
+def test_the_demo_shows_what_the_node_is_loading(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from threed_llm_ros.ros.demo import _show_progress
+
+    log = tmp_path / "threed_llm_node.log"
+    assert _show_progress(log, "") == ""  # no log yet: nothing to show
+    log.write_text("[INFO] [1.0] [threed_llm_node]: loading models/threed-llm-mini: SmolLM2-135M from its GGUF\n"
+                   "Loading weights: 100%\n")
+    shown = _show_progress(log, "")
+    assert _show_progress(log, shown) == shown  # the same line is not printed twice
+    assert capsys.readouterr().out == "  node: loading models/threed-llm-mini: SmolLM2-135M from its GGUF\n"

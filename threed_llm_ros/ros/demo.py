@@ -174,6 +174,18 @@ def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArra
     plt.close(figure)
 
 
+def _show_progress(log: Path, shown: str) -> str:
+    """Print the node's newest log line (what it is loading) when it changed; returns the line shown."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if "] [threed_llm_node]: " in line]
+    except OSError:
+        return shown
+    if lines and lines[-1] != shown:
+        print("  node:", lines[-1].split("]: ", 1)[-1], flush=True)
+        return lines[-1]
+    return shown
+
+
 def reply_record(reply: Reply) -> dict[str, Any]:
     """One reply for replies.json: the prompt, the answer, how it went, and any pose with its frame."""
     record: dict[str, Any] = {"prompt": reply.prompt, "answer": reply.answer, "intent": reply.intent,
@@ -225,11 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     replies: list[Reply] = []
     try:
         deadline = time.monotonic() + 300
+        node_log = arguments.output / "logs" / "threed_llm_node.log"
+        print(f"waiting for threed_llm_node to load and warm up (its log: {node_log}):", flush=True)
+        shown = ""
         while not (state["active"] and state["ground_truth"] is not None and state["points"] is not None):
             if graph.poll() is not None or time.monotonic() > deadline:
                 print(f"the graph did not come up; see {arguments.output / 'logs'}", file=sys.stderr)
                 return 1
             rclpy.spin_once(client, timeout_sec=0.2)
+            shown = _show_progress(node_log, shown)
         print("graph is up: scene_sim_node -> /camera/points -> threed_llm_node (active)", flush=True)
         for prompt in choose_prompts(state["ground_truth"]):
             print(f"\n>>> {prompt}", flush=True)
