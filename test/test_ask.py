@@ -111,7 +111,8 @@ def test_ask_routes_and_answers_with_a_real_model(tmp_path: Path, capsys: pytest
     printed = capsys.readouterr()
     found, planned, described = (json.loads(line) for line in printed.out.splitlines())
     assert printed.err.count("loaded in ") == 1 and "loading the object layer" in printed.err  # one load
-    assert described["intent"] == "describe" and found["frame"] == planned["frame"] == "the frame of scene.npz (up axis -y)"
+    assert described["intent"] == "describe"
+    assert found["frame"] == planned["frame"] == "the frame of scene.npz (up axis -y)"
     assert found["intent"] == "find"
     assert found["boxes"] or "not seen" in found["text"], "a box of a seen chair, or an honest 'not seen'"
     for box in found["boxes"]:

@@ -85,7 +85,8 @@ def _rate_row(rate_hz: float, received: int, dropped: int, keeps_schedule: bool)
     ([_rate_row(5, 5, 0, True), _rate_row(15, 15, 9, True)],
      "up to **15 Hz** (highest tried 15 Hz); every frame preprocessed and encoded up to **5 Hz**."),
     ([_rate_row(5, 5, 3, True), _rate_row(15, 15, 12, True)],
-     "at no rate tried was every frame encoded: the consumer (preprocess + scene encoder) dropped 3 of 5 frames at 5 Hz"),
+     "at no rate tried was every frame encoded: the consumer (preprocess + scene encoder) "
+     "dropped 3 of 5 frames at 5 Hz"),
     ([_rate_row(5, 5, 3, False)], "frames fell behind schedule already at the lowest rate tried, 5 Hz"),
 ])
 def test_the_rate_sentence_never_claims_zero_hz(rows: list, said: str) -> None:

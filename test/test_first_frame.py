@@ -70,7 +70,8 @@ def test_a_prompt_before_the_first_frame_waits_for_it_or_says_what_it_waited_for
         assert refused.result.status == GoalStatus.STATUS_ABORTED
         reason = refused.result.result.status
         listened = re.match(r"refused: No sensor frame yet: nothing has arrived on /no_camera/points in the (\d+) s "
-                            r"since the node became active \(prompts wait for the first frame until reply_timeout_s", reason)
+                            r"since the node became active \(prompts wait for the first frame until reply_timeout_s",
+                            reason)
         assert listened and int(listened.group(1)) >= REPLY_TIMEOUT_S, reason
         again = Goal(blind_client, "Is there a red cup?")  # after the window: at once, not after another wait
         probe.wait_for(again.done, 60, blind, "the second refusal")

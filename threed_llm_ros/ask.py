@@ -131,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
                         help='a .ply, .pcd or .npz point cloud (not with --node), then one or more prompts, e.g. '
                              '"describe the scene" "where is the red chair?" "bring the cup to the sofa"')
     parser.add_argument("--interactive", "-i", action="store_true",
-                        help="after loading, read prompts from standard input, one per line (an empty line or EOF ends)")
+                        help="after loading, read prompts from standard input, one per line "
+                             "(an empty line or EOF ends)")
     parser.add_argument("--node", action="store_true", help="ask a running threed_llm_node through its Ask action")
     parser.add_argument("--action", default=NODE_ACTION, help="--node: the node's Ask action (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="--node: seconds to wait for the answer")

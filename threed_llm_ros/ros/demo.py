@@ -189,7 +189,8 @@ def _show_progress(log: Path, shown: str) -> str:
 def reply_record(reply: Reply) -> dict[str, Any]:
     """One reply for replies.json: the prompt, the answer, how it went, and any pose with its frame."""
     record: dict[str, Any] = {"prompt": reply.prompt, "answer": reply.answer, "intent": reply.intent,
-                              "status": reply.status, "latency_s": round(reply.latency_s, 3), "frame_id": reply.frame_id}
+                              "status": reply.status, "latency_s": round(reply.latency_s, 3),
+                              "frame_id": reply.frame_id}
     if reply.target_pose is not None:
         position, orientation = reply.target_pose.pose.position, reply.target_pose.pose.orientation
         record["target_pose"] = {"frame_id": reply.target_pose.header.frame_id,

@@ -172,7 +172,8 @@ def print_reply(reply: Reply | None, prompt: str, streamed: bool = False) -> Non
     print(f"    ({reply.intent}, {reply.status}, latency {reply.latency_s:.2f} s{first})")
     if reply.target_pose is not None:
         position = reply.target_pose.pose.position
-        print(f"    target pose: ({position.x:.2f}, {position.y:.2f}, {position.z:.2f}) m in {reply.target_pose.header.frame_id}")
+        print(f"    target pose: ({position.x:.2f}, {position.y:.2f}, {position.z:.2f}) m "
+              f"in {reply.target_pose.header.frame_id}")
     if reply.plan is not None:
         for index, step in enumerate(reply.plan["steps"], 1):
             pose = step.get("pose")

@@ -427,8 +427,8 @@ class ThreeDLLMNode(LifecycleNode):
         """Why there is no frame to answer about: the topics listened to, for how long, and what to check."""
         topics = ", ".join(self._sensor_topics) or "the input topics"
         since = time.monotonic() - self._active_since
-        return (f"No sensor frame yet: nothing has arrived on {topics} in the {since:.0f} s since the node became active "
-                f"(prompts wait for the first frame until reply_timeout_s after activation). "
+        return (f"No sensor frame yet: nothing has arrived on {topics} in the {since:.0f} s since the node became "
+                f"active (prompts wait for the first frame until reply_timeout_s after activation). "
                 f"Check that the camera publishes there.")
 
     def _frame_for(self, min_stamp: tuple[int, int] | None, canceled: Callable[[], bool] | None) -> SceneCloud | None:
