@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +69,34 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path: Path, capsys: pytest.Ca
     assert "checkpoint" in error and "Fix:" in error
 
 
+def _ask_in_a_fresh_process(*arguments: str) -> tuple[int, str, bool]:
+    """Exit status, stderr and whether torch was imported, of `threed-llm ask ARGUMENTS` in a new interpreter."""
+    script = ("import sys; from threed_llm_ros.cli import main; status = main(sys.argv[1:]); "
+              "print('torch' in sys.modules); sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", script, "ask", *arguments], capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr, done.stdout.strip().endswith("True")
+
+
+@pytest.mark.parametrize(("arguments", "said"), [
+    (("{scene}", "   "), "the prompt '   ' is empty; send a question or an instruction"),
+    (("{scene}", "where is the cup?", "x" * 1001), "has 1001 characters, more than max_prompt_chars (1000)"),
+    (("{missing}", "where is the cup?"), "does not exist. Fix: give a .ply, .pcd or .npz point cloud file"),
+    (("{scene}",), "give a prompt after"),
+    (("--node",), "give a prompt to send to the node"),
+    (("{scene}", "hi", "--lm-backend", "tensorflow"), "invalid choice: 'tensorflow'"),
+])
+def test_bad_input_is_refused_before_torch_is_imported(tmp_path: Path, arguments: tuple[str, ...], said: str) -> None:
+    scene = tmp_path / "scene.npz"
+    np.savez(scene, xyz=np.zeros((10, 3), dtype=np.float32))
+    filled = [argument.format(scene=scene, missing=tmp_path / "absent.ply") for argument in arguments]
+    status, error, imported_torch = _ask_in_a_fresh_process(*filled)
+    assert status == 2 and said in error, error
+    assert not imported_torch, "input was checked only after the heavy imports"
+
+
 @pytest.mark.slow
-def test_ask_routes_and_answers_with_a_real_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ask_routes_and_answers_with_a_real_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from threed_llm_ros.runtime.engine import build_untrained_checkpoint
 
     checkpoint = build_untrained_checkpoint(tmp_path / "checkpoint")
@@ -75,17 +104,20 @@ def test_ask_routes_and_answers_with_a_real_model(tmp_path: Path, capsys: pytest
     record = record_from_frame(frame, "scene_4", max_points=8000, rng=np.random.default_rng(0), save_images=False)
     write_scene(tmp_path / "scene.npz", record)
 
-    assert main([str(tmp_path / "scene.npz"), "where is the chair?", "--checkpoint", str(checkpoint),
-                 "--max-new-tokens", "8", "--json"]) == 0
-    found = json.loads(capsys.readouterr().out)
+    # one load serves several prompts: two as arguments, two typed (the empty one is refused and skipped)
+    monkeypatch.setattr("sys.stdin", io.StringIO("what do you see?\n   \n"))
+    assert main([str(tmp_path / "scene.npz"), "where is the chair?", "bring the cup to the table",
+                 "--checkpoint", str(checkpoint), "--max-new-tokens", "8", "--json", "--interactive"]) == 0
+    printed = capsys.readouterr()
+    found, planned, described = (json.loads(line) for line in printed.out.splitlines())
+    assert printed.err.count("loaded in ") == 1 and "loading the object layer" in printed.err  # one load
+    assert described["intent"] == "describe"
+    assert found["frame"] == planned["frame"] == "the frame of scene.npz (up axis -y)"
     assert found["intent"] == "find"
     assert found["boxes"] or "not seen" in found["text"], "a box of a seen chair, or an honest 'not seen'"
     for box in found["boxes"]:
         assert np.isfinite(box["position"]).all() and all(size > 0 for size in box["size"])
 
-    assert main([str(tmp_path / "scene.npz"), "bring the cup to the table", "--checkpoint", str(checkpoint),
-                 "--max-new-tokens", "8", "--json"]) == 0
-    planned = json.loads(capsys.readouterr().out)
     assert planned["intent"] == "plan"
     actions = [step["action"] for step in planned["plan"]["steps"]]
     assert actions[0] == "navigate_to" and "pick" in actions

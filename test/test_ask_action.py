@@ -232,10 +232,10 @@ def _run(*arguments: str, timeout: float = 240.0) -> subprocess.CompletedProcess
 def test_prompt_client_streams_and_reports_refusal_and_cancel(session: Session) -> None:
     done = _run("threed_llm_ros.ros.prompt_client", "--wait", "60", "--prompt", "Is there a red cup?", "--prompt", "   ")
     assert done.returncode == 1, done.stdout + done.stderr  # the empty prompt is refused
-    streamed, _, rest = done.stdout.partition("\n>>> Is there a red cup?\n")
-    assert streamed.startswith(">>> Is there a red cup?\n")
-    pieces = streamed.removeprefix(">>> Is there a red cup?\n")
-    assert pieces and rest.startswith(pieces + "\n    (question, ok, latency"), "the pieces as they came = the answer"
+    assert done.stdout.startswith(">>> Is there a red cup?\n") and done.stdout.count(">>> Is there a red cup?") == 1
+    text, _, rest = done.stdout.removeprefix(">>> Is there a red cup?\n").partition("\n    (question, ok, latency")
+    assert text and rest, done.stdout  # the pieces as they came, then the status line: the answer is not repeated
+    assert done.stdout.count(text) == 1, done.stdout
     assert "(aborted: refused: the prompt is empty; send a question or an instruction)" in done.stdout
 
     canceled_before = int(session.probe.latest_diagnostics().get("goals_canceled", 0))

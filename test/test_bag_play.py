@@ -60,7 +60,8 @@ def _check_find_reply(answer: str, messages: dict[str, list]) -> None:
     target = [m for m in cubes if abs(m.pose.position.x - pose.pose.position.x) < 1e-4
               and abs(m.pose.position.z - pose.pose.position.z) < 1e-4]
     assert target and target[0].header.frame_id == frame
-    assert labels[target[0].id].split(" ")[-2] == answer.split(":")[0].split(" ")[-1]  # "<label> <score>" names it
+    # "<label>, confidence <score>" names it
+    assert labels[target[0].id].split(",")[0].split(" ")[-1] == answer.split(":")[0].split(" ")[-1]
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,25 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
     assert 0.0 <= rows[("onnxruntime", "int8", lm_bench.QUIET)]["greedy_token_agreement"] <= 1.0
     assert language_model["exports"]["int8"]["size_mb"] > 0
     assert "Language model" in output.with_suffix(".md").read_text()
+
+
+def _rate_row(rate_hz: float, received: int, dropped: int, keeps_schedule: bool) -> dict:
+    return {"rate_hz": rate_hz, "received": received, "dropped": dropped, "keeps_schedule": keeps_schedule,
+            "every_frame": keeps_schedule and dropped <= bench.MAX_DROP_SHARE * received}
+
+
+@pytest.mark.parametrize(("rows", "said"), [
+    ([_rate_row(5, 5, 0, True), _rate_row(15, 15, 9, True)],
+     "up to **15 Hz** (highest tried 15 Hz); every frame preprocessed and encoded up to **5 Hz**."),
+    ([_rate_row(5, 5, 3, True), _rate_row(15, 15, 12, True)],
+     "at no rate tried was every frame encoded: the consumer (preprocess + scene encoder) "
+     "dropped 3 of 5 frames at 5 Hz"),
+    ([_rate_row(5, 5, 3, False)], "frames fell behind schedule already at the lowest rate tried, 5 Hz"),
+])
+def test_the_rate_sentence_never_claims_zero_hz(rows: list, said: str) -> None:
+    input_rates = [row["rate_hz"] for row in rows if row["keeps_schedule"]]
+    every = [row["rate_hz"] for row in rows if row["every_frame"]]
+    summary = bench.sustained_rate_summary({"rates": rows, "input_rate_hz": max(input_rates, default=0.0),
+                                            "every_frame_rate_hz": max(every, default=0.0),
+                                            "highest_rate_tried_hz": rows[-1]["rate_hz"]})
+    assert said in summary and "0 Hz**" not in summary, summary

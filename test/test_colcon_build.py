@@ -83,10 +83,12 @@ def test_colcon_build_and_the_node_from_the_install_space(tmp_path: Path) -> Non
     assert interfaces_file.startswith(str(workspace / "install" / "threed_llm_interfaces")), interfaces_file
     assert goal.startswith("threed_llm_interfaces.action.Ask_Goal(prompt=''")
 
-    # the node from the install space (no sensor: a goal is refused for want of a frame, with that reason)
+    # the node from the install space (no sensor: a goal waits reply_timeout_s for a first frame, then is refused
+    # for want of one, with that reason)
     checkpoint = build_untrained_checkpoint(tmp_path / "untrained-mini")
     spec = NodeProcessSpec(module="threed_llm_ros.ros.threed_llm_node", parameters={"checkpoint": str(checkpoint),
-                                                                                 "max_new_tokens": 4})
+                                                                                 "max_new_tokens": 4,
+                                                                                 "reply_timeout_s": 2.0})
     node_command = " ".join(shlex.quote(part) for part in spec.command())
     log = (tmp_path / "node.log").open("w")
     node = subprocess.Popen(_sourced(workspace, f"exec {node_command}"), cwd=tmp_path,

@@ -216,3 +216,27 @@ def test_missing_graph_is_a_model_file_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelFileError, match="threed-llm export onnx"):
         OnnxRuntimeSceneEncoder(tmp_path / "absent.onnx")
+
+
+@pytest.mark.slow
+def test_cli_export_without_output_writes_where_the_onnxruntime_backend_looks(checkpoint: Path) -> None:
+    assert export.main(["onnx", "--checkpoint", str(checkpoint), "--no-check"]) == 0
+    target = checkpoint / export.EXPORT_DIRECTORY
+    encoder_path, head_path = target / export.SCENE_ENCODER_FILE, target / export.BOX_HEAD_FILE
+    assert encoder_path.is_file() and head_path.is_file()
+    assert not list(checkpoint.glob("*.onnx")), "nothing beside the checkpoint's own files"
+    written = encoder_path.stat().st_mtime_ns
+    assert export.ensure_exported(checkpoint) == (encoder_path, head_path)  # what backend: onnxruntime loads
+    assert encoder_path.stat().st_mtime_ns == written, "the engine reuses the command's export"
+
+
+def test_the_default_export_directory_is_ignored_by_git() -> None:
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in (export.SCENE_ENCODER_FILE, export.BOX_HEAD_FILE, "lm-default-int8/model.onnx"):
+        path = f"models/threed-llm-mini/{export.EXPORT_DIRECTORY}/{name}"
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, f"{path} is not ignored"

@@ -1,4 +1,4 @@
-"""`threed-llm ask SCENE "question"`: the node's answers without ROS, from a file.
+"""`threed-llm ask SCENE "question" ["question" ...]`: the node's answers without ROS, from a file.
 
 `threed-llm ask --node "question"` asks a running threed_llm_node instead, through its ``~/ask``
 action (``--action /ns/threed_llm_node/ask`` names another node's; this path needs ROS
@@ -8,6 +8,10 @@ Reads a point cloud from .ply / .pcd (open3d) or .npz (this package's dataset sc
 ``points``/``colors``/``up_axis``, SUN RGB-D style ``pc`` N×6 arrays, or ``xyz``/``rgb``),
 routes the prompt by intent like ``threed_llm_node`` (describe / question / find / plan)
 and prints the answer, the grounded boxes or the plan, using the same inference engine.
+
+Loading takes seconds, so one call answers several prompts (given in turn, or typed one per line
+with ``--interactive``). The arguments, the prompts and the file are checked before anything
+heavy is imported or loaded: a mistake is reported at once.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ import json
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError, ThreeDLLMError
-from threed_llm_ros.runtime.engine import LM_BACKENDS, EngineSettings, InferenceEngine, SceneCloud
-from threed_llm_ros.runtime.intent import route
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
+from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, route
+
+if TYPE_CHECKING:  # the engine imports torch: only once the input is known to be good
+    from threed_llm_ros.runtime.engine import InferenceEngine, SceneCloud
 
 DEFAULT_CHECKPOINT = "models/threed-llm-mini"
 NODE_ACTION = "/threed_llm_node/ask"
@@ -96,7 +104,9 @@ def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:
         boxes = [
             {
                 "label": item.label,
-                "score": item.score,
+                "score": item.score,  # the object layer's calibrated confidence that it is `category`
+                "category": item.category,
+                "point_count": item.point_count,
                 "source": item.source,
                 "position": list(item.position),
                 "orientation": list(item.orientation),
@@ -113,64 +123,140 @@ def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:
     return {"intent": intent.kind, "text": reply.text, "timings": reply.timings}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="threed-llm ask", description=__doc__.splitlines()[0])
-    parser.add_argument("scene", nargs="?", help=".ply, .pcd or .npz point cloud (not with --node)")
-    parser.add_argument("prompt", help='e.g. "describe the scene", "where is the red chair?", "bring the cup to the sofa"')
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threed-llm ask", description=__doc__.splitlines()[0],
+        usage="threed-llm ask SCENE PROMPT [PROMPT ...] | SCENE --interactive | --node PROMPT [PROMPT ...]")
+    parser.add_argument("items", nargs="*", metavar="SCENE PROMPT",
+                        help='a .ply, .pcd or .npz point cloud (not with --node), then one or more prompts, e.g. '
+                             '"describe the scene" "where is the red chair?" "bring the cup to the sofa"')
+    parser.add_argument("--interactive", "-i", action="store_true",
+                        help="after loading, read prompts from standard input, one per line "
+                             "(an empty line or EOF ends)")
     parser.add_argument("--node", action="store_true", help="ask a running threed_llm_node through its Ask action")
     parser.add_argument("--action", default=NODE_ACTION, help="--node: the node's Ask action (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="--node: seconds to wait for the answer")
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint directory (default: %(default)s)")
     parser.add_argument("--up-axis", choices=("-y", "z"), default=None,
                         help="the cloud frame's up axis: -y camera optical frame, z REP-103 (default: the file's, else -y)")
-    parser.add_argument("--backend", default="torch", help="torch or onnxruntime")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the scene encoder's runtime")
     parser.add_argument("--lm-backend", choices=LM_BACKENDS, default="auto",
                         help="language model: auto (onnxruntime on the CPU for a trained checkpoint, else torch), "
                              "torch or onnxruntime (default: %(default)s, as the node)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--json", action="store_true", help="print the whole reply as JSON")
-    arguments = parser.parse_args(argv)
-    if arguments.node:
-        if arguments.scene is not None:
-            parser.error("give either a SCENE file or --node, not both (with --node the node's sensor is the scene)")
-        from threed_llm_ros.ros.prompt_client import main as ask_node  # ROS only on this path
+    parser.add_argument("--json", action="store_true", help="print each reply as one line of JSON")
+    return parser
 
-        return ask_node(["--prompt", arguments.prompt, "--action", arguments.action, "--timeout", str(arguments.timeout),
-                         "--wait", "10"])
-    if arguments.scene is None:
-        parser.error("give the SCENE file (.ply, .pcd or .npz), or --node to ask a running node")
+
+def check_prompt(prompt: str) -> str | None:
+    """None when the node would take ``prompt``, else the problem and its fix (the node's own rules)."""
     try:
-        points, colors, recorded_up_axis = read_cloud_file(arguments.scene)
-        settings = EngineSettings(
-            checkpoint=arguments.checkpoint,
-            backend=arguments.backend,
-            up_axis=arguments.up_axis or recorded_up_axis or "-y",
-            max_new_tokens=arguments.max_new_tokens,
-            lm_backend=arguments.lm_backend,
-        )
-        settings.validate()
-        engine = InferenceEngine(settings)
-        engine.load()
-        print(engine.language_backend_note, file=sys.stderr)
-        reply = ask(engine, SceneCloud(points, colors, frame_id=Path(arguments.scene).stem), arguments.prompt)
-    except (ThreeDLLMError, MessageFormatError) as error:
-        print(f"threed-llm ask: {error}", file=sys.stderr)
-        return 2
-    if arguments.json:
-        print(json.dumps(reply, indent=2, default=float))
-        return 0
+        route(prompt, MAX_PROMPT_CHARS)
+    except MessageFormatError as error:
+        shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+        return f"the prompt {shown!r} {error.problem}"
+    return None
+
+
+def print_reply(reply: dict[str, Any], frame: str, as_json: bool) -> None:
+    """One reply: its text once, then boxes and goals, each with the frame its coordinates are in."""
+    if as_json:
+        print(json.dumps({**reply, "frame": frame}, default=float), flush=True)  # JSON Lines: one reply a line
+        return
     print(f"[{reply['intent']}] {reply['text']}")
     for box in reply.get("boxes", []):
         x, y, z = box["position"]
-        print(f"  {box['label']} ({box['source']}, score {box['score']:.2f}): centre ({x:+.2f}, {y:+.2f}, {z:+.2f}) m, "
-              f"size {' x '.join(f'{value:.2f}' for value in box['size'])} m")
+        print(f"  {box['label']}: centre ({x:+.2f}, {y:+.2f}, {z:+.2f}) m in {frame}, "
+              f"size {' x '.join(f'{value:.2f}' for value in box['size'])} m; "
+              f"confidence {box['score']:.2f} that it is a {box.get('category') or 'this category'}, "
+              f"from {box.get('point_count', 0)} points")
     if "plan" in reply:
         for step in reply["plan"]["steps"]:
             pose = step.get("pose")
-            where = f" -> goal {np.round(pose['position'], 2).tolist()}" if pose else ""
-            print(f"  {step['action']}({step['target']}){where}")
-    print(f"  ({reply['timings'].get('total_s', float('nan')):.2f} s)")
-    return 0
+            where = (f" -> goal ({', '.join(f'{value:+.2f}' for value in pose['position'])}) m in {frame}"
+                     if pose else " (not seen: no goal)" if step.get("seen") is False else "")
+            destination = f", {step['destination']}" if step.get("destination") else ""
+            print(f"  {step['action']}({step['target']}{destination}){where}")
+    print(f"  ({reply['timings'].get('total_s', float('nan')):.2f} s)", flush=True)
+
+
+def _prompts_from(stream: Any) -> Any:
+    """Prompts typed one per line, until an empty line or the end of input."""
+    while True:
+        if stream.isatty():
+            print("ask> ", end="", file=sys.stderr, flush=True)
+        line = stream.readline()
+        if not line.strip():
+            return
+        yield line.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    items = list(arguments.items)
+    if arguments.node:
+        if arguments.interactive:
+            parser.error("--interactive reads prompts for a SCENE file; with --node give the prompts as arguments")
+        prompts = items
+    else:
+        if not items:
+            parser.error("give the SCENE file (.ply, .pcd or .npz) and a prompt, or --node to ask a running node")
+        scene, prompts = items[0], items[1:]
+        if not prompts and not arguments.interactive:
+            parser.error(f"give a prompt after {scene}, e.g. \"describe the scene\" (or --interactive to type them)")
+    if arguments.node and not prompts:
+        parser.error("give a prompt to send to the node")
+    problems = [problem for problem in map(check_prompt, prompts) if problem]
+    if problems:  # before any heavy import or load: a mistake costs nothing
+        print("\n".join(f"threed-llm ask: {problem}" for problem in problems), file=sys.stderr)
+        return 2
+    if arguments.node:
+        from threed_llm_ros.ros.prompt_client import main as ask_node  # ROS only on this path
+
+        return ask_node([option for prompt in prompts for option in ("--prompt", prompt)]
+                        + ["--action", arguments.action, "--timeout", str(arguments.timeout), "--wait", "10"])
+    try:
+        points, colors, recorded_up_axis = read_cloud_file(scene)  # checked before the engine's imports
+    except ThreeDLLMError as error:
+        print(f"threed-llm ask: {error}", file=sys.stderr)
+        return 2
+    up_axis = arguments.up_axis or recorded_up_axis or "-y"
+    frame = f"the frame of {Path(scene).name} (up axis {up_axis})"
+    try:
+        engine = _load_engine(arguments, up_axis)
+        from threed_llm_ros.runtime.engine import SceneCloud
+
+        cloud = SceneCloud(points, colors, frame_id=Path(scene).stem)
+        failures = 0
+        for prompt in prompts if not arguments.interactive else [*prompts, *_prompts_from(sys.stdin)]:
+            problem = check_prompt(prompt)
+            if problem:  # typed at the prompt: say so, go on
+                print(f"threed-llm ask: {problem}", file=sys.stderr)
+                failures += 1
+                continue
+            print_reply(ask(engine, cloud, prompt), frame, arguments.json)
+    except (ThreeDLLMError, MessageFormatError) as error:
+        print(f"threed-llm ask: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1 if failures else 0
+
+
+def _load_engine(arguments: argparse.Namespace, up_axis: str) -> "InferenceEngine":
+    """The engine, loaded, each slow step announced on stderr (no warm-up: the first prompt pays that once)."""
+    print("importing torch and the model code…", file=sys.stderr, flush=True)
+    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine
+
+    settings = EngineSettings(checkpoint=arguments.checkpoint, backend=arguments.backend, up_axis=up_axis,
+                              max_new_tokens=arguments.max_new_tokens, lm_backend=arguments.lm_backend)
+    engine = InferenceEngine(settings, progress=lambda note: print(note + "…", file=sys.stderr, flush=True))
+    load_s = engine.load()
+    print(engine.language_backend_note, file=sys.stderr)
+    print(f"loaded in {load_s:.1f} s; the first reply also initialises open3d and ONNX Runtime (a few seconds)",
+          file=sys.stderr, flush=True)
+    return engine
 
 
 if __name__ == "__main__":

@@ -929,31 +929,40 @@ def simulate(
 # --------------------------------------------------------------------------- command line
 
 
-def _depth_preview(depth: np.ndarray, max_depth: float) -> np.ndarray:
-    """Depth as a blue (near) → yellow (far) image; missing returns black."""
-    scale = np.clip(np.nan_to_num(depth, nan=0.0) / max_depth, 0.0, 1.0)
-    stops = np.array([0.0, 0.33, 0.66, 1.0])
-    palette = np.array([[20, 30, 140], [30, 160, 200], [120, 210, 90], [250, 230, 60]], dtype=np.float64)
-    image = np.stack([np.interp(scale, stops, palette[:, channel]) for channel in range(3)], axis=-1)
-    image[~np.isfinite(depth)] = 0
-    return image.astype(np.uint8)
-
-
 def _mask_preview(mask: np.ndarray, scene: Scene) -> np.ndarray:
     """Instance mask with each object in its own colour; room structure dark grey."""
     palette = np.array([COLORS[obj.color] for obj in scene.objects] + [(40, 40, 40)], dtype=np.uint8)
     return palette[mask]
 
 
-def save_preview(frame: RenderedFrame, path: str | Path) -> None:
-    """PNG with RGB, sensor depth and instance mask side by side."""
-    from PIL import Image
+def preview_figure(frame: RenderedFrame) -> Any:
+    """A matplotlib figure: the colour image, the sensor depth (with a metre scale) and the instance mask
+    side by side, each panel titled."""
+    import matplotlib
 
-    max_depth = float(np.nanmax(frame.depth_clean_m))
-    strip = np.concatenate(
-        (frame.rgb, _depth_preview(frame.depth_m, max_depth), _mask_preview(frame.instance_mask, frame.scene)), axis=1
-    )
-    Image.fromarray(strip).save(path)
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    height, width = frame.depth_m.shape
+    figure = Figure(figsize=(15, 4.2 * height / width + 0.8), constrained_layout=True)
+    axes = figure.subplots(1, 3)
+    axes[0].imshow(frame.rgb)
+    axes[0].set_title(f"colour image ({width}×{height})")
+    depth = np.ma.masked_invalid(frame.depth_m)
+    colour_map = matplotlib.colormaps["viridis"].with_extremes(bad="black")
+    shown = axes[1].imshow(depth, cmap=colour_map, vmin=0.0, vmax=float(np.nanmax(frame.depth_clean_m)))
+    axes[1].set_title("sensor depth (black: no return)")
+    figure.colorbar(shown, ax=axes[1], label="depth (m)", shrink=0.9)
+    axes[2].imshow(_mask_preview(frame.instance_mask, frame.scene))
+    axes[2].set_title(f"instance mask ({len(frame.objects)} objects; room: grey)")
+    for panel in axes:
+        panel.set_axis_off()
+    return figure
+
+
+def save_preview(frame: RenderedFrame, path: str | Path) -> None:
+    """The :func:`preview_figure` as a PNG."""
+    preview_figure(frame).savefig(path, dpi=100)
 
 
 def save_frame(frame: RenderedFrame, path: str | Path) -> None:

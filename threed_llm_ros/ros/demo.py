@@ -6,12 +6,14 @@
 2. Reads the simulator's ground truth (``/camera/ground_truth/markers``) and asks, through
    :class:`~threed_llm_ros.ros.prompt_client.PromptClient`: "Describe the scene.",
    "Where is the <colour> <category>?" and "Bring the <object> to the <furniture>.",
-   printing each reply with its latency.
+   printing each reply once, as it streams, then its status, latency and poses with their frame.
 3. Writes ``demo_out/``: ``topdown.png`` (points seen from above, ground-truth boxes,
-   predicted boxes, the plan's path), ``replies.json``, the nodes' logs and ``recording/``
-   (an MCAP recording, ROS 2 CDR: the prompts, the node's outputs and the camera frame each
-   reply answered; open ``recording/recording.mcap`` in Foxglove with config/foxglove_layout.json,
-   or ``ros2 bag play demo_out/recording``), then stops the graph and exits.
+   found boxes with their confidence, the plan's path; labels placed so that none overlaps
+   another), ``replies.json`` (answers, statuses, latencies, poses with their frame), the
+   nodes' logs and ``recording/`` (an MCAP recording, ROS 2 CDR: the prompts, the node's
+   outputs and the camera frame each reply answered; open ``recording/recording.mcap`` in
+   Foxglove with config/foxglove_layout.json, or ``ros2 bag play demo_out/recording``), then
+   stops the graph and exits.
 """
 
 from __future__ import annotations
@@ -105,6 +107,43 @@ def _footprint(centre: np.ndarray, size: tuple[float, float, float], yaw: float)
     return corners @ np.array([[c, s], [-s, c]]) + centre[:2]
 
 
+# label offsets tried in turn, in points from the anchor: on it, then above/below, then further out and aside
+LABEL_OFFSETS = [(0, 0)] + [(dx, sign * dy) for dy in range(9, 100, 9) for sign in (1, -1) for dx in (0, -60, 60)]
+
+
+def _text_extent(artist: Any, renderer: Any) -> Any:
+    """The window extent of a label's text alone (an annotation's own extent includes its leader line)."""
+    from matplotlib.text import Text
+
+    artist.update_positions(renderer)  # an annotation places its text only when drawn or asked to
+    return Text.get_window_extent(artist, renderer)
+
+
+def place_labels(axes: Any, labels: list[tuple[float, float, str, str]]) -> list[Any]:
+    """Draw each (x, y, text, colour) label at the first offset where it overlaps no label drawn before,
+    with a thin line back to its anchor when moved; returns the text artists."""
+    figure = axes.figure
+    figure.canvas.draw()  # a renderer, so text extents are known
+    renderer = figure.canvas.get_renderer()
+    placed: list[Any] = []
+    artists = []
+    for x, y, text, colour in labels:
+        artist = None
+        for dx, dy in LABEL_OFFSETS:
+            if artist is not None:
+                artist.remove()
+            artist = axes.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=colour,
+                                   ha="center", va="center",
+                                   arrowprops=None if (dx, dy) == (0, 0) else {"arrowstyle": "-", "color": colour,
+                                                                                 "linewidth": 0.5})
+            box = _text_extent(artist, renderer).expanded(1.05, 1.2)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(_text_extent(artist, renderer))
+        artists.append(artist)
+    return artists
+
+
 def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArray | None, replies: list[Reply]) -> None:
     """Top-down view (x forward up the page, y left to the left): points, GT boxes, predictions, plan path."""
     import matplotlib
@@ -116,15 +155,21 @@ def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArra
     if points is not None and len(points):
         gravity = to_gravity_frame(points[:: max(1, len(points) // 30000)].astype(np.float64), UP_AXIS)
         axes.scatter(-gravity[:, 1], gravity[:, 0], s=0.3, c=gravity[:, 2], cmap="viridis", alpha=0.5)
+    labels: list[tuple[float, float, str, str]] = []
     for label, centre, size, yaw in _marker_boxes(ground_truth):
         outline = _footprint(centre, size, yaw)
         axes.plot(-outline[:, 1], outline[:, 0], color="black", linewidth=1)
-        axes.text(-centre[1], centre[0], label, fontsize=7, ha="center")
+        labels.append((-centre[1], centre[0], label, "black"))
+    drawn: set[tuple[str, tuple[float, ...]]] = set()
     for reply in replies:
         for label, centre, size, yaw in _marker_boxes(reply.markers):
+            key = (label, tuple(np.round(centre, 2)))
+            if key in drawn:  # the same object found by two replies (a find, then a plan): one box, one label
+                continue
+            drawn.add(key)
             outline = _footprint(centre, size, yaw)
             axes.plot(-outline[:, 1], outline[:, 0], color="red", linewidth=1.5, linestyle="--")
-            axes.text(-centre[1], centre[0] - 0.15, f"pred: {label}", fontsize=7, color="red", ha="center")
+            labels.append((-centre[1], centre[0], f"found: {label}", "red"))
         if reply.path is not None and reply.path.poses:
             goals = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z] for p in reply.path.poses])
             goals = to_gravity_frame(goals, UP_AXIS)
@@ -134,10 +179,40 @@ def save_topdown(path: Path, points: np.ndarray | None, ground_truth: MarkerArra
     axes.set_xlabel("left  ←  (m, -y)  →  right")
     axes.set_ylabel("x forward (m)")
     axes.set_aspect("equal")
-    axes.set_title("black: ground truth   red dashed: predicted   blue: plan path")
+    frame = replies[0].frame_id if replies and replies[0].frame_id else "the camera's frame"
+    axes.set_title(f"seen from above, gravity-aligned, origin at the camera ({frame})\n"
+                   "black: ground truth   red dashed: found (object-layer confidence)   blue: plan path", fontsize=9)
     axes.legend(loc="lower right")
+    place_labels(axes, labels)  # last: the axes' limits are final, so the overlap test holds in the saved image
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _show_progress(log: Path, shown: str) -> str:
+    """Print the node's newest log line (what it is loading) when it changed; returns the line shown."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if "] [threed_llm_node]: " in line]
+    except OSError:
+        return shown
+    if lines and lines[-1] != shown:
+        print("  node:", lines[-1].split("]: ", 1)[-1], flush=True)
+        return lines[-1]
+    return shown
+
+
+def reply_record(reply: Reply) -> dict[str, Any]:
+    """One reply for replies.json: the prompt, the answer, how it went, and any pose with its frame."""
+    record: dict[str, Any] = {"prompt": reply.prompt, "answer": reply.answer, "intent": reply.intent,
+                              "status": reply.status, "latency_s": round(reply.latency_s, 3),
+                              "frame_id": reply.frame_id}
+    if reply.target_pose is not None:
+        position, orientation = reply.target_pose.pose.position, reply.target_pose.pose.orientation
+        record["target_pose"] = {"frame_id": reply.target_pose.header.frame_id,
+                                 "position": [position.x, position.y, position.z],
+                                 "orientation_xyzw": [orientation.x, orientation.y, orientation.z, orientation.w]}
+    if reply.plan is not None:
+        record["plan"] = reply.plan
+    return record
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -181,27 +256,31 @@ def main(argv: list[str] | None = None) -> int:
                         subscribe={topic: qos for topic, (_, qos) in CAMERA_TOPICS.items()})
     try:
         deadline = time.monotonic() + 300
+        node_log = arguments.output / "logs" / "threed_llm_node.log"
+        print(f"waiting for threed_llm_node to load and warm up (its log: {node_log}):", flush=True)
+        shown = ""
         while not (state["active"] and state["ground_truth"] is not None and state["points"] is not None):
             if graph.poll() is not None or time.monotonic() > deadline:
                 print(f"the graph did not come up; see {arguments.output / 'logs'}", file=sys.stderr)
                 return 1
             rclpy.spin_once(client, timeout_sec=0.2)
+            shown = _show_progress(node_log, shown)
         print("graph is up: scene_sim_node -> /camera/points -> threed_llm_node (active)", flush=True)
         for prompt in choose_prompts(state["ground_truth"]):
             recorder.prompt(prompt)
+            print(f"\n>>> {prompt}", flush=True)
             reply = client.ask(prompt, arguments.timeout, on_piece=lambda piece: print(piece, end="", flush=True))
-            print()
-            print_reply(reply, prompt)
+            print_reply(reply, prompt, streamed=True)  # the rest of the text (if any), status, latency, poses
             if reply is not None:
                 recorder.answer(reply.answer)
                 replies.append(reply)
         cloud = pointcloud2_to_arrays(state["points"]).xyz
         save_topdown(arguments.output / "topdown.png", cloud, state["ground_truth"], replies)
-        (arguments.output / "replies.json").write_text(json.dumps(
-            [{"prompt": r.prompt, "answer": r.answer, "latency_s": round(r.latency_s, 3), "plan": r.plan} for r in replies],
-            indent=2) + "\n")
-        print(f"\nwrote {arguments.output / 'topdown.png'}, {arguments.output / 'replies.json'} and "
-              f"{recorder.recording.mcap_path} (Foxglove, `ros2 bag play {recorder.recording.directory}`)")
+        (arguments.output / "replies.json").write_text(json.dumps([reply_record(reply) for reply in replies],
+                                                                  indent=2) + "\n")
+        print(f"\nwrote {arguments.output / 'topdown.png'} (open it in any image viewer), "
+              f"{arguments.output / 'replies.json'}, the nodes' logs in {arguments.output / 'logs'}/ and "
+              f"{recorder.recording.mcap_path} (Foxglove, or `ros2 bag play {recorder.recording.directory}`)")
         return 0 if len(replies) == 3 else 1
     except KeyboardInterrupt:
         return 130

@@ -48,7 +48,7 @@ def path_message(poses: Iterable[tuple[Sequence[float], Sequence[float]]], frame
 
 def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: tuple[int, int],
                       namespace: str = "grounding") -> MarkerArray:
-    """DELETEALL, then per object a CUBE (its box) and a TEXT_VIEW_FACING 'label score' above it
+    """DELETEALL, then per object a CUBE (its box) and a TEXT_VIEW_FACING 'label, confidence 0.88' above it
     (no object: DELETEALL alone, so a display shows nothing that is not seen)."""
     clear = Marker(action=Marker.DELETEALL)
     clear.header = _header(frame_id, stamp)
@@ -66,7 +66,7 @@ def grounding_markers(objects: Sequence[GroundedObject], frame_id: str, stamp: t
         label.pose = make_pose(top, (0.0, 0.0, 0.0, 1.0))
         label.scale.z = LABEL_HEIGHT_M
         label.color.r = label.color.g = label.color.b = label.color.a = 1.0
-        label.text = f"{grounded.label} {grounded.score:.2f}"
+        label.text = f"{grounded.label}, confidence {grounded.score:.2f}"  # the object layer's, in its category
         markers += [cube, label]
     return MarkerArray(markers=markers)
 

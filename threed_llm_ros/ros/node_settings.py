@@ -54,7 +54,9 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   "cores, see `threed-llm bench`).", 1, 64),
     ParameterSpec("max_new_tokens", 48, "Most tokens the model generates per reply.", 1, 1024),
     ParameterSpec("reply_timeout_s", REPLY_TIMEOUT_S, "Deadline of one reply (s): the model stops generating there, "
-                  "as at max_new_tokens, and the reply says it was cut short.", 0.1, 3600.0),
+                  "as at max_new_tokens, and the reply says it was cut short. Also how long a min_stamp goal "
+                  "waits for its frame, and until when after activation prompts wait for the first sensor frame.",
+                  0.1, 3600.0),
     ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so "
                   "(a pasted document would hold every prompt behind it for minutes).", 1, 100_000),
     ParameterSpec("prompt_queue_depth", PROMPT_QUEUE_DEPTH, "Prompts and ~/ask goals that may wait for the model (one "

@@ -53,6 +53,7 @@ class Reply:
     status: str = "ok"  # the result's status: ok, cut_short, canceled, busy: ..., refused: ..., error: ...
     goal_status: str = "succeeded"  # succeeded, aborted, canceled, rejected
     intent: str = ""
+    frame_id: str = ""  # the sensor frame the reply is about: every coordinate of the reply is in it
 
     @property
     def answered(self) -> bool:
@@ -136,7 +137,7 @@ class PromptClient(Node):
         return Reply(prompt, result.text, received - sent, (pieces[0][0] - sent) if pieces else None,
                      fresh.get("grounding/markers"), result.target_pose if result.has_target_pose else None, plan,
                      fresh.get("plan/path"), [piece for _, piece in pieces], result.status,
-                     STATUS_NAMES.get(response.status, str(response.status)), result.intent)
+                     STATUS_NAMES.get(response.status, str(response.status)), result.intent, result.header.frame_id)
 
     def objects(self, timeout_s: float = 60.0) -> Any | None:
         """The node's ``get_objects`` response (the confident objects of its latest frame); None on timeout."""
@@ -153,23 +154,31 @@ class PromptClient(Node):
         self._spin_until(canceling, time.monotonic() + 5.0)
 
 
-def print_reply(reply: Reply | None, prompt: str) -> None:
-    """Human-readable reply."""
+def print_reply(reply: Reply | None, prompt: str, streamed: bool = False) -> None:
+    """Human-readable reply, its text once. ``streamed``: ``>>> prompt`` and the text's pieces are already on the
+    screen (printed as they came), so only the rest of the text follows, then the status,
+    latency and poses. Coordinates are given with the frame they are in."""
+    if not streamed:
+        print(f"\n>>> {prompt if reply is None else reply.prompt}")
     if reply is None:
-        print(f"\n>>> {prompt}\n(no answer: timed out; the goal was canceled)")
+        print(("\n" if streamed else "") + "(no answer: timed out; the goal was canceled)")
         return
+    already = "".join(reply.pieces) if streamed else ""
     if not reply.answered:
-        print(f"\n>>> {reply.prompt}\n({reply.goal_status}: {reply.status})")
+        print(("\n" if already else "") + f"({reply.goal_status}: {reply.status})")
         return
+    print(reply.answer[len(already):] if reply.answer.startswith(already) else "\n" + reply.answer)
     first = f", first piece after {reply.first_piece_s:.2f} s" if reply.first_piece_s is not None else ""
-    print(f"\n>>> {reply.prompt}\n{reply.answer}\n    ({reply.intent}, {reply.status}, latency {reply.latency_s:.2f} s{first})")
+    print(f"    ({reply.intent}, {reply.status}, latency {reply.latency_s:.2f} s{first})")
     if reply.target_pose is not None:
         position = reply.target_pose.pose.position
-        print(f"    target pose in {reply.target_pose.header.frame_id}: ({position.x:.2f}, {position.y:.2f}, {position.z:.2f})")
+        print(f"    target pose: ({position.x:.2f}, {position.y:.2f}, {position.z:.2f}) m "
+              f"in {reply.target_pose.header.frame_id}")
     if reply.plan is not None:
         for index, step in enumerate(reply.plan["steps"], 1):
             pose = step.get("pose")
-            where = f" goal {[round(value, 2) for value in pose['position']]}" if pose else ""
+            where = (f" goal ({', '.join(f'{value:.2f}' for value in pose['position'])}) m in {reply.frame_id}"
+                     if pose else "")
             print(f"    {index}. {step['action']}({step['target']}{', ' + step['destination'] if step.get('destination') else ''}){where}")
 
 
@@ -185,7 +194,7 @@ def print_objects(response: Any | None) -> None:
     print(f"{response.message} in {frame}:")
     for obj in response.objects.objects:
         p = obj.pose.position
-        print(f"    {obj.color} {obj.category} ({obj.confidence:.2f}, {obj.point_count} points): "
+        print(f"    {obj.color} {obj.category} (confidence {obj.confidence:.2f}, {obj.point_count} points): "
               f"({p.x:.2f}, {p.y:.2f}, {p.z:.2f}) m, size {obj.size.x:.2f} x {obj.size.y:.2f} x {obj.size.z:.2f} m")
 
 
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             if on_piece is not None:
                 print(f">>> {prompt}")
             reply = client.ask(prompt, arguments.timeout, on_piece)
-            print_reply(reply, prompt)
+            print_reply(reply, prompt, streamed=on_piece is not None)
             failures += reply is None or not reply.answered
         return 1 if failures else 0
     except KeyboardInterrupt:

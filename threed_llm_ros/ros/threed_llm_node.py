@@ -1,6 +1,6 @@
 """``threed_llm_node``: the 3D-LLM on a robot, as a lifecycle node.
 
-Topics (relative to the node namespace; see DESIGN.md "Interfaces"):
+Topics (relative to the node namespace; see docs/design.md "The node's interface"):
 
     in   points                     sensor_msgs/PointCloud2          (input: pointcloud)
     in   color/image_raw, depth/image_raw, color/camera_info         (input: rgbd; paired by stamp)
@@ -120,6 +120,12 @@ class ReplyOutcome:
     streamed: bool = False  # the text went out piece by piece through on_piece
 
 
+def _support_text(target: GroundedObject) -> str:
+    """What backs a grounded object: the object layer's calibrated confidence in its category and its points."""
+    category = target.category or "this category"
+    return f"confidence {target.score:.2f} that it is a {category}, from {target.point_count} points"
+
+
 class ThreeDLLMNode(LifecycleNode):
     """Sensor frames + prompts in; captions, answers, boxes, goal poses and plans out."""
 
@@ -142,6 +148,8 @@ class ThreeDLLMNode(LifecycleNode):
         self._inputs: list[Any] = []
         self._io_timers: list[Any] = []
         self._last_frame = ("", (0, 0))
+        self._sensor_topics: list[str] = []  # what the node listens to for frames (named in "no frame" replies)
+        self._active_since = time.monotonic()
         self.diagnostics.set_value("state", "unconfigured")
 
     # ------------------------------------------------------------------ lifecycle
@@ -150,7 +158,7 @@ class ThreeDLLMNode(LifecycleNode):
         logger = self.get_logger()
         try:
             self.settings = NodeSettings.from_parameters(read_parameters(self, PARAMETER_SPECS))
-            engine = InferenceEngine(self.settings.engine)
+            engine = InferenceEngine(self.settings.engine, progress=logger.info)  # says what each slow step is
             load_s = engine.load()
             warm_up_s = engine.warm_up()
         except ConfigError as error:
@@ -195,6 +203,8 @@ class ThreeDLLMNode(LifecycleNode):
                                                 ("color/camera_info", CameraInfo, "info")):
                 self._inputs.append(self.create_subscription(
                     message_type, topic, self._rgbd_callback(topic, stream), qos, callback_group=group))
+        self._sensor_topics = [subscription.topic_name for subscription in self._inputs]
+        self._active_since = time.monotonic()
         self._inputs.append(self.create_subscription(
             String, "prompt", self._on_prompt, _reliable(PROMPT_HISTORY_DEPTH), callback_group=self._intake_group))
         self._io_timers.append(self.create_timer(PROMPT_WORKER_PERIOD_S, self._serve_prompts,
@@ -376,7 +386,7 @@ class ThreeDLLMNode(LifecycleNode):
             return ReplyOutcome(f"Prompt refused: {error.problem}.", status=f"refused: {error.problem}")
         cloud = self._frame_for(min_stamp, canceled)
         if cloud is None:
-            text = ("No sensor frame yet: nothing has arrived on the input topics." if not min_stamp else
+            text = (self._no_frame_text() if not min_stamp else
                     f"No frame stamped at or after {min_stamp[0]}.{min_stamp[1]:09d} s arrived within reply_timeout_s.")
             self.get_logger().warning(f"prompt {printable(repr(intent.prompt))}: {text}")
             return ReplyOutcome(text, intent.kind, f"refused: {text}")
@@ -405,7 +415,7 @@ class ThreeDLLMNode(LifecycleNode):
         with self._inference_lock:
             cloud = self._take_frame()
             if cloud is None or self.engine is None:
-                return ReplyOutcome("No sensor frame yet: nothing has arrived on the input topics.", status="refused")
+                return ReplyOutcome(self._no_frame_text(), status="refused")
             try:
                 objects = self.engine.objects(cloud)
             except ValueError as error:  # too sparse, nothing in range
@@ -413,16 +423,29 @@ class ThreeDLLMNode(LifecycleNode):
                 return ReplyOutcome(f"Cannot use the latest frame: {error}", "", "refused", cloud.frame_id, cloud.stamp)
         return ReplyOutcome(f"{len(objects)} objects", "objects", "ok", cloud.frame_id, cloud.stamp, objects)
 
+    def _no_frame_text(self) -> str:
+        """Why there is no frame to answer about: the topics listened to, for how long, and what to check."""
+        topics = ", ".join(self._sensor_topics) or "the input topics"
+        since = time.monotonic() - self._active_since
+        return (f"No sensor frame yet: nothing has arrived on {topics} in the {since:.0f} s since the node became "
+                f"active (prompts wait for the first frame until reply_timeout_s after activation). "
+                f"Check that the camera publishes there.")
+
     def _frame_for(self, min_stamp: tuple[int, int] | None, canceled: Callable[[], bool] | None) -> SceneCloud | None:
-        """The latest frame; with ``min_stamp``, one stamped at or after it (waiting up to reply_timeout_s)."""
-        if min_stamp is None:
-            return self._take_frame()
+        """The latest frame; with ``min_stamp``, one stamped at or after it, waiting up to reply_timeout_s. Before the
+        first frame, a prompt waits for it until reply_timeout_s after activation (a camera starting with the node),
+        not longer: with no camera at all, prompts are refused at once after that, not each after a wait."""
         timeout = self.settings.engine.reply_timeout_s if self.settings is not None else REPLY_TIMEOUT_S
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout if min_stamp is not None else self._active_since + timeout
+        said = False
         while True:
             cloud = self._take_frame()
-            if cloud is not None and tuple(cloud.stamp) >= tuple(min_stamp):
+            if cloud is not None and (min_stamp is None or tuple(cloud.stamp) >= tuple(min_stamp)):
                 return cloud
+            if cloud is None and not said and time.monotonic() <= deadline:
+                said = True
+                self.get_logger().info(f"a prompt waits for the first sensor frame on {', '.join(self._sensor_topics)} "
+                                       f"(until reply_timeout_s, {timeout:g} s, after activation)")
             if time.monotonic() > deadline:
                 return None
             if canceled is not None and canceled():
@@ -460,7 +483,8 @@ class ThreeDLLMNode(LifecycleNode):
                 self._publish("grounding/target_pose", pose_stamped(target.position, target.orientation, frame_id, stamp))
                 x, y, z = target.position
                 text = (f"{grounding.text}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {frame_id}, "
-                        f"size {' x '.join(f'{s:.2f}' for s in target.box.size)} m, score {target.score:.2f}")
+                        f"size {' x '.join(f'{s:.2f}' for s in target.box.size)} m, "
+                        f"{_support_text(target)}")
             return ReplyOutcome(text, "find", "ok", frame_id, stamp, list(grounding.objects), target)
         reply = engine.plan(cloud, intent.prompt)
         self.diagnostics.record_timings(reply.timings)

@@ -67,11 +67,10 @@ from threed_llm_ros.geometry.frames import (
     rotation_to_gravity,
     yaw_rotation,
 )
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_based_plan
 
-BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-AVAILABLE_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-LM_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
+AVAILABLE_BACKENDS: tuple[str, ...] = BACKENDS
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
@@ -284,9 +283,10 @@ def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float 
 class InferenceEngine:
     """A loaded model and the robot-facing tasks on top of it. Not thread-safe: one caller at a time."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, progress: Callable[[str], None] | None = None) -> None:
         settings.validate()
         self.settings = settings
+        self.progress = progress  # told what each slow step of load() and warm_up() is doing, before it starts
         self.model: Any = None
         self.checkpoint_path: Path | None = None
         self._preprocess: Any = None
@@ -306,6 +306,8 @@ class InferenceEngine:
 
         started = time.perf_counter()
         self.checkpoint_path = resolve_checkpoint(self.settings.checkpoint)
+        self._say(f"loading {self.checkpoint_path}: SmolLM2-135M from its GGUF (dequantised once into the cache, "
+                  "about 15 s, then read from there), then the trained tensors")
         language_model = self.settings.language_model_path or None
         if language_model is not None and not Path(language_model).expanduser().exists():
             raise ConfigError("language_model_path", f"{language_model} does not exist",
@@ -335,6 +337,9 @@ class InferenceEngine:
             self.model.config.scene_encoder.preprocess,
             up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
         )
+        if owns_model:
+            self._say(f"preparing the language model's runtime (lm_backend {self.settings.lm_backend}; an int8 decoder "
+                      "not yet exported for these weights is exported now, about 15 s per adapter)")
         self.generator = self._make_language_backend() if owns_model else self._given_language_backend()
         if owns_model and self.language_backend == "onnxruntime":
             from threed_llm_ros.runtime.lm_backend import release_torch_decoder
@@ -342,6 +347,7 @@ class InferenceEngine:
             release_torch_decoder(self.model)  # the exported decoders serve; the torch layers would sit unused
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
+        self._say("loading the object layer (its classifier and the image model)")
         self.object_layer = self._load_object_layer()
 
     def _load_object_layer(self) -> Any:
@@ -427,11 +433,17 @@ class InferenceEngine:
         up = rotation_to_gravity(self.settings.up_axis)
         gravity = np.column_stack([rng.uniform(1.0, 3.0, 4096), rng.uniform(-1.0, 1.0, 4096), rng.uniform(-1.0, 1.0, 4096)])
         cloud = SceneCloud((gravity @ up).astype(np.float32), rng.integers(0, 256, (4096, 3), dtype=np.uint8), "warm_up")
+        self._say("warming up: one one-token reply and one object-layer pass on a synthetic cloud, "
+                  "so that the first real reply is not the slowest")
         started = time.perf_counter()
         self._generate(cloud, CAPTION_PROMPT, {}, max_new_tokens=1)
         self.scene_objects(cloud)
         self._cached = self._objects = None
         return time.perf_counter() - started
+
+    def _say(self, note: str) -> None:
+        if self.progress is not None:
+            self.progress(note)
 
     def _require_model(self) -> None:
         if self.model is None:

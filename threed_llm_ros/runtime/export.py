@@ -289,11 +289,12 @@ def checkpoint_weights_sha256(checkpoint: str | Path) -> str:
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path | None = None, *, opset: int = DEFAULT_OPSET
 ) -> tuple[ExportedGraph, ExportedGraph]:
-    """Export a checkpoint's scene encoder to ``output`` (default ``<checkpoint>/scene_encoder.onnx``)
-    and its box head to ``box_head.onnx`` in the same directory."""
+    """Export a checkpoint's scene encoder to ``output`` and its box head to ``box_head.onnx`` in the same
+    directory. The default is where ``backend: onnxruntime`` looks (:func:`default_export_directory`:
+    ``<checkpoint>/onnx/``, git-ignored), so the engine uses these graphs instead of exporting again."""
     directory = Path(checkpoint)
     encoder, box_head, _ = load_exportable_parts(directory)
-    encoder_path = Path(output) if output else directory / SCENE_ENCODER_FILE
+    encoder_path = Path(output) if output else default_export_directory(directory) / SCENE_ENCODER_FILE
     extra = {"checkpoint": str(directory.resolve()), "checkpoint_sha256": checkpoint_weights_sha256(directory)}
     return (
         export_scene_encoder(encoder, encoder_path, opset=opset, extra=extra),
@@ -376,7 +377,8 @@ def _parser() -> argparse.ArgumentParser:
     formats = parser.add_subparsers(dest="format", required=True)
     onnx = formats.add_parser("onnx", help="scene encoder (+ MQE + projector) and box head as ONNX graphs")
     onnx.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
-    onnx.add_argument("--output", default=None, help="scene-encoder file (default: CHECKPOINT/scene_encoder.onnx); "
+    onnx.add_argument("--output", default=None, help="scene-encoder file (default: CHECKPOINT/onnx/scene_encoder.onnx, "
+                      "where backend onnxruntime looks; the user cache if the checkpoint is read-only); "
                       "box_head.onnx goes next to it")
     onnx.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     onnx.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs torch comparison")
