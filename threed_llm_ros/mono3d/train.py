@@ -104,7 +104,7 @@ def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progres
 
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm mono3d-train``: render, cache, train, evaluate, save (see the module docstring)."""
-    from threed_llm_ros.mono3d.evaluate import evaluate, format_metrics
+    from threed_llm_ros.mono3d.evaluate import evaluate, format_metrics, real_check_or_reason
 
     parser = argparse.ArgumentParser(prog="threed-llm mono3d-train", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1200, help="training frames")
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-geometry-projection", action="store_true", help="the ablation: regress metric XYZ")
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"), help="feature cache directory")
     parser.add_argument("--output", type=Path, default=Path("models/mono3d"))
+    parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"), help="for the SUN RGB-D check")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     arguments = parser.parse_args(argv)
     if arguments.threads:
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     history = train(model, train_set, arguments.steps, arguments.frames_per_step, arguments.learning_rate)
     train_seconds = time.perf_counter() - started
     metrics = evaluate(model, test_set, train_set)
+    metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     metrics["training"] = {"frames": arguments.frames, "queries": len(train_set), "steps": arguments.steps,
                            "frames_per_step": arguments.frames_per_step, "learning_rate": arguments.learning_rate,
                            "first_loss": history[0] if history else None,
