@@ -145,3 +145,18 @@ def test_missing_checkpoint_fails_configure_in_one_line(tmp_path: Path) -> None:
     code = node.stop()
     assert code == 1
     assert "parameter 'checkpoint'" in node.output() and "mono3d-train" in node.output()
+
+
+def test_launch_file_starts_the_node_with_its_parameter_file(repo_root: Path) -> None:
+    """launch/mono3d.launch.py (parsed: `launch` is not installable here) runs the mono3d_node entry point
+    with config/mono3d.yaml and only declared parameters, remapping both camera inputs."""
+    from test_launch_files import launch_nodes
+
+    path = repo_root / "launch" / "mono3d.launch.py"
+    (node,) = launch_nodes(path)
+    assert (node["executable"], node["name"]) == ("mono3d_node", "mono3d_node")
+    assert node["parameters"] <= {spec.name for spec in PARAMETER_SPECS}
+    assert '"config", "mono3d.yaml"' in path.read_text()
+    streams = node["constants"]["COLOR_STREAMS"]
+    assert streams and all(len(topics) == 2 and all(t.startswith("/") for t in topics) for topics in streams.values())
+    assert "mono3d_node = threed_llm_ros.ros.mono3d_node:main" in (repo_root / "setup.py").read_text()
