@@ -141,7 +141,9 @@ def test_sun_rgbd_sample_frames_agree(realdata) -> None:
     level = transform_box(bed, sample.body_from_level.T)
     targets = box_to_targets(level, sample.canvas_camera)
     assert 0 <= targets["uv"][0] < 320 and 0 <= targets["uv"][1] < 240  # the bed's centre is in the image
-    outputs = {"uv": torch.tensor(targets["uv"][None]), "log_depth_canonical": torch.log(torch.tensor(targets["depth_canonical"])),
-               "log_size": torch.log(torch.tensor(targets["size"][None])), "yaw": doubled_angle(torch.tensor(targets["yaw"][None]))}
+    outputs = {"uv": torch.tensor(targets["uv"][None]),
+               "log_depth_canonical": torch.log(torch.tensor(targets["depth_canonical"])),
+               "log_size": torch.log(torch.tensor(targets["size"][None])),
+               "yaw": doubled_angle(torch.tensor(targets["yaw"][None]))}
     (decoded,) = decode_boxes(outputs, [sample.canvas_camera], TINY)
     assert rotated_box_iou(sample.to_body(decoded), bed) > 0.95

@@ -62,11 +62,12 @@ class _Client:
         self.node.create_subscription(String, "answer", lambda m: self.answers.append(m.data), reliable)
         self.node.create_subscription(PoseStamped, "grounding/target_pose", self.poses.append, reliable)
         self.node.create_subscription(MarkerArray, "grounding/markers", self.markers.append, reliable)
-        self.node.create_subscription(
-            Image, "color/image_raw", lambda m: self.images.__setitem__((m.header.stamp.sec, m.header.stamp.nanosec), m),
-            qos_profile_sensor_data)
+        self.node.create_subscription(Image, "color/image_raw", self._store_image, qos_profile_sensor_data)
         self.node.create_subscription(CameraInfo, "color/camera_info", lambda m: setattr(self, "info", m),
                                       qos_profile_sensor_data)
+
+    def _store_image(self, message: Image) -> None:
+        self.images[(message.header.stamp.sec, message.header.stamp.nanosec)] = message
 
     def spin_until(self, condition, processes: list[NodeProcess], what: str) -> None:
         deadline = time.monotonic() + TIMEOUT_S

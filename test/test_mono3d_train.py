@@ -42,3 +42,24 @@ def test_evaluation_reports_every_bucket_and_the_ablation(features: FeatureSet, 
             assert sum(metrics[name][key].get("queries", 0) for key in metrics[name] if key != "all") == len(features)
             assert len(metrics[name]) == 1 + len(FOV_BUCKETS_DEG)
         assert "Acc@0.25" in format_metrics(metrics)
+
+
+def test_training_command_writes_a_checkpoint_and_its_metrics(tmp_path, realdata) -> None:
+    """`threed-llm mono3d-train` end to end on a tiny run: checkpoint, config with the command, metrics
+    with the blind baseline and the SUN RGB-D check; `mono3d-eval` reloads it from the cache."""
+    import json
+
+    from threed_llm_ros.cli import main as cli
+    from threed_llm_ros.mono3d.model import load_model
+
+    output = tmp_path / "model"
+    common = ["--test-frames", "2", "--cache", str(tmp_path / "cache"), "--realdata", str(realdata)]
+    assert cli(["mono3d-train", "--frames", "4", "--steps", "3", "--dim", "32", "--output", str(output), *common]) == 0
+    config = json.loads((output / "config.json").read_text())
+    assert "mono3d-train" in config["notes"]["training"]["command"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["model"]["all"]["queries"] > 0 and "blind" in metrics
+    assert 0.0 <= metrics["sun_rgbd_000001"]["iou"] <= 1.0
+    assert load_model(output).config.dim == 32
+    assert cli(["mono3d-eval", "--model", str(output), "--train-frames", "4", *common]) == 0
+    assert json.loads((output / "evaluation.json").read_text())["model"] == metrics["model"]

@@ -31,7 +31,8 @@ def load_camera_yaml(path: Path) -> CameraIntrinsics:
         width, height = int(values["image_width"]), int(values["image_height"])
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError("camera-info", f"{path} lacks a usable {error} field",
-                          "write image_width, image_height and camera_matrix: {rows: 3, cols: 3, data: [9 values]}") from error
+                          "write image_width, image_height and camera_matrix: "
+                          "{rows: 3, cols: 3, data: [9 values]}") from error
     if len(data) != 9:
         raise ConfigError("camera-info", f"camera_matrix has {len(data)} values", "give the 9 values of K, row by row")
     return CameraIntrinsics(fx=data[0], fy=data[4], cx=data[2], cy=data[5], width=width, height=height)

@@ -36,6 +36,7 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (640, 360), 
 FOV_RANGE_DEG = (60.0, 120.0)
 MIN_VISIBLE_PIXELS = 60  # on the canvas
 TEST_SEED_OFFSET = 1_000_000
+DEFAULT_TRAIN_FRAMES, DEFAULT_TEST_FRAMES = 4000, 400
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def on_canvas(image: np.ndarray, config: Mono3DConfig) -> np.ndarray:
     return canvas
 
 
-def image_to_canvas(image: np.ndarray, camera: CameraIntrinsics, config: Mono3DConfig) -> tuple[np.ndarray, CameraIntrinsics]:
+def image_to_canvas(image: np.ndarray, camera: CameraIntrinsics,
+                    config: Mono3DConfig) -> tuple[np.ndarray, CameraIntrinsics]:
     """A real image resized onto the canvas, and the camera as it sees the canvas."""
     from PIL import Image
 

@@ -10,8 +10,9 @@ training split (centre in the camera frame, size; yaw 0) without looking at the 
 :func:`sun_rgbd_check` is the real check: SUN RGB-D 000001's image and intrinsics alone
 (no depth), the bed asked for, the IoU with the labelled bed.
 
-``threed-llm mono3d-eval --model runs/mono3d --test-frames 200`` writes ``metrics.json`` and
-``metrics.md`` next to the checkpoint (or to ``--output``).
+``threed-llm mono3d-eval --model models/mono3d`` writes ``evaluation.json`` and ``evaluation.md``
+next to the checkpoint (or to ``--output``); ``--train-frames`` / ``--test-frames`` pick the
+cached splits (the blind baseline averages the training split).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def blind_boxes(test: FeatureSet, train: FeatureSet) -> list[OrientedBox]:
         rows = train.category == category
         if not bool(rows.any()):
             rows = torch.ones_like(train.category, dtype=torch.bool)
-        means[category] = (train.targets["center_optical"][rows].mean(0).numpy(), train.targets["size"][rows].mean(0).numpy())
+        means[category] = (train.targets["center_optical"][rows].mean(0).numpy(),
+                           train.targets["size"][rows].mean(0).numpy())
     return [box_from_center(means[c][0], means[c][1], np.array([0.0, 1.0])) for c in test.category.tolist()]
 
 
@@ -79,8 +81,10 @@ def score(predicted: list[OrientedBox], truth: list[OrientedBox]) -> dict[str, n
     iou = np.array([rotated_box_iou(p, t) for p, t in zip(predicted, truth)])
     depth_true = np.array([t.center[0] for t in truth])  # gravity frame x = optical depth for a level camera
     depth_error = np.abs(np.array([p.center[0] for p in predicted]) - depth_true)
-    size_error = np.array([np.mean(np.abs(np.subtract(p.size, t.size)) / np.asarray(t.size)) for p, t in zip(predicted, truth)])
-    return {"iou": iou, "depth_error_m": depth_error, "depth_error_rel": depth_error / depth_true, "size_error_rel": size_error}
+    size_error = np.array([np.mean(np.abs(np.subtract(p.size, t.size)) / np.asarray(t.size))
+                           for p, t in zip(predicted, truth)])
+    return {"iou": iou, "depth_error_m": depth_error, "depth_error_rel": depth_error / depth_true,
+            "size_error_rel": size_error}
 
 
 def summarise(scores: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float]:
@@ -115,14 +119,16 @@ def evaluate(model: Mono3DGrounder, test: FeatureSet, train: FeatureSet) -> dict
 def format_metrics(metrics: dict) -> str:
     """A Markdown table of :func:`evaluate`'s results."""
     lines = [f"geometry projection: {metrics['geometry_projection']}", "",
-             "| model | split | queries | Acc@0.25 | Acc@0.5 | mean IoU | depth err (m) | depth err (rel) | size err (rel) |",
+             "| model | split | queries | Acc@0.25 | Acc@0.5 | mean IoU | depth err (m) | depth err (rel) "
+             "| size err (rel) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name in ("model", "blind"):
         for split, values in metrics[name].items():
             if not values.get("queries"):
                 continue
-            lines.append(f"| {name} | {split} | {values['queries']} | {values['acc_0.25']:.3f} | {values['acc_0.5']:.3f} | "
-                         f"{values['mean_iou']:.3f} | {values['depth_error_m']:.3f} | {values['depth_error_rel']:.3f} | "
+            lines.append(f"| {name} | {split} | {values['queries']} | {values['acc_0.25']:.3f} | "
+                         f"{values['acc_0.5']:.3f} | {values['mean_iou']:.3f} | {values['depth_error_m']:.3f} | "
+                         f"{values['depth_error_rel']:.3f} | "
                          f"{values['size_error_rel']:.3f} |")
     sun = metrics.get("sun_rgbd_000001")
     if sun:
@@ -175,8 +181,8 @@ def sun_rgbd_check(model: Mono3DGrounder, realdata: Path, category: str = "bed")
     predicted = sample.to_body(box)
     truths = [truth for name, truth in sample.labelled if name == category]
     best = max((rotated_box_iou(predicted, truth) for truth in truths), default=0.0)
-    describe = lambda b: {"center": [round(v, 3) for v in b.center], "size": [round(v, 3) for v in b.size],  # noqa: E731
-                          "yaw": round(b.yaw, 3)}
+    describe = lambda b: {"center": [round(v, 3) for v in b.center],  # noqa: E731
+                          "size": [round(v, 3) for v in b.size], "yaw": round(b.yaw, 3)}
     return {"category": category, "iou": round(float(best), 4), "predicted": describe(predicted),
             "labelled": describe(truths[0]) if truths else None}
 
@@ -187,10 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     from threed_llm_ros.mono3d.model import load_model
     from threed_llm_ros.mono3d.train import load_or_build
 
+    from threed_llm_ros.mono3d.data import DEFAULT_TEST_FRAMES, DEFAULT_TRAIN_FRAMES
+
     parser = argparse.ArgumentParser(prog="threed-llm mono3d-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="checkpoint directory (model.safetensors + config.json)")
-    parser.add_argument("--train-frames", type=int, default=1200, help="training frames the blind baseline averages")
-    parser.add_argument("--test-frames", type=int, default=200)
+    parser.add_argument("--model", type=Path, required=True,
+                        help="checkpoint directory (model.safetensors + config.json)")
+    parser.add_argument("--train-frames", type=int, default=DEFAULT_TRAIN_FRAMES,
+                        help="training frames the blind baseline averages")
+    parser.add_argument("--test-frames", type=int, default=DEFAULT_TEST_FRAMES)
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"))
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
     parser.add_argument("--output", type=Path, default=None, help="report directory (default: the model's)")
@@ -204,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     output = arguments.output or arguments.model
     output.mkdir(parents=True, exist_ok=True)
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    (output / "metrics.md").write_text(format_metrics(metrics) + "\n", encoding="utf-8")
+    (output / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (output / "evaluation.md").write_text(format_metrics(metrics) + "\n", encoding="utf-8")
     print(format_metrics(metrics))
     return 0
 

@@ -72,7 +72,8 @@ class ImageGrounder:
         self.checkpoint = Path(checkpoint)
 
     @torch.no_grad()
-    def ground(self, image: np.ndarray, intrinsics: CameraIntrinsics, prompt: str, frame_id: str = "camera") -> ImageGrounding:
+    def ground(self, image: np.ndarray, intrinsics: CameraIntrinsics, prompt: str,
+               frame_id: str = "camera") -> ImageGrounding:
         """The referred object's box from ``image`` (H×W×3 uint8 RGB) and its camera alone."""
         started = time.perf_counter()
         config = self.model.config

@@ -93,12 +93,15 @@ class SpatialLocalFeatureMining(nn.Module):
     def __init__(self, dim: int, heads: int, canvas_width: int, canvas_height: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.dim, self.canvas_width, self.canvas_height = dim, canvas_width, canvas_height
-        self.local_projection = nn.Sequential(nn.Conv2d(LOCAL_CHANNELS, dim, 1), nn.GELU(), nn.Conv2d(dim, dim, 3, padding=1))
+        self.local_projection = nn.Sequential(nn.Conv2d(LOCAL_CHANNELS, dim, 1), nn.GELU(),
+                                              nn.Conv2d(dim, dim, 3, padding=1))
         self.global_projection = nn.Conv2d(GLOBAL_CHANNELS, dim, 1)
-        self.global_context = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+        self.global_context = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True,
+                                                         norm_first=True)
         self.cross_norm = nn.LayerNorm(dim)
         self.cross_attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.feed_forward = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.feed_forward = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(),
+                                          nn.Linear(2 * dim, dim))
 
     def forward(self, local: torch.Tensor, global_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature maps → image tokens (B, N, dim) and their canvas pixel centres (N, 2)."""
@@ -110,6 +113,7 @@ class SpatialLocalFeatureMining(nn.Module):
             centers, self.canvas_width, self.canvas_height, self.dim).to(local.device)
         local_tokens = local_tokens.flatten(2).transpose(1, 2) + encode(local_centers)
         global_tokens = self.global_context(global_tokens.flatten(2).transpose(1, 2) + encode(global_centers))
-        context, _ = self.cross_attention(self.cross_norm(local_tokens), global_tokens, global_tokens, need_weights=False)
+        context, _ = self.cross_attention(self.cross_norm(local_tokens), global_tokens, global_tokens,
+                                          need_weights=False)
         tokens = local_tokens + context
         return tokens + self.feed_forward(tokens), local_centers.to(local.device)

@@ -84,7 +84,8 @@ class Mono3DGrounder(nn.Module):
         torch.manual_seed(config.seed)
         self.config = config
         dim = config.dim
-        self.mining = SpatialLocalFeatureMining(dim, config.heads, config.canvas_width, config.canvas_height, config.dropout)
+        self.mining = SpatialLocalFeatureMining(dim, config.heads, config.canvas_width, config.canvas_height,
+                                                config.dropout)
         self.category_embedding = nn.Embedding(len(config.categories), dim)
         self.color_embedding = nn.Embedding(len(config.colors), dim)
         self.camera_embedding = nn.Linear(4, dim) if not config.geometry_projection else None
@@ -112,7 +113,8 @@ class Mono3DGrounder(nn.Module):
         """Queries (Q,) on images (B, ...): ``image_index`` says which image each query refers to.
 
         Returns per query: ``pointer_logits`` (Q, N), ``uv`` (Q, 2) canvas pixels,
-        ``log_depth_canonical`` (Q,), ``log_size`` (Q, 3), ``yaw`` (Q, 2) unit (sin 2θ, cos 2θ) (see :func:`doubled_angle`) and,
+        ``log_depth_canonical`` (Q,), ``log_size`` (Q, 3), ``yaw`` (Q, 2) unit (sin 2θ, cos 2θ)
+        (see :func:`doubled_angle`) and,
         without geometry projection, ``center_direct`` (Q, 3): X, Y, log Z.
         """
         tokens, centers = self.mining(local, global_)
@@ -123,7 +125,8 @@ class Mono3DGrounder(nn.Module):
                 raise ValueError("the ablation model (geometry_projection=False) needs the camera features")
             query = query + self.camera_embedding(camera[image_index])
         hidden = self.decoder(query[:, None], tokens)[:, 0]
-        logits = torch.einsum("qd,qnd->qn", self.pointer_query(hidden), self.pointer_key(tokens)) / self.config.dim ** 0.5
+        logits = torch.einsum("qd,qnd->qn", self.pointer_query(hidden), self.pointer_key(tokens))
+        logits = logits / self.config.dim ** 0.5
         weights = logits.softmax(dim=-1)
         attended = torch.einsum("qn,qnd->qd", weights, tokens)
         features = torch.cat((hidden, attended), dim=-1)
@@ -168,7 +171,8 @@ def load_model(directory: str | Path) -> Mono3DGrounder:
     directory = Path(directory)
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         if not (directory / name).is_file():
-            raise ModelFileError(f"mono3d checkpoint {directory} has no {name}; train one with `threed-llm mono3d-train`")
+            raise ModelFileError(f"mono3d checkpoint {directory} has no {name}; "
+                                 "train one with `threed-llm mono3d-train`")
     config = Mono3DConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
     model = Mono3DGrounder(config)
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))

@@ -105,7 +105,8 @@ def box_from_prediction(uv: np.ndarray, depth_canonical: float, size: np.ndarray
     return box_from_center(center, size, yaw_sin_cos)
 
 
-def fit_to_canvas(intrinsics: CameraIntrinsics, canvas_width: int, canvas_height: int) -> tuple[float, CameraIntrinsics]:
+def fit_to_canvas(intrinsics: CameraIntrinsics, canvas_width: int,
+                  canvas_height: int) -> tuple[float, CameraIntrinsics]:
     """The scale that fits an image into the canvas (aspect kept, top-left aligned) and the camera
     as it sees the resized image: focal lengths times the scale, the principal point moved as
     pixel centres move under resizing ((c + ½)·scale − ½), so geometry stays consistent."""

@@ -1,7 +1,8 @@
 """Train the single-image grounder on cached simulator features.
 
-``threed-llm mono3d-train --frames 1200 --test-frames 200 --steps 3000 --output models/mono3d``
-renders the frames (``data.py``), caches the frozen backbone's features under ``--cache``,
+``threed-llm mono3d-train --output models/mono3d`` (defaults: 4000 training frames, 400 test
+frames, 15000 steps of 12 frames, width 96; about 1 h 45 min on one CPU core, extrapolated
+from the short run in docs/mono3d.md) renders the frames (``data.py``), caches the frozen backbone's features under ``--cache``,
 trains the grounder with a progress bar, evaluates it on the test split (``evaluate.py``)
 and writes ``model.safetensors``, ``config.json`` and ``metrics.json`` to ``--output``.
 ``--no-geometry-projection`` trains the ablation. Seeds are fixed: the same command gives the
@@ -23,7 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET, FeatureSet, simulated_feature_set, subset
+from threed_llm_ros.mono3d.data import (
+    DEFAULT_TEST_FRAMES,
+    DEFAULT_TRAIN_FRAMES,
+    TEST_SEED_OFFSET,
+    FeatureSet,
+    simulated_feature_set,
+    subset,
+)
 from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, camera_features, doubled_angle, save_model
 
 
@@ -107,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     from threed_llm_ros.mono3d.evaluate import evaluate, format_metrics, real_check_or_reason
 
     parser = argparse.ArgumentParser(prog="threed-llm mono3d-train", description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=1200, help="training frames")
-    parser.add_argument("--test-frames", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--frames-per-step", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=DEFAULT_TRAIN_FRAMES, help="training frames")
+    parser.add_argument("--test-frames", type=int, default=DEFAULT_TEST_FRAMES)
+    parser.add_argument("--steps", type=int, default=15000)
+    parser.add_argument("--frames-per-step", type=int, default=12)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-geometry-projection", action="store_true", help="the ablation: regress metric XYZ")
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"), help="feature cache directory")
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                            "command": "threed-llm mono3d-train " + " ".join(argv if argv is not None else sys.argv[1:])}
     save_model(model, arguments.output, extra={"training": metrics["training"]})
     (arguments.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (arguments.output / "metrics.md").write_text(format_metrics(metrics) + "\n", encoding="utf-8")
     print(format_metrics(metrics))
     print(f"wrote {arguments.output}/model.safetensors, config.json, metrics.json")
     return 0

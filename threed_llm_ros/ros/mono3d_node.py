@@ -63,7 +63,8 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     ParameterSpec("checkpoint", "models/mono3d", "Single-image grounder checkpoint directory (config.json + "
                   "model.safetensors, made by `threed-llm mono3d-train`); relative paths are also looked up in the "
                   "package share directory.", fix="give an existing checkpoint directory"),
-    ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so.", 1, 100_000),
+    ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so.",
+                  1, 100_000),
     *qos_parameter_specs(),
     ParameterSpec("autostart", True, "Configure and activate at start-up (else drive it with ~/change_state)."),
     ParameterSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics message (s).", 0.1, 60.0),
@@ -219,11 +220,13 @@ class Mono3DNode(LifecycleNode):
         from threed_llm_ros.runtime.engine import GroundedObject
 
         if not prompt.strip():
-            self._bad_input("empty_prompt", "prompt", "the prompt is empty; send a question such as 'where is the bed?'")
+            self._bad_input("empty_prompt", "prompt",
+                            "the prompt is empty; send a question such as 'where is the bed?'")
             return None
         limit = int(self.values.get("max_prompt_chars", MAX_PROMPT_CHARS))
         if len(prompt) > limit:
-            self._bad_input("prompt_too_long", "prompt", f"{len(prompt)} characters, more than max_prompt_chars {limit}")
+            self._bad_input("prompt_too_long", "prompt",
+                            f"{len(prompt)} characters, more than max_prompt_chars {limit}")
             return f"Prompt refused: {len(prompt)} characters, more than max_prompt_chars ({limit})."
         frame, intrinsics = self.frames.take(), self.intrinsics
         if frame is None:
