@@ -130,7 +130,7 @@ class Mono3DGrounder(nn.Module):
         weights = logits.softmax(dim=-1)
         attended = torch.einsum("qn,qnd->qd", weights, tokens)
         features = torch.cat((hidden, attended), dim=-1)
-        token_spacing = self.config.canvas_width / 20.0
+        token_spacing = self.config.canvas_width / local.shape[-1]  # pixels between local token centres
         uv = weights @ centers + token_spacing * torch.tanh(self.offset_head(features))
         box = self.box_head(features)
         outputs = {

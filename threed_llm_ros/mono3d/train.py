@@ -38,7 +38,7 @@ from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, camera_fea
 def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
                  centers: torch.Tensor) -> dict[str, torch.Tensor]:
     """The loss terms of a batch of queries (see the module docstring)."""
-    spacing = model.config.canvas_width / 20.0
+    spacing = float(centers[1, 0] - centers[0, 0])  # pixels between neighbouring token centres
     nearest = torch.cdist(targets["uv"], centers).argmin(dim=1)
     losses = {
         "pointer": nn.functional.cross_entropy(outputs["pointer_logits"], nearest),
