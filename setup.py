@@ -51,6 +51,7 @@ setup(
             "threed-llm = threed_llm_ros.cli:main",
             "scene_sim_node = threed_llm_ros.ros.scene_sim_node:main",
             "threed_llm_node = threed_llm_ros.ros.threed_llm_node:main",
+            "mono3d_node = threed_llm_ros.ros.mono3d_node:main",
             "prompt_client = threed_llm_ros.ros.prompt_client:main",
         ],
     },

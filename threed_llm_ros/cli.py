@@ -22,6 +22,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-objects": ("threed_llm_ros.objects.train", "train the object layer's classifier on the simulator's proposals"),
     "eval-objects": ("threed_llm_ros.eval.objects_eval", "grounding, absence, counts and captions on simulated frames, via the engine"),
     "eval-real": ("threed_llm_ros.eval.realdata", "the object layer on the real frames of ../shared/realdata; PNG overlays"),
+    "mono3d-train": ("threed_llm_ros.mono3d.train", "train the single-image (RGB + intrinsics) grounder on simulator "
+                     "renders; --no-geometry-projection: the ablation"),
+    "mono3d-eval": ("threed_llm_ros.mono3d.evaluate", "evaluate a single-image grounder: Acc@IoU per focal bucket, "
+                    "blind baseline, SUN RGB-D bed"),
+    "mono3d-ask": ("threed_llm_ros.mono3d.ask", "ground a prompt's object in one RGB image given its camera YAML "
+                   "(no depth, no ROS)"),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),
     "ask": ("threed_llm_ros.ask", "answer a prompt about a .ply/.pcd/.npz point cloud, without ROS"),
     "up": ("threed_llm_ros.up", "start a node graph (e.g. config/demo.yaml) as separate processes; Ctrl-C stops it"),

@@ -1,0 +1,231 @@
+"""Evaluate the single-image grounder: Acc@IoU, depth and size error per field-of-view bucket.
+
+Per referred object of the simulated test split: the rotated 3D IoU of the predicted box with
+the true one (Acc@0.25, Acc@0.5 = share of queries at or above), the absolute depth error
+(metres and relative) and the mean relative size error, overall and per bucket of the
+camera's horizontal field of view (equivalently focal length: 60–75°, 75–90°, 90–105°,
+105–120°). The *blind* baseline answers every query with its category's mean box of the
+training split (centre in the camera frame, size; yaw 0) without looking at the image.
+
+:func:`sun_rgbd_check` is the real check: SUN RGB-D 000001's image and intrinsics alone
+(no depth), the bed asked for, the IoU with the labelled bed.
+
+``threed-llm mono3d-eval --model models/mono3d`` writes ``evaluation.json`` and ``evaluation.md``
+next to the checkpoint (or to ``--output``); ``--train-frames`` / ``--test-frames`` pick the
+cached splits (the blind baseline averages the training split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.geometry.camera import CameraIntrinsics
+from threed_llm_ros.geometry.frames import rotation_to_gravity
+from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.mono3d.data import FeatureSet
+from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, camera_features, decode_boxes
+from threed_llm_ros.mono3d.projection import box_from_center
+
+FOV_BUCKETS_DEG = ((60.0, 75.0), (75.0, 90.0), (90.0, 105.0), (105.0, 120.01))
+
+
+@torch.no_grad()
+def predict_boxes(model: Mono3DGrounder, features: FeatureSet, chunk_frames: int = 32) -> list[OrientedBox]:
+    """The model's box for every query of ``features`` (frames in chunks)."""
+    from threed_llm_ros.mono3d.data import subset
+    from threed_llm_ros.mono3d.train import forward_features
+
+    model.eval()
+    boxes: list[OrientedBox | None] = [None] * len(features)
+    frame_count = features.local.shape[0]
+    for start in range(0, frame_count, chunk_frames):
+        batch, taken = subset(features, torch.arange(start, min(frame_count, start + chunk_frames)))
+        if len(batch) == 0:
+            continue
+        outputs = forward_features(model, batch)
+        cameras = [batch.canvas_cameras[i] for i in batch.image_index.tolist()]
+        for position, box in zip(taken.tolist(), decode_boxes(outputs, cameras, model.config)):
+            boxes[position] = box
+    return boxes  # type: ignore[return-value]
+
+
+def blind_boxes(test: FeatureSet, train: FeatureSet) -> list[OrientedBox]:
+    """Each query answered with its category's mean training box (camera frame), yaw 0."""
+    means = {}
+    for category in test.category.unique().tolist():
+        rows = train.category == category
+        if not bool(rows.any()):
+            rows = torch.ones_like(train.category, dtype=torch.bool)
+        means[category] = (train.targets["center_optical"][rows].mean(0).numpy(),
+                           train.targets["size"][rows].mean(0).numpy())
+    return [box_from_center(means[c][0], means[c][1], np.array([0.0, 1.0])) for c in test.category.tolist()]
+
+
+def horizontal_fov_deg(features: FeatureSet) -> np.ndarray:
+    """Per query: the horizontal field of view of the camera drawn for its image."""
+    cameras = [features.cameras[i] for i in features.image_index.tolist()]
+    return np.array([math.degrees(2 * math.atan(k.width / 2 / k.fx)) for k in cameras])
+
+
+def score(predicted: list[OrientedBox], truth: list[OrientedBox]) -> dict[str, np.ndarray]:
+    """Per query: IoU, absolute and relative depth error (forward distance), relative size error."""
+    iou = np.array([rotated_box_iou(p, t) for p, t in zip(predicted, truth)])
+    depth_true = np.array([t.center[0] for t in truth])  # gravity frame x = optical depth for a level camera
+    depth_error = np.abs(np.array([p.center[0] for p in predicted]) - depth_true)
+    size_error = np.array([np.mean(np.abs(np.subtract(p.size, t.size)) / np.asarray(t.size))
+                           for p, t in zip(predicted, truth)])
+    return {"iou": iou, "depth_error_m": depth_error, "depth_error_rel": depth_error / depth_true,
+            "size_error_rel": size_error}
+
+
+def summarise(scores: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, float]:
+    """Acc@0.25, Acc@0.5, mean IoU and mean errors over ``rows`` (all queries by default)."""
+    pick = (lambda values: values) if rows is None else (lambda values: values[rows])
+    iou = pick(scores["iou"])
+    if iou.size == 0:
+        return {"queries": 0}
+    return {
+        "queries": int(iou.size),
+        "acc_0.25": round(float((iou >= 0.25).mean()), 4),
+        "acc_0.5": round(float((iou >= 0.5).mean()), 4),
+        "mean_iou": round(float(iou.mean()), 4),
+        "depth_error_m": round(float(pick(scores["depth_error_m"]).mean()), 4),
+        "depth_error_rel": round(float(pick(scores["depth_error_rel"]).mean()), 4),
+        "size_error_rel": round(float(pick(scores["size_error_rel"]).mean()), 4),
+    }
+
+
+def evaluate(model: Mono3DGrounder, test: FeatureSet, train: FeatureSet) -> dict:
+    """The model and the blind baseline on the test split, overall and per FOV bucket."""
+    fov = horizontal_fov_deg(test)
+    results: dict = {"geometry_projection": model.config.geometry_projection}
+    for name, boxes in (("model", predict_boxes(model, test)), ("blind", blind_boxes(test, train))):
+        scores = score(boxes, test.boxes)
+        results[name] = {"all": summarise(scores)}
+        for low, high in FOV_BUCKETS_DEG:
+            results[name][f"fov_{low:.0f}_{min(high, 120):.0f}"] = summarise(scores, (fov >= low) & (fov < high))
+    return results
+
+
+def format_metrics(metrics: dict) -> str:
+    """A Markdown table of :func:`evaluate`'s results."""
+    lines = [f"geometry projection: {metrics['geometry_projection']}", "",
+             "| model | split | queries | Acc@0.25 | Acc@0.5 | mean IoU | depth err (m) | depth err (rel) "
+             "| size err (rel) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in ("model", "blind"):
+        for split, values in metrics[name].items():
+            if not values.get("queries"):
+                continue
+            lines.append(f"| {name} | {split} | {values['queries']} | {values['acc_0.25']:.3f} | "
+                         f"{values['acc_0.5']:.3f} | {values['mean_iou']:.3f} | {values['depth_error_m']:.3f} | "
+                         f"{values['depth_error_rel']:.3f} | "
+                         f"{values['size_error_rel']:.3f} |")
+    sun = metrics.get("sun_rgbd_000001")
+    if sun:
+        said = sun.get("skipped") or f"{sun['category']} IoU {sun['iou']:.3f}"
+        lines += ["", f"SUN RGB-D 000001 from the image alone: {said}"]
+    return "\n".join(lines)
+
+
+@dataclass
+class SunSample:
+    """SUN RGB-D 000001 as the grounder sees it: the canvas image and camera, the labelled boxes
+    (upright body frame) and the rotation from the camera's level gravity frame to that frame."""
+
+    canvas: np.ndarray
+    canvas_camera: CameraIntrinsics
+    labelled: list[tuple[str, OrientedBox]]
+    body_from_level: np.ndarray
+
+    def to_body(self, box: OrientedBox) -> OrientedBox:
+        """A predicted box (level camera gravity frame) in the labelled boxes' frame."""
+        from threed_llm_ros.eval.realdata import transform_box
+
+        return transform_box(box, self.body_from_level)
+
+
+def load_sun_sample(realdata: Path, config: Mono3DConfig) -> SunSample:
+    """Decode the frame as ``eval.realdata.sun_frame`` does (K and Rtilt column-major); image only."""
+    from threed_llm_ros.eval.realdata import sun_frame
+    from threed_llm_ros.mono3d.data import image_to_canvas
+
+    frame, record, body_from_optical = sun_frame(realdata)
+    canvas, canvas_camera = image_to_canvas(frame.image, frame.intrinsics, config)
+    # Predicted boxes are in the gravity frame of a level camera: back to optical, then into the body frame.
+    body_from_level = body_from_optical @ rotation_to_gravity("-y").T
+    return SunSample(canvas, canvas_camera, [(obj.category, obj.box) for obj in record.objects], body_from_level)
+
+
+def sun_rgbd_check(model: Mono3DGrounder, realdata: Path, category: str = "bed") -> dict:
+    """SUN RGB-D 000001 from its image and intrinsics alone: the IoU of the predicted ``category``
+    box with the labelled one (the camera's pitch is ignored by the model: it assumes a level camera)."""
+    from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
+
+    sample = load_sun_sample(realdata, model.config)
+    local, global_ = FrozenBackbone()(torch.as_tensor(sample.canvas, dtype=torch.float32).permute(2, 0, 1)[None])
+    with torch.no_grad():
+        outputs = model(local, global_, torch.zeros(1, dtype=torch.long),
+                        torch.tensor([model.category_index(category)]), torch.tensor([model.color_index(None)]),
+                        camera_features([sample.canvas_camera], model.config))
+    (box,) = decode_boxes(outputs, [sample.canvas_camera], model.config)
+    predicted = sample.to_body(box)
+    truths = [truth for name, truth in sample.labelled if name == category]
+    best = max((rotated_box_iou(predicted, truth) for truth in truths), default=0.0)
+    describe = lambda b: {"center": [round(v, 3) for v in b.center],  # noqa: E731
+                          "size": [round(v, 3) for v in b.size], "yaw": round(b.yaw, 3)}
+    return {"category": category, "iou": round(float(best), 4), "predicted": describe(predicted),
+            "labelled": describe(truths[0]) if truths else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``threed-llm mono3d-eval``: the simulated test split, the blind baseline and the SUN RGB-D bed."""
+    from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET
+    from threed_llm_ros.mono3d.model import load_model
+    from threed_llm_ros.mono3d.train import load_or_build
+
+    from threed_llm_ros.mono3d.data import DEFAULT_TEST_FRAMES, DEFAULT_TRAIN_FRAMES
+
+    parser = argparse.ArgumentParser(prog="threed-llm mono3d-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True,
+                        help="checkpoint directory (model.safetensors + config.json)")
+    parser.add_argument("--train-frames", type=int, default=DEFAULT_TRAIN_FRAMES,
+                        help="training frames the blind baseline averages")
+    parser.add_argument("--test-frames", type=int, default=DEFAULT_TEST_FRAMES)
+    parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"))
+    parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
+    parser.add_argument("--output", type=Path, default=None, help="report directory (default: the model's)")
+    arguments = parser.parse_args(argv)
+    model = load_model(arguments.model)
+    train = load_or_build(range(arguments.train_frames), arguments.cache / f"train_{arguments.train_frames}.pt",
+                          model.config, True)
+    test = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
+                         arguments.cache / f"test_{arguments.test_frames}.pt", model.config, True)
+    metrics = evaluate(model, test, train)
+    metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
+    output = arguments.output or arguments.model
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "evaluation.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (output / "evaluation.md").write_text(format_metrics(metrics) + "\n", encoding="utf-8")
+    print(format_metrics(metrics))
+    return 0
+
+
+def real_check_or_reason(model: Mono3DGrounder, realdata: Path) -> dict:
+    """:func:`sun_rgbd_check`, or why it could not run (no real data here)."""
+    if not (realdata / "sunrgbd_mmdet3d" / "image" / "000001.jpg").is_file():
+        return {"skipped": f"{realdata}/sunrgbd_mmdet3d not found; pass --realdata PATH/TO/shared/realdata"}
+    return sun_rgbd_check(model, realdata)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

