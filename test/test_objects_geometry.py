@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -218,21 +219,30 @@ def test_a_dresser_against_a_beds_side_is_split_off_by_its_higher_top() -> None:
 
 def test_a_small_thing_on_a_bed_or_sofa_is_only_possible() -> None:
     """A book-sized thing on a confident bed (a pillow, a fold of the blanket: no category names
-    those) keeps only part of its score; the same thing on a table, or on a bed too unsure to
-    count, keeps all of it."""
+    those), or on any long low surface whatever it is called (an ottoman's tufts), keeps only
+    part of its score; the same thing on a table, on a night stand, or high on a bed too unsure
+    to count, keeps all of it."""
     from threed_llm_ros.objects.layer import ON_SOFT_FURNITURE_FACTOR, SceneObject, doubt_things_on_soft_furniture
 
     def thing(category: str, center: tuple, size: tuple, score: float) -> SceneObject:
         return SceneObject(category=category, color="white", box=OrientedBox(center, size, 0.0), score=score,
                            points=np.zeros((0, 3)), categories=((category, score),))
 
-    book_on_bed = thing("book", (3.0, 0.2, 0.6), (0.25, 0.18, 0.05), 0.8)
-    bed = thing("bed", (3.2, 0.0, 0.5), (2.0, 1.6, 1.0), 0.9)
+    doubted_score = pytest.approx(0.8 * ON_SOFT_FURNITURE_FACTOR)
+    high_bed = thing("bed", (3.2, 0.0, 0.6), (2.0, 1.6, 1.2), 0.9)  # a showroom bed, mattress top at 0.8 m
+    book_on_bed = thing("book", (3.0, 0.2, 0.83), (0.25, 0.18, 0.05), 0.8)
     table = thing("table", (6.0, 0.0, 0.37), (1.2, 0.8, 0.75), 0.9)
     book_on_table = thing("book", (6.0, 0.1, 0.77), (0.25, 0.18, 0.05), 0.8)
-    doubted = doubt_things_on_soft_furniture([bed, book_on_bed, table, book_on_table], min_confidence=0.5)
-    assert doubted[1].score == pytest.approx(0.8 * ON_SOFT_FURNITURE_FACTOR)
+    doubted = doubt_things_on_soft_furniture([high_bed, book_on_bed, table, book_on_table], 0.5, floor_z=0.0)
+    assert doubted[1].score == doubted_score
     assert doubted[1].categories[0][1] == pytest.approx(0.8 * ON_SOFT_FURNITURE_FACTOR, abs=1e-4)
     assert [obj.score for obj in doubted[::2]] == [0.9, 0.9] and doubted[3].score == 0.8
-    unsure_bed = thing("bed", (3.2, 0.0, 0.5), (2.0, 1.6, 1.0), 0.4)
-    assert doubt_things_on_soft_furniture([unsure_bed, book_on_bed], min_confidence=0.5)[1].score == 0.8
+    unsure_bed = replace(high_bed, score=0.4)
+    assert doubt_things_on_soft_furniture([unsure_bed, book_on_bed], 0.5, floor_z=0.0)[1].score == 0.8
+    ottoman = thing("dresser", (1.0, 2.0, 0.25), (1.2, 0.5, 0.5), 0.62)  # named a dresser: no category fits
+    tuft = replace(thing("book", (1.1, 2.0, 0.52), (0.2, 0.15, 0.04), 0.8), on_top=True)
+    assert doubt_things_on_soft_furniture([ottoman, tuft], 0.5, floor_z=0.0)[1].score == doubted_score
+    night_stand = thing("night stand", (1.0, 2.0, 0.25), (0.45, 0.4, 0.5), 0.9)
+    assert doubt_things_on_soft_furniture([night_stand, tuft], 0.5, floor_z=0.0)[1].score == 0.8
+    hanging_over = replace(tuft, on_top=False)  # not found on that surface: its box only reaches low
+    assert doubt_things_on_soft_furniture([ottoman, hanging_over], 0.5, floor_z=0.0)[1].score == 0.8

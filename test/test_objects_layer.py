@@ -166,7 +166,8 @@ def test_sun_dresser_and_ottoman_are_boxed_in_every_frame(sun_results: dict) -> 
 @pytest.mark.slow
 def test_sun_counts_one_bed_boxes_it_and_invents_nothing(sun_results: dict) -> None:
     """In every input, with the image and without: "How many beds?" counts one, its box has
-    IoU >= 0.25 with the labelled bed, and no lamp, night stand or other confident object of
+    IoU >= 0.45 with the labelled bed (0.53 measured: its headboard, pillows, the strip of
+    mattress seen at a grazing angle and the footboard are one bed), and no lamp, night stand or other confident object of
     a category that is not in the room is put where nothing of its kind is (the mirror's
     reflections included)."""
     for name, scored in sun_results.items():
@@ -174,6 +175,8 @@ def test_sun_counts_one_bed_boxes_it_and_invents_nothing(sun_results: dict) -> N
             continue
         assert scored["bed_count"] == 1, name
         assert scored["found_iou_0.25"]["bed"], (name, scored["objects"])
+        bed = next(entry for entry in scored["objects"] if entry["category"] == "bed")
+        assert bed["best_iou"] >= 0.45 and bed["matched_as"] == "bed", (name, bed)
         assert not scored["invented"], (name, scored["invented"])
 
 

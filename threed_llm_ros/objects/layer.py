@@ -45,6 +45,10 @@ UNSEEN_SUPPORT_FACTOR = 0.35  # a top category's probability where nothing is se
 # one pushed under a desk has the desk's things above its box.)
 SOFT_FURNITURE = ("bed", "sofa")
 ON_SOFT_FURNITURE_FACTOR = 0.35
+# Whatever it is called, a long surface this low is a bed, a sofa, an ottoman or a bench: the
+# simulator's supports that long (tables, desks, dressers) stand at 0.7 m or more.
+LOW_SURFACE_M = 0.62
+LOW_SURFACE_LENGTH_M = 0.7
 # a top object this close above the surface under it rests on it (its bottom edge unseen); a taller
 # category reaches further down (a lamp's thin stem)
 TOP_SNAP_M = 0.1
@@ -52,6 +56,15 @@ FLOOR_CLEARANCE_M = 0.05  # free-space samples start this far above the floor or
 JOIN_GAP_M = 0.1  # fragments this close may be one object
 JOIN_MARGIN = 0.1  # ... when the joined shape's best category is this much surer than either part's
 JOIN_MIN_SCORE = 0.5  # ... or is the surer part's category, this sure and as sure as the less sure part
+# Farther apart, a large object seen in pieces is completed: a real bed seen from its foot gives
+# its footboard, a thin strip of the mattress seen at a grazing angle, the pillows and the
+# headboard, 0.3-0.6 m apart; each pair alone is ambiguous, all together plainly a bed. Thin
+# pieces (a board, a strip, a pillow: some side at most COMPLETE_THIN_M) join a confident object
+# of a category at least COMPLETE_MIN_LENGTH_M long when the whole keeps that category, about as
+# sure (JOIN_MARGIN), within its size. A chair or a night stand beside a bed is no thin piece.
+COMPLETE_GAP_M = 0.6
+COMPLETE_MIN_LENGTH_M = 1.5
+COMPLETE_THIN_M = 0.25
 SIZE_SLACK = 1.3  # a merged object may exceed its category's largest size by this factor
 LARGEST_SIDE_M = 1.1 * max(max(spec.size_max[:2]) for spec in CATEGORIES.values())
 MIN_JOIN_POINTS = 20
@@ -215,17 +228,27 @@ def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float
     return kept
 
 
-def doubt_things_on_soft_furniture(objects: list[SceneObject], min_confidence: float) -> list[SceneObject]:
-    """``objects`` with the score of each top-category thing that lies on a confident bed or sofa (its
-    footprint centre over their completed box, its bottom above their lowest part) lowered by
-    ``ON_SOFT_FURNITURE_FACTOR``: see ``SOFT_FURNITURE``."""
+def doubt_things_on_soft_furniture(objects: list[SceneObject], min_confidence: float, floor_z: float
+                                    ) -> list[SceneObject]:
+    """``objects`` with the score of each top-category thing lowered by ``ON_SOFT_FURNITURE_FACTOR``
+    where it lies on soft furniture (``SOFT_FURNITURE``): over a confident bed or sofa (its
+    footprint centre over their completed box, its bottom above their lowest part), or found on a
+    top surface lower than ``LOW_SURFACE_M`` of something at least ``LOW_SURFACE_LENGTH_M`` long,
+    whatever that is called (an ottoman, a bench, a bed's foot)."""
     soft = [obj for obj in objects if obj.category in SOFT_FURNITURE and obj.score >= min_confidence]
     doubted = []
     for obj in objects:
-        if CATEGORIES[obj.category].placement == "top" and any(
-                under.box.contains(np.array([[*obj.box.center[:2], under.box.center[2]]]), margin=0.05)[0]
-                and obj.box.center[2] - obj.box.size[2] / 2 >= under.box.center[2] - under.box.size[2] / 2 + 0.1
-                for under in soft):
+        bottom = obj.box.center[2] - obj.box.size[2] / 2
+
+        def over(under: SceneObject) -> bool:
+            probe = np.array([[*obj.box.center[:2], under.box.center[2]]])
+            return under is not obj and bool(under.box.contains(probe, margin=0.05)[0])
+
+        on_soft = any(over(under) and bottom >= under.box.center[2] - under.box.size[2] / 2 + 0.1 for under in soft)
+        on_low = obj.on_top and bottom - floor_z <= LOW_SURFACE_M and any(
+            over(under) and max(under.box.size[:2]) >= LOW_SURFACE_LENGTH_M
+            and under.box.center[2] + under.box.size[2] / 2 >= bottom - 0.1 for under in objects)
+        if CATEGORIES[obj.category].placement == "top" and (on_soft or on_low):
             obj = replace(obj, score=obj.score * ON_SOFT_FURNITURE_FACTOR, categories=tuple(
                 (name, round(p * ON_SOFT_FURNITURE_FACTOR, 4) if CATEGORIES.get(name) and
                  CATEGORIES[name].placement == "top" else p) for name, p in obj.categories))
@@ -345,16 +368,15 @@ class ObjectLayer:
         box fits that category's size (a confidently named table leg must not keep the table's
         top out, and a vague desk must not swallow the chair beside it). Shape and physics only:
         the image is asked about the final objects. A thing split off a support's top surface
-        rejoins its support only where the whole is surer and no support (a chair's seat)."""
+        rejoins its support only where the whole is surer and no support (a chair's seat).
+        Up to ``COMPLETE_GAP_M`` apart, a thin piece completes a confident large object (a bed's
+        footboard, mattress strip and pillows join its headboard)."""
         other = self.classes.index(OTHER)
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
             kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
             labels = kept.argmax(axis=1)
             return kept.max(axis=1), labels + (labels >= other)
-
-        def may_join(first: Proposal, second: Proposal) -> bool:
-            return _gap(first.box, second.box) <= JOIN_GAP_M
 
         proposals = sorted(proposals, key=lambda p: -len(p.points))
         # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
@@ -364,7 +386,7 @@ class ObjectLayer:
         while i < joinable:
             j = i + 1
             while j < joinable:
-                if may_join(proposals[i], proposals[j]):
+                if _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
                     candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
                         score, label = (float(values[0]) for values in best([candidate]))
@@ -386,7 +408,38 @@ class ObjectLayer:
                             continue
                 j += 1
             i += 1
-        return proposals
+        return self._complete_large(proposals, scores, labels, best, gravity.floor_z)
+
+    def _complete_large(self, proposals: list[Proposal], scores: list, labels: list, best: Any,
+                        floor_z: float) -> list[Proposal]:
+        """Each confident object of a large category (``COMPLETE_MIN_LENGTH_M``), most confident
+        first, takes the thin pieces within ``COMPLETE_GAP_M`` of it or of a piece it took, while
+        the whole fits the category; the whole replaces them when it keeps the category and is
+        at most ``JOIN_MARGIN`` less sure (see ``COMPLETE_GAP_M``)."""
+        taken: set[int] = set()
+        for first in sorted(range(len(scores)), key=lambda k: -scores[k]):
+            spec = CATEGORIES[self.classes[labels[first]]]
+            if first in taken or scores[first] < JOIN_MIN_SCORE or max(spec.size_min[:2]) < COMPLETE_MIN_LENGTH_M:
+                continue
+            whole, members, grew = proposals[first], [first], True
+            while grew:
+                grew = False
+                for k in range(len(scores)):
+                    piece = proposals[k]
+                    if (k in taken or k in members or piece.on_top or min(piece.box.size) > COMPLETE_THIN_M
+                            or min(_gap(proposals[m].box, piece.box) for m in members) > COMPLETE_GAP_M):
+                        continue
+                    candidate = _merge(whole, piece, floor_z)
+                    if self._fits(candidate.box, labels[first]):
+                        whole, grew = candidate, True
+                        members.append(k)
+            if len(members) == 1:
+                continue
+            score, label = (float(values[0]) for values in best([whole]))
+            if int(label) == labels[first] and score >= max(JOIN_MIN_SCORE, scores[first] - JOIN_MARGIN):
+                proposals[first], scores[first] = whole, score
+                taken.update(members[1:])
+        return [proposal for k, proposal in enumerate(proposals) if k not in taken]
 
     def _objects(self, proposals: list[Proposal], walls: list, gravity: GravityFrame, camera: tuple,
                  rays: RayGrid) -> list[SceneObject]:
@@ -438,6 +491,6 @@ class ObjectLayer:
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
                 on_top=proposal.on_top,
             ))
-        objects = doubt_things_on_soft_furniture(objects, self.settings.min_confidence)
+        objects = doubt_things_on_soft_furniture(objects, self.settings.min_confidence, floor_z)
         objects.sort(key=lambda obj: -obj.score)
         return absorb_parts(objects, self.settings.min_confidence)[:MAX_OBJECTS]
