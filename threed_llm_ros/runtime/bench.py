@@ -6,8 +6,10 @@ preprocessing, the scene encoder (batch 1), prompt prefill, decode tokens/s, and
 end-to-end latency of a caption, a grounding and a plan on the same simulated 640×480
 frame with the same prompts; peak memory (process RSS, sampled; GPU when present). Then
 the sustained input rate of the node's latest-frame pipeline, measured without ROS
-(see :func:`sustained_rates`), and, when ``llama_cpp`` is importable, llama.cpp's decode
-speed on the same GGUF and prompts. Writes JSON and a Markdown table next to it.
+(see :func:`sustained_rates`), and the language model's section (``lm_bench``: torch, the
+exported decoders and, when ``llama_cpp`` is importable, llama.cpp on the same GGUF, at 1 and 2
+threads, quiet and under a competing load), summarised against llama.cpp. Writes JSON and a
+Markdown table next to it.
 
 Numbers depend on the machine's load: the JSON records the machine, the thread counts
 and the date. Benchmarks are never assertions; the tests only check the report's shape.
@@ -381,36 +383,24 @@ def sustained_rates(engine: Any, frame: Any, rates_hz: tuple[float, ...], second
 # --------------------------------------------------------------------------- llama.cpp
 
 
-def llama_cpp_comparison(engine: Any, prompts: list[str], max_tokens: int, ours_tokens_per_s: float | None) -> dict[str, Any]:
-    """llama.cpp decode tokens/s on the same GGUF and (text-only) prompts, and our decode speed as a ratio."""
-    try:
-        import llama_cpp
-    except ImportError:
-        return {"status": "llama-cpp-python not installed"}
-    from threed_llm_ros.model.language_model import resolve_language_model_path
-
-    path = resolve_language_model_path(engine.model.config.language_model_path)
-    if path.suffix != ".gguf":
-        return {"status": f"the language model {path.name} is not a GGUF file"}
-    llm = llama_cpp.Llama(model_path=str(path), n_threads=torch.get_num_threads(), n_ctx=2048, verbose=False)
-    rates = []
-    for prompt in prompts:
-        text = engine.model.prompt_text(prompt, 0, blind=True)
-        first, _ = timed(lambda: llm.create_completion(text, max_tokens=1, temperature=0.0))
-        full, output = timed(lambda: llm.create_completion(text, max_tokens=max_tokens, temperature=0.0))
-        generated = int(output["usage"]["completion_tokens"])
-        if generated > 1 and full > first:
-            rates.append((generated - 1) / (full - first))
-    llama_rate = median(rates) if rates else None
-    return {
-        "status": "measured",
-        "version": getattr(llama_cpp, "__version__", None),
-        "gguf": path.name,
-        "decode_tokens_per_s": llama_rate,
-        "ours_decode_tokens_per_s": ours_tokens_per_s,
-        "ours_over_llama_cpp": (ours_tokens_per_s / llama_rate) if llama_rate and ours_tokens_per_s else None,
-        "note": "llama.cpp gets the prompts without scene tokens (it cannot take our scene embeddings)",
-    }
+def llama_cpp_summary(lm_section: dict[str, Any] | None) -> dict[str, Any]:
+    """llama.cpp against our default decoder (the exported int8 one), read from the language-model
+    table, where both ran in the same run at the same threads and load: per (threads, condition),
+    both tokens/s and their ratio."""
+    if lm_section is None:
+        return {"status": "not measured: the language model section was skipped (--no-lm)"}
+    rows = lm_section["rows"]
+    if not any(row["backend"] == "llama.cpp" for row in rows):
+        return {"status": "llama-cpp-python not installed (make bench-peers)"}
+    pairs = []
+    for peer in (row for row in rows if row["backend"] == "llama.cpp"):
+        ours = next((row for row in rows if row["backend"] == "onnxruntime" and row["precision"] == "int8"
+                     and row["threads"] == peer["threads"] and row["condition"] == peer["condition"]), None)
+        if ours is not None:
+            pairs.append({"threads": peer["threads"], "condition": peer["condition"],
+                          "llama_cpp_tokens_per_s": peer["decode_tokens_per_s"],
+                          "ours_tokens_per_s": ours["decode_tokens_per_s"], "ours_over_llama_cpp": ours["over_llama_cpp"]})
+    return {"status": "measured", "ours": "onnxruntime int8 (the CPU default)", "comparisons": pairs}
 
 
 # --------------------------------------------------------------------------- report
@@ -472,9 +462,10 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"{row['rss_growth_mb']:.1f} MB |"
         )
     llama = report["llama_cpp"]
-    lines += ["", f"llama.cpp: {llama['status']}"
-              + (f", {llama['decode_tokens_per_s']:.1f} tokens/s; ours / llama.cpp = {llama['ours_over_llama_cpp']:.2f}"
-                 if llama.get("ours_over_llama_cpp") else ""), ""]
+    lines += ["", f"llama.cpp: {llama['status']}" + "".join(
+        f"; {pair['threads']} thread(s), {pair['condition']}: ours (int8) {pair['ours_tokens_per_s']:.1f} vs "
+        f"{pair['llama_cpp_tokens_per_s']:.1f} tokens/s = {pair['ours_over_llama_cpp']:.2f}×"
+        for pair in llama.get("comparisons", []) if pair["ours_over_llama_cpp"]), ""]
     if report.get("language_model"):
         from threed_llm_ros.runtime.lm_bench import markdown_rows
 
@@ -537,7 +528,7 @@ def run_bench(
     skipped: list[dict[str, str]] = []
     rate_backend = "onnxruntime" if "onnxruntime" in backends else backends[0]
     sustained: dict[str, Any] | None = None
-    llama: dict[str, Any] | None = None
+    measured_lm = False
     lm_section: dict[str, Any] | None = None
     for device in devices:
         for backend, lm_backend in [(b, lm) for b in backends
@@ -555,9 +546,8 @@ def run_bench(
             if sustained is None and backend == rate_backend and device == "cpu":
                 sustained = sustained_rates(engine, frame, options.rates_hz, options.seconds_per_rate)
                 sustained["backend"] = f"{backend} / {device}"
-            if llama is None and backend == "torch" and device == "cpu":
-                llama = llama_cpp_comparison(engine, [CAPTION_PROMPT, GROUNDING_PROMPT, PLAN_PROMPT],
-                                             options.max_new_tokens, run["decode_tokens_per_s"])
+            if not measured_lm and backend == "torch" and device == "cpu":
+                measured_lm = True
                 if language_model:
                     from threed_llm_ros.runtime.lm_bench import language_model_bench
 
@@ -571,8 +561,8 @@ def run_bench(
             print(f"bench: {backend} / {device} (LM {lm_backend}) done", file=sys.stderr)
     if not runs or sustained is None:
         raise ConfigError("backends", f"{list(backends)} gave no CPU run here", "include torch or onnxruntime")
-    if llama is None:
-        llama = {"status": "not measured: the torch backend was not benchmarked"}
+    llama = (llama_cpp_summary(lm_section) if measured_lm
+             else {"status": "not measured: the torch backend was not benchmarked"})
     report = {
         "schema": SCHEMA,
         "quick": quick,
