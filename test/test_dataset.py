@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.annotations import annotate_scene, check_answer, scene_facts
+from threed_llm_ros.data.annotations import annotate_scene, check_answer
+from threed_llm_ros.data.relations import scene_facts
 from threed_llm_ros.data.dataset import (
     SPLITS,
     SceneRecord,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from threed_llm_ros.data.annotations import QUESTION_TYPES, TASKS
+from threed_llm_ros.data.annotation_types import QUESTION_TYPES, TASKS
 from threed_llm_ros.data.programs import parse_program
 from threed_llm_ros.eval import evaluate as evaluate_module
 from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, ROBOT, navigation_pose

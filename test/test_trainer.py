@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from threed_llm_ros.data.annotations import BOX_TOKEN, QUESTION_TYPES
+from threed_llm_ros.data.annotation_types import BOX_TOKEN, QUESTION_TYPES
 from threed_llm_ros.data.programs import PROGRAM_REQUEST, parse_program
 from threed_llm_ros.data.dataset import load_dataset
 from threed_llm_ros.errors import ConfigError

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from threed_llm_ros.data.annotations import Annotation, AnnotationConfig, annotate_scene
+from threed_llm_ros.data.annotation_types import Annotation, AnnotationConfig
+from threed_llm_ros.data.annotations import annotate_scene
 from threed_llm_ros.data.dataset import META_FILE, ObjectRecord, SceneRecord, SplitConfig, write_dataset
 from threed_llm_ros.data.scene_sim import RenderedFrame, SceneConfig, SensorConfig, simulate
 from threed_llm_ros.errors import ConfigError

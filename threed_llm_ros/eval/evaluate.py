@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS, Annotation
+from threed_llm_ros.data.annotation_types import TASKS, Annotation
 from threed_llm_ros.data.dataset import DATASET_FIX, INDEX_FILE, SPLITS, SceneDataset, SceneRecord, load_dataset
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError

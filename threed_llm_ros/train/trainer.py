@@ -53,7 +53,8 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS, synthetic_instruction
+from threed_llm_ros.data.annotation_types import TASKS
+from threed_llm_ros.data.plan_annotations import synthetic_instruction
 from threed_llm_ros.data.dataset import SceneDataset, SplitConfig, load_dataset
 from threed_llm_ros.data.programs import plan_program_text
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
