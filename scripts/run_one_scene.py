@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the whole 3D-LLM on one scene on the CPU: print the answer as it streams, and a box.
 
-The scene comes from the project's RGB-D simulator (``threed_llm_ros.data.scene_sim``);
+The scene comes from the project's RGB-D simulator (``threed_llm_ros.data.sim``);
 ``--synthetic`` uses a few coloured boxes of points instead. Without ``--checkpoint`` the
 model is untrained (the scene encoder, LoRA and new tokens are at their initial values),
 so the text is SmolLM2 talking and the box is a guess: this shows the plumbing and the
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if arguments.synthetic:
             raise ImportError("synthetic scene requested")
-        from threed_llm_ros.data.scene_sim import simulate
+        from threed_llm_ros.data.sim.frames import simulate
 
         frame = simulate(arguments.seed)
         cloud = (frame.points, frame.colors)  # optical frame: up is -y, the preprocessing default

@@ -16,7 +16,7 @@ from threed_llm_ros.data.words import describe, plural
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord
 from threed_llm_ros.data.generate import record_from_frame
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.plans import parse_plan_text
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics

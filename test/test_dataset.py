@@ -23,7 +23,7 @@ from threed_llm_ros.data.dataset import (
     write_scene,
 )
 from threed_llm_ros.data.generate import record_from_frame
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.geometry.frames import to_gravity_frame
 

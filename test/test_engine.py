@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import to_gravity_frame

@@ -29,7 +29,7 @@ from threed_llm_ros.data.programs import (
     program_text,
     supports,
 )
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 

@@ -34,7 +34,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from threed_llm_helpers import TRAINED_CHECKPOINT, engine_floors  # noqa: E402
 from threed_llm_ros.objects.describe import named_categories  # noqa: E402
-from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
+from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.geometry.camera import CameraIntrinsics  # noqa: E402
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec  # noqa: E402
 from threed_llm_ros.ros.conversions import (  # noqa: E402

@@ -1,6 +1,6 @@
 """``threed-llm generate-data``: render simulated scenes, annotate them and write a dataset.
 
-Each scene is drawn and rendered by ``scene_sim`` (seeded per scene), turned into a
+Each scene is drawn and rendered by the simulator (``data.sim``) (seeded per scene), turned into a
 ``SceneRecord`` (a seeded random subset of the depth cloud in the camera optical frame,
 up_axis "-y"), annotated for every task and written with fixed splits
 (``dataset.write_dataset``).
@@ -21,7 +21,9 @@ import numpy as np
 from threed_llm_ros.data.annotation_types import Annotation, AnnotationConfig
 from threed_llm_ros.data.annotations import annotate_scene
 from threed_llm_ros.data.dataset import META_FILE, ObjectRecord, SceneRecord, SplitConfig, write_dataset
-from threed_llm_ros.data.scene_sim import RenderedFrame, SceneConfig, SensorConfig, simulate
+from threed_llm_ros.data.sim.frames import RenderedFrame, simulate
+from threed_llm_ros.data.sim.placement import SceneConfig
+from threed_llm_ros.data.sim.sensor import SensorConfig
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 
