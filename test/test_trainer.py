@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -316,12 +315,12 @@ def test_init_from_starts_a_changed_model_from_a_checkpoint(tiny_config, tmp_pat
     overrides = copy.deepcopy(tiny_config.model_overrides)
     overrides["box_head"] = {"context": "encoder", "attention_dim": 32}
     started = Trainer(_config(tiny_config, tmp_path / "changed", model_overrides=overrides, init_from=str(saved)))
-    assert started.initialised_from and all(name.startswith("box_head.") for name in started.initialised_from)
+    assert started.not_initialised and all(name.startswith("box_head.") for name in started.not_initialised)
     assert "did not fit" in capsys.readouterr().err
     for name, tensor in started.model.scene_encoder.state_dict().items():
         assert torch.equal(tensor, source.model.scene_encoder.state_dict()[name]), name
     fresh_head = Trainer(_config(tiny_config, tmp_path / "fresh", init_from=str(saved), init_skip=["box_head."]))
-    assert fresh_head.initialised_from and all(name.startswith("box_head.") for name in fresh_head.initialised_from)
+    assert fresh_head.not_initialised and all(name.startswith("box_head.") for name in fresh_head.not_initialised)
     seeded_head = Trainer(_config(tiny_config, tmp_path / "plain")).model.box_head.state_dict()
     for name, tensor in fresh_head.model.box_head.state_dict().items():  # the seeded fresh head, not the saved one
         assert torch.equal(tensor, seeded_head[name]), name

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from threed_llm_ros.data.annotation_types import Annotation, AnnotationConfig
-from threed_llm_ros.data.catalog import CATEGORIES, CATEGORY_NAMES, COLOR_NAMES, SUPPORT_CATEGORIES, TOP_CATEGORIES
+from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES, FLOOR_CATEGORIES, SUPPORT_CATEGORIES, TOP_CATEGORIES
 from threed_llm_ros.data.relations import (
     PAIR_RELATIONS, SUPERLATIVES, SceneFacts, distance_to_footprint, make_expression, pick_expression, portable, ray_exit,
 )
@@ -218,7 +218,7 @@ def synthetic_instruction(
     There is no scene: nothing says the objects exist or where.
     """
     targets = {
-        "go_to": tuple(name for name in CATEGORY_NAMES if CATEGORIES[name].placement == "floor"),
+        "go_to": FLOOR_CATEGORIES,
         "look_at": CATEGORY_NAMES,
         "pick": TOP_CATEGORIES, "put": TOP_CATEGORIES, "bring": TOP_CATEGORIES, "throw_away": _DISPOSABLE,
     }

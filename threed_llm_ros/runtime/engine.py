@@ -70,7 +70,6 @@ from threed_llm_ros.geometry.frames import (
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_based_plan
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
-AVAILABLE_BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 LM_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")

@@ -57,7 +57,7 @@ from threed_llm_ros.data.annotation_types import TASKS
 from threed_llm_ros.data.plan_annotations import synthetic_instruction
 from threed_llm_ros.data.dataset import SceneDataset, SplitConfig, load_dataset
 from threed_llm_ros.data.programs import plan_program_text
-from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
+from threed_llm_ros.errors import ConfigError, ThreeDLLMError
 from threed_llm_ros.model.checkpoint import load_trained_state_dict, save_checkpoint
 from threed_llm_ros.model.language_model import PROGRAM_ADAPTER, is_norm_module
 from threed_llm_ros.model.location_tokens import token_row_parameters
@@ -543,9 +543,9 @@ class Trainer:
         self.bf16 = uses_bf16(config.precision, self.device)
         self.model_config = model_config_of(config) if model is None else model.config
         self.model = (model or ThreeDLLM(self.model_config)).to(self.device)
-        self.initialised_from: list[str] = []  # tensors init_from could not supply (kept as built)
+        self.not_initialised: list[str] = []  # tensors init_from could not supply or skipped (kept as built)
         if config.init_from:
-            self.initialised_from = initialise_from(self.model, config.init_from, skip=config.init_skip)
+            self.not_initialised = initialise_from(self.model, config.init_from, skip=config.init_skip)
         self.dataset: SceneDataset | None = None
         self.cache = SceneCache(self.model_config.scene_encoder.preprocess, seed=config.seed)
         self.position = Position()
