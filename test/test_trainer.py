@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from threed_llm_ros.config_io import config_from_dict
 from threed_llm_ros.data.annotation_types import BOX_TOKEN, QUESTION_TYPES
 from threed_llm_ros.data.programs import PROGRAM_REQUEST, parse_program
 from threed_llm_ros.data.dataset import load_dataset
@@ -31,6 +32,7 @@ from threed_llm_ros.train.trainer import (
     parameter_group_members,
     read_log,
     train,
+    train_config_from_dict,
 )
 
 pytestmark = pytest.mark.slow
@@ -244,13 +246,19 @@ def test_resume_repeats_the_uninterrupted_run_and_writes_log_and_plot(tiny_confi
 
 def test_bad_configs_fail_clearly(tiny_config, tmp_path: Path, capsys) -> None:
     with pytest.raises(ConfigError, match="train"):
-        trainer_module._build(trainer_module.StageConfig, {
+        config_from_dict(trainer_module.StageConfig, {
             "name": "x", "steps": 1, "lr": 1e-3, "batch_size": 1, "tasks": ["caption"], "train": ["everything"],
-        }, "stages[0]")
+        }, name="stages[0]")
     with pytest.raises(ConfigError, match="unknown key"):
         trainer_module.train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
     assert trainer_module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_every_training_yaml_reads_back_from_the_form_written_next_to_the_run(repo_root: Path) -> None:
+    for path in sorted((repo_root / "config").glob("train_*.yaml")):
+        config = load_train_config(path)
+        assert train_config_from_dict(config.to_dict()) == config, path.name
 
 
 def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.box_head import BOX3D_TOKEN, BoxHead, BoxHeadConfig, BoxPrediction
-from threed_llm_ros.model.config_io import config_from_dict
+from threed_llm_ros.config_io import config_from_dict
 from threed_llm_ros.model.language_model import (
     PROGRAM_ADAPTER, LoRASettings, add_program_adapter, apply_lora, load_language_model,
 )

@@ -53,9 +53,11 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from threed_llm_ros.config_io import config_from_dict, require_mapping
 from threed_llm_ros.data.annotation_types import TASKS
+from threed_llm_ros.data.dataset import SceneDataset, load_dataset
+from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
 from threed_llm_ros.data.plan_annotations import synthetic_instruction
-from threed_llm_ros.data.dataset import SceneDataset, SplitConfig, load_dataset
 from threed_llm_ros.data.programs import plan_program_text
 from threed_llm_ros.errors import ConfigError, ThreeDLLMError
 from threed_llm_ros.model.checkpoint import load_trained_state_dict, save_checkpoint
@@ -89,29 +91,12 @@ LOSS_PARTS = ("loss", "language_loss", "box_loss", "load_balance_loss", "semanti
 
 
 @dataclass
-class GenerateSettings:
-    """``generate-data`` settings used when the data directory is missing."""
-
-    scenes: int = 200
-    seed: int = 0
-    width: int = 320
-    height: int = 240
-    fov_deg: float = 60.0
-    points_per_scene: int = 20000
-    save_images: bool = False
-    sensor_noise: bool = True
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    heldout_fraction: float = 0.1
-
-
-@dataclass
 class DataSettings:
     """Where the dataset is (relative paths: to the YAML file's directory's parent, i.e. the repo)."""
 
     directory: str = "data/sim"
     split: str = "train"
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)  # the generate-data options, when missing
     generate_if_missing: bool = False  # only then is a missing directory generated (else an error)
 
 
@@ -227,39 +212,23 @@ class TrainConfig:
         return sum(stage.steps for stage in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain form (written next to the run)."""
-        return asdict(self)
-
-
-def _require_mapping(values: Any, name: str) -> dict[str, Any]:
-    if not isinstance(values, dict):
-        raise ConfigError(name, f"expected a mapping, got {type(values).__name__}", "fix the YAML structure")
-    return values
-
-
-def _build(cls: type, values: Any, name: str) -> Any:
-    values = _require_mapping(values, name)
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}", f"unknown key(s) {unknown}", f"use only {sorted(known)}")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ConfigError(name, str(error), f"give the required keys of {sorted(known)}") from error
+        """Plain form (written next to the run), in the YAML's shape: ``train_config_from_dict`` reads it back."""
+        values = asdict(self)
+        values["data"]["generate"] = self.data.generate.options()
+        return values
 
 
 def train_config_from_dict(values: dict[str, Any], base_directory: Path | None = None) -> TrainConfig:
     """A TrainConfig from parsed YAML; relative ``output``/``data.directory``/``model`` paths resolve against ``base_directory``."""
-    values = dict(_require_mapping(values, "train config"))
-    data = dict(_require_mapping(values.pop("data", {}), "data"))
-    data["generate"] = _build(GenerateSettings, data.get("generate", {}), "data.generate")
-    values["data"] = _build(DataSettings, data, "data")
+    values = dict(require_mapping(values, "train config"))
+    data = dict(require_mapping(values.pop("data", {}), "data"))
+    data["generate"] = GenerateConfig.from_options(data.get("generate", {}), "data.generate")
+    values["data"] = config_from_dict(DataSettings, data, name="data")
     stages = values.pop("stages", None)
     if not isinstance(stages, list):
         raise ConfigError("stages", "must be a list of stages", "see config/train_mini.yaml")
-    values["stages"] = [_build(StageConfig, stage, f"stages[{index}]") for index, stage in enumerate(stages)]
-    config = _build(TrainConfig, values, "train config")
+    values["stages"] = [config_from_dict(StageConfig, stage, name=f"stages[{index}]") for index, stage in enumerate(stages)]
+    config = config_from_dict(TrainConfig, values, name="train config")
     if base_directory is not None:
         config.output = str(_resolve(config.output, base_directory))
         config.data.directory = str(_resolve(config.data.directory, base_directory))
@@ -459,18 +428,7 @@ def ensure_dataset(settings: DataSettings, progress: bool = True) -> Path:
                           "point it to a dataset (index.jsonl + scenes/), or set data.generate_if_missing: true "
                           "(or pass --generate-data) to generate a simulated one there")
     print(f"threed-llm train: generating a simulated dataset in {directory} (data.generate_if_missing)", file=sys.stderr)
-    from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
-
-    g = settings.generate
-    generate_dataset(
-        directory,
-        GenerateConfig(
-            scenes=g.scenes, seed=g.seed, width=g.width, height=g.height, fov_deg=g.fov_deg,
-            points_per_scene=g.points_per_scene, save_images=g.save_images, sensor_noise=g.sensor_noise,
-            split=SplitConfig(g.seed, g.val_fraction, g.test_fraction, g.heldout_fraction),
-        ),
-        progress=progress,
-    )
+    generate_dataset(directory, settings.generate, progress=progress)
     return directory
 
 
