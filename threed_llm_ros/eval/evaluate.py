@@ -105,7 +105,8 @@ def select_items(dataset: SceneDataset, settings: EvalSettings) -> dict[str, lis
 
 
 def floor_height(record: SceneRecord) -> float:
-    """The floor in the gravity frame: a low percentile of the cloud's heights (as the inference engine does)."""
+    """The floor in the gravity frame: a low percentile of the record's cloud heights. The eval's own
+    estimate for the model's plan poses (the robot column's engine takes the object layer's floor)."""
     heights = record.points_gravity()[:, 2]
     heights = heights[np.isfinite(heights)]
     return float(np.percentile(heights, 2.0)) if len(heights) else 0.0
