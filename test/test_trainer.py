@@ -31,6 +31,7 @@ from threed_llm_ros.train.trainer import (
     model_config_of,
     parameter_group_members,
     read_log,
+    stage_from_dict,
     train,
     train_config_from_dict,
 )
@@ -149,7 +150,7 @@ def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, t
     """Questions and referring expressions in, their programs out, no scene: only the program
     adapter learns, so what the default adapter writes (captions, answers, plans) is unchanged."""
     stage = StageConfig(name="programs", steps=5, lr=1e-3, batch_size=4, tasks=["qa", "grounding", "plan"],
-                        train=["program_lora"], qa_programs=True, warmup_steps=0, synthetic_instructions=2)
+                        train=["program_lora"], kind="programs", warmup_steps=0, synthetic_instructions=2)
     overrides = copy.deepcopy(tiny_config.model_overrides)
     overrides["question_programs"] = True
     overrides.setdefault("scene_encoder", {}).update(word_groups=4, word_instances=True)
@@ -172,8 +173,8 @@ def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, t
     changed = _changed(before, trainer)
     assert changed["program_lora"] and not any(value for group, value in changed.items() if group != "program_lora")
     assert model.generate(None, question, max_new_tokens=6, blind=True).text == before_text
-    with pytest.raises(ConfigError, match="qa_programs"):
-        StageConfig(name="mixed", steps=1, lr=1e-3, batch_size=1, tasks=["qa", "caption"], train=["lora"], qa_programs=True)
+    with pytest.raises(ConfigError, match="programs needs tasks"):
+        StageConfig(name="mixed", steps=1, lr=1e-3, batch_size=1, tasks=["qa", "caption"], train=["lora"], kind="programs")
     with pytest.raises(ConfigError, match="synthetic_instructions"):
         StageConfig(name="words", steps=1, lr=1e-3, batch_size=1, tasks=["plan"], train=["lora"], synthetic_instructions=2)
     plain = Trainer(_config(tiny_config, tmp_path / "plain", stages=[stage]))
@@ -263,7 +264,7 @@ def test_every_training_yaml_reads_back_from_the_form_written_next_to_the_run(re
 
 def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config, tmp_path: Path) -> None:
     trainer = Trainer(_config(tiny_config, tmp_path))
-    stage_index = next(i for i, s in enumerate(tiny_config.stages) if s.cache_hidden_states)
+    stage_index = next(i for i, s in enumerate(tiny_config.stages) if s.kind == "cached_head")
     stage = copy.deepcopy(tiny_config.stages[stage_index])
     stage.warmup_steps, stage.lr = 0, 3e-3
     trainer.config.stages[stage_index] = stage
@@ -291,12 +292,30 @@ def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config,
 def test_cached_and_semantics_stages_must_train_only_their_part() -> None:
     with pytest.raises(ConfigError) as raised:
         StageConfig(name="bad", steps=1, lr=1e-3, batch_size=2, tasks=["grounding", "qa"], train=["box_head"],
-                    cache_hidden_states=True)
-    assert raised.value.parameter == "stages.bad.cache_hidden_states"
+                    kind="cached_head")
+    assert raised.value.parameter == "stages.bad.kind" and "cached_head needs" in str(raised.value)
     with pytest.raises(ConfigError) as raised:
         StageConfig(name="words", steps=1, lr=1e-3, batch_size=2, tasks=["caption"], train=["point_encoder", "lora"],
-                    semantics_only=True)
-    assert raised.value.parameter == "stages.words.semantics_only"
+                    kind="semantics")
+    assert raised.value.parameter == "stages.words.kind" and "semantics needs" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        StageConfig(name="odd", steps=1, lr=1e-3, batch_size=2, tasks=["caption"], train=["lora"], kind="head")
+    assert raised.value.parameter == "stages.odd.kind"
+
+
+def test_the_stage_booleans_of_older_recipes_read_as_their_kind(repo_root: Path) -> None:
+    """A saved train config from before ``kind`` (the shipped model's) still loads; two kinds at once do not."""
+    shipped = load_train_config(repo_root / "models" / "threed-llm-mini" / "train_config.yaml")
+    assert [stage.kind for stage in shipped.stages] == ["programs"]
+    base = {"name": "s", "steps": 1, "lr": 1e-3, "batch_size": 1, "tasks": ["grounding"], "train": ["box_head"]}
+    assert stage_from_dict({**base, "cache_hidden_states": True, "semantics_only": False}, "stages[0]").kind == "cached_head"
+    assert stage_from_dict({**base, "qa_programs": False}, "stages[0]").kind == "lm"
+    with pytest.raises(ConfigError) as raised:
+        stage_from_dict({**base, "kind": "lm", "cache_hidden_states": True}, "stages[0]")
+    assert raised.value.parameter == "stages[0].kind" and "more than one stage kind" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        stage_from_dict({**base, "semantics_only": "yes"}, "stages[0]")
+    assert raised.value.parameter == "stages[0].semantics_only"
 
 
 def test_every_shipped_recipe_loads_with_its_model_and_starting_checkpoint(repo_root: Path) -> None:
@@ -360,7 +379,7 @@ def test_word_token_model_trains_a_semantics_stage_without_the_language_model(ti
     config.model_overrides["scene_encoder"]["word_groups"] = 4
     config.model_overrides["scene_encoder"]["word_instances"] = instances
     semantics = StageConfig(name="semantics", steps=12, lr=3e-3, batch_size=3, warmup_steps=1, tasks=["caption"],
-                            train=["point_encoder"], semantics_only=True)
+                            train=["point_encoder"], kind="semantics")
     config.stages = [semantics, *config.stages]
     trainer = Trainer(config)
     model = trainer.model

@@ -9,11 +9,11 @@ size, tasks and the parameter groups it trains (:data:`PARAMETER_GROUPS`):
 2. ``instruct``: LoRA + LM norms + Q-Former + projectors + the added token rows +
    the box head, on every task.
 3. ``experts``: only the expert query sets and the router.
-4. ``ground_head`` (``cache_hidden_states: true``): only the box head, on the frozen
+4. ``ground_head`` (``kind: cached_head``): only the box head, on the frozen
    model's ``<box3d>`` states of every grounding annotation, computed once and reused, so
    the head (with its own point-group encoder) gets thousands of cheap steps.
 
-Optionally before them, ``semantics`` (``semantics_only: true``): the point encoder and its
+Optionally before them, ``semantics`` (``kind: semantics``): the point encoder and its
 patch-semantics head alone, on every point group's category and colour, with no
 language-model pass (for models with word tokens, which read that head).
 
@@ -84,6 +84,19 @@ PLOT_FILE = "loss.png"
 CHECKPOINTS_DIRECTORY = "checkpoints"
 FINAL_DIRECTORY = "final"
 PRECISIONS = ("auto", "fp32", "bf16")
+#: What a stage trains on and how:
+#: ``lm``: the language-model pass over every task the stage names (MiniGPT-3D's stages);
+#: ``semantics``: the point encoder and its patch-semantics head learn the category and colour of
+#: every point group, with no language-model pass (cheap steps; the encoder pre-training
+#: MiniGPT-3D gets from a pre-trained Point-BERT); train: [point_encoder];
+#: ``cached_head``: the frozen model's <box3d> states of every grounding annotation are computed
+#: once, then the box head trains on them for many cheap steps; train: [box_head], tasks: [grounding];
+#: ``programs``: the language model's program adapter learns to rewrite each question (qa),
+#: referring expression (grounding) and instruction (plan) into its program (``data/programs.py``),
+#: reading the words only (no scene tokens: cheap steps); train: [program_lora].
+STAGE_KINDS = ("lm", "semantics", "cached_head", "programs")
+#: The booleans that chose a stage's kind before ``kind`` (older recipes and saved train configs).
+LEGACY_KIND_FLAGS = {"cache_hidden_states": "cached_head", "semantics_only": "semantics", "qa_programs": "programs"}
 LOSS_PARTS = ("loss", "language_loss", "box_loss", "load_balance_loss", "semantic_loss")
 
 
@@ -115,20 +128,9 @@ class StageConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    # Box-head-only stage: the frozen model's <box3d> states of every grounding annotation are
-    # computed once, then the head trains on them for many cheap steps (no language-model pass).
-    cache_hidden_states: bool = False
-    max_per_scene: int = 0  # cached stage: at most this many grounding annotations per scene (0 = all), seeded
-    # Patch-semantics-only stage: the point encoder and its patch-semantics head learn the
-    # category and colour of every point group, without a language-model pass (cheap steps; the
-    # encoder pre-training MiniGPT-3D gets from a pre-trained Point-BERT).
-    semantics_only: bool = False
-    # Program stage: the language model's program adapter learns to rewrite each question (qa),
-    # referring expression (grounding) and instruction (plan) into its program
-    # (``data/programs.py``), reading the words only (no scene tokens: cheap steps);
-    # train: [program_lora].
-    qa_programs: bool = False
-    # Program stage: this many instructions made from words alone (``synthetic_instruction``:
+    kind: str = "lm"  # one of STAGE_KINDS, see there
+    max_per_scene: int = 0  # cached_head stage: at most this many grounding annotations per scene (0 = all), seeded
+    # programs stage: this many instructions made from words alone (``synthetic_instruction``:
     # any category, colour and relation, the compositional split's combinations excluded) join
     # each batch, so the parser learns to copy the words rather than the scenes' co-occurrences.
     synthetic_instructions: int = 0
@@ -137,29 +139,29 @@ class StageConfig:
         where = f"stages.{self.name}"
         if self.max_per_scene < 0:
             raise ConfigError(f"{where}.max_per_scene", f"{self.max_per_scene} is negative", "use 0 (all) or a positive count")
-        if self.cache_hidden_states and (self.train != ["box_head"] or self.tasks != ["grounding"]):
+        if self.kind not in STAGE_KINDS:
+            raise ConfigError(f"{where}.kind", f"unknown stage kind {self.kind!r}", f"use one of {list(STAGE_KINDS)}")
+        if self.kind == "cached_head" and (self.train != ["box_head"] or self.tasks != ["grounding"]):
             raise ConfigError(
-                f"{where}.cache_hidden_states",
-                f"needs train: [box_head] and tasks: [grounding], got train {self.train} and tasks {self.tasks}",
-                "train only the box head on grounding in this stage, or set cache_hidden_states: false",
+                f"{where}.kind",
+                f"cached_head needs train: [box_head] and tasks: [grounding], got train {self.train} and tasks {self.tasks}",
+                "train only the box head on grounding in this stage, or use kind: lm",
             )
-        if self.semantics_only and self.train != ["point_encoder"]:
+        if self.kind == "semantics" and self.train != ["point_encoder"]:
             raise ConfigError(
-                f"{where}.semantics_only", f"needs train: [point_encoder], got {self.train}",
+                f"{where}.kind", f"semantics needs train: [point_encoder], got {self.train}",
                 "train only the point encoder (with its patch-semantics head) in this stage",
             )
-        if self.qa_programs and (not set(self.tasks) <= {"qa", "grounding", "plan"} or self.semantics_only or self.cache_hidden_states):
+        if self.kind == "programs" and not set(self.tasks) <= {"qa", "grounding", "plan"}:
             raise ConfigError(
-                f"{where}.qa_programs", f"needs tasks from [qa, grounding, plan] and no other special stage, got tasks {self.tasks}",
+                f"{where}.kind", f"programs needs tasks from [qa, grounding, plan], got tasks {self.tasks}",
                 "train programs in a stage of their own with tasks: [qa, grounding, plan]",
             )
-        if self.synthetic_instructions < 0 or (self.synthetic_instructions and not self.qa_programs):
+        if self.synthetic_instructions < 0 or (self.synthetic_instructions and self.kind != "programs"):
             raise ConfigError(
-                f"{where}.synthetic_instructions", f"{self.synthetic_instructions} needs a qa_programs stage and a count >= 0",
-                "use it only with qa_programs: true, or set it to 0",
+                f"{where}.synthetic_instructions", f"{self.synthetic_instructions} needs a programs stage and a count >= 0",
+                "use it only with kind: programs, or set it to 0",
             )
-        if self.semantics_only and self.cache_hidden_states:
-            raise ConfigError(f"{where}.semantics_only", "cannot be combined with cache_hidden_states", "pick one")
         if self.steps < 0 or self.batch_size < 1:
             raise ConfigError(f"{where}.steps/batch_size", f"{self.steps} steps, batch {self.batch_size}", "use steps >= 0, batch_size >= 1")
         if not self.lr > 0:
@@ -227,7 +229,7 @@ def train_config_from_dict(values: dict[str, Any], base_directory: Path | None =
     stages = values.pop("stages", None)
     if not isinstance(stages, list):
         raise ConfigError("stages", "must be a list of stages", "see config/train_mini.yaml")
-    values["stages"] = [config_from_dict(StageConfig, stage, name=f"stages[{index}]") for index, stage in enumerate(stages)]
+    values["stages"] = [stage_from_dict(stage, f"stages[{index}]") for index, stage in enumerate(stages)]
     config = config_from_dict(TrainConfig, values, name="train config")
     if base_directory is not None:
         config.output = str(_resolve(config.output, base_directory))
@@ -238,6 +240,27 @@ def train_config_from_dict(values: dict[str, Any], base_directory: Path | None =
         if config.init_from:
             config.init_from = str(_resolve(config.init_from, base_directory))
     return config
+
+
+def stage_from_dict(values: Any, name: str) -> StageConfig:
+    """A stage from its YAML mapping. The booleans of older recipes (``LEGACY_KIND_FLAGS``:
+    ``cache_hidden_states``, ``semantics_only``, ``qa_programs``) still read, as the kind they name."""
+    values = dict(require_mapping(values, name))
+    kinds = {values["kind"]} if "kind" in values else set()
+    for flag, kind in LEGACY_KIND_FLAGS.items():
+        if flag not in values:
+            continue
+        value = values.pop(flag)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}.{flag}", f"{value!r} is not true or false", f"write kind: {kind} instead")
+        if value:
+            kinds.add(kind)
+    if len(kinds) > 1:
+        raise ConfigError(f"{name}.kind", f"names more than one stage kind: {sorted(kinds)}",
+                          f"give one kind of {list(STAGE_KINDS)} (and drop the old booleans)")
+    if kinds:
+        values["kind"] = kinds.pop()
+    return config_from_dict(StageConfig, values, name=name)
 
 
 def _resolve(path: str, base: Path) -> Path:
@@ -526,7 +549,7 @@ class Trainer:
         """Collated batch ``step`` of a stage."""
         dataset = self.load_data()
         items = [(dataset.entries[p].scene_id, dataset.entries[p].annotation) for p in sampler.batch_positions(step)]
-        if sampler.stage.qa_programs:
+        if sampler.stage.kind == "programs":
             synthetic = []
             if sampler.stage.synthetic_instructions:
                 rng = np.random.default_rng([self.config.seed, sampler.stage_index, step, 13])
@@ -542,9 +565,9 @@ class Trainer:
     def prepare_stage(self, stage_index: int) -> None:
         """Freeze/unfreeze for the stage and build its optimizer and schedule."""
         stage = self.config.stages[stage_index]
-        if stage.qa_programs and not self.model.config.question_programs:
+        if stage.kind == "programs" and not self.model.config.question_programs:
             raise ConfigError(
-                f"stages.{stage.name}.qa_programs", "the model has no program adapter",
+                f"stages.{stage.name}.kind", "a programs stage needs the model's program adapter; the model has none",
                 "set model_overrides.question_programs: true (with scene_encoder.word_instances)",
             )
         set_trainable(self.model, stage.train)
@@ -612,9 +635,9 @@ class Trainer:
         torch.manual_seed(seed)
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
-        if stage.semantics_only:
+        if stage.kind == "semantics":
             return self._semantics_step(batch, stage, float(lr))
-        adapter = self.model.program_adapter() if stage.qa_programs else contextlib.nullcontext()
+        adapter = self.model.program_adapter() if stage.kind == "programs" else contextlib.nullcontext()
         with _autocast(self.device, self.bf16), adapter:
             output = self.model(
                 batch.scene, batch.prompts, batch.targets, batch.target_boxes,
@@ -636,7 +659,7 @@ class Trainer:
         """One step of the point encoder and its patch-semantics head alone (no language model)."""
         if batch.patch_labels is None or self.model.scene_encoder.patch_semantics is None:
             raise ConfigError(
-                f"stages.{stage.name}.semantics_only", "the model's scene encoder has no patch-semantics head",
+                f"stages.{stage.name}.kind", "a semantics stage needs a patch-semantics head; the model's scene encoder has none",
                 "use a model preset with semantic_categories/semantic_colors, or drop this stage",
             )
         scene = batch.scene.to(self.device)
@@ -713,7 +736,7 @@ class Trainer:
                     if self._prepared_stage != stage_index:
                         self.prepare_stage(stage_index)
                     sampler = StageSampler(self.load_data(), stage, stage_index, self.config.seed)
-                    states = self.cache_box_states(stage) if stage.cache_hidden_states else None
+                    states = self.cache_box_states(stage) if stage.kind == "cached_head" else None
                     while self.position.stage_step < stage.steps:
                         if steps_done >= budget:
                             return None
