@@ -17,7 +17,8 @@ from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, M
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import parameter_report, save_checkpoint
 from threed_llm_ros.model.threed_llm import ThreeDLLM
-from threed_llm_ros.train.trainer import ensure_dataset, load_train_config, model_config_of
+from threed_llm_ros.train.config import load_train_config, model_config_of
+from threed_llm_ros.train.trainer import ensure_dataset
 
 pytestmark = pytest.mark.slow
 

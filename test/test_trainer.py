@@ -20,21 +20,12 @@ from threed_llm_ros.model.location_tokens import LOCATION_TOKEN_PATTERN
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train import trainer as trainer_module
 from threed_llm_ros.train.collate import SceneCache, collate
-from threed_llm_ros.train.trainer import (
-    LOG_FILE,
-    PLOT_FILE,
-    StageConfig,
-    StageSampler,
-    Trainer,
-    ensure_dataset,
-    load_train_config,
-    model_config_of,
-    parameter_group_members,
-    read_log,
-    stage_from_dict,
-    train,
-    train_config_from_dict,
+from threed_llm_ros.train.config import (
+    StageConfig, load_train_config, model_config_of, stage_from_dict, train_config_from_dict,
 )
+from threed_llm_ros.train.optimisation import StageSampler, parameter_group_members
+from threed_llm_ros.train.run_log import LOG_FILE, PLOT_FILE, read_log
+from threed_llm_ros.train.trainer import Trainer, ensure_dataset, train
 
 pytestmark = pytest.mark.slow
 
@@ -247,11 +238,11 @@ def test_resume_repeats_the_uninterrupted_run_and_writes_log_and_plot(tiny_confi
 
 def test_bad_configs_fail_clearly(tiny_config, tmp_path: Path, capsys) -> None:
     with pytest.raises(ConfigError, match="train"):
-        config_from_dict(trainer_module.StageConfig, {
+        config_from_dict(StageConfig, {
             "name": "x", "steps": 1, "lr": 1e-3, "batch_size": 1, "tasks": ["caption"], "train": ["everything"],
         }, name="stages[0]")
     with pytest.raises(ConfigError, match="unknown key"):
-        trainer_module.train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
+        train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
     assert trainer_module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
