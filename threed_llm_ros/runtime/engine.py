@@ -666,7 +666,8 @@ def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> P
     path and timings are real, the answers are not meaningful.
     """
     from threed_llm_ros.model.checkpoint import save_checkpoint
-    from threed_llm_ros.model.threed_llm import ThreeDLLM, ThreeDLLMConfig
+    from threed_llm_ros.model.threed_llm import ThreeDLLM
+    from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig
 
     directory = Path(directory)
     if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():

@@ -18,7 +18,7 @@ from threed_llm_ros.config_io import config_from_dict, require_mapping
 from threed_llm_ros.data.annotation_types import TASKS
 from threed_llm_ros.data.generate import GenerateConfig
 from threed_llm_ros.errors import ConfigError
-from threed_llm_ros.model.threed_llm import ThreeDLLMConfig, load_model_config
+from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig, load_model_config
 
 PARAMETER_GROUPS: tuple[str, ...] = (
     "point_encoder",  # scene_encoder.point_encoder
