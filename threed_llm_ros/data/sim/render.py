@@ -176,83 +176,102 @@ def ray_cast(scene: Scene, intrinsics: CameraIntrinsics) -> RayCast:
         region_t[closer] = t[closer]
         best_id[v0:v1, u0:u1][closer] = index
 
-    color = np.zeros((height * width, 3), dtype=np.float32)
-    incidence = np.zeros(height * width, dtype=np.float32)
-    flat_t = best_t.ravel()
-    light = _LIGHT_DIRECTION @ yaw_rotation(scene.camera.yaw)  # world → camera gravity frame
-    # Per-pixel work below is written component by component: no BLAS calls, whose thread
-    # pools stall on a loaded machine.
-
-    def hit_points(pixels: np.ndarray, center: np.ndarray, yaw: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hit points of the given flat pixel indices in a frame centred at ``center`` turned by ``yaw``."""
-        t = flat_t[pixels]
-        rows, columns = np.divmod(pixels, width)
-        x, y, z = t - center[0], t * ray_y[columns] - center[1], t * ray_z[rows] - center[2]
-        c, s = math.cos(yaw), math.sin(yaw)
-        return c * x + s * y, -s * x + c * y, z
-
-    def box_normals(local: tuple[np.ndarray, ...], half: np.ndarray, yaw: float, inward: bool) -> tuple[np.ndarray, ...]:
-        """Normals (camera gravity frame) of the box faces the local points lie on; also the face axis and side."""
-        ratios = np.stack([np.abs(component) / extent for component, extent in zip(local, half)])
-        axis = np.argmax(ratios, axis=0)
-        side = np.sign(np.choose(axis, local))
-        outward = -side if inward else side
-        nx, ny, nz = ((axis == index) * outward for index in range(3))
-        c, s = math.cos(yaw), math.sin(yaw)
-        return c * nx - s * ny, s * nx + c * ny, nz, axis, side
-
-    def shade(pixels: np.ndarray, normals: tuple[np.ndarray, ...], base: np.ndarray, texture: np.ndarray) -> None:
-        rows, columns = np.divmod(pixels, width)
-        dy, dz = ray_y[columns], ray_z[rows]
-        facing = -(normals[0] + normals[1] * dy + normals[2] * dz) / np.sqrt(1.0 + dy * dy + dz * dz)
-        lambert = np.maximum(normals[0] * light[0] + normals[1] * light[1] + normals[2] * light[2], 0.0)
-        intensity = _AMBIENT + _DIFFUSE * lambert + _HEADLIGHT * np.maximum(facing, 0.0)
-        color[pixels] = np.clip(base * (intensity * texture)[:, None], 0.0, 255.0)
-        incidence[pixels] = np.abs(facing)
-
-    def texture_noise(x: np.ndarray, y: np.ndarray, z: np.ndarray, cell: float, amplitude: float, salt: int) -> np.ndarray:
-        cells = np.floor(np.stack((x, y, z), axis=1) / cell).astype(np.int64)
-        return 1.0 + amplitude * (2.0 * _hash_noise(cells, salt) - 1.0)
-
+    rays = _Rays(ray_y, ray_z, width, best_t.ravel(), _LIGHT_DIRECTION @ yaw_rotation(scene.camera.yaw),
+                 np.zeros((height * width, 3), dtype=np.float32), np.zeros(height * width, dtype=np.float32))
     for index, (primitive, rectangle) in enumerate(zip(primitives, rectangles)):
         if rectangle is None:
             continue
         v0, v1, u0, u1 = rectangle
         rows, columns = np.nonzero(best_id[v0:v1, u0:u1] == index)
-        if rows.size == 0:
-            continue
-        pixels = (rows + v0) * width + (columns + u0)
-        if primitive.is_cylinder:
-            x, y, z = hit_points(pixels, primitive.center, 0.0)
-            radial = np.hypot(x, y)
-            on_cap = np.abs(z) / primitive.half[2] > radial / primitive.half[0]
-            safe_radial = np.maximum(radial, 1e-12)
-            normals = (np.where(on_cap, 0.0, x / safe_radial), np.where(on_cap, 0.0, y / safe_radial),
-                       np.where(on_cap, np.sign(z), 0.0))
-            c, s = math.cos(primitive.yaw), math.sin(primitive.yaw)
-            texture = texture_noise(c * x + s * y, -s * x + c * y, z, _TEXTURE_CELL_M, _OBJECT_TEXTURE, primitive.salt)
-        else:
-            local = hit_points(pixels, primitive.center, primitive.yaw)
-            normals = box_normals(local, primitive.half, primitive.yaw, inward=False)[:3]
-            texture = texture_noise(*local, _TEXTURE_CELL_M, _OBJECT_TEXTURE, primitive.salt)
-        shade(pixels, normals, primitive.color, texture)
-
+        if rows.size:
+            _shade_primitive(rays, primitive, (rows + v0) * width + (columns + u0))
     pixels = np.flatnonzero(best_id == -1)
     if pixels.size:
-        local = hit_points(pixels, room_center, room_yaw)
-        nx, ny, nz, axis, side = box_normals(local, room_half, room_yaw, inward=True)  # seen from inside
+        local = rays.hit_points(pixels, room_center, room_yaw)
+        nx, ny, nz, axis, side = _box_normals(local, room_half, room_yaw, inward=True)  # seen from inside
         surface = np.where(axis == 2, np.where(side < 0, 0, 1), 2)  # floor, ceiling, wall
         palette = np.array([room.floor_color, room.ceiling_color, room.wall_color], dtype=np.float64)
-        texture = texture_noise(*local, 2 * _TEXTURE_CELL_M, _ROOM_TEXTURE, 991)
-        shade(pixels, (nx, ny, nz), palette[surface], texture)
-    color = color.reshape(height, width, 3)
-    incidence = incidence.reshape(height, width)
+        texture = _texture_noise(*local, 2 * _TEXTURE_CELL_M, _ROOM_TEXTURE, 991)
+        rays.shade(pixels, (nx, ny, nz), palette[surface], texture)
 
     object_of_primitive = np.array([primitive.object_index for primitive in primitives] + [-1], dtype=np.int32)
     return RayCast(
         intrinsics=intrinsics,
         depth_m=best_t.astype(np.float32),
-        color=color,
+        color=rays.color.reshape(height, width, 3),
         instance_mask=object_of_primitive[best_id],
-        incidence_cos=incidence,
+        incidence_cos=rays.incidence.reshape(height, width),
     )
+
+
+# Per-pixel work below is written component by component: no BLAS calls, whose thread pools
+# stall on a loaded machine.
+
+
+@dataclass
+class _Rays:
+    """One render's rays (gravity-frame directions (1, ray_y, ray_z), nearest hit depth per flat
+    pixel), the light in the camera gravity frame, and the colour and incidence being filled."""
+
+    ray_y: np.ndarray
+    ray_z: np.ndarray
+    width: int
+    flat_t: np.ndarray
+    light: np.ndarray
+    color: np.ndarray  # (H*W, 3) float32
+    incidence: np.ndarray  # (H*W,) float32
+
+    def hit_points(self, pixels: np.ndarray, center: np.ndarray,
+                   yaw: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hit points of the given flat pixel indices in a frame centred at ``center`` turned by ``yaw``."""
+        t = self.flat_t[pixels]
+        rows, columns = np.divmod(pixels, self.width)
+        x, y, z = t - center[0], t * self.ray_y[columns] - center[1], t * self.ray_z[rows] - center[2]
+        c, s = math.cos(yaw), math.sin(yaw)
+        return c * x + s * y, -s * x + c * y, z
+
+    def shade(self, pixels: np.ndarray, normals: tuple[np.ndarray, ...], base: np.ndarray, texture: np.ndarray) -> None:
+        """Lambert light, ambient and a headlight on the pixels' surfaces (normals in the camera gravity frame)."""
+        rows, columns = np.divmod(pixels, self.width)
+        dy, dz = self.ray_y[columns], self.ray_z[rows]
+        light = self.light
+        facing = -(normals[0] + normals[1] * dy + normals[2] * dz) / np.sqrt(1.0 + dy * dy + dz * dz)
+        lambert = np.maximum(normals[0] * light[0] + normals[1] * light[1] + normals[2] * light[2], 0.0)
+        intensity = _AMBIENT + _DIFFUSE * lambert + _HEADLIGHT * np.maximum(facing, 0.0)
+        self.color[pixels] = np.clip(base * (intensity * texture)[:, None], 0.0, 255.0)
+        self.incidence[pixels] = np.abs(facing)
+
+
+def _box_normals(local: tuple[np.ndarray, ...], half: np.ndarray, yaw: float, inward: bool) -> tuple[np.ndarray, ...]:
+    """Normals (camera gravity frame) of the box faces the local points lie on; also the face axis and side."""
+    ratios = np.stack([np.abs(component) / extent for component, extent in zip(local, half)])
+    axis = np.argmax(ratios, axis=0)
+    side = np.sign(np.choose(axis, local))
+    outward = -side if inward else side
+    nx, ny, nz = ((axis == index) * outward for index in range(3))
+    c, s = math.cos(yaw), math.sin(yaw)
+    return c * nx - s * ny, s * nx + c * ny, nz, axis, side
+
+
+def _texture_noise(x: np.ndarray, y: np.ndarray, z: np.ndarray, cell: float, amplitude: float, salt: int) -> np.ndarray:
+    """A blocky multiplicative texture around 1, fixed to the surface (cells of ``cell`` metres)."""
+    cells = np.floor(np.stack((x, y, z), axis=1) / cell).astype(np.int64)
+    return 1.0 + amplitude * (2.0 * _hash_noise(cells, salt) - 1.0)
+
+
+def _shade_primitive(rays: _Rays, primitive: Primitive, pixels: np.ndarray) -> None:
+    """Colour the pixels where a primitive is the nearest hit: its colour, textured and lit."""
+    if primitive.is_cylinder:
+        x, y, z = rays.hit_points(pixels, primitive.center, 0.0)
+        radial = np.hypot(x, y)
+        on_cap = np.abs(z) / primitive.half[2] > radial / primitive.half[0]
+        safe_radial = np.maximum(radial, 1e-12)
+        normals = (np.where(on_cap, 0.0, x / safe_radial), np.where(on_cap, 0.0, y / safe_radial),
+                   np.where(on_cap, np.sign(z), 0.0))
+        c, s = math.cos(primitive.yaw), math.sin(primitive.yaw)
+        texture = _texture_noise(c * x + s * y, -s * x + c * y, z, _TEXTURE_CELL_M, _OBJECT_TEXTURE, primitive.salt)
+    else:
+        local = rays.hit_points(pixels, primitive.center, primitive.yaw)
+        normals = _box_normals(local, primitive.half, primitive.yaw, inward=False)[:3]
+        texture = _texture_noise(*local, _TEXTURE_CELL_M, _OBJECT_TEXTURE, primitive.salt)
+    rays.shade(pixels, normals, primitive.color, texture)
