@@ -8,26 +8,15 @@ import re
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.annotations import (
-    PLAN_ACTIONS,
-    QUESTION_TYPES,
-    TASKS,
-    Annotation,
-    AnnotationConfig,
-    annotate_scene,
-    check_answer,
-    describe,
-    footprint_gap,
-    make_expression,
-    navigation_goal,
-    plural,
-    resolve_reference,
-    scene_facts,
-)
+from threed_llm_ros.data.annotation_types import PLAN_ACTIONS, QUESTION_TYPES, TASKS, Annotation, AnnotationConfig
+from threed_llm_ros.data.annotations import annotate_scene, check_answer
+from threed_llm_ros.data.plan_annotations import navigation_goal
+from threed_llm_ros.data.relations import footprint_gap, make_expression, resolve_reference, scene_facts
+from threed_llm_ros.data.words import describe, plural
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord
 from threed_llm_ros.data.generate import record_from_frame
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.plans import parse_plan_text
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
@@ -287,7 +276,7 @@ def test_hand_built_scene_annotations() -> None:
 
 def test_navigation_goal_of_a_cup_stands_in_front_of_the_table() -> None:
     record = _hand_scene()
-    goal = navigation_goal(record, 1, CONFIG)
+    goal = navigation_goal(record.objects, 1, CONFIG)
     # The cup sits at x=3.0 on a table whose near edge is x=2.4: goal 0.6 m before that edge, on the floor.
     position = np.asarray(goal["position"])
     assert position[2] == pytest.approx(-1.2)

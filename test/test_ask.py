@@ -14,7 +14,7 @@ import pytest
 from threed_llm_ros.ask import main, read_cloud_file
 from threed_llm_ros.data.dataset import write_scene
 from threed_llm_ros.data.generate import record_from_frame
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 

@@ -29,7 +29,7 @@ from threed_llm_interfaces.msg import GroundedObjectArray, Plan  # noqa: E402
 from test_threed_llm_node import (  # noqa: E402
     FRAME_ID, LATCHED, STARTUP_S, Probe, Publisher, _now, _seen_and_absent, _start_node,
 )
-from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
+from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.plans import plan_text  # noqa: E402
 from threed_llm_ros.processes import NodeProcess  # noqa: E402
 from threed_llm_ros.ros.interface_messages import plan_to_dict  # noqa: E402

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.runtime.backends import (
     OnnxRuntimeSceneEncoder,

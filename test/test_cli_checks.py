@@ -8,6 +8,7 @@ import yaml
 
 from threed_llm_ros.eval import evaluate as evaluate_module
 from threed_llm_ros.train import trainer as trainer_module
+from threed_llm_ros.train.config import load_train_config
 
 
 def _recipe_with_data(tmp_path: Path, repo_root: Path, directory: Path, generate_if_missing: bool | None) -> Path:
@@ -38,14 +39,14 @@ def test_train_on_a_missing_dataset_is_an_error_unless_generation_was_asked(tmp_
 
 def test_generation_when_asked(tmp_path: Path, repo_root: Path) -> None:
     directory = tmp_path / "generated"
-    config = trainer_module.load_train_config(_recipe_with_data(tmp_path, repo_root, directory, True))
+    config = load_train_config(_recipe_with_data(tmp_path, repo_root, directory, True))
     assert trainer_module.ensure_dataset(config.data, progress=False) == directory
     assert (directory / "index.jsonl").is_file()
 
 
 def test_shipped_recipes_ask_for_generation_of_their_data_caches(repo_root: Path) -> None:
     for recipe in sorted((repo_root / "config").glob("train_*.yaml")):
-        assert trainer_module.load_train_config(recipe).data.generate_if_missing, recipe
+        assert load_train_config(recipe).data.generate_if_missing, recipe
 
 
 def test_eval_on_a_missing_dataset_names_the_option_and_the_command_that_makes_one(tmp_path: Path, capsys) -> None:

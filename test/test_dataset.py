@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.annotations import annotate_scene, check_answer, scene_facts
+from threed_llm_ros.data.annotations import annotate_scene, check_answer
+from threed_llm_ros.data.relations import scene_facts
 from threed_llm_ros.data.dataset import (
     SPLITS,
     SceneRecord,
@@ -22,7 +23,7 @@ from threed_llm_ros.data.dataset import (
     write_scene,
 )
 from threed_llm_ros.data.generate import record_from_frame
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.geometry.frames import to_gravity_frame
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from threed_llm_ros.data.dataset import SplitConfig
 from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
 from threed_llm_ros.eval.evaluate import (
     BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, ROBOT, EvalSettings, evaluate,
@@ -41,13 +40,7 @@ def subset_dataset(directory: Path) -> Path:
     """The CI subset: the first scenes of the training recipe's dataset, regenerated."""
     subset = CARD["ci_subset"]
     generate = subset["generate"]
-    config = GenerateConfig(
-        scenes=subset["scenes"], seed=generate["seed"], width=generate["width"], height=generate["height"],
-        fov_deg=generate["fov_deg"], points_per_scene=generate["points_per_scene"], save_images=False,
-        sensor_noise=generate["sensor_noise"],
-        split=SplitConfig(seed=generate["seed"], val_fraction=generate["val_fraction"],
-                          test_fraction=generate["test_fraction"], heldout_fraction=generate["heldout_fraction"]),
-    )
+    config = GenerateConfig.from_options({**generate, "scenes": subset["scenes"], "save_images": False})
     generate_dataset(directory, config, progress=False)
     return directory
 

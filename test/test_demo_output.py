@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.scene_sim import preview_figure, simulate
+from threed_llm_ros.data.sim.cli import preview_figure
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 
 rclpy = pytest.importorskip("rclpy")  # the demo and the prompt client are ROS programs (messages only here)

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from threed_llm_ros.data.annotations import QUESTION_TYPES, TASKS
+from threed_llm_ros.data.annotation_types import QUESTION_TYPES, TASKS
 from threed_llm_ros.data.programs import parse_program
 from threed_llm_ros.eval import evaluate as evaluate_module
 from threed_llm_ros.eval.evaluate import BLIND_HEAD, BLIND_TOKENS, MODEL_HEAD, MODEL_TOKENS, ROBOT, navigation_pose
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.checkpoint import parameter_report, save_checkpoint
 from threed_llm_ros.model.threed_llm import ThreeDLLM
-from threed_llm_ros.train.trainer import ensure_dataset, load_train_config, model_config_of
+from threed_llm_ros.train.config import load_train_config, model_config_of
+from threed_llm_ros.train.trainer import ensure_dataset
 
 pytestmark = pytest.mark.slow
 

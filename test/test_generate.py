@@ -53,3 +53,21 @@ def test_generate_data_is_deterministic(tmp_path) -> None:
 def test_generate_data_rejects_bad_arguments(tmp_path, capsys) -> None:
     assert main(["--output", str(tmp_path), "--scenes", "0", "--quiet"]) == 2
     assert "scenes" in capsys.readouterr().err
+
+
+def test_the_flat_generate_options_are_one_config() -> None:
+    """``generate-data``'s flags and a training YAML's ``data.generate`` build the same GenerateConfig."""
+    import pytest
+
+    from threed_llm_ros.data.generate import GenerateConfig
+    from threed_llm_ros.errors import ConfigError
+
+    options = {"scenes": 3, "seed": 5, "width": 96, "height": 72, "points_per_scene": 2000, "save_images": False,
+               "val_fraction": 0.2, "test_fraction": 0.0, "heldout_fraction": 0.3}
+    config = GenerateConfig.from_options(options)
+    assert (config.scenes, config.split.seed, config.split.val_fraction, config.split.heldout_fraction) == (3, 5, 0.2, 0.3)
+    assert GenerateConfig.from_options(config.options()) == config
+    assert GenerateConfig.from_options({}) == GenerateConfig()
+    with pytest.raises(ConfigError) as raised:
+        GenerateConfig.from_options({"scenes": 3, "sceens": 4}, "data.generate")
+    assert raised.value.parameter == "data.generate.sceens"

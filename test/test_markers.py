@@ -11,7 +11,7 @@ pytest.importorskip("rclpy")
 
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
+from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.geometry.boxes import OrientedBox  # noqa: E402
 from threed_llm_ros.geometry.frames import rotation_to_gravity  # noqa: E402
 from threed_llm_ros.geometry.iou import rotated_box_iou  # noqa: E402

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.scene_sim import generate_scene, ray_cast
+from threed_llm_ros.data.sim.placement import generate_scene
+from threed_llm_ros.data.sim.render import ray_cast
 from threed_llm_ros.geometry.camera import CameraIntrinsics, project_points
 from threed_llm_ros.geometry.frames import to_gravity_frame
 from threed_llm_ros.geometry.iou import rotated_box_iou

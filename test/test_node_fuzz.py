@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 from std_msgs.msg import String  # noqa: E402
 
 from test_threed_llm_node import ANSWER_S, FRAME_ID, STARTUP_S, Probe, _ask, _now, _start_node  # noqa: E402
-from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
+from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.errors import MessageFormatError  # noqa: E402
 from threed_llm_ros.geometry.camera import CameraIntrinsics  # noqa: E402
 from threed_llm_ros.ros.conversions import (  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ModelFileError
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.objects.layer import ObjectLayer

@@ -60,7 +60,7 @@ def generator(model, exported) -> OnnxGenerator:
 
 @pytest.fixture(scope="module")
 def scenes(model):
-    from threed_llm_ros.data.scene_sim import simulate
+    from threed_llm_ros.data.sim.frames import simulate
     from threed_llm_ros.model.preprocessing import prepare_scenes
 
     prepared = []
@@ -173,7 +173,7 @@ def test_engine_settings_name_the_bad_language_backend() -> None:
 
 
 def test_engine_answers_through_onnxruntime_by_default(export_directory: Path, exported) -> None:
-    from threed_llm_ros.data.scene_sim import simulate
+    from threed_llm_ros.data.sim.frames import simulate
     from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
 
     from threed_llm_ros.runtime.lm_backend import ReleasedDecoderLayer

@@ -73,3 +73,18 @@ def test_the_node_fails_to_start_on_a_misspelled_key_in_its_yaml(tmp_path: Path,
         process.stop()
     assert code == 1, output
     assert "parameter 'max_new_tokns'" in output and "Fix: rename it to 'max_new_tokens'" in output, output
+
+
+def test_the_inference_delay_is_a_test_hook_not_a_parameter() -> None:
+    """The deliberate per-inference sleep comes from the environment, never from a parameter file."""
+    from threed_llm_ros.ros.node_settings import (
+        PARAMETER_SPECS as NODE_SPECS, TEST_INFERENCE_DELAY_ENV, inference_delay_for_tests,
+    )
+
+    assert "inference_delay_s" not in {spec.name for spec in NODE_SPECS}
+    assert inference_delay_for_tests({}) == 0.0
+    assert inference_delay_for_tests({TEST_INFERENCE_DELAY_ENV: "0.25"}) == 0.25
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ConfigError) as raised:
+            inference_delay_for_tests({TEST_INFERENCE_DELAY_ENV: bad})
+        assert raised.value.parameter == TEST_INFERENCE_DELAY_ENV

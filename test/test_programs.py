@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from threed_llm_ros.data.annotations import (
-    PLAN_TYPES, QUESTION_TYPES, RELATIONS, SYNONYMS, AnnotationConfig, annotate_scene, plan_combos,
-    synthetic_instruction,
-)
+from threed_llm_ros.data.annotation_types import QUESTION_TYPES, AnnotationConfig
+from threed_llm_ros.data.annotations import annotate_scene
+from threed_llm_ros.data.plan_annotations import PLAN_TYPES, plan_combos, synthetic_instruction
+from threed_llm_ros.data.relations import RELATIONS
+from threed_llm_ros.data.words import SYNONYMS
 from threed_llm_ros.data.catalog import COLOR_NAMES
 from threed_llm_ros.data.dataset import SplitConfig, choose_heldout_combinations
 from threed_llm_ros.data.generate import record_from_frame
@@ -28,7 +29,7 @@ from threed_llm_ros.data.programs import (
     program_text,
     supports,
 )
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 

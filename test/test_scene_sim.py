@@ -9,22 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from threed_llm_ros.data import scene_sim
 from threed_llm_ros.data.catalog import CATEGORIES, COLORS
-from threed_llm_ros.data.scene_sim import (
-    Scene,
-    SceneConfig,
-    SceneObject,
-    SceneSpecError,
-    SensorConfig,
-    footprints_overlap,
-    generate_scene,
-    load_scene,
-    ray_cast,
-    render,
-    save_scene,
-    simulate,
-)
+from threed_llm_ros.data.sim import cli as sim_cli
+from threed_llm_ros.data.sim.frames import DEFAULT_INTRINSICS, RenderedFrame, render, simulate
+from threed_llm_ros.data.sim.placement import SceneConfig, footprints_overlap, generate_scene
+from threed_llm_ros.data.sim.render import ray_cast
+from threed_llm_ros.data.sim.scene import Scene, SceneObject, SceneSpecError, load_scene, save_scene
+from threed_llm_ros.data.sim.sensor import SensorConfig
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.camera import CameraIntrinsics, depth_to_points, project_points
 from threed_llm_ros.geometry.frames import from_gravity_frame, to_gravity_frame
@@ -57,7 +48,7 @@ ANALYTIC_SPEC = {
 ANALYTIC_CAMERA = CameraIntrinsics(fx=500.0, fy=500.0, cx=320.0, cy=240.0, width=640, height=480)
 
 
-def _assert_frames_equal(a: scene_sim.RenderedFrame, b: scene_sim.RenderedFrame) -> None:
+def _assert_frames_equal(a: RenderedFrame, b: RenderedFrame) -> None:
     for name in ("rgb", "depth_m", "depth_clean_m", "instance_mask", "points", "colors"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     np.testing.assert_array_equal(a.boxes_array(), b.boxes_array())
@@ -95,7 +86,7 @@ def test_scenes_have_several_objects_mostly_in_view() -> None:
         assert all(obj.box.center[0] > 1.0 for obj in frame.objects)
 
 
-def _object_points(frame: scene_sim.RenderedFrame, index: int) -> np.ndarray:
+def _object_points(frame: RenderedFrame, index: int) -> np.ndarray:
     depth = np.where(frame.instance_mask == index, frame.depth_clean_m, np.nan)
     points, _ = depth_to_points(depth, frame.intrinsics)
     return to_gravity_frame(points.astype(np.float64), "-y")
@@ -163,7 +154,7 @@ def test_small_objects_rest_on_their_supports() -> None:
 
 
 def test_rendered_small_objects_touch_the_top_they_rest_on() -> None:
-    frame = simulate(2, scene_sim.DEFAULT_INTRINSICS, sensor=PERFECT)
+    frame = simulate(2, DEFAULT_INTRINSICS, sensor=PERFECT)
     checked = 0
     for obj in frame.objects:
         if obj.on is None or obj.visible_pixels < 100:
@@ -389,7 +380,7 @@ def _centroids(mask: np.ndarray, indices: list[int]) -> dict[int, np.ndarray]:
     return centroids
 
 
-def _interior_objects(frame: scene_sim.RenderedFrame, minimum_pixels: int) -> list[int]:
+def _interior_objects(frame: RenderedFrame, minimum_pixels: int) -> list[int]:
     """Objects with enough pixels whose silhouette does not touch the image border."""
     mask = frame.instance_mask
     border = set(np.unique(np.concatenate((mask[0], mask[-1], mask[:, 0], mask[:, -1]))).tolist())
@@ -429,7 +420,7 @@ def test_resolution_and_focal_length_scale_the_image_consistently() -> None:
 
 def test_command_line_renders_saves_and_reloads(tmp_path, capsys) -> None:
     npz, png, spec = tmp_path / "frame.npz", tmp_path / "preview.png", tmp_path / "scene.json"
-    code = scene_sim.main(["--seed", "2", "--width", "160", "--height", "120", "--save", str(npz),
+    code = sim_cli.main(["--seed", "2", "--width", "160", "--height", "120", "--save", str(npz),
                            "--png", str(png), "--save-spec", str(spec)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -444,12 +435,12 @@ def test_command_line_renders_saves_and_reloads(tmp_path, capsys) -> None:
     width, height = Image.open(png).size
     assert width > 2 * height, "three panels side by side"
     # Re-rendering the saved spec with the same seed reproduces the frame.
-    assert scene_sim.main(["--spec", str(spec), "--seed", "2", "--width", "160", "--height", "120",
+    assert sim_cli.main(["--spec", str(spec), "--seed", "2", "--width", "160", "--height", "120",
                            "--save", str(tmp_path / "again.npz")]) == 0
     again = np.load(tmp_path / "again.npz")
     np.testing.assert_array_equal(again["rgb"], saved["rgb"])
     np.testing.assert_array_equal(again["depth_m"], saved["depth_m"])
     # A bad spec fails with the field named.
     spec.write_text(json.dumps({**ANALYTIC_SPEC, "camera": {}}))
-    assert scene_sim.main(["--spec", str(spec)]) == 2
+    assert sim_cli.main(["--spec", str(spec)]) == 2
     assert "camera.position" in capsys.readouterr().err

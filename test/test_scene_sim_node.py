@@ -18,15 +18,10 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from threed_llm_ros.data.scene_sim import (  # noqa: E402
-    RenderedFrame,
-    Scene,
-    SceneConfig,
-    SensorConfig,
-    frame_from_cast,
-    render,
-    simulate,
-)
+from threed_llm_ros.data.sim.frames import RenderedFrame, frame_from_cast, render, simulate  # noqa: E402
+from threed_llm_ros.data.sim.placement import SceneConfig  # noqa: E402
+from threed_llm_ros.data.sim.scene import Scene  # noqa: E402
+from threed_llm_ros.data.sim.sensor import SensorConfig  # noqa: E402
 from threed_llm_ros.geometry.camera import CameraIntrinsics  # noqa: E402
 from threed_llm_ros.geometry.frames import from_gravity_frame, matrix_from_quaternion, to_gravity_frame  # noqa: E402
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec  # noqa: E402

@@ -12,13 +12,8 @@ import yaml
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.preprocessing import boxes_to_metres
-from threed_llm_ros.model.threed_llm import (
-    SCENE_PLACEHOLDER_TOKEN,
-    ThreeDLLM,
-    ThreeDLLMConfig,
-    load_model_config,
-    scene_at,
-)
+from threed_llm_ros.model.threed_llm import SCENE_PLACEHOLDER_TOKEN, ThreeDLLM, scene_at
+from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig, load_model_config
 from threed_llm_helpers import scenes, tiny_config
 
 pytestmark = pytest.mark.slow

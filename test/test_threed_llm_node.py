@@ -34,7 +34,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from threed_llm_helpers import TRAINED_CHECKPOINT, engine_floors  # noqa: E402
 from threed_llm_ros.objects.describe import named_categories  # noqa: E402
-from threed_llm_ros.data.scene_sim import simulate  # noqa: E402
+from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.geometry.camera import CameraIntrinsics  # noqa: E402
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec  # noqa: E402
 from threed_llm_ros.ros.conversions import (  # noqa: E402
@@ -44,6 +44,7 @@ from threed_llm_ros.ros.conversions import (  # noqa: E402
     intrinsics_to_camera_info,
     tuple_to_stamp,
 )
+from threed_llm_ros.ros.node_settings import TEST_INFERENCE_DELAY_ENV  # noqa: E402
 from threed_llm_ros.ros.parameters import defaults_as_yaml_dict  # noqa: E402
 from threed_llm_ros.ros.threed_llm_node import NODE_NAME, PARAMETER_SPECS  # noqa: E402
 from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
@@ -151,11 +152,14 @@ def _now() -> tuple[int, int]:
     return now // 1_000_000_000, now % 1_000_000_000
 
 
-def _start_node(tmp_path: Path, checkpoint: Path | str, name: str, **parameters: Any) -> NodeProcess:
+def _start_node(tmp_path: Path, checkpoint: Path | str, name: str, inference_delay_s: float = 0.0,
+                **parameters: Any) -> NodeProcess:
+    """The node in its own process; ``inference_delay_s`` sets the test hook that emulates a slower model."""
     values = {"checkpoint": str(checkpoint), "max_new_tokens": 4, "diagnostics_period_s": 0.5, **parameters}
     spec = NodeProcessSpec(module=MODULE, parameter_files=[Path(__file__).parent.parent / "config" / "threed_llm.yaml"],
                            parameters=values)
-    return NodeProcess(spec, log_path=tmp_path / f"{name}.log")
+    return NodeProcess(spec, log_path=tmp_path / f"{name}.log",
+                       env={TEST_INFERENCE_DELAY_ENV: str(inference_delay_s)})
 
 
 def _ask(probe: Probe, prompt_publisher: Any, process: NodeProcess, prompt: str) -> tuple[str, list[str]]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from threed_llm_ros.data.annotations import BOX_TOKEN, QUESTION_TYPES
+from threed_llm_ros.config_io import config_from_dict
+from threed_llm_ros.data.annotation_types import BOX_TOKEN, QUESTION_TYPES
 from threed_llm_ros.data.programs import PROGRAM_REQUEST, parse_program
 from threed_llm_ros.data.dataset import load_dataset
 from threed_llm_ros.errors import ConfigError
@@ -20,19 +20,12 @@ from threed_llm_ros.model.location_tokens import LOCATION_TOKEN_PATTERN
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train import trainer as trainer_module
 from threed_llm_ros.train.collate import SceneCache, collate
-from threed_llm_ros.train.trainer import (
-    LOG_FILE,
-    PLOT_FILE,
-    StageConfig,
-    StageSampler,
-    Trainer,
-    ensure_dataset,
-    load_train_config,
-    model_config_of,
-    parameter_group_members,
-    read_log,
-    train,
+from threed_llm_ros.train.config import (
+    StageConfig, load_train_config, model_config_of, stage_from_dict, train_config_from_dict,
 )
+from threed_llm_ros.train.optimisation import StageSampler, parameter_group_members
+from threed_llm_ros.train.run_log import LOG_FILE, PLOT_FILE, read_log
+from threed_llm_ros.train.trainer import Trainer, ensure_dataset, train
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +141,7 @@ def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, t
     """Questions and referring expressions in, their programs out, no scene: only the program
     adapter learns, so what the default adapter writes (captions, answers, plans) is unchanged."""
     stage = StageConfig(name="programs", steps=5, lr=1e-3, batch_size=4, tasks=["qa", "grounding", "plan"],
-                        train=["program_lora"], qa_programs=True, warmup_steps=0, synthetic_instructions=2)
+                        train=["program_lora"], kind="programs", warmup_steps=0, synthetic_instructions=2)
     overrides = copy.deepcopy(tiny_config.model_overrides)
     overrides["question_programs"] = True
     overrides.setdefault("scene_encoder", {}).update(word_groups=4, word_instances=True)
@@ -171,8 +164,8 @@ def test_a_program_stage_trains_the_program_adapter_on_words_only(tiny_config, t
     changed = _changed(before, trainer)
     assert changed["program_lora"] and not any(value for group, value in changed.items() if group != "program_lora")
     assert model.generate(None, question, max_new_tokens=6, blind=True).text == before_text
-    with pytest.raises(ConfigError, match="qa_programs"):
-        StageConfig(name="mixed", steps=1, lr=1e-3, batch_size=1, tasks=["qa", "caption"], train=["lora"], qa_programs=True)
+    with pytest.raises(ConfigError, match="programs needs tasks"):
+        StageConfig(name="mixed", steps=1, lr=1e-3, batch_size=1, tasks=["qa", "caption"], train=["lora"], kind="programs")
     with pytest.raises(ConfigError, match="synthetic_instructions"):
         StageConfig(name="words", steps=1, lr=1e-3, batch_size=1, tasks=["plan"], train=["lora"], synthetic_instructions=2)
     plain = Trainer(_config(tiny_config, tmp_path / "plain", stages=[stage]))
@@ -245,18 +238,24 @@ def test_resume_repeats_the_uninterrupted_run_and_writes_log_and_plot(tiny_confi
 
 def test_bad_configs_fail_clearly(tiny_config, tmp_path: Path, capsys) -> None:
     with pytest.raises(ConfigError, match="train"):
-        trainer_module._build(trainer_module.StageConfig, {
+        config_from_dict(StageConfig, {
             "name": "x", "steps": 1, "lr": 1e-3, "batch_size": 1, "tasks": ["caption"], "train": ["everything"],
-        }, "stages[0]")
+        }, name="stages[0]")
     with pytest.raises(ConfigError, match="unknown key"):
-        trainer_module.train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
+        train_config_from_dict({"output": "x", "stages": [], "epochs": 3})
     assert trainer_module.main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_every_training_yaml_reads_back_from_the_form_written_next_to_the_run(repo_root: Path) -> None:
+    for path in sorted((repo_root / "config").glob("train_*.yaml")):
+        config = load_train_config(path)
+        assert train_config_from_dict(config.to_dict()) == config, path.name
+
+
 def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config, tmp_path: Path) -> None:
     trainer = Trainer(_config(tiny_config, tmp_path))
-    stage_index = next(i for i, s in enumerate(tiny_config.stages) if s.cache_hidden_states)
+    stage_index = next(i for i, s in enumerate(tiny_config.stages) if s.kind == "cached_head")
     stage = copy.deepcopy(tiny_config.stages[stage_index])
     stage.warmup_steps, stage.lr = 0, 3e-3
     trainer.config.stages[stage_index] = stage
@@ -284,12 +283,30 @@ def test_cached_head_stage_trains_only_the_head_and_lowers_its_loss(tiny_config,
 def test_cached_and_semantics_stages_must_train_only_their_part() -> None:
     with pytest.raises(ConfigError) as raised:
         StageConfig(name="bad", steps=1, lr=1e-3, batch_size=2, tasks=["grounding", "qa"], train=["box_head"],
-                    cache_hidden_states=True)
-    assert raised.value.parameter == "stages.bad.cache_hidden_states"
+                    kind="cached_head")
+    assert raised.value.parameter == "stages.bad.kind" and "cached_head needs" in str(raised.value)
     with pytest.raises(ConfigError) as raised:
         StageConfig(name="words", steps=1, lr=1e-3, batch_size=2, tasks=["caption"], train=["point_encoder", "lora"],
-                    semantics_only=True)
-    assert raised.value.parameter == "stages.words.semantics_only"
+                    kind="semantics")
+    assert raised.value.parameter == "stages.words.kind" and "semantics needs" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        StageConfig(name="odd", steps=1, lr=1e-3, batch_size=2, tasks=["caption"], train=["lora"], kind="head")
+    assert raised.value.parameter == "stages.odd.kind"
+
+
+def test_the_stage_booleans_of_older_recipes_read_as_their_kind(repo_root: Path) -> None:
+    """A saved train config from before ``kind`` (the shipped model's) still loads; two kinds at once do not."""
+    shipped = load_train_config(repo_root / "models" / "threed-llm-mini" / "train_config.yaml")
+    assert [stage.kind for stage in shipped.stages] == ["programs"]
+    base = {"name": "s", "steps": 1, "lr": 1e-3, "batch_size": 1, "tasks": ["grounding"], "train": ["box_head"]}
+    assert stage_from_dict({**base, "cache_hidden_states": True, "semantics_only": False}, "stages[0]").kind == "cached_head"
+    assert stage_from_dict({**base, "qa_programs": False}, "stages[0]").kind == "lm"
+    with pytest.raises(ConfigError) as raised:
+        stage_from_dict({**base, "kind": "lm", "cache_hidden_states": True}, "stages[0]")
+    assert raised.value.parameter == "stages[0].kind" and "more than one stage kind" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        stage_from_dict({**base, "semantics_only": "yes"}, "stages[0]")
+    assert raised.value.parameter == "stages[0].semantics_only"
 
 
 def test_every_shipped_recipe_loads_with_its_model_and_starting_checkpoint(repo_root: Path) -> None:
@@ -316,12 +333,12 @@ def test_init_from_starts_a_changed_model_from_a_checkpoint(tiny_config, tmp_pat
     overrides = copy.deepcopy(tiny_config.model_overrides)
     overrides["box_head"] = {"context": "encoder", "attention_dim": 32}
     started = Trainer(_config(tiny_config, tmp_path / "changed", model_overrides=overrides, init_from=str(saved)))
-    assert started.initialised_from and all(name.startswith("box_head.") for name in started.initialised_from)
+    assert started.not_initialised and all(name.startswith("box_head.") for name in started.not_initialised)
     assert "did not fit" in capsys.readouterr().err
     for name, tensor in started.model.scene_encoder.state_dict().items():
         assert torch.equal(tensor, source.model.scene_encoder.state_dict()[name]), name
     fresh_head = Trainer(_config(tiny_config, tmp_path / "fresh", init_from=str(saved), init_skip=["box_head."]))
-    assert fresh_head.initialised_from and all(name.startswith("box_head.") for name in fresh_head.initialised_from)
+    assert fresh_head.not_initialised and all(name.startswith("box_head.") for name in fresh_head.not_initialised)
     seeded_head = Trainer(_config(tiny_config, tmp_path / "plain")).model.box_head.state_dict()
     for name, tensor in fresh_head.model.box_head.state_dict().items():  # the seeded fresh head, not the saved one
         assert torch.equal(tensor, seeded_head[name]), name
@@ -353,7 +370,7 @@ def test_word_token_model_trains_a_semantics_stage_without_the_language_model(ti
     config.model_overrides["scene_encoder"]["word_groups"] = 4
     config.model_overrides["scene_encoder"]["word_instances"] = instances
     semantics = StageConfig(name="semantics", steps=12, lr=3e-3, batch_size=3, warmup_steps=1, tasks=["caption"],
-                            train=["point_encoder"], semantics_only=True)
+                            train=["point_encoder"], kind="semantics")
     config.stages = [semantics, *config.stages]
     trainer = Trainer(config)
     model = trainer.model

@@ -11,7 +11,7 @@ from threed_llm_ros.model.point_encoder import PointEncoderConfig
 from threed_llm_ros.model.preprocessing import PreprocessConfig, SceneBatch, prepare_scenes
 from threed_llm_ros.model.qformer import QFormerConfig
 from threed_llm_ros.model.scene_encoder import SceneEncoderConfig
-from threed_llm_ros.model.threed_llm import ThreeDLLMConfig
+from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig
 
 
 TRAINED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"

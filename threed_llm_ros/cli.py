@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "sim": ("threed_llm_ros.data.scene_sim", "render a simulated RGB-D scene and print or save what it holds"),
+    "sim": ("threed_llm_ros.data.sim.cli", "render a simulated RGB-D scene and print or save what it holds"),
     "generate-data": (
         "threed_llm_ros.data.generate",
         "render simulated scenes, annotate them for every task and write a dataset",

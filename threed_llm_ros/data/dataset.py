@@ -21,7 +21,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import RELATIONS, TASKS, Annotation
+from threed_llm_ros.data.annotation_types import TASKS, Annotation
+from threed_llm_ros.data.relations import RELATIONS
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox

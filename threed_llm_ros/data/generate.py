@@ -1,6 +1,6 @@
 """``threed-llm generate-data``: render simulated scenes, annotate them and write a dataset.
 
-Each scene is drawn and rendered by ``scene_sim`` (seeded per scene), turned into a
+Each scene is drawn and rendered by the simulator (``data.sim``, seeded per scene), turned into a
 ``SceneRecord`` (a seeded random subset of the depth cloud in the camera optical frame,
 up_axis "-y"), annotated for every task and written with fixed splits
 (``dataset.write_dataset``).
@@ -14,17 +14,23 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
-from threed_llm_ros.data.annotations import Annotation, AnnotationConfig, annotate_scene
+from threed_llm_ros.config_io import require_mapping
+from threed_llm_ros.data.annotation_types import Annotation, AnnotationConfig
+from threed_llm_ros.data.annotations import annotate_scene
 from threed_llm_ros.data.dataset import META_FILE, ObjectRecord, SceneRecord, SplitConfig, write_dataset
-from threed_llm_ros.data.scene_sim import RenderedFrame, SceneConfig, SensorConfig, simulate
+from threed_llm_ros.data.sim.frames import RenderedFrame, simulate
+from threed_llm_ros.data.sim.placement import SceneConfig
+from threed_llm_ros.data.sim.sensor import SensorConfig
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 
 OPTICAL_FRAME_ID = "camera_color_optical_frame"
+#: The split's options in the flat form (``GenerateConfig.from_options``); the split's seed is the data seed.
+SPLIT_OPTIONS = ("val_fraction", "test_fraction", "heldout_fraction")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,27 @@ class GenerateConfig:
             raise ConfigError("points_per_scene", f"{self.points_per_scene} is below 1", "keep at least one point")
         if not 0 < self.fov_deg < 180:
             raise ConfigError("fov_deg", f"{self.fov_deg} is not in (0, 180)", "use degrees between 0 and 180")
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The flat options: the fields but ``annotation`` and ``split``, then the split's fractions."""
+        return tuple(name for name in cls.__dataclass_fields__ if name not in ("annotation", "split")) + SPLIT_OPTIONS
+
+    @classmethod
+    def from_options(cls, values: Any, where: str = "generate") -> "GenerateConfig":
+        """The config of the flat ``generate-data`` options (the command's flags, a training YAML's
+        ``data.generate``); omitted options keep their defaults, unknown ones are an error naming ``where``."""
+        values = dict(require_mapping(values, where))
+        unknown = sorted(set(values) - set(cls.option_names()))
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}", f"unknown key(s) {unknown}", f"use only {list(cls.option_names())}")
+        split = SplitConfig(int(values.get("seed", 0)), **{name: values.pop(name) for name in SPLIT_OPTIONS if name in values})
+        return cls(**values, split=split)
+
+    def options(self) -> dict[str, Any]:
+        """The flat form ``from_options`` reads back."""
+        values = {name: getattr(self, name) for name in self.option_names() if name not in SPLIT_OPTIONS}
+        return {**values, **{name: getattr(self.split, name) for name in SPLIT_OPTIONS}}
 
 
 def scene_seed(seed: int, index: int) -> int:
@@ -141,12 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     arguments = parser.parse_args(argv)
     try:
-        config = GenerateConfig(
-            scenes=arguments.scenes, seed=arguments.seed, width=arguments.width, height=arguments.height,
-            fov_deg=arguments.fov, points_per_scene=arguments.points_per_scene, save_images=not arguments.no_images,
-            sensor_noise=not arguments.no_noise,
-            split=SplitConfig(arguments.seed, arguments.val_fraction, arguments.test_fraction, arguments.heldout_fraction),
-        )
+        config = GenerateConfig.from_options({
+            "scenes": arguments.scenes, "seed": arguments.seed, "width": arguments.width, "height": arguments.height,
+            "fov_deg": arguments.fov, "points_per_scene": arguments.points_per_scene,
+            "save_images": not arguments.no_images, "sensor_noise": not arguments.no_noise,
+            "val_fraction": arguments.val_fraction, "test_fraction": arguments.test_fraction,
+            "heldout_fraction": arguments.heldout_fraction,
+        })
         summary = generate_dataset(arguments.output, config, progress=not arguments.quiet)
     except ConfigError as error:
         print(f"threed-llm generate-data: {error}", file=sys.stderr)

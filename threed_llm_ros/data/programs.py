@@ -39,11 +39,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from threed_llm_ros.data.annotations import (
-    PAIR_RELATIONS, PLAN_TYPES, QUESTION_TYPES, RELATIONS, SUPERLATIVES, SYNONYMS, Annotation, AnnotationConfig,
-    SceneFacts, describe, format_distance, make_expression, plan_steps, plural,
-)
+from threed_llm_ros.data.annotation_types import QUESTION_TYPES, Annotation, AnnotationConfig
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
+from threed_llm_ros.data.dataset import ObjectRecord
+from threed_llm_ros.data.plan_annotations import PLAN_TYPES, plan_steps
+from threed_llm_ros.data.relations import PAIR_RELATIONS, RELATIONS, SUPERLATIVES, SceneFacts, make_expression
+from threed_llm_ros.data.words import SYNONYMS, describe, format_distance, plural
 from threed_llm_ros.geometry.boxes import OrientedBox
 
 #: Asked in place of the question itself when the model should write the question's program.
@@ -141,7 +142,7 @@ def annotation_program(annotation: Annotation) -> str:
 
 def _names_destination(instruction: str) -> bool:
     """Whether a throw_away instruction names its trash can: of the generator's forms only
-    "Put the {t} in the {d}." does (``annotations._PLAN_FORMS``)."""
+    "Put the {t} in the {d}." does (``plan_annotations._PLAN_FORMS``)."""
     return instruction.strip().lower().startswith("put the ")
 
 
@@ -303,15 +304,12 @@ def _to_box_frame(offset: np.ndarray, yaw: float) -> np.ndarray:
 
 def detected_facts(objects: Sequence[DetectedObject], config: AnnotationConfig = DECISION_CONFIG) -> SceneFacts:
     """``SceneFacts`` of detected objects (support inferred from the boxes), for running programs."""
-    from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord
-
     boxes = [obj.box for obj in objects]
     records = [
         ObjectRecord(index, obj.category, obj.color, obj.box, on=support, visible_points=max(config.min_visible_points, 1))
         for index, (obj, support) in enumerate(zip(objects, supports(boxes)))
     ]
-    record = SceneRecord("detected", np.zeros((0, 3)), np.zeros((0, 3)), "z", "", records)
-    return SceneFacts(record, config)
+    return SceneFacts(records, config)
 
 
 # --------------------------------------------------------------------------- execution
@@ -353,7 +351,7 @@ def locate(program: dict[str, Any], facts: SceneFacts) -> int | None:
 
 def plan_from_program(program: dict[str, Any], facts: SceneFacts | None = None) -> list[dict[str, Any]]:
     """The steps of a parsed instruction program, in the plan annotations' form (``action``,
-    ``target``, ``destination``; ``annotations.plan_steps``) without poses.
+    ``target``, ``destination``; ``plan_annotations.plan_steps``) without poses.
 
     Over ``facts`` (detected objects) each step also names the object it acts on (``object``,
     ``destination_object``: an index into the facts, None when not found), and a throw_away

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS, Annotation
+from threed_llm_ros.data.annotation_types import TASKS, Annotation
 from threed_llm_ros.data.dataset import DATASET_FIX, INDEX_FILE, SPLITS, SceneDataset, SceneRecord, load_dataset
 from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
@@ -105,7 +105,8 @@ def select_items(dataset: SceneDataset, settings: EvalSettings) -> dict[str, lis
 
 
 def floor_height(record: SceneRecord) -> float:
-    """The floor in the gravity frame: a low percentile of the cloud's heights (as the inference engine does)."""
+    """The floor in the gravity frame: a low percentile of the record's cloud heights. The eval's own
+    estimate for the model's plan poses (the robot column's engine takes the object layer's floor)."""
     heights = record.points_gravity()[:, 2]
     heights = heights[np.isfinite(heights)]
     return float(np.percentile(heights, 2.0)) if len(heights) else 0.0

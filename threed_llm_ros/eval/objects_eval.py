@@ -28,7 +28,7 @@ from tqdm import tqdm
 from threed_llm_ros.data.catalog import CATEGORY_NAMES
 from threed_llm_ros.data.programs import CATEGORY_WORDS
 from threed_llm_ros.objects.describe import named_categories
-from threed_llm_ros.data.scene_sim import simulate
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
 

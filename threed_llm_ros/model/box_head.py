@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from threed_llm_ros.config_io import config_from_dict
 from threed_llm_ros.errors import ConfigError
 
 BOX3D_TOKEN = "<box3d>"
@@ -64,11 +65,7 @@ class BoxHeadConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "BoxHeadConfig":
         """Inverse of :meth:`to_dict`."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError("box_head", f"unknown keys {sorted(unknown)}", f"use only {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values, name="box_head")
 
 
 @dataclass

@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.model.language_model import is_norm_module, language_model_fingerprint
 from threed_llm_ros.model.location_tokens import token_row_parameters
-from threed_llm_ros.model.threed_llm import ThreeDLLM, ThreeDLLMConfig
+from threed_llm_ros.model.threed_llm import ThreeDLLM
+from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig
 
 CHECKPOINT_FORMAT = "threed_llm_ros.checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from dataclasses import replace
 
     from threed_llm_ros.model.checkpoint import parameter_report
-    from threed_llm_ros.model.threed_llm import ThreeDLLM, load_model_config
+    from threed_llm_ros.model.threed_llm import ThreeDLLM
+    from threed_llm_ros.model.threed_llm_config import load_model_config
 
     try:
         config = load_model_config(arguments.config)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from threed_llm_ros.config_io import config_from_dict
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.resources import find_smollm2_gguf
 
@@ -234,11 +235,7 @@ class LoRASettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LoRASettings":
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError("lora", f"unknown keys {sorted(unknown)}", f"use only {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values, name="lora")
 
 
 def is_norm_module(module: nn.Module) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from threed_llm_ros.config_io import config_from_dict
 from threed_llm_ros.errors import ConfigError
 
 LOCATION_TOKEN_PATTERN = re.compile(r"<loc_(\d+)>")
@@ -109,11 +110,7 @@ class LocationTokenSettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LocationTokenSettings":
         """Inverse of :meth:`to_dict`."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError("location", f"unknown keys {sorted(unknown)}", f"use only {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values, name="location")
 
 
 class LocationCodec:

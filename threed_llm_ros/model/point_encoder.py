@@ -19,7 +19,7 @@ import torch.nn.functional as functional
 from torch import nn
 
 from threed_llm_ros.errors import ConfigError
-from threed_llm_ros.model.config_io import config_from_dict, config_to_dict
+from threed_llm_ros.config_io import config_from_dict, config_to_dict
 
 POSITION_EMBEDDING_HIDDEN = 128
 #: Group-relative xyz of the presets' 8192-point, 128-group scenes have a standard deviation near

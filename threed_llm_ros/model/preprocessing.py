@@ -19,7 +19,7 @@ import torch
 
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS, rotation_to_gravity
-from threed_llm_ros.model.config_io import config_from_dict, config_to_dict
+from threed_llm_ros.config_io import config_from_dict, config_to_dict
 
 #: Colour given to points of clouds without colour (or with non-finite colour): mid grey.
 MISSING_COLOR = 0.5

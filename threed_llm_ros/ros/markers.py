@@ -6,7 +6,6 @@ import math
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseStamped
 from nav_msgs.msg import Path
 from std_msgs.msg import Header
@@ -81,6 +80,3 @@ def marker_box(marker: Marker, up_axis: str) -> OrientedBox:
     yaw = math.atan2(in_gravity[1, 0], in_gravity[0, 0])
     return OrientedBox(tuple(float(v) for v in centre), (marker.scale.x, marker.scale.y, marker.scale.z), yaw)
 
-
-def stamp_of(message_stamp: Time) -> tuple[int, int]:
-    return int(message_stamp.sec), int(message_stamp.nanosec)

@@ -3,9 +3,11 @@ config/threed_llm.yaml, which the test suite checks) and their validated form.""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
+from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.ros.parameters import ParameterSpec
 from threed_llm_ros.ros.qos import qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.engine import BACKENDS, LM_BACKENDS, LM_PRECISIONS, REPLY_TIMEOUT_S, EngineSettings
@@ -67,9 +69,25 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     *qos_parameter_specs(),
     ParameterSpec("autostart", True, "Configure and activate at start-up (else drive it with ~/change_state)."),
     ParameterSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics message (s).", 0.1, 60.0),
-    ParameterSpec("inference_delay_s", 0.0, "Deliberate extra sleep after each inference (s), to emulate a slower "
-                  "model; tests use it to check that frames are dropped, not queued. Keep 0.", 0.0, 600.0),
 ]
+
+#: A test hook, not a node parameter: seconds of deliberate sleep after each inference, read from
+#: the node process's environment, to emulate a slower model (tests check that frames are dropped,
+#: not queued, and that a burst of prompts fills the queue).
+TEST_INFERENCE_DELAY_ENV = "THREED_LLM_TEST_INFERENCE_DELAY_S"
+
+
+def inference_delay_for_tests(environ: Mapping[str, str] = os.environ) -> float:
+    """The test hook's delay in seconds (0 when unset); a value that is not a number >= 0 is refused."""
+    text = environ.get(TEST_INFERENCE_DELAY_ENV, "").strip()
+    try:
+        delay = float(text) if text else 0.0
+    except ValueError:
+        delay = float("nan")
+    if not 0.0 <= delay <= 600.0:
+        raise ConfigError(TEST_INFERENCE_DELAY_ENV, f"{text!r} is not a delay in seconds",
+                          "unset it (it is a test hook), or give seconds between 0 and 600")
+    return delay
 
 
 @dataclass(frozen=True)
@@ -84,8 +102,8 @@ class NodeSettings:
     qos_depth: int
     autostart: bool
     diagnostics_period_s: float
-    inference_delay_s: float
     prompt_queue_depth: int
+    inference_delay_s: float = 0.0  # the test hook (TEST_INFERENCE_DELAY_ENV), never a parameter
 
     @classmethod
     def from_parameters(cls, values: dict[str, Any]) -> "NodeSettings":
@@ -105,5 +123,5 @@ class NodeSettings:
         sensor_qos(values["qos_reliability"], values["qos_depth"])  # validates
         return cls(engine, str(values["input"]), float(values["sync_tolerance_s"]), float(values["caption_rate_hz"]),
                    str(values["qos_reliability"]), int(values["qos_depth"]), bool(values["autostart"]),
-                   float(values["diagnostics_period_s"]), float(values["inference_delay_s"]),
-                   int(values["prompt_queue_depth"]))
+                   float(values["diagnostics_period_s"]), int(values["prompt_queue_depth"]),
+                   inference_delay_for_tests())

@@ -42,16 +42,10 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
 from threed_llm_ros.data.catalog import COLORS, ROOM_TYPE_NAMES
-from threed_llm_ros.data.scene_sim import (
-    RenderedFrame,
-    Scene,
-    SceneConfig,
-    SensorConfig,
-    frame_from_cast,
-    generate_scene,
-    load_scene,
-    render,
-)
+from threed_llm_ros.data.sim.frames import RenderedFrame, frame_from_cast, render
+from threed_llm_ros.data.sim.placement import SceneConfig, generate_scene
+from threed_llm_ros.data.sim.scene import Scene, load_scene
+from threed_llm_ros.data.sim.sensor import SensorConfig
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.geometry.frames import from_gravity_frame

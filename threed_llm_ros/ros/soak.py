@@ -51,7 +51,7 @@ def rss_bytes(pid: int) -> int:
 
 
 def _clouds(points: int, count: int = 4) -> list[PointCloud2]:
-    from threed_llm_ros.data.scene_sim import simulate
+    from threed_llm_ros.data.sim.frames import simulate
 
     messages = []
     for seed in range(3, 3 + count):

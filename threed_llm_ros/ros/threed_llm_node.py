@@ -39,9 +39,9 @@ queue full gets the reply "busy: N prompts are waiting; ask again shortly" on ``
 once (not on ``answer/stream``, where it would split the answer being streamed) and is
 counted as ``prompts_refused_busy`` in /diagnostics. Prompts come first: a periodic caption
 is skipped while a prompt waits, so a caption rate faster than the model cannot starve
-questions (a prompt waits for at most the caption already running). ``inference_delay_s``
-adds a deliberate sleep after each inference, to emulate a slower model (the
-drop-not-queue test uses it; keep 0 in use).
+questions (a prompt waits for at most the caption already running). Tests can emulate a
+slower model with a deliberate sleep after each inference, set in the node process's
+environment (``node_settings.TEST_INFERENCE_DELAY_ENV``; not a parameter).
 
 ``~/ask`` goals join the same queue as topic prompts and go through the same reply path
 (:class:`~threed_llm_ros.ros.ask_server.AskServer`); a goal that finds the queue full is aborted at

@@ -162,7 +162,7 @@ class PeakMemory:
 
 def bench_frame() -> Any:
     """The simulated 640×480 RGB-D frame every backend sees."""
-    from threed_llm_ros.data.scene_sim import simulate
+    from threed_llm_ros.data.sim.frames import simulate
 
     return simulate(SCENE_SEED)
 

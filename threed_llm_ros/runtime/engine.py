@@ -57,20 +57,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from threed_llm_ros.data.relations import ray_exit
 from threed_llm_ros.errors import ConfigError, FrameTooSparseError, ModelFileError
-from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.geometry.frames import (
-    UP_AXIS_ROTATIONS,
-    from_gravity_frame,
-    quaternion_from_matrix,
-    rotation_to_gravity,
-    yaw_rotation,
-)
+from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS, rotation_to_gravity
+from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_based_plan
 
-AVAILABLE_BACKENDS: tuple[str, ...] = BACKENDS
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 CAPTION_PROMPT = "Describe the scene."
@@ -248,34 +242,13 @@ class PlanReply:
     program: str | None = None  # the plan program the steps came from; None: model text or rules
 
 
-def pose_in_input_frame(position_gravity: np.ndarray, yaw: float, up_axis: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Position and quaternion (x, y, z, w) in the input frame of a gravity-frame point and heading."""
-    position = from_gravity_frame(np.asarray(position_gravity, dtype=np.float64)[None], up_axis)[0]
-    rotation = rotation_to_gravity(up_axis).T @ yaw_rotation(yaw)
-    return tuple(float(v) for v in position), tuple(float(v) for v in quaternion_from_matrix(rotation))
-
-
-def _ray_exit(origin: np.ndarray, direction: np.ndarray, box: OrientedBox) -> float:
-    """Distance a horizontal ray from ``origin`` travels before leaving the box footprint."""
-    rotation = yaw_rotation(box.yaw)[:2, :2]
-    local_origin = (origin - np.asarray(box.center[:2])) @ rotation
-    local_direction = direction @ rotation
-    half = np.asarray(box.size[:2]) / 2.0
-    exits = [
-        (math.copysign(half[axis], local_direction[axis]) - local_origin[axis]) / local_direction[axis]
-        for axis in range(2)
-        if abs(local_direction[axis]) > 1e-12
-    ]
-    return max(0.0, float(min(exits))) if exits else 0.0
-
-
 def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float = STANDOFF_M) -> tuple[np.ndarray, float]:
     """Goal (gravity-frame position on the floor, yaw) to reach ``box``: ``standoff_m`` outside its
     footprint on the ray from its centre toward the sensor, facing the centre."""
     center = np.asarray(box.center[:2], dtype=np.float64)
     distance = float(np.linalg.norm(center))
     toward_sensor = -center / distance if distance > 1e-9 else np.array([-1.0, 0.0])
-    goal = center + toward_sensor * (_ray_exit(center, toward_sensor, box) + standoff_m)
+    goal = center + toward_sensor * (ray_exit(center, toward_sensor, box) + standoff_m)
     yaw = math.atan2(center[1] - goal[1], center[0] - goal[0])
     return np.array([goal[0], goal[1], floor_z]), yaw
 
@@ -705,7 +678,8 @@ def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> P
     path and timings are real, the answers are not meaningful.
     """
     from threed_llm_ros.model.checkpoint import save_checkpoint
-    from threed_llm_ros.model.threed_llm import ThreeDLLM, ThreeDLLMConfig
+    from threed_llm_ros.model.threed_llm import ThreeDLLM
+    from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig
 
     directory = Path(directory)
     if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():

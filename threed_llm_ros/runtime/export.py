@@ -263,7 +263,7 @@ def load_exportable_parts(checkpoint: str | Path) -> tuple[nn.Module, nn.Module,
 
     from threed_llm_ros.model.checkpoint import WEIGHTS_FILE, read_checkpoint_config
     from threed_llm_ros.model.scene_encoder import SceneEncoder
-    from threed_llm_ros.model.threed_llm import ThreeDLLMConfig, build_box_head
+    from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig, build_box_head
 
     directory = Path(checkpoint)
     document = read_checkpoint_config(directory)

@@ -63,7 +63,6 @@ _DIRECTION_WORDS = re.compile(r"^(?:over\s+)?(?:to|towards|toward)\s+")
 
 GO_VERBS = ("go", "navigate", "drive", "head", "move")
 LOOK_VERBS = ("look at", "turn towards", "turn toward", "turn to", "face")
-PICK_VERBS = ("pick up", "pick", "grab")
 DISPOSE_VERBS = ("throw away", "dispose of")
 DEFAULT_DISPOSAL = "trash can"
 

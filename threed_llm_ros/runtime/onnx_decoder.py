@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.model.generation import StopStringStreamer, decode, forced_box_state
 from threed_llm_ros.runtime.lm_export import ExportedLanguageModel, read_lm_export
 
 
@@ -148,19 +149,8 @@ class OnnxGenerator:
         """The prompt's input embeddings (1, S, hidden) with the scene tokens spliced in, its token ids,
         the forced answer-prefix ids and the patch tokens (encoding the scene when not given)."""
         model = self.model
-        start = time.perf_counter()
-        if blind:
-            scene_tokens = patch_tokens = None
-        elif scene_tokens is None:
-            encoded = model.encode_scene(scene)
-            scene_tokens, patch_tokens = encoded.scene_tokens, encoded.patch_tokens
-        elif patch_tokens is None and "patch_tokens" in model.box_head.scene_inputs:
-            raise ValueError("scene_tokens given without patch_tokens: the box head attends over them")
-        timings["scene_encoder_s"] = time.perf_counter() - start
-        num_scene_tokens = 0 if scene_tokens is None else int(scene_tokens.shape[1])
-        prefix = model._token_ids(model.prompt_text(prompt, num_scene_tokens, blind=blind))
-        forced = model._token_ids(answer_prefix) if answer_prefix else []
-        prefix = prefix + forced
+        scene_tokens, patch_tokens = model.scene_tokens_for(scene, blind, scene_tokens, patch_tokens, timings)
+        prefix, forced = model.prompt_ids(prompt, scene_tokens, blind, answer_prefix)
         embeddings = self.embedding_table[np.asarray(prefix)][None].copy()
         if scene_tokens is not None:
             placeholders = np.flatnonzero(np.asarray(prefix) == model.placeholder_id)
@@ -207,67 +197,38 @@ class OnnxGenerator:
         patch_tokens: torch.Tensor | None = None,
         deadline: float | None = None,
     ) -> Any:
-        """What :meth:`ThreeDLLM.generate` returns, decoded by ONNX Runtime (same arguments).
+        """What :meth:`ThreeDLLM.generate` returns, decoded by ONNX Runtime (same arguments, the same
+        loop: ``generation.decode``).
 
         ``deadline`` (``time.monotonic()`` seconds) stops decoding after the token that passes it.
         """
-        from threed_llm_ros.model.box_head import BOX3D_TOKEN
-        from threed_llm_ros.model.threed_llm import GenerationResult, _StopStringStreamer
-
         model = self.model
         decoder = self.decoders[self._adapter]
-        blind = model.config.blind if blind is None else blind
-        limit = model.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if limit < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {limit}")
-        if (scene is None and not blind) or (scene is not None and scene.batch_size != 1):
-            raise ValueError("generate takes exactly one scene (a SceneBatch of size 1); None only when blind")
+        blind, limit = model.generation_limits(scene, blind, max_new_tokens)
         timings: dict[str, float] = {}
         generator = torch.Generator().manual_seed(int(seed))
-        streamer = _StopStringStreamer(stop_strings, on_token)
-        generated: list[int] = []
-        box_hidden: np.ndarray | None = None
-        cut_short = False
         with torch.inference_mode():
             embeddings, prefix, forced, patch_tokens = self._prefix(scene, prompt, blind, answer_prefix,
                                                                      scene_tokens, patch_tokens, timings)
             start = time.perf_counter()
             logits, hidden, cache = decoder.step(embeddings, decoder.empty_cache())
-            if model.box3d_id in forced and hidden is not None:
-                box_hidden = hidden[len(prefix) - len(forced) + forced.index(model.box3d_id)]
+            box_hidden = None if hidden is None else forced_box_state(hidden, prefix, forced, model.box3d_id)
             timings["prefill_s"] = time.perf_counter() - start
             timings["prompt_tokens"] = float(len(prefix))
-            start = time.perf_counter()
-            while True:
-                token = self._next_token(logits, do_sample, temperature, top_p, generator)
-                if token in model.eos_ids:
-                    break
-                generated.append(token)
-                streamer.update(model.tokenizer.decode(generated, skip_special_tokens=False,
-                                                       clean_up_tokenization_spaces=False))
-                needs_box_state = token == model.box3d_id and box_hidden is None and decoder._hidden is not None
-                if streamer.stopped or (len(generated) >= limit and not needs_box_state):
-                    break
-                if deadline is not None and time.monotonic() >= deadline and not needs_box_state:
-                    cut_short = True
-                    break
-                logits, hidden, cache = decoder.step(self.embedding_table[token][None, None], cache)
-                if needs_box_state:
-                    box_hidden = hidden[-1]
-                if len(generated) >= limit:
-                    break
-            timings["decode_s"] = time.perf_counter() - start
-            text = streamer.finish()
-            timings["decode_tokens_per_s"] = len(generated) / max(timings["decode_s"], 1e-9)
-            answer = answer_prefix + text
-            boxes_from_tokens = model.boxes_in_text(answer, scene)
-            box_from_head = None
-            if box_hidden is not None and BOX3D_TOKEN in answer and scene is not None:
-                scene_inputs = {} if blind else model.box_head_inputs(scene, patch_tokens, [0])
-                hidden_state = torch.from_numpy(np.array(box_hidden, dtype=np.float32)).to(model.device)
-                prediction = model.box_head(hidden_state[None], **scene_inputs)
-                box_from_head = model._to_metres(model.box_head.decode(prediction)[None].double(), scene)[0]
-        return GenerationResult(text, len(generated), boxes_from_tokens, box_from_head, timings, cut_short)
+            state = {"cache": cache}
+
+            def advance(token: int) -> tuple[np.ndarray | None, Callable[[], np.ndarray]]:
+                next_logits, next_hidden, state["cache"] = decoder.step(self.embedding_table[token][None, None],
+                                                                        state["cache"])
+                return (None if next_hidden is None else next_hidden[-1]), lambda: next_logits
+
+            outcome = decode(
+                logits, advance, lambda scores: self._next_token(scores, do_sample, temperature, top_p, generator),
+                model.decode_tokens, StopStringStreamer(stop_strings, on_token), eos_ids=model.eos_ids,
+                box3d_id=model.box3d_id, limit=limit, deadline=deadline, timings=timings, box_hidden=box_hidden,
+                box_state_available=decoder._hidden is not None,
+            )
+            return model.generation_result(outcome, answer_prefix, scene, blind, patch_tokens, timings)
 
 
 def load_onnx_generator(

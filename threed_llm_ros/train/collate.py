@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from threed_llm_ros.data.annotations import BOX_TOKEN, Annotation
+from threed_llm_ros.data.annotation_types import BOX_TOKEN, Annotation
 from threed_llm_ros.data.dataset import SceneRecord
 from threed_llm_ros.data.programs import annotation_program, program_prompt
 from threed_llm_ros.model.box_head import BOX3D_TOKEN

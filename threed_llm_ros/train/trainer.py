@@ -1,7 +1,9 @@
 """``threed-llm train --config config/train_*.yaml [--resume]``: the cascaded training recipe.
 
 MiniGPT-3D's cascade, scaled down; each stage names its steps, learning rate, batch
-size, tasks and the parameter groups it trains (:data:`PARAMETER_GROUPS`):
+size, tasks and the parameter groups it trains (``config.PARAMETER_GROUPS``; the recipe's
+form and checks are in ``train.config``, the groups, schedule and sampler in
+``train.optimisation``, the loss log and plot in ``train.run_log``):
 
 1. ``align``: scene encoder (point encoder, projectors, Q-Former, query experts, router)
    on captions, with the language model frozen (LoRA, norms and token rows frozen; the
@@ -9,11 +11,11 @@ size, tasks and the parameter groups it trains (:data:`PARAMETER_GROUPS`):
 2. ``instruct``: LoRA + LM norms + Q-Former + projectors + the added token rows +
    the box head, on every task.
 3. ``experts``: only the expert query sets and the router.
-4. ``ground_head`` (``cache_hidden_states: true``): only the box head, on the frozen
+4. ``ground_head`` (``kind: cached_head``): only the box head, on the frozen
    model's ``<box3d>`` states of every grounding annotation, computed once and reused, so
    the head (with its own point-group encoder) gets thousands of cheap steps.
 
-Optionally before them, ``semantics`` (``semantics_only: true``): the point encoder and its
+Optionally before them, ``semantics`` (``kind: semantics``): the point encoder and its
 patch-semantics head alone, on every point group's category and colour, with no
 language-model pass (for models with word tokens, which read that head).
 
@@ -40,396 +42,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
-from threed_llm_ros.data.annotations import TASKS, synthetic_instruction
-from threed_llm_ros.data.dataset import SceneDataset, SplitConfig, load_dataset
+from threed_llm_ros.data.dataset import SceneDataset, load_dataset
+from threed_llm_ros.data.generate import generate_dataset
+from threed_llm_ros.data.plan_annotations import synthetic_instruction
 from threed_llm_ros.data.programs import plan_program_text
-from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
+from threed_llm_ros.errors import ConfigError, ThreeDLLMError
 from threed_llm_ros.model.checkpoint import load_trained_state_dict, save_checkpoint
-from threed_llm_ros.model.language_model import PROGRAM_ADAPTER, is_norm_module
-from threed_llm_ros.model.location_tokens import token_row_parameters
-from threed_llm_ros.model.threed_llm import ThreeDLLM, ThreeDLLMConfig, load_model_config
+from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.train.collate import SceneCache, TrainingBatch, collate, program_batch
-
-PARAMETER_GROUPS: tuple[str, ...] = (
-    "point_encoder",  # scene_encoder.point_encoder
-    "projector",  # scene_encoder.point_projector + scene_encoder.modality_projector
-    "qformer",  # the Q-Former blocks and norms (scene_encoder.query_experts, less queries and router)
-    "experts",  # the expert query sets (scene_encoder.query_experts.expert_queries)
-    "router",  # scene_encoder.query_experts.router
-    "lora",  # LoRA adapters of the language model
-    "program_lora",  # the second LoRA adapter, which writes question programs (question_programs models)
-    "norms",  # the language model's norms (when the model config trains norms)
-    "token_rows",  # embedding rows of the added tokens (location tokens, <box3d>, scene delimiters)
-    "box_head",  # the <box3d> regression head
+from threed_llm_ros.train.config import (
+    PRECISIONS, DataSettings, StageConfig, TrainConfig, load_train_config, model_config_of,
 )
+from threed_llm_ros.train.optimisation import StageSampler, default_trainable, make_optimizer, set_trainable
+from threed_llm_ros.train.run_log import LOG_FILE, PLOT_FILE, plot_losses, truncate_log
+
 STATE_FILE = "trainer_state.pt"
-LOG_FILE = "log.jsonl"
-PLOT_FILE = "loss.png"
 CHECKPOINTS_DIRECTORY = "checkpoints"
 FINAL_DIRECTORY = "final"
-PRECISIONS = ("auto", "fp32", "bf16")
-LOSS_PARTS = ("loss", "language_loss", "box_loss", "load_balance_loss", "semantic_loss")
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass
-class GenerateSettings:
-    """``generate-data`` settings used when the data directory is missing."""
-
-    scenes: int = 200
-    seed: int = 0
-    width: int = 320
-    height: int = 240
-    fov_deg: float = 60.0
-    points_per_scene: int = 20000
-    save_images: bool = False
-    sensor_noise: bool = True
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    heldout_fraction: float = 0.1
-
-
-@dataclass
-class DataSettings:
-    """Where the dataset is (relative paths: to the YAML file's directory's parent, i.e. the repo)."""
-
-    directory: str = "data/sim"
-    split: str = "train"
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
-    generate_if_missing: bool = False  # only then is a missing directory generated (else an error)
-
-
-@dataclass
-class StageConfig:
-    """One stage of the cascade."""
-
-    name: str
-    steps: int
-    lr: float
-    batch_size: int
-    tasks: list[str]
-    train: list[str]
-    task_weights: dict[str, float] | None = None
-    warmup_steps: int = 10
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    # Box-head-only stage: the frozen model's <box3d> states of every grounding annotation are
-    # computed once, then the head trains on them for many cheap steps (no language-model pass).
-    cache_hidden_states: bool = False
-    max_per_scene: int = 0  # cached stage: at most this many grounding annotations per scene (0 = all), seeded
-    # Patch-semantics-only stage: the point encoder and its patch-semantics head learn the
-    # category and colour of every point group, without a language-model pass (cheap steps; the
-    # encoder pre-training MiniGPT-3D gets from a pre-trained Point-BERT).
-    semantics_only: bool = False
-    # Program stage: the language model's program adapter learns to rewrite each question (qa),
-    # referring expression (grounding) and instruction (plan) into its program
-    # (``data/programs.py``), reading the words only (no scene tokens: cheap steps);
-    # train: [program_lora].
-    qa_programs: bool = False
-    # Program stage: this many instructions made from words alone (``synthetic_instruction``:
-    # any category, colour and relation, the compositional split's combinations excluded) join
-    # each batch, so the parser learns to copy the words rather than the scenes' co-occurrences.
-    synthetic_instructions: int = 0
-
-    def __post_init__(self) -> None:
-        where = f"stages.{self.name}"
-        if self.max_per_scene < 0:
-            raise ConfigError(f"{where}.max_per_scene", f"{self.max_per_scene} is negative", "use 0 (all) or a positive count")
-        if self.cache_hidden_states and (self.train != ["box_head"] or self.tasks != ["grounding"]):
-            raise ConfigError(
-                f"{where}.cache_hidden_states",
-                f"needs train: [box_head] and tasks: [grounding], got train {self.train} and tasks {self.tasks}",
-                "train only the box head on grounding in this stage, or set cache_hidden_states: false",
-            )
-        if self.semantics_only and self.train != ["point_encoder"]:
-            raise ConfigError(
-                f"{where}.semantics_only", f"needs train: [point_encoder], got {self.train}",
-                "train only the point encoder (with its patch-semantics head) in this stage",
-            )
-        if self.qa_programs and (not set(self.tasks) <= {"qa", "grounding", "plan"} or self.semantics_only or self.cache_hidden_states):
-            raise ConfigError(
-                f"{where}.qa_programs", f"needs tasks from [qa, grounding, plan] and no other special stage, got tasks {self.tasks}",
-                "train programs in a stage of their own with tasks: [qa, grounding, plan]",
-            )
-        if self.synthetic_instructions < 0 or (self.synthetic_instructions and not self.qa_programs):
-            raise ConfigError(
-                f"{where}.synthetic_instructions", f"{self.synthetic_instructions} needs a qa_programs stage and a count >= 0",
-                "use it only with qa_programs: true, or set it to 0",
-            )
-        if self.semantics_only and self.cache_hidden_states:
-            raise ConfigError(f"{where}.semantics_only", "cannot be combined with cache_hidden_states", "pick one")
-        if self.steps < 0 or self.batch_size < 1:
-            raise ConfigError(f"{where}.steps/batch_size", f"{self.steps} steps, batch {self.batch_size}", "use steps >= 0, batch_size >= 1")
-        if not self.lr > 0:
-            raise ConfigError(f"{where}.lr", f"{self.lr} is not positive", "use e.g. 1e-4")
-        unknown_tasks = sorted(set(self.tasks) - set(TASKS))
-        if not self.tasks or unknown_tasks:
-            raise ConfigError(f"{where}.tasks", f"unknown or no tasks {unknown_tasks or self.tasks}", f"use some of {list(TASKS)}")
-        unknown_groups = sorted(set(self.train) - set(PARAMETER_GROUPS))
-        if not self.train or unknown_groups:
-            raise ConfigError(
-                f"{where}.train", f"unknown or no parameter groups {unknown_groups or self.train}", f"use some of {list(PARAMETER_GROUPS)}"
-            )
-        if self.task_weights is not None:
-            extra = sorted(set(self.task_weights) - set(self.tasks))
-            if extra or any(w < 0 for w in self.task_weights.values()) or sum(self.task_weights.values()) <= 0:
-                raise ConfigError(f"{where}.task_weights", f"{self.task_weights} is invalid", "give non-negative weights for the stage's tasks")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.grad_clip <= 0:
-            raise ConfigError(f"{where}", "warmup_steps < 0, min_lr_ratio outside [0, 1] or grad_clip <= 0", "fix the stage schedule")
-
-
-@dataclass
-class TrainConfig:
-    """A whole training recipe (``config/train_*.yaml``)."""
-
-    output: str
-    stages: list[StageConfig]
-    model: str = "mini"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: str = ""  # a checkpoint directory whose trained tensors start the model ('' = fresh weights)
-    init_skip: list[str] = field(default_factory=list)  # name prefixes not taken from init_from (e.g. box_head.)
-    data: DataSettings = field(default_factory=DataSettings)
-    seed: int = 0
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 on any device
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.stages:
-            raise ConfigError("stages", "no stage given", "give at least one stage")
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", f"unknown precision {self.precision!r}", f"use one of {list(PRECISIONS)}")
-        if self.checkpoint_every < 1 or self.keep_checkpoints < 1:
-            raise ConfigError("checkpoint_every/keep_checkpoints", "must be >= 1", "use e.g. 50 and 2")
-
-    @property
-    def total_steps(self) -> int:
-        """Steps of all stages."""
-        return sum(stage.steps for stage in self.stages)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain form (written next to the run)."""
-        return asdict(self)
-
-
-def _require_mapping(values: Any, name: str) -> dict[str, Any]:
-    if not isinstance(values, dict):
-        raise ConfigError(name, f"expected a mapping, got {type(values).__name__}", "fix the YAML structure")
-    return values
-
-
-def _build(cls: type, values: Any, name: str) -> Any:
-    values = _require_mapping(values, name)
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}", f"unknown key(s) {unknown}", f"use only {sorted(known)}")
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ConfigError(name, str(error), f"give the required keys of {sorted(known)}") from error
-
-
-def train_config_from_dict(values: dict[str, Any], base_directory: Path | None = None) -> TrainConfig:
-    """A TrainConfig from parsed YAML; relative ``output``/``data.directory``/``model`` paths resolve against ``base_directory``."""
-    values = dict(_require_mapping(values, "train config"))
-    data = dict(_require_mapping(values.pop("data", {}), "data"))
-    data["generate"] = _build(GenerateSettings, data.get("generate", {}), "data.generate")
-    values["data"] = _build(DataSettings, data, "data")
-    stages = values.pop("stages", None)
-    if not isinstance(stages, list):
-        raise ConfigError("stages", "must be a list of stages", "see config/train_mini.yaml")
-    values["stages"] = [_build(StageConfig, stage, f"stages[{index}]") for index, stage in enumerate(stages)]
-    config = _build(TrainConfig, values, "train config")
-    if base_directory is not None:
-        config.output = str(_resolve(config.output, base_directory))
-        config.data.directory = str(_resolve(config.data.directory, base_directory))
-        model_path = base_directory / config.model
-        if config.model not in ("mini", "base") and not Path(config.model).is_absolute() and model_path.exists():
-            config.model = str(model_path)
-        if config.init_from:
-            config.init_from = str(_resolve(config.init_from, base_directory))
-    return config
-
-
-def _resolve(path: str, base: Path) -> Path:
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else (base / candidate)
-
-
-def load_train_config(path: str | Path) -> TrainConfig:
-    """Read a training YAML; relative paths in it are relative to the repository root (the YAML's parent's parent
-    when it lives in ``config/``, else its own directory)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("--config", f"{path} does not exist", "give a training YAML such as config/train_mini.yaml")
-    values = yaml.safe_load(path.read_text())
-    base = path.resolve().parent
-    if base.name == "config":
-        base = base.parent
-    return train_config_from_dict(values, base)
-
-
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def model_config_of(config: TrainConfig) -> ThreeDLLMConfig:
-    """The model config: a preset / YAML / checkpoint config, with ``model_overrides`` deep-merged in."""
-    base = load_model_config(config.model).to_dict()
-    merged = _deep_merge(base, config.model_overrides)
-    encoder = merged["scene_encoder"]
-    # the encoder's grouping must follow the preprocessing's; keep them together when only one is overridden
-    for key in ("num_groups", "group_size"):
-        override = config.model_overrides.get("scene_encoder", {})
-        if key in override.get("preprocess", {}) and key not in override.get("encoder", {}):
-            encoder["encoder"][key] = encoder["preprocess"][key]
-    return ThreeDLLMConfig.from_dict(merged)
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def _of_program_adapter(name: str) -> bool:
-    return f".{PROGRAM_ADAPTER}." in name
-
-
-def parameter_group_members(model: ThreeDLLM) -> dict[str, list[torch.nn.Parameter]]:
-    """The parameters of each of :data:`PARAMETER_GROUPS` (disjoint)."""
-    encoder = model.scene_encoder
-    experts = encoder.query_experts
-    special = {id(experts.expert_queries)} | {id(p) for p in experts.router.parameters()}
-    norms = [
-        p for module in model.causal_lm.modules() if is_norm_module(module) for p in module.parameters(recurse=False)
-    ]
-    if not model.config.lora.train_norms:
-        norms = []
-    return {
-        "point_encoder": [
-            *encoder.point_encoder.parameters(),
-            *(encoder.patch_semantics.parameters() if encoder.patch_semantics is not None else ()),
-        ],
-        "projector": [
-            *encoder.point_projector.parameters(),
-            *encoder.modality_projector.parameters(),
-            *(encoder.word_position.parameters() if encoder.word_position is not None else ()),
-            *(encoder.word_size.parameters() if encoder.word_size is not None else ()),
-        ],
-        "qformer": [p for p in experts.parameters() if id(p) not in special],
-        "experts": [experts.expert_queries],
-        "router": list(experts.router.parameters()),
-        "lora": [p for name, p in model.language_model.named_parameters() if "lora_" in name and not _of_program_adapter(name)],
-        "program_lora": [p for name, p in model.language_model.named_parameters() if "lora_" in name and _of_program_adapter(name)],
-        "norms": norms,
-        "token_rows": token_row_parameters(model.causal_lm),
-        "box_head": list(model.box_head.parameters()),
-    }
-
-
-def set_trainable(model: ThreeDLLM, groups: Sequence[str]) -> int:
-    """Train exactly ``groups``; everything else frozen. Returns the number of trainable tensors."""
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    members = parameter_group_members(model)
-    count = 0
-    for group in groups:
-        for parameter in members[group]:
-            parameter.requires_grad_(True)
-            count += 1
-    return count
-
-
-DEFAULT_TRAINABLE = (
-    "point_encoder", "projector", "qformer", "experts", "router", "lora", "program_lora", "norms", "token_rows", "box_head",
-)
-
-
-@contextlib.contextmanager
-def default_trainable(model: ThreeDLLM) -> Iterator[None]:
-    """Temporarily the trainable set of a freshly built model (what checkpoints save and load)."""
-    flags = [parameter.requires_grad for parameter in model.parameters()]
-    set_trainable(model, DEFAULT_TRAINABLE)
-    try:
-        yield
-    finally:
-        for parameter, flag in zip(model.parameters(), flags):
-            parameter.requires_grad_(flag)
-
-
-# --------------------------------------------------------------------------- schedule and sampling
-
-
-def lr_factor(step: int, stage: StageConfig) -> float:
-    """Linear warm-up over ``warmup_steps``, then cosine from 1 down to ``min_lr_ratio``."""
-    if stage.warmup_steps and step < stage.warmup_steps:
-        return (step + 1) / stage.warmup_steps
-    span = max(1, stage.steps - stage.warmup_steps)
-    progress = min(1.0, (step - stage.warmup_steps) / span)
-    return stage.min_lr_ratio + (1 - stage.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: ThreeDLLM, stage: StageConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the currently trainable parameters and its warm-up + cosine schedule."""
-    groups = [group for group in model.parameter_groups(stage.weight_decay) if group["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=stage.lr, betas=(0.9, 0.98), eps=1e-8)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, stage))
-    return optimizer, scheduler
-
-
-class StageSampler:
-    """Deterministic batches of one stage: batch ``step`` depends only on (seed, stage index, step)."""
-
-    def __init__(self, dataset: SceneDataset, stage: StageConfig, stage_index: int, seed: int) -> None:
-        self.stage = stage
-        self.stage_index = stage_index
-        self.seed = seed
-        self.positions: dict[str, list[int]] = {task: [] for task in stage.tasks}
-        for position, entry in enumerate(dataset.entries):
-            if entry.annotation.task in self.positions:
-                self.positions[entry.annotation.task].append(position)
-        self.positions = {task: items for task, items in self.positions.items() if items}
-        if not self.positions:
-            raise ConfigError(
-                f"stages.{stage.name}.tasks", f"the training split has no annotation of {stage.tasks}", "generate more scenes or change the tasks"
-            )
-        self.all_positions = [p for items in self.positions.values() for p in items]
-
-    def batch_positions(self, step: int) -> list[int]:
-        """Dataset positions of batch ``step`` (with replacement, by task weight when given)."""
-        rng = np.random.default_rng([self.seed, self.stage_index, step])
-        size = self.stage.batch_size
-        if self.stage.task_weights is None:
-            return [int(p) for p in rng.choice(self.all_positions, size=size)]
-        tasks = [t for t in self.positions if self.stage.task_weights.get(t, 0.0) > 0]
-        if not tasks:
-            raise ConfigError(f"stages.{self.stage.name}.task_weights", "no weighted task has data", "weight a task present in the split")
-        weights = np.array([self.stage.task_weights[t] for t in tasks], dtype=np.float64)
-        chosen = rng.choice(len(tasks), size=size, p=weights / weights.sum())
-        return [int(rng.choice(self.positions[tasks[index]])) for index in chosen]
 
 
 # --------------------------------------------------------------------------- data
@@ -458,18 +99,7 @@ def ensure_dataset(settings: DataSettings, progress: bool = True) -> Path:
                           "point it to a dataset (index.jsonl + scenes/), or set data.generate_if_missing: true "
                           "(or pass --generate-data) to generate a simulated one there")
     print(f"threed-llm train: generating a simulated dataset in {directory} (data.generate_if_missing)", file=sys.stderr)
-    from threed_llm_ros.data.generate import GenerateConfig, generate_dataset
-
-    g = settings.generate
-    generate_dataset(
-        directory,
-        GenerateConfig(
-            scenes=g.scenes, seed=g.seed, width=g.width, height=g.height, fov_deg=g.fov_deg,
-            points_per_scene=g.points_per_scene, save_images=g.save_images, sensor_noise=g.sensor_noise,
-            split=SplitConfig(g.seed, g.val_fraction, g.test_fraction, g.heldout_fraction),
-        ),
-        progress=progress,
-    )
+    generate_dataset(directory, settings.generate, progress=progress)
     return directory
 
 
@@ -542,9 +172,9 @@ class Trainer:
         self.bf16 = uses_bf16(config.precision, self.device)
         self.model_config = model_config_of(config) if model is None else model.config
         self.model = (model or ThreeDLLM(self.model_config)).to(self.device)
-        self.initialised_from: list[str] = []  # tensors init_from could not supply (kept as built)
+        self.not_initialised: list[str] = []  # tensors init_from could not supply or skipped (kept as built)
         if config.init_from:
-            self.initialised_from = initialise_from(self.model, config.init_from, skip=config.init_skip)
+            self.not_initialised = initialise_from(self.model, config.init_from, skip=config.init_skip)
         self.dataset: SceneDataset | None = None
         self.cache = SceneCache(self.model_config.scene_encoder.preprocess, seed=config.seed)
         self.position = Position()
@@ -567,7 +197,7 @@ class Trainer:
         """Collated batch ``step`` of a stage."""
         dataset = self.load_data()
         items = [(dataset.entries[p].scene_id, dataset.entries[p].annotation) for p in sampler.batch_positions(step)]
-        if sampler.stage.qa_programs:
+        if sampler.stage.kind == "programs":
             synthetic = []
             if sampler.stage.synthetic_instructions:
                 rng = np.random.default_rng([self.config.seed, sampler.stage_index, step, 13])
@@ -583,9 +213,9 @@ class Trainer:
     def prepare_stage(self, stage_index: int) -> None:
         """Freeze/unfreeze for the stage and build its optimizer and schedule."""
         stage = self.config.stages[stage_index]
-        if stage.qa_programs and not self.model.config.question_programs:
+        if stage.kind == "programs" and not self.model.config.question_programs:
             raise ConfigError(
-                f"stages.{stage.name}.qa_programs", "the model has no program adapter",
+                f"stages.{stage.name}.kind", "a programs stage needs the model's program adapter; the model has none",
                 "set model_overrides.question_programs: true (with scene_encoder.word_instances)",
             )
         set_trainable(self.model, stage.train)
@@ -653,9 +283,9 @@ class Trainer:
         torch.manual_seed(seed)
         self.model.train()
         lr = self.optimizer.param_groups[0]["lr"]
-        if stage.semantics_only:
+        if stage.kind == "semantics":
             return self._semantics_step(batch, stage, float(lr))
-        adapter = self.model.program_adapter() if stage.qa_programs else contextlib.nullcontext()
+        adapter = self.model.program_adapter() if stage.kind == "programs" else contextlib.nullcontext()
         with _autocast(self.device, self.bf16), adapter:
             output = self.model(
                 batch.scene, batch.prompts, batch.targets, batch.target_boxes,
@@ -677,7 +307,7 @@ class Trainer:
         """One step of the point encoder and its patch-semantics head alone (no language model)."""
         if batch.patch_labels is None or self.model.scene_encoder.patch_semantics is None:
             raise ConfigError(
-                f"stages.{stage.name}.semantics_only", "the model's scene encoder has no patch-semantics head",
+                f"stages.{stage.name}.kind", "a semantics stage needs a patch-semantics head; the model's scene encoder has none",
                 "use a model preset with semantic_categories/semantic_colors, or drop this stage",
             )
         scene = batch.scene.to(self.device)
@@ -712,7 +342,7 @@ class Trainer:
         """Load the newest checkpoint of the output directory; None when there is none."""
         directories = checkpoint_directories(self.output)
         if not directories:
-            _truncate_log(self.output / LOG_FILE, 0)
+            truncate_log(self.output / LOG_FILE, 0)
             return None
         directory = directories[-1]
         from safetensors.torch import load_file
@@ -725,7 +355,7 @@ class Trainer:
             self.prepare_stage(self.position.stage_index)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-        _truncate_log(self.output / LOG_FILE, self.position.global_step)
+        truncate_log(self.output / LOG_FILE, self.position.global_step)
         return directory
 
     # ---------------------------------------------------------------- run
@@ -754,7 +384,7 @@ class Trainer:
                     if self._prepared_stage != stage_index:
                         self.prepare_stage(stage_index)
                     sampler = StageSampler(self.load_data(), stage, stage_index, self.config.seed)
-                    states = self.cache_box_states(stage) if stage.cache_hidden_states else None
+                    states = self.cache_box_states(stage) if stage.kind == "cached_head" else None
                     while self.position.stage_step < stage.steps:
                         if steps_done >= budget:
                             return None
@@ -792,53 +422,6 @@ class Trainer:
         plot_losses(self.output / LOG_FILE, self.output / PLOT_FILE)
         return final
 
-
-def _truncate_log(path: Path, next_step: int) -> None:
-    """Drop log lines of steps at or after ``next_step`` (they will be run again)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < next_step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines training log."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def plot_losses(log_path: Path, image_path: Path, window: int = 10) -> Path | None:
-    """PNG of the loss parts against the step (raw and a moving average), stage boundaries dashed."""
-    if not log_path.is_file():
-        return None
-    records = read_log(log_path)
-    if not records:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([r["step"] for r in records])
-    figure, axes = plt.subplots(len(LOSS_PARTS), 1, figsize=(9, 2.4 * len(LOSS_PARTS)), sharex=True)
-    for axis, part in zip(axes, LOSS_PARTS):
-        values = np.array([r.get(part, 0.0) for r in records], dtype=np.float64)  # older logs lack newer parts
-        axis.plot(steps, values, color="0.7", linewidth=0.8, label="per step")
-        if len(values) >= window:
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            axis.plot(steps[window - 1 :], smooth, color="C0", linewidth=1.5, label=f"mean of {window}")
-        axis.set_ylabel(part)
-        axis.grid(alpha=0.3)
-        for index in range(1, len(records)):
-            if records[index]["stage"] != records[index - 1]["stage"]:
-                axis.axvline(steps[index], color="C3", linestyle="--", linewidth=1)
-    axes[0].set_title("training losses (" + " → ".join(dict.fromkeys(r["stage"] for r in records)) + ")")
-    axes[0].legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("step")
-    figure.tight_layout()
-    image_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(image_path, dpi=100)
-    plt.close(figure)
-    return image_path
 
 
 # --------------------------------------------------------------------------- command
