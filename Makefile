@@ -23,7 +23,7 @@ INTERFACES_STAMP := $(VENV)/.interfaces-$(INTERFACES_HASH)
 COLCON_VENV := .venv-colcon
 COLCON_STAMP := $(COLCON_VENV)/.installed-$(shell cat requirements-colcon.txt | sha256sum | cut -c1-16)
 
-.PHONY: venv interfaces colcon-tools lm-export test test-fast demo bench bench-peers clean system-deps train train-objects eval-real
+.PHONY: venv lint interfaces colcon-tools lm-export test test-fast demo bench bench-peers clean system-deps train train-objects eval-real
 
 all: interfaces
 
@@ -85,10 +85,14 @@ lm-export: venv
 		|| echo "lm-export failed (above): lm_backend auto will decode with torch"; \
 	fi
 
-test: venv interfaces colcon-tools lm-export
+# The linter first (seconds): unused or undefined names and syntax errors fail the run (ruff.toml).
+lint: venv
+	$(VENV)/bin/ruff check --no-cache threed_llm_ros test launch
+
+test: venv lint interfaces colcon-tools lm-export
 	$(PY) -m pytest -q -ra
 
-test-fast: venv interfaces
+test-fast: venv lint interfaces
 	$(PY) -m pytest -q -ra -m "not slow"
 
 demo: venv interfaces lm-export

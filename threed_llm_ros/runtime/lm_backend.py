@@ -81,8 +81,8 @@ def choose_language_backend(settings: Any, checkpoint: str | Path | None) -> Lan
     if not checkpoint_is_trained(checkpoint):
         return LanguageBackendChoice("torch", "lm_backend auto: the checkpoint is untrained, nothing worth exporting",
                                      fallback_allowed=False)
-    return LanguageBackendChoice("onnxruntime", f"lm_backend auto: CPU and a trained checkpoint; "
-                                 f"set lm_backend: torch to decode with torch", fallback_allowed=True)
+    return LanguageBackendChoice("onnxruntime", "lm_backend auto: CPU and a trained checkpoint; "
+                                 "set lm_backend: torch to decode with torch", fallback_allowed=True)
 
 
 def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) -> tuple[Any, str, str]:
