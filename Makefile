@@ -90,7 +90,7 @@ lint: venv
 	$(VENV)/bin/ruff check --no-cache threed_llm_ros test launch
 
 test: venv lint interfaces colcon-tools lm-export
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=20
 
 test-fast: venv lint interfaces
 	$(PY) -m pytest -q -ra -m "not slow"
