@@ -222,7 +222,8 @@ def test_a_small_thing_on_a_bed_or_sofa_is_only_possible() -> None:
     those), or on any long low surface whatever it is called (an ottoman's tufts), keeps only
     part of its score; the same thing on a table, on a night stand, or high on a bed too unsure
     to count, keeps all of it."""
-    from threed_llm_ros.objects.layer import ON_SOFT_FURNITURE_FACTOR, SceneObject, doubt_things_on_soft_furniture
+    from threed_llm_ros.objects.layer import SceneObject
+    from threed_llm_ros.objects.plausibility import ON_SOFT_FURNITURE_FACTOR, doubt_things_on_soft_furniture
 
     def thing(category: str, center: tuple, size: tuple, score: float) -> SceneObject:
         return SceneObject(category=category, color="white", box=OrientedBox(center, size, 0.0), score=score,
@@ -246,3 +247,4 @@ def test_a_small_thing_on_a_bed_or_sofa_is_only_possible() -> None:
     assert doubt_things_on_soft_furniture([night_stand, tuft], 0.5, floor_z=0.0)[1].score == 0.8
     hanging_over = replace(tuft, on_top=False)  # not found on that surface: its box only reaches low
     assert doubt_things_on_soft_furniture([ottoman, hanging_over], 0.5, floor_z=0.0)[1].score == 0.8
+

@@ -18,7 +18,7 @@ are the ones counts, existence answers, captions and grounding use.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +33,13 @@ from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
 from threed_llm_ros.objects.proposals import cluster, split_by_height, split_supported, structure_mask, voxelise
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
+from threed_llm_ros.objects.plausibility import doubt_implausible
 from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
 ON_FLOOR_M = 0.05
 UNSEEN_SUPPORT_FACTOR = 0.35  # a top category's probability where nothing is seen under the thing
-# Furniture whose top is soft and carries things no category names: pillows, cushions, folded
-# blankets, the tufts of upholstery. A small thing on it is most likely one of those, and the
-# simulator never puts a book or a cup there; its top category keeps this share. (Not chairs:
-# one pushed under a desk has the desk's things above its box.)
-SOFT_FURNITURE = ("bed", "sofa")
-ON_SOFT_FURNITURE_FACTOR = 0.35
-# Whatever it is called, a long surface this low is a bed, a sofa, an ottoman or a bench: the
-# simulator's supports that long (tables, desks, dressers) stand at 0.7 m or more.
-LOW_SURFACE_M = 0.62
-LOW_SURFACE_LENGTH_M = 0.7
 # a top object this close above the surface under it rests on it (its bottom edge unseen); a taller
 # category reaches further down (a lamp's thin stem)
 TOP_SNAP_M = 0.1
@@ -226,34 +217,6 @@ def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float
         if not inside:
             kept.append(obj)
     return kept
-
-
-def doubt_things_on_soft_furniture(objects: list[SceneObject], min_confidence: float, floor_z: float
-                                    ) -> list[SceneObject]:
-    """``objects`` with the score of each top-category thing lowered by ``ON_SOFT_FURNITURE_FACTOR``
-    where it lies on soft furniture (``SOFT_FURNITURE``): over a confident bed or sofa (its
-    footprint centre over their completed box, its bottom above their lowest part), or found on a
-    top surface lower than ``LOW_SURFACE_M`` of something at least ``LOW_SURFACE_LENGTH_M`` long,
-    whatever that is called (an ottoman, a bench, a bed's foot)."""
-    soft = [obj for obj in objects if obj.category in SOFT_FURNITURE and obj.score >= min_confidence]
-    doubted = []
-    for obj in objects:
-        bottom = obj.box.center[2] - obj.box.size[2] / 2
-
-        def over(under: SceneObject) -> bool:
-            probe = np.array([[*obj.box.center[:2], under.box.center[2]]])
-            return under is not obj and bool(under.box.contains(probe, margin=0.05)[0])
-
-        on_soft = any(over(under) and bottom >= under.box.center[2] - under.box.size[2] / 2 + 0.1 for under in soft)
-        on_low = obj.on_top and bottom - floor_z <= LOW_SURFACE_M and any(
-            over(under) and max(under.box.size[:2]) >= LOW_SURFACE_LENGTH_M
-            and under.box.center[2] + under.box.size[2] / 2 >= bottom - 0.1 for under in objects)
-        if CATEGORIES[obj.category].placement == "top" and (on_soft or on_low):
-            obj = replace(obj, score=obj.score * ON_SOFT_FURNITURE_FACTOR, categories=tuple(
-                (name, round(p * ON_SOFT_FURNITURE_FACTOR, 4) if CATEGORIES.get(name) and
-                 CATEGORIES[name].placement == "top" else p) for name, p in obj.categories))
-        doubted.append(obj)
-    return doubted
 
 
 class ObjectLayer:
@@ -491,6 +454,6 @@ class ObjectLayer:
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
                 on_top=proposal.on_top,
             ))
-        objects = doubt_things_on_soft_furniture(objects, self.settings.min_confidence, floor_z)
+        objects = doubt_implausible(objects, self.settings.min_confidence, floor_z)
         objects.sort(key=lambda obj: -obj.score)
         return absorb_parts(objects, self.settings.min_confidence)[:MAX_OBJECTS]
