@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from threed_llm_ros.runtime import bench, lm_bench
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
 
 RUN_KEYS = {
     "backend", "device", "language_model_dtype", "scene_encoder", "providers", "load_s", "warm_up_s", "preprocess_s",

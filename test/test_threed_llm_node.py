@@ -47,7 +47,7 @@ from threed_llm_ros.ros.conversions import (  # noqa: E402
 from threed_llm_ros.ros.node_settings import TEST_INFERENCE_DELAY_ENV  # noqa: E402
 from threed_llm_ros.ros.parameters import defaults_as_yaml_dict  # noqa: E402
 from threed_llm_ros.ros.threed_llm_node import NODE_NAME, PARAMETER_SPECS  # noqa: E402
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -526,7 +526,9 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
 def test_onnxruntime_node_grounds_like_the_torch_engine(tmp_path: Path, checkpoint: Path) -> None:
     """backend: onnxruntime in the node process gives the torch engine's text and box for the same cloud."""
     from threed_llm_ros.ros.conversions import pointcloud2_to_arrays
-    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
+    from threed_llm_ros.runtime.replies import SceneCloud
 
     frame = simulate(5)
     keep = np.random.default_rng(5).choice(len(frame.points), 20_000, replace=False)

@@ -57,7 +57,10 @@ from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, parse_plan_text
-from threed_llm_ros.runtime.engine import LM_BACKENDS, LM_PRECISIONS, EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.choices import LM_BACKENDS
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import LM_PRECISIONS, EngineSettings
+from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 
 MODEL_TOKENS = "model (location tokens)"
@@ -114,7 +117,7 @@ def floor_height(record: SceneRecord) -> float:
 
 def navigation_pose(box: OrientedBox, floor_z: float, standoff_m: float) -> dict[str, list[float]]:
     """A navigation goal pose for a grounded box (gravity frame), as the plan annotations store it."""
-    from threed_llm_ros.runtime.engine import navigation_goal_for_box
+    from threed_llm_ros.runtime.replies import navigation_goal_for_box
 
     goal, yaw = navigation_goal_for_box(box, floor_z, standoff_m)
     return {

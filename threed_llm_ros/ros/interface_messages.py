@@ -18,7 +18,7 @@ from threed_llm_ros.ros.conversions import tuple_to_stamp
 from threed_llm_ros.ros.markers import make_pose
 
 if TYPE_CHECKING:  # pragma: no cover - the engine (torch) is not needed to read or write messages
-    from threed_llm_ros.runtime.engine import GroundedObject
+    from threed_llm_ros.runtime.replies import GroundedObject
 
 try:
     from threed_llm_interfaces.action import Ask

@@ -16,7 +16,7 @@ from threed_llm_ros.geometry.frames import matrix_from_quaternion, rotation_to_g
 from threed_llm_ros.ros.conversions import tuple_to_stamp
 
 if TYPE_CHECKING:  # pragma: no cover - clients build messages without loading the engine (torch)
-    from threed_llm_ros.runtime.engine import GroundedObject
+    from threed_llm_ros.runtime.replies import GroundedObject
 
 BOX_COLOR = (0.1, 0.8, 0.2, 0.45)
 LABEL_HEIGHT_M = 0.1

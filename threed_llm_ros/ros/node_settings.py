@@ -10,7 +10,8 @@ from typing import Any, Mapping
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.ros.parameters import ParameterSpec
 from threed_llm_ros.ros.qos import qos_parameter_specs, sensor_qos
-from threed_llm_ros.runtime.engine import BACKENDS, LM_BACKENDS, LM_PRECISIONS, REPLY_TIMEOUT_S, EngineSettings
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
+from threed_llm_ros.runtime.engine_settings import LM_PRECISIONS, REPLY_TIMEOUT_S, EngineSettings
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS
 from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH
 

@@ -92,7 +92,9 @@ from threed_llm_ros.ros.node_settings import (  # re-exported: tests and launch 
 from threed_llm_ros.ros.parameters import declare_parameters, read_parameters
 from threed_llm_ros.ros.qos import latched_qos, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
-from threed_llm_ros.runtime.engine import REPLY_TIMEOUT_S, GroundedObject, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import REPLY_TIMEOUT_S
+from threed_llm_ros.runtime.replies import GroundedObject, SceneCloud
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
 from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH, PromptQueue, ReplyCanceled, busy_reply

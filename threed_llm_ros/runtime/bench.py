@@ -169,7 +169,7 @@ def bench_frame() -> Any:
 
 def fresh_cloud(frame: Any) -> Any:
     """A new SceneCloud object of ``frame`` (the engine caches by object, so this forces preprocessing)."""
-    from threed_llm_ros.runtime.engine import SceneCloud
+    from threed_llm_ros.runtime.replies import SceneCloud
 
     return SceneCloud(frame.points, frame.colors, "camera_color_optical_frame", (0, 0))
 
@@ -181,7 +181,8 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
                   lm_backend: str = "torch") -> dict[str, Any]:
     """Stage medians, end-to-end latencies and peak memory of one backend (and language model backend) on one device."""
     from threed_llm_ros.runtime.backends import TorchSceneEncoder
-    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
 
     engine = InferenceEngine(
         EngineSettings(checkpoint=str(checkpoint), backend=backend, device=device, max_new_tokens=options.max_new_tokens,
@@ -289,7 +290,7 @@ def sustained_rates(engine: Any, frame: Any, rates_hz: tuple[float, ...], second
 
     from threed_llm_ros.geometry.camera import depth_to_points
     from threed_llm_ros.runtime.backends import TorchSceneEncoder
-    from threed_llm_ros.runtime.engine import SceneCloud
+    from threed_llm_ros.runtime.replies import SceneCloud
     from threed_llm_ros.runtime.frame_slot import FrameSlot
 
     depth_mm, rgb = _depth_message_payload(frame)
@@ -485,7 +486,7 @@ def _tensorrt_missing_reason() -> str:
 
 def _default_language_backend(checkpoint: Path) -> str:
     """What ``lm_backend: auto`` picks for ``checkpoint`` on the CPU, and why (the rows above name each backend)."""
-    from threed_llm_ros.runtime.engine import EngineSettings
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
     from threed_llm_ros.runtime.lm_backend import choose_language_backend
 
     choice = choose_language_backend(EngineSettings(checkpoint=str(checkpoint)), checkpoint)
@@ -494,7 +495,7 @@ def _default_language_backend(checkpoint: Path) -> str:
 
 def resolve_bench_checkpoint(value: str | None, output_directory: Path) -> tuple[Path, bool]:
     """(checkpoint directory, trained?): the given one, the trained default, else an untrained one built here."""
-    from threed_llm_ros.runtime.engine import build_untrained_checkpoint, resolve_checkpoint
+    from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint, resolve_checkpoint
 
     if value:
         path = resolve_checkpoint(value)
