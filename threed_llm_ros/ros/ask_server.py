@@ -30,7 +30,8 @@ from threed_llm_ros.runtime.prompt_queue import ReplyCanceled, busy_reply
 from threed_llm_ros.safe_text import printable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from threed_llm_ros.ros.threed_llm_node import ReplyOutcome, ThreeDLLMNode
+    from threed_llm_ros.ros.node_replies import ReplyOutcome
+    from threed_llm_ros.ros.threed_llm_node import ThreeDLLMNode
 
 ACTION_NAME = "~/ask"
 OBJECTS_SERVICE = "~/get_objects"
