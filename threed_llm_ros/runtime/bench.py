@@ -34,7 +34,12 @@ from threed_llm_ros.runtime.bench_measure import PeakMemory, machine_description
 from threed_llm_ros.runtime.bench_rates import FULL_RATES_HZ, QUICK_RATES_HZ, sustained_rates
 from threed_llm_ros.runtime.bench_report import llama_cpp_summary, markdown_table
 from threed_llm_ros.runtime.engine import CAPTION_PROMPT, InferenceEngine
-from threed_llm_ros.runtime.engine_settings import EngineSettings, build_untrained_checkpoint, resolve_checkpoint
+from threed_llm_ros.runtime.engine_settings import (
+    DEFAULT_CHECKPOINT,
+    EngineSettings,
+    build_untrained_checkpoint,
+    resolve_checkpoint,
+)
 from threed_llm_ros.runtime.lm_backend import choose_language_backend
 from threed_llm_ros.runtime.lm_bench import language_model_bench
 from threed_llm_ros.runtime.replies import SceneCloud
@@ -172,7 +177,7 @@ def resolve_bench_checkpoint(value: str | None, output_directory: Path) -> tuple
         path = resolve_checkpoint(value)
     else:
         try:
-            path = resolve_checkpoint("models/threed-llm-mini")
+            path = resolve_checkpoint(DEFAULT_CHECKPOINT)
         except ConfigError:
             path = build_untrained_checkpoint(output_directory / "untrained-mini")
     document = json.loads((path / "config.json").read_text())

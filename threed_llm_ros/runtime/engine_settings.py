@@ -20,17 +20,19 @@ from threed_llm_ros.runtime.replies import STANDOFF_M
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 REPLY_TIMEOUT_S = 30.0
+DEFAULT_CHECKPOINT = "models/threed-llm-mini"  # the trained default, under the package share directory
 CHECKPOINT_FIX = (
     "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
-    "save_checkpoint / training), or train the default one into models/threed-llm-mini"
+    "save_checkpoint / training), or train the default one into " + DEFAULT_CHECKPOINT
 )
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """What the engine loads and how it reads clouds (the node's parameters of the same names)."""
+    """What the engine loads and how it reads clouds: the node's parameters of the same names, whose
+    defaults and types are these (``ros/node_settings.py`` declares them from this class)."""
 
-    checkpoint: str
+    checkpoint: str = DEFAULT_CHECKPOINT
     language_model_path: str = ""
     backend: str = "torch"
     device: str = "cpu"
