@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.box_head import BOX3D_TOKEN
 
-if TYPE_CHECKING:
-    from threed_llm_ros.model.preprocessing import SceneBatch
+from threed_llm_ros.model.preprocessing import SceneBatch
 
 
 @dataclass

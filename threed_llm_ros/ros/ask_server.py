@@ -29,7 +29,7 @@ from threed_llm_ros.ros.markers import pose_stamped
 from threed_llm_ros.runtime.prompt_queue import ReplyCanceled, busy_reply
 from threed_llm_ros.safe_text import printable
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - type hints only: threed_llm_node imports this module
     from threed_llm_ros.ros.node_replies import ReplyOutcome
     from threed_llm_ros.ros.threed_llm_node import ThreeDLLMNode
 

@@ -46,6 +46,7 @@ from threed_llm_ros.resources import config_path
 from threed_llm_ros.ros.bag_record import Recorder, message_class
 from threed_llm_ros.ros.prompt_client import PromptClient, Reply, print_reply
 from threed_llm_ros.ros.qos import use_large_message_transport
+from threed_llm_ros.up import parse_overrides
 
 LATCHED_TYPES = {"tf2_msgs/msg/TFMessage"}
 PUBLISH_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches best-effort and reliable readers
@@ -211,8 +212,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _node_spec(parameters: dict[str, Any], remappings: dict[str, str], extra: list[str]) -> NodeProcessSpec:
-    from threed_llm_ros.up import parse_overrides
-
     overrides = parse_overrides([f"threed_llm_node.{item}" for item in extra]).get("threed_llm_node", {})
     return NodeProcessSpec(module="threed_llm_ros.ros.threed_llm_node", name="threed_llm_node",
                            parameter_files=[config_path("threed_llm.yaml")],

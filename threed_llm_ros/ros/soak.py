@@ -34,6 +34,7 @@ from threed_llm_ros.resources import config_path
 from threed_llm_ros.ros.conversions import arrays_to_pointcloud2, tuple_to_stamp
 from threed_llm_ros.ros.qos import sensor_qos, use_large_message_transport
 from threed_llm_ros.runtime.soak_report import MIB, soak_report
+from threed_llm_ros.data.sim.frames import simulate
 
 NAMESPACE = "/threed_llm_soak"
 FRAME_ID = "soak_camera_optical_frame"
@@ -51,8 +52,6 @@ def rss_bytes(pid: int) -> int:
 
 
 def _clouds(points: int, count: int = 4) -> list[PointCloud2]:
-    from threed_llm_ros.data.sim.frames import simulate
-
     messages = []
     for seed in range(3, 3 + count):
         frame = simulate(seed)

@@ -69,6 +69,15 @@ from threed_llm_ros.runtime.replies import (
     navigation_goal_for_box,
     not_seen_text,
 )
+from threed_llm_ros.model.preprocessing import prepare_scenes
+from threed_llm_ros.objects.describe import caption, category_in_phrase
+from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
+from threed_llm_ros.resources import default_object_classifier
+from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
+from threed_llm_ros.runtime.lm_backend import release_torch_decoder, serving_generator
+from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
+from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable
+from threed_llm_ros.runtime.export import ensure_exported
 
 CAPTION_PROMPT = "Describe the scene."
 MIN_FRAME_POINTS = 100  # fewer valid points: "the frame is too sparse", not an answer
@@ -97,6 +106,7 @@ class InferenceEngine:
 
     def load(self) -> float:
         """Load the checkpoint on the device; returns the seconds it took. ConfigError names the parameter."""
+        # lazy: transformers loads here, so that a node with a bad parameter fails before it, in a second
         from threed_llm_ros.model.checkpoint import load_checkpoint
 
         started = time.perf_counter()
@@ -137,8 +147,6 @@ class InferenceEngine:
                       "not yet exported for these weights is exported now, about 15 s per adapter)")
         self.generator = self._make_language_backend() if owns_model else self._given_language_backend()
         if owns_model and self.language_backend == "onnxruntime":
-            from threed_llm_ros.runtime.lm_backend import release_torch_decoder
-
             release_torch_decoder(self.model)  # the exported decoders serve; the torch layers would sit unused
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
@@ -147,9 +155,6 @@ class InferenceEngine:
 
     def _load_object_layer(self) -> Any:
         """The object layer every reply is computed from (``object_classifier``, ``min_confidence``)."""
-        from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
-        from threed_llm_ros.resources import default_object_classifier
-
         directory = self.settings.object_classifier or default_object_classifier()
         perception = PerceptionSettings(up_axis=self.settings.up_axis, min_range=self.settings.min_range,
                                         max_range=self.settings.max_range, min_confidence=self.settings.min_confidence,
@@ -181,8 +186,6 @@ class InferenceEngine:
 
     def _given_language_backend(self) -> Any:
         """:meth:`around`: the given model generates as it is (an OnnxGenerator: its exported decoders)."""
-        from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
-
         self.language_backend = "onnxruntime" if isinstance(self.model, OnnxGenerator) else "torch"
         self.language_backend_note = f"language model: {self.language_backend} (the model given to the engine)"
         return self.model
@@ -191,8 +194,6 @@ class InferenceEngine:
         """What generates replies (``lm_backend`` resolved by ``runtime/lm_backend.py``): the torch model, or
         an OnnxGenerator over its decoders exported with the LoRA adapters merged (exported on first use:
         about 15 s per adapter on two cores). ``auto`` falls back to torch, saying why, when the export fails."""
-        from threed_llm_ros.runtime.lm_backend import serving_generator
-
         generator, self.language_backend, self.language_backend_note = serving_generator(
             self.settings, self.checkpoint_path, self.model)
         return generator
@@ -201,8 +202,6 @@ class InferenceEngine:
         """The exported-graph scene encoder of the ``backend`` setting (None for torch)."""
         if self.settings.backend == "torch":
             return None
-        from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
-        from threed_llm_ros.runtime.export import ensure_exported
 
         directory = self.settings.export_directory or None
         encoder_path, _ = ensure_exported(
@@ -210,7 +209,6 @@ class InferenceEngine:
         )
         if self.settings.backend == "onnxruntime":
             return OnnxRuntimeSceneEncoder(encoder_path)
-        from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable
 
         try:
             return TensorRTSceneEncoder(encoder_path, device=str(self.settings.device))
@@ -260,8 +258,6 @@ class InferenceEngine:
 
     def _prepare(self, cloud: SceneCloud, timings: dict[str, float]) -> Any:
         """The model's scene batch of ``cloud`` (cached for the last cloud)."""
-        from threed_llm_ros.model.preprocessing import prepare_scenes
-
         self._require_model()
         if self._cached is not None and self._cached[0] is cloud:
             timings.setdefault("preprocess_s", 0.0)
@@ -329,8 +325,6 @@ class InferenceEngine:
         """A caption naming only the frame's objects that score at least ``caption_min_confidence``
         (``objects/describe.py``): it cannot name what the object layer did not find, and an
         unasked claim needs more certainty than an answer does."""
-        from threed_llm_ros.objects.describe import caption
-
         started = time.perf_counter()
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
@@ -356,7 +350,7 @@ class InferenceEngine:
         deadline = self.reply_deadline()
         timings: dict[str, float] = {}
         if programs and self._has_programs():
-            from threed_llm_ros.model.scene_objects import answer_by_program
+            from threed_llm_ros.model.scene_objects import answer_by_program  # lazy: transformers (see load)
 
             reply = self._by_program(answer_by_program, cloud, prompt, timings, deadline)
             if reply is not None:
@@ -383,15 +377,13 @@ class InferenceEngine:
         not parse (or the ``deadline`` cut it short), the likeliest confident object of the
         category the words name.
         """
-        from threed_llm_ros.objects.describe import category_in_phrase
-
         started = time.perf_counter()
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
         target = label or (route(prompt, self.settings.max_prompt_chars).target if prompt.strip() else "") or "object"
         chosen, resolved, program = None, False, None
         if programs and self._has_programs():
-            from threed_llm_ros.model.scene_objects import locate_by_program
+            from threed_llm_ros.model.scene_objects import locate_by_program  # lazy: transformers (see load)
 
             located = self._by_program(locate_by_program, cloud, prompt, timings,
                                        self.reply_deadline() if deadline is None else deadline)
@@ -434,7 +426,7 @@ class InferenceEngine:
         found = self.scene_objects(cloud, timings)
         planned = None
         if self._has_programs():
-            from threed_llm_ros.model.scene_objects import plan_by_program
+            from threed_llm_ros.model.scene_objects import plan_by_program  # lazy: transformers (see load)
 
             planned = self._by_program(plan_by_program, cloud, instruction, timings, deadline)
         detected: dict[str, GroundedObject] = {}

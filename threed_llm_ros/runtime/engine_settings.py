@@ -13,9 +13,11 @@ import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS
+from threed_llm_ros.resources import models_directory, share_directory
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS
 from threed_llm_ros.runtime.replies import STANDOFF_M
+from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
 
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
@@ -59,8 +61,6 @@ class EngineSettings:
         if self.backend not in BACKENDS:
             raise ConfigError("backend", f"unknown backend {self.backend!r}", f"use one of {list(BACKENDS)}")
         if self.backend == "tensorrt":
-            from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
-
             try:
                 require_tensorrt()
             except TensorRTUnavailable as error:
@@ -114,8 +114,6 @@ def resolve_checkpoint(value: str) -> Path:
     candidates = [given]
     if not given.is_absolute():
         try:
-            from threed_llm_ros.resources import models_directory, share_directory
-
             candidates += [share_directory() / given, models_directory() / given]
         except ModelFileError:
             pass
@@ -131,6 +129,7 @@ def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> P
     For tests and for the demo until a trained default exists: the architecture, loading
     path and timings are real, the answers are not meaningful.
     """
+    # lazy: the model classes pull transformers; settings are read (node start-up, `ask` arguments) without them
     from threed_llm_ros.model.checkpoint import save_checkpoint
     from threed_llm_ros.model.threed_llm import ThreeDLLM
     from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig

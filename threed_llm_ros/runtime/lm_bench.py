@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from threed_llm_ros.runtime.lm_export import ensure_lm_exported
+from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
 
 LM_PROMPTS = ("What would you do in this room?", "Describe the scene.", "Where is the chair?")
 BUSY_LOOP = "while True: pass"
@@ -66,7 +68,7 @@ def _llama_cpp(model: Any, prompts: tuple[str, ...], max_new_tokens: int, thread
         import llama_cpp
     except ImportError:
         return None
-    from threed_llm_ros.model.language_model import resolve_language_model_path
+    from threed_llm_ros.model.language_model import resolve_language_model_path  # lazy: transformers
 
     path = resolve_language_model_path(model.config.language_model_path)
     if path.suffix != ".gguf":
@@ -115,9 +117,6 @@ def language_model_bench(
 ) -> dict[str, Any]:
     """Prefill and decode figures of torch, the exported decoders and llama.cpp (where importable), quiet
     and (``loaded``) with one core kept busy; agreement with torch; export time and size."""
-    from threed_llm_ros.runtime.lm_export import ensure_lm_exported
-    from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
-
     exports, generators = {}, {}
     for precision in precisions:
         started = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 from threed_llm_ros.data.relations import ray_exit
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.plans import Plan
+from threed_llm_ros.objects.describe import category_in_phrase
 
 STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
 
@@ -94,8 +95,6 @@ def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float 
 
 def not_seen_text(prompt: str, target: str = "") -> str:
     """The honest reply about an object that is not among the confident objects."""
-    from threed_llm_ros.objects.describe import category_in_phrase
-
     name = target or category_in_phrase(prompt) or "that"
     article = "" if name == "that" else ("an " if name[0] in "aeiou" else "a ")
     return f"I don't see {article}{name} here (not seen)."
