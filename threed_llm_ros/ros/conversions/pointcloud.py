@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
@@ -141,6 +141,41 @@ def _colour_byte_offsets(layouts: dict[str, _FieldLayout], big_endian: bool) -> 
     return [layouts[channel].offset for channel in "rgb"]
 
 
+def _decode_xyz(view: Callable[[int, np.dtype], np.ndarray], layouts: dict[str, _FieldLayout], height: int,
+                width: int) -> np.ndarray:
+    """(H, W, 3) float32 positions read through ``view(offset, dtype)`` (a strided view of the message bytes)."""
+    x_layout, y_layout, z_layout = layouts["x"], layouts["y"], layouts["z"]
+    step = x_layout.dtype.itemsize
+    if (
+        x_layout.dtype == y_layout.dtype == z_layout.dtype
+        and y_layout.offset == x_layout.offset + step
+        and z_layout.offset == x_layout.offset + 2 * step
+    ):
+        # The usual x, y, z run of one type: copy each point's 3 values as one opaque block
+        # (3-4x faster than a strided (H, W, 3) copy), then convert type/byte order if needed.
+        blocks = view(x_layout.offset, np.dtype((np.void, 3 * step))).copy()
+        return blocks.view(x_layout.dtype).reshape(height, width, 3).astype(np.float32, copy=False)
+    xyz = np.empty((height, width, 3), dtype=np.float32)
+    for index, layout in enumerate((x_layout, y_layout, z_layout)):
+        xyz[..., index] = view(layout.offset, layout.dtype)
+    return xyz
+
+
+def _points_to_drop(xyz: np.ndarray, keep_non_finite: bool, drop_zeros: bool) -> np.ndarray | None:
+    """(H, W) mask of the points to drop (non-finite unless ``keep_non_finite``, and (0, 0, 0) with
+    ``drop_zeros``); None when there is none."""
+    # Per-column tests: reductions over a length-3 last axis are ~10x slower in numpy.
+    drop = None
+    if not keep_non_finite:
+        drop = ~(np.isfinite(xyz[..., 0]) & np.isfinite(xyz[..., 1]) & np.isfinite(xyz[..., 2]))
+    if drop_zeros:
+        at_origin = (xyz[..., 0] == 0) & (xyz[..., 1] == 0) & (xyz[..., 2] == 0)
+        drop = at_origin if drop is None else drop | at_origin
+    if drop is not None and not drop.any():
+        return None
+    return drop
+
+
 def pointcloud2_to_arrays(
     msg: PointCloud2, *, keep_invalid: bool = False, organized: bool = False, drop_zeros: bool = False
 ) -> CloudArrays:
@@ -174,21 +209,7 @@ def pointcloud2_to_arrays(
     def view(offset: int, dtype: np.dtype) -> np.ndarray:
         return _strided_field(buffer, offset, dtype, height, width, row_step, point_step)
 
-    x_layout, y_layout, z_layout = layouts["x"], layouts["y"], layouts["z"]
-    step = x_layout.dtype.itemsize
-    if (
-        x_layout.dtype == y_layout.dtype == z_layout.dtype
-        and y_layout.offset == x_layout.offset + step
-        and z_layout.offset == x_layout.offset + 2 * step
-    ):
-        # The usual x, y, z run of one type: copy each point's 3 values as one opaque block
-        # (3-4x faster than a strided (H, W, 3) copy), then convert type/byte order if needed.
-        blocks = view(x_layout.offset, np.dtype((np.void, 3 * step))).copy()
-        xyz = blocks.view(x_layout.dtype).reshape(height, width, 3).astype(np.float32, copy=False)
-    else:
-        xyz = np.empty((height, width, 3), dtype=np.float32)
-        for index, layout in enumerate((x_layout, y_layout, z_layout)):
-            xyz[..., index] = view(layout.offset, layout.dtype)
+    xyz = _decode_xyz(view, layouts, height, width)
     rgb = None
     if colour_offsets is not None:
         rgb = np.empty((height, width, 3), dtype=np.uint8)
@@ -198,15 +219,7 @@ def pointcloud2_to_arrays(
     if "intensity" in layouts:
         intensity = view(layouts["intensity"].offset, layouts["intensity"].dtype).astype(np.float32)
 
-    # Per-column tests: reductions over a length-3 last axis are ~10x slower in numpy.
-    drop = None
-    if not (keep_invalid or organized):
-        drop = ~(np.isfinite(xyz[..., 0]) & np.isfinite(xyz[..., 1]) & np.isfinite(xyz[..., 2]))
-    if drop_zeros:
-        at_origin = (xyz[..., 0] == 0) & (xyz[..., 1] == 0) & (xyz[..., 2] == 0)
-        drop = at_origin if drop is None else drop | at_origin
-    if drop is not None and not drop.any():
-        drop = None
+    drop = _points_to_drop(xyz, keep_invalid or organized, drop_zeros)
     if organized:
         if drop is not None:
             xyz[drop] = np.nan
@@ -233,6 +246,88 @@ def _check_per_point(name: str, values: np.ndarray, grid_shape: tuple[int, ...],
         raise PointCloudFormatError(name, f"shape {values.shape} does not match the points, expected {expected}")
 
 
+def _checked_points(xyz: Any, xyz_dtype: Any, rgb_layout: str, padding_bytes: int) -> tuple[np.ndarray, np.dtype]:
+    """The points as an array and their coordinate type, or PointCloudFormatError naming the bad argument."""
+    points = np.asarray(xyz)
+    if not ((points.ndim == 3 and points.shape[2] == 3) or (points.ndim == 2 and points.shape[1] == 3)):
+        raise PointCloudFormatError("xyz", f"must be (N, 3) or (H, W, 3), got shape {points.shape}")
+    coordinate_type = np.dtype(xyz_dtype)
+    if coordinate_type not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise PointCloudFormatError("xyz_dtype", f"must be float32 or float64, got {coordinate_type}")
+    if rgb_layout not in RGB_LAYOUTS:
+        raise PointCloudFormatError("rgb_layout", f"must be one of {RGB_LAYOUTS}, got {rgb_layout!r}")
+    if int(padding_bytes) < 0:
+        raise PointCloudFormatError("point_step", f"padding_bytes must be >= 0, got {padding_bytes}")
+    return points, coordinate_type
+
+
+def _checked_colours(rgb: Any, grid_shape: tuple[int, ...]) -> np.ndarray:
+    """``rgb`` as uint8 (…, 3 or 4) matching the points, or PointCloudFormatError."""
+    colours = np.asarray(rgb)
+    if colours.dtype != np.uint8:
+        raise PointCloudFormatError("rgb", f"must be uint8, got {colours.dtype}")
+    if colours.shape[:-1] != grid_shape or colours.shape[-1] not in (3, 4):
+        raise PointCloudFormatError(
+            "rgb", f"shape {colours.shape} does not match the points, expected {grid_shape + (3,)}"
+        )
+    return colours
+
+
+@dataclass
+class _RecordLayout:
+    """The fields of one point record as numpy lays them out and as PointField describes them."""
+
+    byte_order: str
+    names: list[str]
+    formats: list[str]
+    offsets: list[int]
+    fields: list[PointField]
+    cursor: int = 0
+
+    def add(self, name: str, datatype: int, storage: str, offset: int) -> None:
+        self.names.append(name)
+        self.formats.append(self.byte_order + storage)
+        self.offsets.append(offset)
+        self.fields.append(PointField(name=name, offset=offset, datatype=datatype, count=1))
+        self.cursor = offset + np.dtype(storage).itemsize
+
+    def record_type(self, point_step: int) -> np.dtype:
+        return np.dtype({"names": self.names, "formats": self.formats, "offsets": self.offsets, "itemsize": point_step})
+
+
+def _record_layout(coordinate_type: np.dtype, big_endian: bool, rgb_layout: str | None,
+                   has_intensity: bool) -> _RecordLayout:
+    """x, y, z, then the colour fields of ``rgb_layout`` (None: no colour), then intensity; each aligned to its size."""
+    layout = _RecordLayout(">" if big_endian else "<", [], [], [], [])
+    coordinate_code = PointField.FLOAT32 if coordinate_type.itemsize == 4 else PointField.FLOAT64
+    for axis in "xyz":
+        layout.add(axis, coordinate_code, coordinate_type.str[1:], layout.cursor)
+    if rgb_layout == "separate_uint8":
+        for channel in "rgb":
+            layout.add(channel, PointField.UINT8, "u1", layout.cursor)
+    elif rgb_layout is not None:
+        name = "rgba" if rgb_layout == "rgba_uint32" else "rgb"
+        code = PointField.FLOAT32 if rgb_layout == "rgb_float32" else PointField.UINT32
+        # Stored through a uint32 view so the packed bits are written exactly.
+        layout.add(name, code, "u4", _align(layout.cursor, 4))
+    if has_intensity:
+        layout.add("intensity", PointField.FLOAT32, "f4", _align(layout.cursor, 4))
+    return layout
+
+
+def _write_packed_colours(record_bytes: np.ndarray, colours: np.ndarray, start: int, rgb_layout: str,
+                          big_endian: bool) -> None:
+    """Packed 0xAARRGGBB written byte by byte at ``start`` of each record: B, G, R, A in little-endian order."""
+    byte_positions = {"b": 0, "g": 1, "r": 2, "a": 3}
+    if big_endian:
+        byte_positions = {channel: 3 - position for channel, position in byte_positions.items()}
+    for index, channel in enumerate("rgb"):
+        record_bytes[..., start + byte_positions[channel]] = colours[..., index]
+    if rgb_layout == "rgba_uint32":
+        alpha = colours[..., 3] if colours.shape[-1] == 4 else np.uint8(255)
+        record_bytes[..., start + byte_positions["a"]] = alpha
+
+
 def arrays_to_pointcloud2(
     xyz: np.ndarray,
     rgb: np.ndarray | None = None,
@@ -255,71 +350,22 @@ def arrays_to_pointcloud2(
     each field aligned to its size, ``padding_bytes`` zero bytes appended to every point.
     ``is_dense=None`` sets it from whether every point is finite.
     """
-    points = np.asarray(xyz)
-    if points.ndim == 3 and points.shape[2] == 3:
-        height, width = points.shape[:2]
-    elif points.ndim == 2 and points.shape[1] == 3:
-        height, width = 1, points.shape[0]
-    else:
-        raise PointCloudFormatError("xyz", f"must be (N, 3) or (H, W, 3), got shape {points.shape}")
+    points, coordinate_type = _checked_points(xyz, xyz_dtype, rgb_layout, padding_bytes)
+    height, width = points.shape[:2] if points.ndim == 3 else (1, points.shape[0])
     grid_shape = points.shape[:-1]
-    coordinate_type = np.dtype(xyz_dtype)
-    if coordinate_type not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise PointCloudFormatError("xyz_dtype", f"must be float32 or float64, got {coordinate_type}")
-    if rgb_layout not in RGB_LAYOUTS:
-        raise PointCloudFormatError("rgb_layout", f"must be one of {RGB_LAYOUTS}, got {rgb_layout!r}")
-    if int(padding_bytes) < 0:
-        raise PointCloudFormatError("point_step", f"padding_bytes must be >= 0, got {padding_bytes}")
-    byte_order = ">" if big_endian else "<"
-
-    names: list[str] = []
-    formats: list[str] = []
-    offsets: list[int] = []
-    fields: list[PointField] = []
-
-    def add_field(name: str, datatype: int, storage: str, offset: int) -> int:
-        names.append(name)
-        formats.append(byte_order + storage)
-        offsets.append(offset)
-        fields.append(PointField(name=name, offset=offset, datatype=datatype, count=1))
-        return offset + np.dtype(storage).itemsize
-
-    coordinate_code = PointField.FLOAT32 if coordinate_type.itemsize == 4 else PointField.FLOAT64
-    cursor = 0
-    for axis in "xyz":
-        cursor = add_field(axis, coordinate_code, coordinate_type.str[1:], cursor)
-
-    colours = None
-    if rgb is not None:
-        colours = np.asarray(rgb)
-        if colours.dtype != np.uint8:
-            raise PointCloudFormatError("rgb", f"must be uint8, got {colours.dtype}")
-        if colours.shape[:-1] != grid_shape or colours.shape[-1] not in (3, 4):
-            raise PointCloudFormatError(
-                "rgb", f"shape {colours.shape} does not match the points, expected {grid_shape + (3,)}"
-            )
-        if rgb_layout == "separate_uint8":
-            for channel in "rgb":
-                cursor = add_field(channel, PointField.UINT8, "u1", cursor)
-        else:
-            name = "rgba" if rgb_layout == "rgba_uint32" else "rgb"
-            code = PointField.FLOAT32 if rgb_layout == "rgb_float32" else PointField.UINT32
-            # Stored through a uint32 view so the packed bits are written exactly.
-            cursor = add_field(name, code, "u4", _align(cursor, 4))
-
+    colours = None if rgb is None else _checked_colours(rgb, grid_shape)
     if intensity is not None:
         intensity = np.asarray(intensity)
         _check_per_point("intensity", intensity, grid_shape, None)
-        cursor = add_field("intensity", PointField.FLOAT32, "f4", _align(cursor, 4))
+    layout = _record_layout(coordinate_type, big_endian, None if colours is None else rgb_layout, intensity is not None)
 
-    point_step = cursor + int(padding_bytes)
-    record_type = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
-    records = np.zeros(grid_shape, dtype=record_type)
+    point_step = layout.cursor + int(padding_bytes)
+    records = np.zeros(grid_shape, dtype=layout.record_type(point_step))
     record_bytes = records.view(np.uint8).reshape(grid_shape + (point_step,))
     # x, y, z are consecutive: copy each point's three values as one opaque block of bytes
     # in the wire byte order (several times faster than a strided (N, 3) copy).
     block_type = np.dtype((np.void, 3 * coordinate_type.itemsize))
-    coordinates = np.ascontiguousarray(points, dtype=np.dtype(byte_order + coordinate_type.str[1:]))
+    coordinates = np.ascontiguousarray(points, dtype=np.dtype(layout.byte_order + coordinate_type.str[1:]))
     coordinate_blocks = np.ndarray(shape=grid_shape, dtype=block_type, buffer=records, strides=records.strides)
     coordinate_blocks[...] = coordinates.view(block_type).reshape(grid_shape)
     if colours is not None:
@@ -327,16 +373,8 @@ def arrays_to_pointcloud2(
             for index, channel in enumerate("rgb"):
                 records[channel] = colours[..., index]
         else:
-            # Packed 0xAARRGGBB written byte by byte: B, G, R, A in little-endian order.
-            start = offsets[names.index("rgba" if rgb_layout == "rgba_uint32" else "rgb")]
-            byte_positions = {"b": 0, "g": 1, "r": 2, "a": 3}
-            if big_endian:
-                byte_positions = {channel: 3 - position for channel, position in byte_positions.items()}
-            for index, channel in enumerate("rgb"):
-                record_bytes[..., start + byte_positions[channel]] = colours[..., index]
-            if rgb_layout == "rgba_uint32":
-                alpha = colours[..., 3] if colours.shape[-1] == 4 else np.uint8(255)
-                record_bytes[..., start + byte_positions["a"]] = alpha
+            start = layout.offsets[layout.names.index("rgba" if rgb_layout == "rgba_uint32" else "rgb")]
+            _write_packed_colours(record_bytes, colours, start, rgb_layout, big_endian)
     if intensity is not None:
         records["intensity"] = intensity
 
@@ -344,7 +382,7 @@ def arrays_to_pointcloud2(
     msg.header = _header(frame_id, stamp)
     msg.height = int(height)
     msg.width = int(width)
-    msg.fields = fields
+    msg.fields = layout.fields
     msg.is_bigendian = bool(big_endian)
     msg.point_step = int(point_step)
     msg.row_step = int(point_step * width)
