@@ -184,6 +184,13 @@ def resolve_bench_checkpoint(value: str | None, output_directory: Path) -> tuple
     return path, bool(document.get("extra", {}).get("trained", True))
 
 
+def _backend_pairs(backends: tuple[str, ...], device: str) -> list[tuple[str, str]]:
+    """(scene backend, language model backend) pairs to measure on ``device``: on the CPU, onnxruntime runs
+    with the torch and with the exported language model."""
+    return [(backend, lm) for backend in backends
+            for lm in (("torch", "onnxruntime") if backend == "onnxruntime" and device == "cpu" else ("torch",))]
+
+
 def run_bench(
     checkpoint: str | None,
     output: Path,
@@ -208,8 +215,7 @@ def run_bench(
     measured_lm = False
     lm_section: dict[str, Any] | None = None
     for device in devices:
-        for backend, lm_backend in [(b, lm) for b in backends
-                                    for lm in (("torch", "onnxruntime") if b == "onnxruntime" and device == "cpu" else ("torch",))]:
+        for backend, lm_backend in _backend_pairs(backends, device):
             if backend == "tensorrt" and device == "cpu":
                 if not torch.cuda.is_available():
                     skipped.append({"backend": backend, "device": "cuda", "reason": _tensorrt_missing_reason()})
@@ -238,7 +244,17 @@ def run_bench(
         raise ConfigError("backends", f"{list(backends)} gave no CPU run here", "include torch or onnxruntime")
     llama = (llama_cpp_summary(lm_section) if measured_lm
              else {"status": "not measured: the torch backend was not benchmarked"})
-    report = {
+    report = _report(quick, options, checkpoint_path, trained, frame)
+    report.update({"runs": runs, "skipped": skipped, "sustained_rate": sustained, "llama_cpp": llama,
+                   "language_model": lm_section})
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown_table(report))
+    return report
+
+
+def _report(quick: bool, options: BenchOptions, checkpoint_path: Path, trained: bool, frame: Any) -> dict[str, Any]:
+    """The report's header: what was measured, where, with which checkpoint, scene and prompts."""
+    return {
         "schema": SCHEMA,
         "quick": quick,
         "repeats": options.repeats,
@@ -251,15 +267,7 @@ def run_bench(
                   "points": int(len(frame.points))},
         "prompts": {"caption": CAPTION_PROMPT, "grounding": GROUNDING_PROMPT, "plan": PLAN_PROMPT,
                     "free_text_answer": FREE_TEXT_PROMPT},
-        "runs": runs,
-        "skipped": skipped,
-        "sustained_rate": sustained,
-        "llama_cpp": llama,
-        "language_model": lm_section,
     }
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    output.with_suffix(".md").write_text(markdown_table(report))
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:

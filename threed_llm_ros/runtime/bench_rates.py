@@ -46,6 +46,75 @@ def sustained_rate_summary(rate: dict[str, Any]) -> str:
                        f"{first['dropped']} of {first['received']} frames at {lowest}, taking the newest each time.")
 
 
+def _consume_newest(slot: FrameSlot[SceneCloud], stop: threading.Event, engine: Any, encoder: Any,
+                    processed: list[float]) -> None:
+    """The inference side: take the newest frame, preprocess it and run the scene encoder, until ``stop``."""
+    while not stop.is_set():
+        if not slot.has_new_frame():
+            time.sleep(0.0005)
+            continue
+        cloud = slot.take()
+        started = time.perf_counter()
+        scene = engine._prepare(cloud, {})
+        encoder.encode(scene.patches, scene.centers)
+        processed.append(time.perf_counter() - started)
+
+
+def _measure_rate(engine: Any, encoder: Any, depth_mm: np.ndarray, rgb: np.ndarray, intrinsics: Any, rate: float,
+                  seconds: float) -> dict[str, Any]:
+    """One rate of :func:`sustained_rates`: the producer at ``rate`` for ``seconds``, the consumer beside it."""
+    process = psutil.Process()
+    slot: FrameSlot[SceneCloud] = FrameSlot()
+    stop = threading.Event()
+    processed: list[float] = []
+    consumer = threading.Thread(target=_consume_newest, args=(slot, stop, engine, encoder, processed), daemon=True)
+    rss_before = rss_middle = process.memory_info().rss
+    consumer.start()
+    count = max(2, int(round(rate * seconds)))
+    callbacks, lateness = [], []
+    started = time.perf_counter()
+    for index in range(count):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        callback_started = time.perf_counter()
+        lateness.append(callback_started - (started + index / rate))
+        depth_m = depth_mm.astype(np.float32) * np.float32(0.001)
+        depth_m[depth_mm == 0] = np.nan
+        xyz, colours = depth_to_points(depth_m, intrinsics, min_range=0.1, max_range=8.0, color=rgb)
+        slot.put(SceneCloud(xyz, colours, "camera_color_optical_frame", (index, 0)))
+        callbacks.append(time.perf_counter() - callback_started)
+        if index == count // 2:
+            rss_middle = process.memory_info().rss
+    last_start = started + (count - 1) / rate + lateness[-1]
+    drain_until = time.perf_counter() + 5.0
+    while slot.has_new_frame() and time.perf_counter() < drain_until:  # let the consumer take the last frame
+        time.sleep(0.001)
+    stop.set()
+    consumer.join()
+    rss_after = process.memory_info().rss
+    second_half_growth_mb = (rss_after - rss_middle) / 2**20
+    frame_mb = (xyz.nbytes + colours.nbytes) / 2**20
+    counts = slot.counts()
+    # on schedule: no callback started a whole period late (an executor would be queueing messages)
+    keeps_schedule = max(lateness) < 1.0 / rate and second_half_growth_mb < QUEUE_FRAMES_LIMIT * frame_mb
+    return {
+        "rate_hz": rate,
+        "achieved_input_hz": (count - 1) / (last_start - started),
+        "received": counts.received,
+        "consumed": counts.consumed,
+        "dropped": counts.dropped,
+        "callback_median_s": median(callbacks),
+        "max_lateness_s": max(lateness),
+        "consumer_median_s": median(processed) if processed else None,
+        "rss_growth_mb": (rss_after - rss_before) / 2**20,
+        "second_half_rss_growth_mb": second_half_growth_mb,
+        "frame_mb": frame_mb,
+        "keeps_schedule": keeps_schedule,
+        "every_frame": keeps_schedule and counts.dropped <= MAX_DROP_SHARE * counts.received,
+    }
+
+
 def sustained_rates(engine: Any, frame: Any, rates_hz: tuple[float, ...], seconds: float) -> dict[str, Any]:
     """The highest input rates the latest-frame pipeline sustains, measured ROS-free.
 
@@ -60,78 +129,15 @@ def sustained_rates(engine: Any, frame: Any, rates_hz: tuple[float, ...], second
     which, in addition, at most 5 % of frames were dropped (each frame became scene tokens).
     """
     depth_mm, rgb = _depth_message_payload(frame)
-    intrinsics = frame.intrinsics
     encoder = engine.scene_backend or TorchSceneEncoder(engine.model.scene_encoder)
-    process = psutil.Process()
     results = []
     # the first pass warms up (allocator arenas, caches) and is not reported
     for pass_index, rate in enumerate((rates_hz[0], *rates_hz)):
-        slot: FrameSlot[SceneCloud] = FrameSlot()
-        stop = threading.Event()
-        processed: list[float] = []
-
-        def consume() -> None:
-            while not stop.is_set():
-                if not slot.has_new_frame():
-                    time.sleep(0.0005)
-                    continue
-                cloud = slot.take()
-                started = time.perf_counter()
-                scene = engine._prepare(cloud, {})
-                encoder.encode(scene.patches, scene.centers)
-                processed.append(time.perf_counter() - started)
-
-        consumer = threading.Thread(target=consume, daemon=True)
-        rss_before = rss_middle = process.memory_info().rss
-        consumer.start()
-        count = max(2, int(round(rate * seconds)))
-        callbacks, lateness = [], []
-        started = time.perf_counter()
-        for index in range(count):
-            delay = started + index / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            callback_started = time.perf_counter()
-            lateness.append(callback_started - (started + index / rate))
-            depth_m = depth_mm.astype(np.float32) * np.float32(0.001)
-            depth_m[depth_mm == 0] = np.nan
-            xyz, colours = depth_to_points(depth_m, intrinsics, min_range=0.1, max_range=8.0, color=rgb)
-            slot.put(SceneCloud(xyz, colours, "camera_color_optical_frame", (index, 0)))
-            callbacks.append(time.perf_counter() - callback_started)
-            if index == count // 2:
-                rss_middle = process.memory_info().rss
-        last_start = started + (count - 1) / rate + lateness[-1]
-        drain_until = time.perf_counter() + 5.0
-        while slot.has_new_frame() and time.perf_counter() < drain_until:  # let the consumer take the last frame
-            time.sleep(0.001)
-        stop.set()
-        consumer.join()
-        rss_after = process.memory_info().rss
-        rss_growth_mb = (rss_after - rss_before) / 2**20
-        second_half_growth_mb = (rss_after - rss_middle) / 2**20
-        frame_mb = (xyz.nbytes + colours.nbytes) / 2**20
-        counts = slot.counts()
-        achieved = (count - 1) / (last_start - started)
-        # on schedule: no callback started a whole period late (an executor would be queueing messages)
-        keeps_schedule = max(lateness) < 1.0 / rate and second_half_growth_mb < QUEUE_FRAMES_LIMIT * frame_mb
+        row = _measure_rate(engine, encoder, depth_mm, rgb, frame.intrinsics, rate, seconds)
         if pass_index == 0:
             continue
-        results.append({
-            "rate_hz": rate,
-            "achieved_input_hz": achieved,
-            "received": counts.received,
-            "consumed": counts.consumed,
-            "dropped": counts.dropped,
-            "callback_median_s": median(callbacks),
-            "max_lateness_s": max(lateness),
-            "consumer_median_s": median(processed) if processed else None,
-            "rss_growth_mb": rss_growth_mb,
-            "second_half_rss_growth_mb": second_half_growth_mb,
-            "frame_mb": frame_mb,
-            "keeps_schedule": keeps_schedule,
-            "every_frame": keeps_schedule and counts.dropped <= MAX_DROP_SHARE * counts.received,
-        })
-        if not keeps_schedule:
+        results.append(row)
+        if not row["keeps_schedule"]:
             break
     input_rates = [r["rate_hz"] for r in results if r["keeps_schedule"]]
     every_frame = [r["rate_hz"] for r in results if r["every_frame"]]
