@@ -212,6 +212,7 @@ class ReplyGenerator:
         after the token that passes it (``cut_short`` in the result); it cannot cut the
         prefill, so at least one token is always generated. The loop itself is
         ``generation.decode``, shared with the ONNX Runtime decoders.
+        Length: the signature and the documentation of its options; the body is under 30 lines.
         """
         blind, limit = self.generation_limits(scene, blind, max_new_tokens)
         timings: dict[str, float] = {}

@@ -90,7 +90,10 @@ def fresh_cloud(frame: Any) -> Any:
 
 def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, options: BenchOptions,
                   lm_backend: str = "torch") -> dict[str, Any]:
-    """Stage medians, end-to-end latencies and peak memory of one backend (and language model backend) on one device."""
+    """Stage medians, end-to-end latencies and peak memory of one backend (and language model backend) on one device.
+
+    Length: every stage of one backend is measured in one place, so the report row reads as one record.
+    """
     engine = InferenceEngine(
         EngineSettings(checkpoint=str(checkpoint), backend=backend, device=device, max_new_tokens=options.max_new_tokens,
                        lm_backend=lm_backend)

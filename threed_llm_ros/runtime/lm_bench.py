@@ -116,7 +116,10 @@ def language_model_bench(
     export_directory: str | None = None,
 ) -> dict[str, Any]:
     """Prefill and decode figures of torch, the exported decoders and llama.cpp (where importable), quiet
-    and (``loaded``) with one core kept busy; agreement with torch; export time and size."""
+    and (``loaded``) with one core kept busy; agreement with torch; export time and size.
+
+    Length: one loop over backends, precisions, threads and load conditions, whose rows are built in one place.
+    """
     exports, generators = {}, {}
     for precision in precisions:
         started = time.perf_counter()

@@ -139,7 +139,10 @@ def export_language_model(
     quiet: bool = False,
 ) -> ExportedLanguageModel:
     """Merge ``adapter`` into ``model``'s language model, save it in Hugging Face format and build
-    the ``inputs_embeds`` decoder at ``precision`` into ``output`` (replaced atomically)."""
+    the ``inputs_embeds`` decoder at ``precision`` into ``output`` (replaced atomically).
+
+    Length: merge, save, build and sidecar happen in one temporary directory, swapped in at the end.
+    """
     _check_choice("precision", precision, LM_PRECISIONS)
     require_builder()
     output = Path(output)

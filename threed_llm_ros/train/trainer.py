@@ -363,6 +363,7 @@ class Trainer:
         """Train from the current position to the end (or ``max_steps`` more steps); returns the final checkpoint.
 
         Returns None when stopped early by ``max_steps``.
+        Length: the training loop reads best whole (steps, logging, checkpoints and stopping in one place).
         """
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "train_config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))

