@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.runtime.lm_export import require_builder
-from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, load_onnx_generator
+from threed_llm_ros.runtime import onnx_decoder
 
 AUTO = "auto"
 
@@ -94,9 +94,9 @@ def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) 
     if choice.backend == "torch":
         return model, "torch", choice.note()
     try:
-        generator = load_onnx_generator(checkpoint, model, precision=settings.lm_precision,
-                                        settings=DecoderSettings(threads=settings.lm_threads),
-                                        directory=settings.export_directory or None)
+        generator = onnx_decoder.load_onnx_generator(checkpoint, model, precision=settings.lm_precision,
+                                                     settings=onnx_decoder.DecoderSettings(threads=settings.lm_threads),
+                                                     directory=settings.export_directory or None)
     except (ModelFileError, RuntimeError, OSError) as error:
         if not choice.fallback_allowed:
             raise ConfigError("lm_backend", str(error),
