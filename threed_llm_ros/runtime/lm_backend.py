@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.runtime.lm_export import require_builder
 from threed_llm_ros.runtime import onnx_decoder

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+
 from threed_llm_ros.runtime.lm_export import ensure_lm_exported
 from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
 
