@@ -97,7 +97,7 @@ def test_bad_input_is_refused_before_torch_is_imported(tmp_path: Path, arguments
 @pytest.mark.slow
 def test_ask_routes_and_answers_with_a_real_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+    from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
 
     checkpoint = build_untrained_checkpoint(tmp_path / "checkpoint")
     frame = simulate(4, intrinsics=CameraIntrinsics.from_field_of_view(160, 120, 60.0))

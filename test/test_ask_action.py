@@ -34,7 +34,7 @@ from threed_llm_ros.plans import plan_text  # noqa: E402
 from threed_llm_ros.processes import NodeProcess  # noqa: E402
 from threed_llm_ros.ros.interface_messages import plan_to_dict  # noqa: E402
 from threed_llm_ros.ros.conversions import arrays_to_pointcloud2, tuple_to_stamp  # noqa: E402
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
 from threed_llm_ros.runtime.prompt_queue import busy_reply  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

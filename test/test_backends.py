@@ -16,7 +16,9 @@ from threed_llm_ros.runtime.backends import (
     TorchSceneEncoder,
     onnxruntime_providers,
 )
-from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud, build_untrained_checkpoint
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import EngineSettings, build_untrained_checkpoint
+from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.runtime.export import BOX_HEAD_FILE, EXPORT_DIRECTORY, SCENE_ENCODER_FILE
 from threed_llm_ros.runtime.tensorrt_engine import tensorrt_available
 

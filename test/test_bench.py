@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from threed_llm_ros.runtime import bench, lm_bench
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+from threed_llm_ros.runtime import bench, bench_rates, lm_bench
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
 
 RUN_KEYS = {
     "backend", "device", "language_model_dtype", "scene_encoder", "providers", "load_s", "warm_up_s", "preprocess_s",
@@ -79,7 +79,7 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
 
 def _rate_row(rate_hz: float, received: int, dropped: int, keeps_schedule: bool) -> dict:
     return {"rate_hz": rate_hz, "received": received, "dropped": dropped, "keeps_schedule": keeps_schedule,
-            "every_frame": keeps_schedule and dropped <= bench.MAX_DROP_SHARE * received}
+            "every_frame": keeps_schedule and dropped <= bench_rates.MAX_DROP_SHARE * received}
 
 
 @pytest.mark.parametrize(("rows", "said"), [
@@ -93,7 +93,7 @@ def _rate_row(rate_hz: float, received: int, dropped: int, keeps_schedule: bool)
 def test_the_rate_sentence_never_claims_zero_hz(rows: list, said: str) -> None:
     input_rates = [row["rate_hz"] for row in rows if row["keeps_schedule"]]
     every = [row["rate_hz"] for row in rows if row["every_frame"]]
-    summary = bench.sustained_rate_summary({"rates": rows, "input_rate_hz": max(input_rates, default=0.0),
+    summary = bench_rates.sustained_rate_summary({"rates": rows, "input_rate_hz": max(input_rates, default=0.0),
                                             "every_frame_rate_hz": max(every, default=0.0),
                                             "highest_rate_tried_hz": rows[-1]["rate_hz"]})
     assert said in summary and "0 Hz**" not in summary, summary

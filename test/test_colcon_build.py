@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from threed_llm_ros.processes import NodeProcessSpec
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

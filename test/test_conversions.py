@@ -28,7 +28,6 @@ from threed_llm_ros.ros.conversions import (
     IMAGE_ENCODINGS,
     RGB_LAYOUTS,
     CloudArrays,
-    _message_bytes,
     array_to_image,
     arrays_to_pointcloud2,
     camera_info_to_intrinsics,
@@ -42,6 +41,7 @@ from threed_llm_ros.ros.conversions import (
     stamp_to_tuple,
     tuple_to_stamp,
 )
+from threed_llm_ros.ros.conversions.messages import _message_bytes
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -21,13 +21,9 @@ from threed_llm_ros.geometry.frames import to_gravity_frame
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.objects.describe import caption
 from threed_llm_ros.plans import Plan, plan_problems
-from threed_llm_ros.runtime.engine import (
-    EngineSettings,
-    InferenceEngine,
-    SceneCloud,
-    build_untrained_checkpoint,
-    navigation_goal_for_box,
-)
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import EngineSettings, build_untrained_checkpoint
+from threed_llm_ros.runtime.replies import SceneCloud, navigation_goal_for_box
 from threed_llm_helpers import TRAINED_CHECKPOINT, engine_floors
 
 needs_trained_model = pytest.mark.skipif(

@@ -169,7 +169,7 @@ def test_a_head_without_scene_attention_exports_with_the_hidden_state_only(tmp_p
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+    from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
 
     return build_untrained_checkpoint(tmp_path_factory.mktemp("checkpoint") / "untrained-mini")
 

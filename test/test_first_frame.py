@@ -26,7 +26,7 @@ from test_threed_llm_node import FRAME_ID, MODULE, STARTUP_S, Probe, Publisher  
 from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.processes import NodeProcess, NodeProcessSpec  # noqa: E402
 from threed_llm_ros.ros.conversions import arrays_to_pointcloud2  # noqa: E402
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ pytest.importorskip("threed_llm_interfaces", reason="threed_llm_interfaces not b
 from threed_llm_ros.geometry.boxes import OrientedBox  # noqa: E402
 from threed_llm_ros.plans import Plan  # noqa: E402
 from threed_llm_ros.ros.interface_messages import grounded_object, object_array, plan_message, plan_to_dict  # noqa: E402
-from threed_llm_ros.runtime.engine import GroundedObject  # noqa: E402
+from threed_llm_ros.runtime.replies import GroundedObject  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -14,7 +14,7 @@ import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.runtime import onnx_decoder
-from threed_llm_ros.runtime.engine import EngineSettings
+from threed_llm_ros.runtime.engine_settings import EngineSettings
 from threed_llm_ros.runtime.lm_backend import (
     ReleasedDecoderLayer, checkpoint_is_trained, choose_language_backend, release_torch_decoder, serving_generator,
 )

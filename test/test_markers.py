@@ -18,7 +18,7 @@ from threed_llm_ros.geometry.iou import rotated_box_iou  # noqa: E402
 from threed_llm_ros.ros.demo import choose_prompts  # noqa: E402
 from threed_llm_ros.ros.markers import grounding_markers, marker_box  # noqa: E402
 from threed_llm_ros.ros.scene_sim_node import ground_truth_markers  # noqa: E402
-from threed_llm_ros.runtime.engine import GroundedObject  # noqa: E402
+from threed_llm_ros.runtime.replies import GroundedObject  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -43,7 +43,7 @@ from threed_llm_ros.ros.conversions import (  # noqa: E402
     pointcloud2_to_arrays,
     tuple_to_stamp,
 )
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ from std_msgs.msg import String  # noqa: E402
 from test_threed_llm_node import ANSWER_S, FRAME_ID, STARTUP_S, Probe, Publisher, _ask, _start_node  # noqa: E402
 from threed_llm_ros.data.sim.frames import simulate  # noqa: E402
 from threed_llm_ros.ros.conversions import arrays_to_pointcloud2  # noqa: E402
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
 from threed_llm_ros.runtime.prompt_queue import busy_reply  # noqa: E402
 
 pytestmark = pytest.mark.ros

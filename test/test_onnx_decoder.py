@@ -164,7 +164,7 @@ def test_corrupt_export_is_one_clear_line(exported, tmp_path: Path) -> None:
 
 
 def test_engine_settings_name_the_bad_language_backend() -> None:
-    from threed_llm_ros.runtime.engine import EngineSettings
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
 
     for field, value in (("lm_backend", "llama"), ("lm_precision", "int2"), ("lm_threads", 0),
                          ("compile_language_model", True)):
@@ -174,7 +174,9 @@ def test_engine_settings_name_the_bad_language_backend() -> None:
 
 def test_engine_answers_through_onnxruntime_by_default(export_directory: Path, exported) -> None:
     from threed_llm_ros.data.sim.frames import simulate
-    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
+    from threed_llm_ros.runtime.replies import SceneCloud
 
     from threed_llm_ros.runtime.lm_backend import ReleasedDecoderLayer
 

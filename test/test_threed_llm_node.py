@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-import yaml
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -45,9 +44,8 @@ from threed_llm_ros.ros.conversions import (  # noqa: E402
     tuple_to_stamp,
 )
 from threed_llm_ros.ros.node_settings import TEST_INFERENCE_DELAY_ENV  # noqa: E402
-from threed_llm_ros.ros.parameters import defaults_as_yaml_dict  # noqa: E402
-from threed_llm_ros.ros.threed_llm_node import NODE_NAME, PARAMETER_SPECS  # noqa: E402
-from threed_llm_ros.runtime.engine import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.ros.threed_llm_node import NODE_NAME  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -56,13 +54,6 @@ FRAME_ID = "test_sensor_optical_frame"
 STARTUP_S = 180.0
 ANSWER_S = 180.0
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def test_yaml_defaults_mirror_the_declared_parameters(repo_root: Path) -> None:
-    loaded = yaml.safe_load((repo_root / "config" / "threed_llm.yaml").read_text())
-    assert loaded == defaults_as_yaml_dict(NODE_NAME, PARAMETER_SPECS)
-    for spec in PARAMETER_SPECS:
-        assert spec.descriptor().description, spec.name
 
 
 @pytest.fixture(scope="module")
@@ -534,7 +525,9 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
 def test_onnxruntime_node_grounds_like_the_torch_engine(tmp_path: Path, checkpoint: Path) -> None:
     """backend: onnxruntime in the node process gives the torch engine's text and box for the same cloud."""
     from threed_llm_ros.ros.conversions import pointcloud2_to_arrays
-    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
+    from threed_llm_ros.runtime.replies import SceneCloud
 
     frame = simulate(5)
     keep = np.random.default_rng(5).choice(len(frame.points), 20_000, replace=False)

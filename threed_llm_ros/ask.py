@@ -30,7 +30,8 @@ from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, route
 
 if TYPE_CHECKING:  # the engine imports torch: only once the input is known to be good
-    from threed_llm_ros.runtime.engine import InferenceEngine, SceneCloud
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.replies import SceneCloud
 
 DEFAULT_CHECKPOINT = "models/threed-llm-mini"
 NODE_ACTION = "/threed_llm_node/ask"
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     frame = f"the frame of {Path(scene).name} (up axis {up_axis})"
     try:
         engine = _load_engine(arguments, up_axis)
-        from threed_llm_ros.runtime.engine import SceneCloud
+        from threed_llm_ros.runtime.replies import SceneCloud
 
         cloud = SceneCloud(points, colors, frame_id=Path(scene).stem)
         failures = 0
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
 def _load_engine(arguments: argparse.Namespace, up_axis: str) -> "InferenceEngine":
     """The engine, loaded, each slow step announced on stderr (no warm-up: the first prompt pays that once)."""
     print("importing torch and the model code…", file=sys.stderr, flush=True)
-    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
 
     settings = EngineSettings(checkpoint=arguments.checkpoint, backend=arguments.backend, up_axis=up_axis,
                               max_new_tokens=arguments.max_new_tokens, lm_backend=arguments.lm_backend)

@@ -22,7 +22,7 @@ from threed_llm_ros.data.relations import SceneFacts, scene_facts
 from threed_llm_ros.data.words import describe, format_distance
 from threed_llm_ros.plans import plan_text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type hints only: dataset imports this module
     from threed_llm_ros.data.dataset import SceneRecord
 
 def annotate_scene(

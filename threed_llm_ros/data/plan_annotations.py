@@ -18,7 +18,7 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.plans import plan_text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type hints only: dataset imports this module
     from threed_llm_ros.data.dataset import ObjectRecord
 
 _PLAN_FORMS: dict[str, tuple[str, ...]] = {

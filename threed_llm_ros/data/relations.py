@@ -29,7 +29,7 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type hints only: dataset imports this module
     from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord
 
 PAIR_RELATIONS: tuple[str, ...] = ("on", "next to", "left of", "right of", "in front of", "behind")

@@ -57,8 +57,14 @@ from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
 from threed_llm_ros.model.threed_llm import ThreeDLLM
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, parse_plan_text
-from threed_llm_ros.runtime.engine import LM_BACKENDS, LM_PRECISIONS, EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.choices import LM_BACKENDS
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import LM_PRECISIONS, EngineSettings
+from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
+from threed_llm_ros.runtime.lm_backend import serving_generator
+from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
+from threed_llm_ros.runtime.replies import navigation_goal_for_box
 
 MODEL_TOKENS = "model (location tokens)"
 MODEL_HEAD = "model (3D query head)"
@@ -114,8 +120,6 @@ def floor_height(record: SceneRecord) -> float:
 
 def navigation_pose(box: OrientedBox, floor_z: float, standoff_m: float) -> dict[str, list[float]]:
     """A navigation goal pose for a grounded box (gravity frame), as the plan annotations store it."""
-    from threed_llm_ros.runtime.engine import navigation_goal_for_box
-
     goal, yaw = navigation_goal_for_box(box, floor_z, standoff_m)
     return {
         "position": [float(v) for v in goal],
@@ -353,15 +357,11 @@ def _json_safe(value: Any) -> Any:
 
 def _torch_model(model: Any) -> ThreeDLLM:
     """The torch model behind ``model`` (itself, or the one an exported-decoder OnnxGenerator wraps)."""
-    from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
-
     return model.model if isinstance(model, OnnxGenerator) else model
 
 
 def language_model_description(model: Any) -> str:
     """``torch``, or ``onnxruntime int8`` (the exported decoders' precision) for an OnnxGenerator."""
-    from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
-
     if not isinstance(model, OnnxGenerator):
         return "torch"
     return f"onnxruntime {model.decoders['default'].export.metadata.get('precision', '?')}"
@@ -370,8 +370,6 @@ def language_model_description(model: Any) -> str:
 def _language_backend(checkpoint: str | Path, model: ThreeDLLM, settings: EvalSettings) -> Any:
     """``model``, or an OnnxGenerator over its exported decoders where ``settings.lm_backend`` resolves to
     onnxruntime (as the node's would: ``runtime/lm_backend.py``); says which on stderr."""
-    from threed_llm_ros.runtime.lm_backend import serving_generator
-
     engine_settings = EngineSettings(checkpoint=str(checkpoint), lm_backend=settings.lm_backend,
                                      lm_precision=settings.lm_precision)
     engine_settings.validate()

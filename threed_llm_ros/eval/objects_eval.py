@@ -30,7 +30,9 @@ from threed_llm_ros.data.programs import CATEGORY_WORDS
 from threed_llm_ros.objects.describe import named_categories
 from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.iou import rotated_box_iou
-from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import EngineSettings
+from threed_llm_ros.runtime.replies import SceneCloud
 
 MIN_VISIBLE_PIXELS = 800
 FIRST_SEED = 90_000  # far from the classifier's training seeds (scene_seed hashes) and the tests' small seeds

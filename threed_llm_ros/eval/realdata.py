@@ -34,6 +34,7 @@ from threed_llm_ros.geometry.camera import CameraIntrinsics, depth_to_points, pr
 from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings, SceneObjects
+from threed_llm_ros.resources import default_object_classifier
 
 _OPTICAL_FROM_UPRIGHT_CAMERA = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 SUN_FOUND_CATEGORIES = ("bed", "dresser", "ottoman")
@@ -256,8 +257,6 @@ def format_real_report(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm eval-real --realdata ../shared/realdata --output real_out``."""
-    from threed_llm_ros.resources import default_object_classifier
-
     parser = argparse.ArgumentParser(prog="threed-llm eval-real", description=__doc__.splitlines()[0])
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
     parser.add_argument("--classifier", type=Path, default=None, help="object classifier directory (default: the shipped one)")

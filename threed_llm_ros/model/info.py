@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dataclasses import replace
 
+    # lazy: transformers loads only when `threed-llm info` describes a model, not for --help or bad arguments
     from threed_llm_ros.model.checkpoint import parameter_report
     from threed_llm_ros.model.threed_llm import ThreeDLLM
     from threed_llm_ros.model.threed_llm_config import load_model_config

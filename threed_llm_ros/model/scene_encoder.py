@@ -18,6 +18,7 @@ from threed_llm_ros.config_io import config_from_dict, config_to_dict
 from threed_llm_ros.model.point_encoder import PointEncoder, PointEncoderConfig
 from threed_llm_ros.model.preprocessing import PreprocessConfig
 from threed_llm_ros.model.qformer import MixtureOfQueryExperts, QFormerConfig
+from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 
 SMOLLM2_135M_HIDDEN = 576
 #: Per-dimension RMS of SmolLM2-135M's token embedding rows (row norm 3.2 over 576 dimensions).
@@ -101,8 +102,6 @@ class SceneEncoderConfig:
     def preset(cls, name: str, output_dim: int = SMOLLM2_135M_HIDDEN) -> "SceneEncoderConfig":
         """``"mini"`` (CPU-fast default) or ``"base"`` (MiniGPT-3D-sized encoder), with normalised scene
         tokens and the patch-semantics head over the simulator catalog's categories and colours."""
-        from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
-
         if name not in _PRESET_GROUPS:
             raise ConfigError(
                 "scene encoder preset", f"unknown preset {name!r}", f"use one of {sorted(_PRESET_GROUPS)}"

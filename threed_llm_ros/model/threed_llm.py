@@ -234,6 +234,7 @@ class ThreeDLLM(ReplyGenerator, nn.Module):
         ``patch_labels`` (B, G, 2): category and colour per point group (``patch_semantic_labels``)
         for the encoder's patch-semantics head, where it has one; ``patch_votes`` (B, G, 6) the
         targets of its votes (``patch_vote_targets``), where it votes.
+        Length: the signature and the documentation of its arguments; the body is under 50 lines.
         """
         blind = self.config.blind if blind is None else blind
         if len(prompts) != len(targets):

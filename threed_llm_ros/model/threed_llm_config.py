@@ -150,7 +150,7 @@ def load_model_config(name_or_path: str) -> ThreeDLLMConfig:
         return ThreeDLLMConfig.preset(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        from threed_llm_ros.model.checkpoint import read_checkpoint_config
+        from threed_llm_ros.model.checkpoint import read_checkpoint_config  # lazy: checkpoint imports this module
 
         return ThreeDLLMConfig.from_dict(read_checkpoint_config(path)["model"])
     if path.is_file() and path.suffix in (".yaml", ".yml", ".json"):

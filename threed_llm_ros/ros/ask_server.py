@@ -29,8 +29,9 @@ from threed_llm_ros.ros.markers import pose_stamped
 from threed_llm_ros.runtime.prompt_queue import ReplyCanceled, busy_reply
 from threed_llm_ros.safe_text import printable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from threed_llm_ros.ros.threed_llm_node import ReplyOutcome, ThreeDLLMNode
+if TYPE_CHECKING:  # pragma: no cover - type hints only: threed_llm_node imports this module
+    from threed_llm_ros.ros.node_replies import ReplyOutcome
+    from threed_llm_ros.ros.threed_llm_node import ThreeDLLMNode
 
 ACTION_NAME = "~/ask"
 OBJECTS_SERVICE = "~/get_objects"

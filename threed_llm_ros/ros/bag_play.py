@@ -46,6 +46,7 @@ from threed_llm_ros.resources import config_path
 from threed_llm_ros.ros.bag_record import Recorder, message_class
 from threed_llm_ros.ros.prompt_client import PromptClient, Reply, print_reply
 from threed_llm_ros.ros.qos import use_large_message_transport
+from threed_llm_ros.up import parse_overrides
 
 LATCHED_TYPES = {"tf2_msgs/msg/TFMessage"}
 PUBLISH_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)  # matches best-effort and reliable readers
@@ -211,8 +212,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _node_spec(parameters: dict[str, Any], remappings: dict[str, str], extra: list[str]) -> NodeProcessSpec:
-    from threed_llm_ros.up import parse_overrides
-
     overrides = parse_overrides([f"threed_llm_node.{item}" for item in extra]).get("threed_llm_node", {})
     return NodeProcessSpec(module="threed_llm_ros.ros.threed_llm_node", name="threed_llm_node",
                            parameter_files=[config_path("threed_llm.yaml")],
@@ -256,9 +255,8 @@ def _ask_all(client: PromptClient, playback: Playback, recorder: Recorder | None
     return replies
 
 
-def run(arguments: argparse.Namespace) -> int:
-    """Play the bag (and start, ask, record as asked); the exit status: 0 when every prompt was answered."""
-    bag = open_bag(arguments.bag)
+def _playable_topics(bag: Any, arguments: argparse.Namespace) -> dict[str, str]:
+    """Recorded topic -> topic to publish on, for the topics asked for that can be played (the others are named)."""
     mapping = parse_topic_map(arguments.topic_map)
     known = {topic.name: topic for topic in bag.topics}
     unknown = [topic for topic in (arguments.topics or []) + list(mapping) if topic not in known]
@@ -276,20 +274,42 @@ def run(arguments: argparse.Namespace) -> int:
         topics[topic.name] = mapping.get(topic.name, topic.name)
     print(f"[play] {bag.path}: {sum(known[t].count for t in topics)} messages on {len(topics)} topics, "
           f"{bag.duration_s:.2f} s recorded, rate {arguments.rate:g}")
+    return topics
+
+
+def _start_node(bag: Any, topics: dict[str, str], arguments: argparse.Namespace) -> tuple[NodeProcess, Any, list[str]]:
+    """threed_llm_node wired to the bag's topics, in its own process: (process, its log path, its input topics)."""
+    parameters, remappings = node_wiring(bag, topics, arguments.up_axis)
+    spec = _node_spec(parameters, remappings, arguments.param)
+    log_path = None
+    if arguments.log_dir is not None:
+        arguments.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = arguments.log_dir / "threed_llm_node.log"
+    use_large_message_transport()  # before the node starts: it inherits the profile
+    node_process = NodeProcess(spec, log_path=log_path)
+    print(f"[play] started threed_llm_node (pid {node_process.process.pid})", flush=True)
+    return node_process, log_path, sorted(set(remappings.values()))
+
+
+def _write_replies(path: Any, prompts: list[str], replies: list[Any]) -> None:
+    """The replies as JSON: prompt, answer, status ("timed out" where none came), latency and plan."""
+    path.write_text(json.dumps([
+        {"prompt": prompt, "answer": reply.answer if reply else None, "status": reply.status if reply else
+         "timed out", "latency_s": round(reply.latency_s, 3) if reply else None,
+         "plan": reply.plan if reply else None} for prompt, reply in zip(prompts, replies)],
+        indent=2) + "\n")
+
+
+def run(arguments: argparse.Namespace) -> int:
+    """Play the bag (and start, ask, record as asked); the exit status: 0 when every prompt was answered."""
+    bag = open_bag(arguments.bag)
+    topics = _playable_topics(bag, arguments)
     if arguments.record is not None and recording_directory(arguments.record).exists():
         raise ConfigError("--record", f"{recording_directory(arguments.record)} exists already",
                           "remove it or give another name")
     node_process, log_path, node_inputs = None, None, sorted(set(topics.values()))
     if arguments.start:
-        parameters, remappings = node_wiring(bag, topics, arguments.up_axis)
-        spec = _node_spec(parameters, remappings, arguments.param)
-        node_inputs = sorted(set(remappings.values()))
-        if arguments.log_dir is not None:
-            arguments.log_dir.mkdir(parents=True, exist_ok=True)
-            log_path = arguments.log_dir / "threed_llm_node.log"
-        use_large_message_transport()  # before the node starts: it inherits the profile
-        node_process = NodeProcess(spec, log_path=log_path)
-        print(f"[play] started threed_llm_node (pid {node_process.process.pid})", flush=True)
+        node_process, log_path, node_inputs = _start_node(bag, topics, arguments)
     use_large_message_transport()
     rclpy.init()
     recorder = playback = client = None
@@ -316,11 +336,7 @@ def run(arguments: argparse.Namespace) -> int:
             time.sleep(0.1)
         print(f"[play] published {playback.published} messages in {playback.passes} pass(es)")
         if arguments.replies is not None:
-            arguments.replies.write_text(json.dumps([
-                {"prompt": prompt, "answer": reply.answer if reply else None, "status": reply.status if reply else
-                 "timed out", "latency_s": round(reply.latency_s, 3) if reply else None,
-                 "plan": reply.plan if reply else None} for prompt, reply in zip(arguments.prompt, replies)],
-                indent=2) + "\n")
+            _write_replies(arguments.replies, arguments.prompt, replies)
         failed = playback.error or not all(reply is not None and reply.answered for reply in replies)
         return 1 if failed else 0
     except KeyboardInterrupt:

@@ -65,7 +65,7 @@ def choose_checkpoint() -> Path:
         print(f"checkpoint: {trained} (trained default)")
         return trained
     from threed_llm_ros.model.language_model import cache_root
-    from threed_llm_ros.runtime.engine import build_untrained_checkpoint
+    from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
 
     target = cache_root() / "untrained-threed-llm-mini"
     print("=" * 78)

@@ -10,15 +10,14 @@ is missing, importing this module raises a :class:`~threed_llm_ros.errors.Config
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.plans import Plan
 from threed_llm_ros.ros.conversions import tuple_to_stamp
 from threed_llm_ros.ros.markers import make_pose
 
-if TYPE_CHECKING:  # pragma: no cover - the engine (torch) is not needed to read or write messages
-    from threed_llm_ros.runtime.engine import GroundedObject
+from threed_llm_ros.runtime.replies import GroundedObject  # torch-free: clients need no engine
 
 try:
     from threed_llm_interfaces.action import Ask

@@ -107,7 +107,7 @@ class Mono3DNode(LifecycleNode):
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         from threed_llm_ros.mono3d.grounder import ImageGrounder
-        from threed_llm_ros.runtime.engine import resolve_checkpoint
+        from threed_llm_ros.runtime.engine_settings import resolve_checkpoint
 
         logger = self.get_logger()
         try:
@@ -217,7 +217,7 @@ class Mono3DNode(LifecycleNode):
     def answer(self, prompt: str) -> str | None:
         """The reply to one prompt (publishing markers and pose when grounded); None for an empty prompt."""
         from threed_llm_ros.mono3d.grounder import ImageGrounding
-        from threed_llm_ros.runtime.engine import GroundedObject
+        from threed_llm_ros.runtime.replies import GroundedObject
 
         if not prompt.strip():
             self._bad_input("empty_prompt", "prompt",

@@ -34,6 +34,7 @@ from threed_llm_ros.resources import config_path
 from threed_llm_ros.ros.conversions import arrays_to_pointcloud2, tuple_to_stamp
 from threed_llm_ros.ros.qos import sensor_qos, use_large_message_transport
 from threed_llm_ros.runtime.soak_report import MIB, soak_report
+from threed_llm_ros.data.sim.frames import simulate
 
 NAMESPACE = "/threed_llm_soak"
 FRAME_ID = "soak_camera_optical_frame"
@@ -51,8 +52,6 @@ def rss_bytes(pid: int) -> int:
 
 
 def _clouds(points: int, count: int = 4) -> list[PointCloud2]:
-    from threed_llm_ros.data.sim.frames import simulate
-
     messages = []
     for seed in range(3, 3 + count):
         frame = simulate(seed)
@@ -144,6 +143,43 @@ class _Camera:
         return self.sent / max(time.monotonic() - self.started, 1e-9)
 
 
+def _load(client: _Client, process: NodeProcess, seconds: float, sample_every_s: float, prompt_every_s: float,
+          reply_timeout_s: float, errors: dict[str, int], latencies: list[float],
+          rss: list[tuple[float, float]]) -> tuple[float, int]:
+    """Ask a prompt every ``prompt_every_s`` (one at a time) and sample the node's RSS for ``seconds``, counting
+    replies by kind into ``errors`` and ``latencies``; returns (seconds it ran, prompts asked)."""
+    started = time.monotonic()
+    end = started + seconds
+    next_sample = next_prompt = started
+    sent_at: float | None = None
+    replies_seen = client.answer_count()
+    asked = 0
+    while time.monotonic() < end:
+        now = time.monotonic()
+        if not process.running():
+            errors["node_exited"] = 1
+            break
+        if now >= next_sample:
+            rss.append((now - started, rss_bytes(process.process.pid) / MIB))
+            next_sample += sample_every_s
+        if sent_at is not None and client.answer_count() > replies_seen:
+            received_at, text = client.answer(replies_seen)
+            replies_seen += 1
+            latencies.append(received_at - sent_at)
+            for prefix, kind in (("Sorry", "reply_error"), ("busy", "busy"), ("No sensor frame", "no_frame")):
+                errors[kind] += text.startswith(prefix)
+            sent_at = None
+        elif sent_at is not None and now - sent_at > reply_timeout_s + 120.0:
+            errors["reply_missing"] += 1
+            sent_at = None
+        if sent_at is None and now >= next_prompt:
+            client.prompts.publish(String(data=PROMPTS[asked % len(PROMPTS)]))
+            asked += 1
+            sent_at, next_prompt = time.monotonic(), now + prompt_every_s
+        time.sleep(0.02)
+    return time.monotonic() - started, asked
+
+
 def run_soak(minutes: float, output: Path, *, checkpoint: str, rate_hz: float, prompt_every_s: float, points: int,
              sample_every_s: float, reply_timeout_s: float) -> dict[str, Any]:
     """Run the node for ``minutes`` under load and write the JSON report to ``output``."""
@@ -172,36 +208,8 @@ def run_soak(minutes: float, output: Path, *, checkpoint: str, rate_hz: float, p
             if not process.running() or time.monotonic() > deadline:
                 raise RuntimeError(f"no frame reached the node; its log: {output.with_suffix('.log')}")
             time.sleep(0.2)
-        started = time.monotonic()
-        end = started + minutes * 60.0
-        next_sample = next_prompt = started
-        sent_at: float | None = None
-        replies_seen = client.answer_count()
-        asked = 0
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if not process.running():
-                errors["node_exited"] = 1
-                break
-            if now >= next_sample:
-                rss.append((now - started, rss_bytes(process.process.pid) / MIB))
-                next_sample += sample_every_s
-            if sent_at is not None and client.answer_count() > replies_seen:
-                received_at, text = client.answer(replies_seen)
-                replies_seen += 1
-                latencies.append(received_at - sent_at)
-                for prefix, kind in (("Sorry", "reply_error"), ("busy", "busy"), ("No sensor frame", "no_frame")):
-                    errors[kind] += text.startswith(prefix)
-                sent_at = None
-            elif sent_at is not None and now - sent_at > reply_timeout_s + 120.0:
-                errors["reply_missing"] += 1
-                sent_at = None
-            if sent_at is None and now >= next_prompt:
-                client.prompts.publish(String(data=PROMPTS[asked % len(PROMPTS)]))
-                asked += 1
-                sent_at, next_prompt = time.monotonic(), now + prompt_every_s
-            time.sleep(0.02)
-        duration = time.monotonic() - started
+        duration, asked = _load(client, process, minutes * 60.0, sample_every_s, prompt_every_s, reply_timeout_s,
+                                errors, latencies, rss)
         achieved, sent = camera.stop(), camera.sent
         camera = None
         time.sleep(2.5)  # the last diagnostics

@@ -53,7 +53,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import rclpy
@@ -68,33 +67,27 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from threed_llm_ros.errors import ConfigError, MessageFormatError
-from threed_llm_ros.geometry.camera import depth_to_points
-from threed_llm_ros.plans import Plan
-from threed_llm_ros.ros.conversions import (
-    camera_info_to_intrinsics,
-    depth_image_to_metres,
-    image_to_rgb,
-    pointcloud2_to_arrays,
-    stamp_to_tuple,
-)
+from threed_llm_ros.errors import ConfigError
 try:  # our interfaces: built by `make` or colcon; without them, one line saying so (not a traceback)
     from threed_llm_ros.ros.ask_server import AskJob, AskServer
-    from threed_llm_ros.ros.interface_messages import GroundedObjectArray, PlanMessage, object_array, plan_message
+    from threed_llm_ros.ros.interface_messages import GroundedObjectArray, PlanMessage
+    from threed_llm_ros.ros.node_replies import ReplyOutcome, respond
 except ConfigError as _missing:
     if __name__ == "__main__":
         sys.exit(f"threed_llm_node: cannot start: {_missing}")
     raise
-from threed_llm_ros.ros.markers import grounding_markers, path_message, pose_stamped
+from threed_llm_ros.ros.node_inputs import SensorInput
 from threed_llm_ros.ros.node_settings import (  # re-exported: tests and launch files read them here
     INPUTS, NODE_NAME, PARAMETER_SPECS, PROMPT_HISTORY_DEPTH, PROMPT_WORKER_PERIOD_S, RGBD_STREAMS, NodeSettings,
 )
 from threed_llm_ros.ros.parameters import declare_parameters, read_parameters
 from threed_llm_ros.ros.qos import latched_qos, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
-from threed_llm_ros.runtime.engine import REPLY_TIMEOUT_S, GroundedObject, InferenceEngine, SceneCloud
+from threed_llm_ros.runtime.engine import InferenceEngine
+from threed_llm_ros.runtime.engine_settings import REPLY_TIMEOUT_S
+from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.runtime.frame_slot import ApproximateTimeSync, FrameSlot
-from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, Intent, PromptTooLongError, route
+from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, EmptyPromptError, PromptTooLongError, route
 from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH, PromptQueue, ReplyCanceled, busy_reply
 from threed_llm_ros.safe_text import printable
 
@@ -105,28 +98,7 @@ def _reliable(depth: int = 10) -> QoSProfile:
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
 
 
-@dataclass
-class ReplyOutcome:
-    """What one prompt or goal got: the text and the typed outputs it published."""
-
-    text: str
-    intent: str = ""
-    status: str = "ok"  # ok, cut_short, refused: ..., error: ...
-    frame_id: str = ""
-    stamp: tuple[int, int] = (0, 0)
-    objects: list[GroundedObject] = field(default_factory=list)
-    target: GroundedObject | None = None
-    plan: Plan | None = None
-    streamed: bool = False  # the text went out piece by piece through on_piece
-
-
-def _support_text(target: GroundedObject) -> str:
-    """What backs a grounded object: the object layer's calibrated confidence in its category and its points."""
-    category = target.category or "this category"
-    return f"confidence {target.score:.2f} that it is a {category}, from {target.point_count} points"
-
-
-class ThreeDLLMNode(LifecycleNode):
+class ThreeDLLMNode(SensorInput, LifecycleNode):
     """Sensor frames + prompts in; captions, answers, boxes, goal poses and plans out."""
 
     def __init__(self, **node_arguments: Any) -> None:
@@ -249,62 +221,6 @@ class ThreeDLLMNode(LifecycleNode):
         self._release_io()
         return TransitionCallbackReturn.SUCCESS
 
-    # ------------------------------------------------------------------ sensor input
-
-    def _bad_input(self, kind: str, topic: str, error: Exception | str) -> None:
-        count = self.diagnostics.bad_input(kind, printable(error))
-        self.get_logger().warning(f"ignored bad message on {topic} ({kind} #{count}): {printable(error)}")
-
-    def _store(self, cloud: SceneCloud, topic: str) -> None:
-        if len(cloud.xyz) == 0:
-            self._bad_input("empty_cloud", topic, "no valid point")
-            return
-        self.frames.put(cloud)
-
-    def _on_points(self, message: PointCloud2) -> None:
-        self.diagnostics.input_received("points")
-        try:
-            arrays = pointcloud2_to_arrays(message)
-        except MessageFormatError as error:
-            self._bad_input("pointcloud", "points", error)
-            return
-        self._store(SceneCloud(arrays.xyz, arrays.rgb, arrays.frame_id, arrays.stamp), "points")
-
-    def _rgbd_callback(self, topic: str, stream: str):
-        def callback(message: Any) -> None:
-            self.diagnostics.input_received(topic)
-            try:
-                if stream == "color":
-                    decoded: Any = image_to_rgb(message)
-                elif stream == "depth":
-                    decoded = depth_image_to_metres(message)
-                else:
-                    decoded = camera_info_to_intrinsics(message)
-                stamp = stamp_to_tuple(message.header.stamp)
-            except MessageFormatError as error:
-                kind = "camera_info" if stream == "info" else "image"
-                self._bad_input(kind, topic, error)
-                return
-            assert self._sync is not None
-            matched = self._sync.add(stream, stamp[0] + stamp[1] * 1e-9, (decoded, message.header.frame_id, stamp))
-            if matched is not None:
-                self._store_rgbd(matched)
-
-        return callback
-
-    def _store_rgbd(self, matched: dict[str, Any]) -> None:
-        assert self.settings is not None
-        color, _, _ = matched["color"]
-        depth, frame_id, stamp = matched["depth"]
-        intrinsics, _, _ = matched["info"]
-        if color.shape[:2] != depth.shape or (intrinsics.height, intrinsics.width) != depth.shape:
-            self._bad_input("rgbd_mismatch", "depth/image_raw",
-                            f"colour {color.shape[:2]}, depth {depth.shape}, camera_info {intrinsics.height}x{intrinsics.width} differ")
-            return
-        engine = self.settings.engine
-        xyz, rgb = depth_to_points(depth, intrinsics, min_range=engine.min_range, max_range=engine.max_range, color=color)
-        self._store(SceneCloud(xyz, rgb, str(frame_id), stamp, image=color, intrinsics=intrinsics), "depth/image_raw")
-
     # ------------------------------------------------------------------ inference
 
     def _publish(self, topic: str, message: Any) -> None:
@@ -392,7 +308,8 @@ class ThreeDLLMNode(LifecycleNode):
             return ReplyOutcome(text, intent.kind, f"refused: {text}")
         started = time.perf_counter()
         try:
-            outcome = self._respond(intent, cloud, on_piece)
+            assert self.engine is not None
+            outcome = respond(self.engine, intent, cloud, on_piece, self._publish, self.diagnostics)
         except ReplyCanceled:
             raise
         except ValueError as error:  # e.g. no point left after range cropping
@@ -461,41 +378,6 @@ class ThreeDLLMNode(LifecycleNode):
             self._publish("answer/stream", String(data=text))
         self._publish("answer/stream", String(data=""))  # end of this answer
         self._publish("answer", String(data=text))
-
-    def _respond(self, intent: Intent, cloud: SceneCloud, on_piece: Callable[[str], None]) -> ReplyOutcome:
-        assert self.engine is not None and self.settings is not None
-        engine = self.engine
-        frame_id, stamp = cloud.frame_id, cloud.stamp
-        if intent.kind in ("describe", "question"):
-            reply = engine.answer(cloud, intent.prompt, on_token=on_piece, programs=intent.kind == "question")
-            self.diagnostics.record_timings(reply.timings)
-            return ReplyOutcome(reply.text, intent.kind, "cut_short" if reply.cut_short else "ok", frame_id, stamp,
-                                streamed=True)
-        if intent.kind == "find":
-            grounding = engine.ground(cloud, intent.prompt, label=intent.target)
-            self.diagnostics.record_timings(grounding.timings)
-            self._publish("grounding/markers", grounding_markers(grounding.objects, frame_id, stamp))
-            self._publish("objects", object_array(grounding.objects, frame_id, stamp))
-            target = grounding.target
-            if target is None:
-                text = grounding.text  # "I don't see a chair here (not seen).": no pose is published
-            else:
-                self._publish("grounding/target_pose", pose_stamped(target.position, target.orientation, frame_id, stamp))
-                x, y, z = target.position
-                text = (f"{grounding.text}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {frame_id}, "
-                        f"size {' x '.join(f'{s:.2f}' for s in target.box.size)} m, "
-                        f"{_support_text(target)}")
-            return ReplyOutcome(text, "find", "ok", frame_id, stamp, list(grounding.objects), target)
-        reply = engine.plan(cloud, intent.prompt)
-        self.diagnostics.record_timings(reply.timings)
-        plan = reply.plan
-        self._publish("grounding/markers", grounding_markers(reply.targets, frame_id, stamp))
-        self._publish("objects", object_array(reply.targets, frame_id, stamp))
-        self._publish("plan", plan_message(plan, reply.targets))
-        self._publish("plan/path", path_message(plan.goals(), frame_id, stamp))
-        cut = engine.cut_short_note() if reply.cut_short else ""
-        return ReplyOutcome(f"{plan.summary()}{cut}", "plan", "cut_short" if reply.cut_short else "ok", frame_id, stamp,
-                            list(reply.targets), plan=plan)
 
     def _on_caption_timer(self) -> None:
         if len(self._prompts):

@@ -17,6 +17,7 @@ import torch
 
 from threed_llm_ros.errors import ModelFileError
 from threed_llm_ros.runtime.export import BOX_HEAD_INPUT_NAMES, SCENE_ENCODER_INPUTS, SCENE_ENCODER_OUTPUTS
+from threed_llm_ros.runtime.tensorrt_engine import TensorRTRunner, build_engine, current_cache_key, engine_cache_for
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -151,13 +152,6 @@ class TensorRTSceneEncoder:
         fp16: bool = True,
         device: str = "cuda",
     ) -> None:
-        from threed_llm_ros.runtime.tensorrt_engine import (
-            TensorRTRunner,
-            build_engine,
-            current_cache_key,
-            engine_cache_for,
-        )
-
         self.path = Path(onnx_path)
         self.device = torch.device(device)
         precision = "fp16" if fp16 else "fp32"

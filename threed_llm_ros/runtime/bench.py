@@ -20,34 +20,39 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
-import statistics
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
+from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ConfigError
+from threed_llm_ros.runtime.backends import TorchSceneEncoder
+from threed_llm_ros.runtime.bench_measure import PeakMemory, machine_description, median, timed
+from threed_llm_ros.runtime.bench_rates import FULL_RATES_HZ, QUICK_RATES_HZ, sustained_rates
+from threed_llm_ros.runtime.bench_report import llama_cpp_summary, markdown_table
+from threed_llm_ros.runtime.engine import CAPTION_PROMPT, InferenceEngine
+from threed_llm_ros.runtime.engine_settings import (
+    DEFAULT_CHECKPOINT,
+    EngineSettings,
+    build_untrained_checkpoint,
+    resolve_checkpoint,
+)
+from threed_llm_ros.runtime.lm_backend import choose_language_backend
+from threed_llm_ros.runtime.lm_bench import language_model_bench
+from threed_llm_ros.runtime.replies import SceneCloud
+from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
 
 SCHEMA = "threed_llm_ros.bench/1"
 DEFAULT_OUTPUT = "bench_out/bench.json"
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "tensorrt")
-CAPTION_PROMPT = "Describe the scene."
 GROUNDING_PROMPT = "Where is the chair?"
 PLAN_PROMPT = "Bring the cup to the table."
 FREE_TEXT_PROMPT = "What would you do in this room?"  # answered by the language model over the scene tokens
 OBJECT_STAGES = ("gravity_s", "proposals_s", "recognition_s", "objects_s")
 SCENE_SEED = 3
-FULL_RATES_HZ = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0)
-QUICK_RATES_HZ = (5.0, 15.0, 30.0)
-MAX_DROP_SHARE = 0.05  # a rate counts as "every frame processed" with at most this share dropped
-QUEUE_FRAMES_LIMIT = 8  # memory check: RSS may not grow by more than this many frames in a run's second half
 
 
 @dataclass(frozen=True)
@@ -67,110 +72,16 @@ class BenchOptions:
         return cls(repeats or 5, 32, FULL_RATES_HZ, 3.0, 21)
 
 
-def median(values: list[float]) -> float:
-    """Median of a non-empty list."""
-    return float(statistics.median(values))
-
-
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(function: Callable[[], Any], device: str = "cpu") -> tuple[float, Any]:
-    """(seconds, result) of one call, the device synchronised before and after."""
-    _synchronize(device)
-    started = time.perf_counter()
-    result = function()
-    _synchronize(device)
-    return time.perf_counter() - started, result
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_description() -> dict[str, Any]:
-    """CPU, cores, memory, GPU, library versions, thread settings and the date."""
-    import psutil
-
-    description: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    for module in ("onnxruntime", "transformers", "onnx"):
-        try:
-            description[module] = __import__(module).__version__
-        except ImportError:
-            description[module] = None
-    return description
-
-
-class PeakMemory:
-    """Peak resident memory of this process while the block runs (sampled every 5 ms), and GPU peak."""
-
-    def __init__(self, device: str = "cpu") -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self.device = device
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        self.start_rss = self.peak_rss = self._process.memory_info().rss
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
-
-    @property
-    def peak_gpu_bytes(self) -> int | None:
-        return int(torch.cuda.max_memory_allocated()) if self.device.startswith("cuda") else None
-
-
 # --------------------------------------------------------------------------- scenes
 
 
 def bench_frame() -> Any:
     """The simulated 640×480 RGB-D frame every backend sees."""
-    from threed_llm_ros.data.sim.frames import simulate
-
     return simulate(SCENE_SEED)
 
 
 def fresh_cloud(frame: Any) -> Any:
     """A new SceneCloud object of ``frame`` (the engine caches by object, so this forces preprocessing)."""
-    from threed_llm_ros.runtime.engine import SceneCloud
-
     return SceneCloud(frame.points, frame.colors, "camera_color_optical_frame", (0, 0))
 
 
@@ -179,10 +90,10 @@ def fresh_cloud(frame: Any) -> Any:
 
 def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, options: BenchOptions,
                   lm_backend: str = "torch") -> dict[str, Any]:
-    """Stage medians, end-to-end latencies and peak memory of one backend (and language model backend) on one device."""
-    from threed_llm_ros.runtime.backends import TorchSceneEncoder
-    from threed_llm_ros.runtime.engine import EngineSettings, InferenceEngine
+    """Stage medians, end-to-end latencies and peak memory of one backend (and language model backend) on one device.
 
+    Length: every stage of one backend is measured in one place, so the report row reads as one record.
+    """
     engine = InferenceEngine(
         EngineSettings(checkpoint=str(checkpoint), backend=backend, device=device, max_new_tokens=options.max_new_tokens,
                        lm_backend=lm_backend)
@@ -247,235 +158,9 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
 # --------------------------------------------------------------------------- sustained rate
 
 
-def _depth_message_payload(frame: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The frame as a 16UC1 depth image (mm, 0 = missing) and an RGB image, like the camera sends."""
-    depth = np.nan_to_num(frame.depth_m, nan=0.0)
-    return np.round(depth * 1000.0).astype(np.uint16), frame.rgb
-
-
-def sustained_rate_summary(rate: dict[str, Any]) -> str:
-    """One sentence on the rates of :func:`sustained_rates` that never claims a rate of 0 Hz: where no rate
-    tried qualified, it says so and names the lowest one tried, with its drops."""
-    tried = [row["rate_hz"] for row in rate["rates"]]
-    if not tried:
-        return "no rate was measured."
-    lowest = f"{min(tried):g} Hz"
-    if rate["input_rate_hz"] > 0:
-        accepted = (f"frames accepted on schedule up to **{rate['input_rate_hz']:g} Hz** "
-                    f"(highest tried {rate['highest_rate_tried_hz']:g} Hz); ")
-    else:
-        accepted = f"frames fell behind schedule already at the lowest rate tried, {lowest}; "
-    if rate["every_frame_rate_hz"] > 0:
-        return accepted + f"every frame preprocessed and encoded up to **{rate['every_frame_rate_hz']:g} Hz**."
-    first = rate["rates"][0]
-    return accepted + (f"at no rate tried was every frame encoded: the consumer (preprocess + scene encoder) dropped "
-                       f"{first['dropped']} of {first['received']} frames at {lowest}, taking the newest each time.")
-
-
-def sustained_rates(engine: Any, frame: Any, rates_hz: tuple[float, ...], seconds: float) -> dict[str, Any]:
-    """The highest input rates the latest-frame pipeline sustains, measured ROS-free.
-
-    A producer thread plays the node's depth callback at a fixed rate: 16UC1 depth (mm)
-    → metres → ``depth_to_points`` (the node's conversion) → ``FrameSlot.put``. A
-    consumer thread plays the inference side: take the newest frame, preprocess it and
-    run the scene encoder. Per rate: frames received / consumed / dropped, the achieved
-    input rate, callback time, lateness and RSS growth. ``input_rate_hz`` is the highest
-    rate whose callbacks kept the schedule (none started a whole period late) with flat
-    memory (RSS grew by less than 8 frames' worth in the run's second half; allocator
-    noise aside, a queue would grow linearly): frames are accepted without any queue growing. ``every_frame_rate_hz`` is the highest rate at
-    which, in addition, at most 5 % of frames were dropped (each frame became scene tokens).
-    """
-    import psutil
-
-    from threed_llm_ros.geometry.camera import depth_to_points
-    from threed_llm_ros.runtime.backends import TorchSceneEncoder
-    from threed_llm_ros.runtime.engine import SceneCloud
-    from threed_llm_ros.runtime.frame_slot import FrameSlot
-
-    depth_mm, rgb = _depth_message_payload(frame)
-    intrinsics = frame.intrinsics
-    encoder = engine.scene_backend or TorchSceneEncoder(engine.model.scene_encoder)
-    process = psutil.Process()
-    results = []
-    # the first pass warms up (allocator arenas, caches) and is not reported
-    for pass_index, rate in enumerate((rates_hz[0], *rates_hz)):
-        slot: FrameSlot[SceneCloud] = FrameSlot()
-        stop = threading.Event()
-        processed: list[float] = []
-
-        def consume() -> None:
-            while not stop.is_set():
-                if not slot.has_new_frame():
-                    time.sleep(0.0005)
-                    continue
-                cloud = slot.take()
-                started = time.perf_counter()
-                scene = engine._prepare(cloud, {})
-                encoder.encode(scene.patches, scene.centers)
-                processed.append(time.perf_counter() - started)
-
-        consumer = threading.Thread(target=consume, daemon=True)
-        rss_before = rss_middle = process.memory_info().rss
-        consumer.start()
-        count = max(2, int(round(rate * seconds)))
-        callbacks, lateness = [], []
-        started = time.perf_counter()
-        for index in range(count):
-            delay = started + index / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            callback_started = time.perf_counter()
-            lateness.append(callback_started - (started + index / rate))
-            depth_m = depth_mm.astype(np.float32) * np.float32(0.001)
-            depth_m[depth_mm == 0] = np.nan
-            xyz, colours = depth_to_points(depth_m, intrinsics, min_range=0.1, max_range=8.0, color=rgb)
-            slot.put(SceneCloud(xyz, colours, "camera_color_optical_frame", (index, 0)))
-            callbacks.append(time.perf_counter() - callback_started)
-            if index == count // 2:
-                rss_middle = process.memory_info().rss
-        last_start = started + (count - 1) / rate + lateness[-1]
-        drain_until = time.perf_counter() + 5.0
-        while slot.has_new_frame() and time.perf_counter() < drain_until:  # let the consumer take the last frame
-            time.sleep(0.001)
-        stop.set()
-        consumer.join()
-        rss_after = process.memory_info().rss
-        rss_growth_mb = (rss_after - rss_before) / 2**20
-        second_half_growth_mb = (rss_after - rss_middle) / 2**20
-        frame_mb = (xyz.nbytes + colours.nbytes) / 2**20
-        counts = slot.counts()
-        achieved = (count - 1) / (last_start - started)
-        # on schedule: no callback started a whole period late (an executor would be queueing messages)
-        keeps_schedule = max(lateness) < 1.0 / rate and second_half_growth_mb < QUEUE_FRAMES_LIMIT * frame_mb
-        if pass_index == 0:
-            continue
-        results.append({
-            "rate_hz": rate,
-            "achieved_input_hz": achieved,
-            "received": counts.received,
-            "consumed": counts.consumed,
-            "dropped": counts.dropped,
-            "callback_median_s": median(callbacks),
-            "max_lateness_s": max(lateness),
-            "consumer_median_s": median(processed) if processed else None,
-            "rss_growth_mb": rss_growth_mb,
-            "second_half_rss_growth_mb": second_half_growth_mb,
-            "frame_mb": frame_mb,
-            "keeps_schedule": keeps_schedule,
-            "every_frame": keeps_schedule and counts.dropped <= MAX_DROP_SHARE * counts.received,
-        })
-        if not keeps_schedule:
-            break
-    input_rates = [r["rate_hz"] for r in results if r["keeps_schedule"]]
-    every_frame = [r["rate_hz"] for r in results if r["every_frame"]]
-    return {
-        "method": "ROS-free: producer thread = depth callback (16UC1 mm -> m -> depth_to_points -> FrameSlot.put) at a "
-                  "fixed rate; consumer thread = newest frame -> preprocess -> scene encoder; "
-                  f"{seconds:g} s per rate",
-        "frame": f"{depth_mm.shape[1]}x{depth_mm.shape[0]} depth + rgb",
-        "input_rate_hz": max(input_rates) if input_rates else 0.0,
-        "every_frame_rate_hz": max(every_frame) if every_frame else 0.0,
-        "highest_rate_tried_hz": results[-1]["rate_hz"] if results else 0.0,
-        "rates": results,
-    }
-
-
-# --------------------------------------------------------------------------- llama.cpp
-
-
-def llama_cpp_summary(lm_section: dict[str, Any] | None) -> dict[str, Any]:
-    """llama.cpp against our default decoder (the exported int8 one), read from the language-model
-    table, where both ran in the same run at the same threads and load: per (threads, condition),
-    both tokens/s and their ratio."""
-    if lm_section is None:
-        return {"status": "not measured: the language model section was skipped (--no-lm)"}
-    rows = lm_section["rows"]
-    if not any(row["backend"] == "llama.cpp" for row in rows):
-        return {"status": "llama-cpp-python not installed (make bench-peers)"}
-    pairs = []
-    for peer in (row for row in rows if row["backend"] == "llama.cpp"):
-        ours = next((row for row in rows if row["backend"] == "onnxruntime" and row["precision"] == "int8"
-                     and row["threads"] == peer["threads"] and row["condition"] == peer["condition"]), None)
-        if ours is not None:
-            pairs.append({"threads": peer["threads"], "condition": peer["condition"],
-                          "llama_cpp_tokens_per_s": peer["decode_tokens_per_s"],
-                          "ours_tokens_per_s": ours["decode_tokens_per_s"], "ours_over_llama_cpp": ours["over_llama_cpp"]})
-    return {"status": "measured", "ours": "onnxruntime int8 (the CPU default)", "comparisons": pairs}
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value * 1000:.1f} ms"
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    """The report's main numbers as a Markdown document."""
-    runs = report["runs"]
-    machine = report["machine"]
-    lines = [
-        f"# threed-llm bench ({'quick' if report['quick'] else 'full'}), {machine['date']}",
-        "",
-        f"Machine: {machine['cpu_model']}, {machine['logical_cores']} logical cores, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads, OMP_NUM_THREADS={machine['omp_num_threads']}), onnxruntime "
-        f"{machine['onnxruntime']}, GPU {machine['gpu'] or 'none'}, load average {machine['load_average']}.",
-        f"Checkpoint: {report['checkpoint']['path']} (trained: {report['checkpoint']['trained']}); medians of "
-        f"{report['repeats']} repeats; at most {report['max_new_tokens']} new tokens.",
-        f"Default language model here (`lm_backend: auto`, as the node, `ask` and `eval`): {report.get('lm_backend_default', '?')}.",
-        "",
-    ]
-    if runs:
-        header = "| stage | " + " | ".join(f"{run['backend']} / {run['device']} (LM {run['lm_backend']})" for run in runs) + " |"
-        lines += [header, "|" + " --- |" * (len(runs) + 1)]
-        rows = [
-            ("preprocessing", [_ms(run["preprocess_s"]) for run in runs]),
-            ("scene encoder (batch 1)", [_ms(run["encoder_s"]) for run in runs]),
-            ("object layer: gravity", [_ms(run["object_layer_s"]["gravity_s"]) for run in runs]),
-            ("object layer: proposals", [_ms(run["object_layer_s"]["proposals_s"]) for run in runs]),
-            ("object layer: recognition", [_ms(run["object_layer_s"]["recognition_s"]) for run in runs]),
-            ("object layer: all", [_ms(run["object_layer_s"]["objects_s"]) for run in runs]),
-            ("prompt prefill", [_ms(run["prefill_s"]) for run in runs]),
-            ("decode tokens/s", [f"{run['decode_tokens_per_s']:.1f}" if run["decode_tokens_per_s"] else "—"
-                                 for run in runs]),
-            ("caption, end to end", [_ms(run["end_to_end_s"]["caption"]) for run in runs]),
-            ("free-text answer, end to end", [_ms(run["end_to_end_s"]["free_text_answer"]) for run in runs]),
-            ("grounding, end to end", [_ms(run["end_to_end_s"]["grounding"]) for run in runs]),
-            ("plan, end to end", [_ms(run["end_to_end_s"]["plan"]) for run in runs]),
-            ("peak RSS", [f"{run['peak_rss_mb']:.0f} MB" for run in runs]),
-            ("peak GPU memory", [f"{run['peak_gpu_mb']:.0f} MB" if run["peak_gpu_mb"] else "—" for run in runs]),
-        ]
-        lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
-    for skipped in report["skipped"]:
-        lines.append(f"\nSkipped {skipped['backend']} / {skipped['device']}: {skipped['reason']}")
-    rate = report["sustained_rate"]
-    lines += ["", f"Sustained input rate ({rate['frame']}, backend {rate['backend']}): {sustained_rate_summary(rate)} "
-                  f"Method: {rate['method']}.",
-        "",
-        "| rate Hz | achieved Hz | received | consumed | dropped | callback | consumer | RSS growth |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in rate["rates"]:
-        lines.append(
-            f"| {row['rate_hz']:g} | {row['achieved_input_hz']:.1f} | {row['received']} | {row['consumed']} | "
-            f"{row['dropped']} | {_ms(row['callback_median_s'])} | {_ms(row['consumer_median_s'])} | "
-            f"{row['rss_growth_mb']:.1f} MB |"
-        )
-    llama = report["llama_cpp"]
-    lines += ["", f"llama.cpp: {llama['status']}" + "".join(
-        f"; {pair['threads']} thread(s), {pair['condition']}: ours (int8) {pair['ours_tokens_per_s']:.1f} vs "
-        f"{pair['llama_cpp_tokens_per_s']:.1f} tokens/s = {pair['ours_over_llama_cpp']:.2f}×"
-        for pair in llama.get("comparisons", []) if pair["ours_over_llama_cpp"]), ""]
-    if report.get("language_model"):
-        from threed_llm_ros.runtime.lm_bench import markdown_rows
-
-        lines += markdown_rows(report["language_model"])
-    return "\n".join(lines)
 
 
 def _tensorrt_missing_reason() -> str:
-    from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
-
     try:
         require_tensorrt()
     except TensorRTUnavailable as error:
@@ -485,26 +170,28 @@ def _tensorrt_missing_reason() -> str:
 
 def _default_language_backend(checkpoint: Path) -> str:
     """What ``lm_backend: auto`` picks for ``checkpoint`` on the CPU, and why (the rows above name each backend)."""
-    from threed_llm_ros.runtime.engine import EngineSettings
-    from threed_llm_ros.runtime.lm_backend import choose_language_backend
-
     choice = choose_language_backend(EngineSettings(checkpoint=str(checkpoint)), checkpoint)
     return f"{choice.backend} ({choice.reason})"
 
 
 def resolve_bench_checkpoint(value: str | None, output_directory: Path) -> tuple[Path, bool]:
     """(checkpoint directory, trained?): the given one, the trained default, else an untrained one built here."""
-    from threed_llm_ros.runtime.engine import build_untrained_checkpoint, resolve_checkpoint
-
     if value:
         path = resolve_checkpoint(value)
     else:
         try:
-            path = resolve_checkpoint("models/threed-llm-mini")
+            path = resolve_checkpoint(DEFAULT_CHECKPOINT)
         except ConfigError:
             path = build_untrained_checkpoint(output_directory / "untrained-mini")
     document = json.loads((path / "config.json").read_text())
     return path, bool(document.get("extra", {}).get("trained", True))
+
+
+def _backend_pairs(backends: tuple[str, ...], device: str) -> list[tuple[str, str]]:
+    """(scene backend, language model backend) pairs to measure on ``device``: on the CPU, onnxruntime runs
+    with the torch and with the exported language model."""
+    return [(backend, lm) for backend in backends
+            for lm in (("torch", "onnxruntime") if backend == "onnxruntime" and device == "cpu" else ("torch",))]
 
 
 def run_bench(
@@ -531,8 +218,7 @@ def run_bench(
     measured_lm = False
     lm_section: dict[str, Any] | None = None
     for device in devices:
-        for backend, lm_backend in [(b, lm) for b in backends
-                                    for lm in (("torch", "onnxruntime") if b == "onnxruntime" and device == "cpu" else ("torch",))]:
+        for backend, lm_backend in _backend_pairs(backends, device):
             if backend == "tensorrt" and device == "cpu":
                 if not torch.cuda.is_available():
                     skipped.append({"backend": backend, "device": "cuda", "reason": _tensorrt_missing_reason()})
@@ -549,8 +235,6 @@ def run_bench(
             if not measured_lm and backend == "torch" and device == "cpu":
                 measured_lm = True
                 if language_model:
-                    from threed_llm_ros.runtime.lm_bench import language_model_bench
-
                     lm_section = language_model_bench(
                         checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
                         precisions=("int8",) if quick else ("int8", "int4"), threads=(1,) if quick else (1, 2),
@@ -563,7 +247,17 @@ def run_bench(
         raise ConfigError("backends", f"{list(backends)} gave no CPU run here", "include torch or onnxruntime")
     llama = (llama_cpp_summary(lm_section) if measured_lm
              else {"status": "not measured: the torch backend was not benchmarked"})
-    report = {
+    report = _report(quick, options, checkpoint_path, trained, frame)
+    report.update({"runs": runs, "skipped": skipped, "sustained_rate": sustained, "llama_cpp": llama,
+                   "language_model": lm_section})
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown_table(report))
+    return report
+
+
+def _report(quick: bool, options: BenchOptions, checkpoint_path: Path, trained: bool, frame: Any) -> dict[str, Any]:
+    """The report's header: what was measured, where, with which checkpoint, scene and prompts."""
+    return {
         "schema": SCHEMA,
         "quick": quick,
         "repeats": options.repeats,
@@ -576,15 +270,7 @@ def run_bench(
                   "points": int(len(frame.points))},
         "prompts": {"caption": CAPTION_PROMPT, "grounding": GROUNDING_PROMPT, "plan": PLAN_PROMPT,
                     "free_text_answer": FREE_TEXT_PROMPT},
-        "runs": runs,
-        "skipped": skipped,
-        "sustained_rate": sustained,
-        "llama_cpp": llama,
-        "language_model": lm_section,
     }
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    output.with_suffix(".md").write_text(markdown_table(report))
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,213 +44,44 @@ Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_enc
 ``prefill_s``, ``decode_s``, ``grounding_s``, ``program_s``, ``total_s``).
 """
 
+
 from __future__ import annotations
 
-import math
-import re
-import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from threed_llm_ros.data.relations import ray_exit
 from threed_llm_ros.errors import ConfigError, FrameTooSparseError, ModelFileError
-from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS, rotation_to_gravity
+from threed_llm_ros.geometry.frames import rotation_to_gravity
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
-from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
-from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, Intent, route, rule_based_plan
-
-LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
-DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
-CAPTION_PROMPT = "Describe the scene."
-SUPPORT_POINTS = 50
-MIN_FRAME_POINTS = 100  # fewer valid points: "the frame is too sparse", not an answer
-STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
-REPLY_TIMEOUT_S = 30.0
-CUT_SHORT_NOTE = " [cut short: reply_timeout_s ({:g} s) reached]"
-CHECKPOINT_FIX = (
-    "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
-    "save_checkpoint / training), or train the default one into models/threed-llm-mini"
+from threed_llm_ros.runtime.engine_settings import CHECKPOINT_FIX, EngineSettings, resolve_checkpoint
+from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
+from threed_llm_ros.runtime.replies import (
+    GroundedObject,
+    GroundingReply,
+    PlanReply,
+    SceneCloud,
+    TextReply,
+    navigation_goal_for_box,
+    not_seen_text,
 )
+from threed_llm_ros.model.preprocessing import prepare_scenes
+from threed_llm_ros.objects.describe import caption, category_in_phrase
+from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
+from threed_llm_ros.resources import default_object_classifier
+from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
+from threed_llm_ros.runtime.lm_backend import release_torch_decoder, serving_generator
+from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
+from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable
+from threed_llm_ros.runtime.export import ensure_exported
 
-
-@dataclass(frozen=True)
-class SceneCloud:
-    """One sensor frame as the engine takes it: points in the sensor frame and their header."""
-
-    xyz: np.ndarray  # (N, 3) float, metres, sensor frame
-    rgb: np.ndarray | None  # (N, 3) uint8 or None
-    frame_id: str = ""
-    stamp: tuple[int, int] = (0, 0)
-    image: np.ndarray | None = None  # H×W×3 uint8 image of a camera seeing the scene (object layer evidence)
-    intrinsics: Any = None  # that camera's CameraIntrinsics
-    camera_from_input: np.ndarray | None = None  # 4×4 from this frame to the camera's optical frame (None: it is that frame)
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """What the engine loads and how it reads clouds (the node's parameters of the same names)."""
-
-    checkpoint: str
-    language_model_path: str = ""
-    backend: str = "torch"
-    device: str = "cpu"
-    up_axis: str = "-y"
-    sensor_height: float = 0.0  # the sensor's height above the floor (m) from the robot's URDF; 0 = unknown
-    min_range: float = 0.1
-    max_range: float = 8.0
-    max_new_tokens: int = 48
-    standoff_m: float = STANDOFF_M
-    dtype: str = "auto"  # language model weights: auto = float32 on the CPU, bfloat16 (else float16) on CUDA
-    compile_language_model: bool = False  # opt-in torch.compile of the language model (unmeasured here)
-    export_directory: str = ""  # where the onnxruntime/tensorrt backends keep exported graphs ('' = default)
-    object_classifier: str = ""  # the object layer's classifier directory ('' = the shipped models/object-classifier)
-    min_confidence: float = 0.5  # objects below this score are not said to be seen
-    caption_min_confidence: float = 0.9  # a caption is an unasked claim: it names only objects this sure
-    max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
-    reply_timeout_s: float = REPLY_TIMEOUT_S  # decoding stops at this deadline; the reply says it was cut short
-    lm_backend: str = "auto"  # auto: onnxruntime on the CPU for a trained checkpoint, else torch; or torch / onnxruntime
-    lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default) or int4 (faster, less faithful)
-    lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
-
-    def validate(self) -> None:
-        """ConfigError naming the first bad setting."""
-        if self.backend not in BACKENDS:
-            raise ConfigError("backend", f"unknown backend {self.backend!r}", f"use one of {list(BACKENDS)}")
-        if self.backend == "tensorrt":
-            from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
-
-            try:
-                require_tensorrt()
-            except TensorRTUnavailable as error:
-                raise ConfigError("backend", str(error), "use backend: onnxruntime or torch") from None
-            if not str(self.device).startswith("cuda"):
-                raise ConfigError("backend", f"tensorrt runs on a CUDA device, device is {self.device!r}",
-                                  "set device: cuda, or use backend: onnxruntime")
-        if self.dtype not in DTYPES:
-            raise ConfigError("dtype", f"got {self.dtype!r}", f"use one of {list(DTYPES)}")
-        if self.up_axis not in UP_AXIS_ROTATIONS:
-            raise ConfigError("up_axis", f"got {self.up_axis!r}", f"use one of {sorted(UP_AXIS_ROTATIONS)}")
-        if not 0.0 <= self.sensor_height < 10.0:
-            raise ConfigError("sensor_height", f"got {self.sensor_height}",
-                              "give the sensor's height above the floor in metres (from the URDF), or 0 if unknown")
-        if not 0.0 <= self.min_range < self.max_range:
-            raise ConfigError("min_range", f"need 0 <= min_range < max_range, got {self.min_range}, {self.max_range}",
-                              "use e.g. min_range 0.1 and max_range 8.0 (metres)")
-        for name in ("min_confidence", "caption_min_confidence"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(name, f"got {getattr(self, name)}", "use a probability in [0, 1], e.g. 0.5 or 0.9")
-        if self.lm_backend not in LM_BACKENDS:
-            raise ConfigError("lm_backend", f"got {self.lm_backend!r}", f"use one of {list(LM_BACKENDS)}")
-        if self.lm_precision not in LM_PRECISIONS:
-            raise ConfigError("lm_precision", f"got {self.lm_precision!r}", f"use one of {list(LM_PRECISIONS)}")
-        if self.lm_threads < 1:
-            raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
-        if self.lm_backend == "onnxruntime" and self.compile_language_model:
-            raise ConfigError("compile_language_model", "torch.compile applies to lm_backend torch only",
-                              "set compile_language_model: false, or lm_backend: torch or auto")
-        if self.lm_backend == "onnxruntime" and str(self.device).startswith("cuda"):
-            raise ConfigError("lm_backend", f"the exported decoder runs on the CPU, device is {self.device!r}",
-                              "use lm_backend: auto or torch on CUDA")
-        if self.max_new_tokens < 1:
-            raise ConfigError("max_new_tokens", f"got {self.max_new_tokens}", "use a value >= 1, e.g. 48")
-        if self.max_prompt_chars < 1:
-            raise ConfigError("max_prompt_chars", f"got {self.max_prompt_chars}", f"use a value >= 1, e.g. {MAX_PROMPT_CHARS}")
-        if not (math.isfinite(self.reply_timeout_s) and self.reply_timeout_s > 0):
-            raise ConfigError("reply_timeout_s", f"got {self.reply_timeout_s}", f"use seconds > 0, e.g. {REPLY_TIMEOUT_S:g}")
-        device = str(self.device)
-        if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
-            raise ConfigError("device", f"got {device!r}", "use cpu, cuda or cuda:<index>")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device", f"{device} requested but CUDA is not available", "use device: cpu")
-
-
-def resolve_checkpoint(value: str) -> Path:
-    """The checkpoint directory named by ``value``: as given, else under the package share directory."""
-    if not str(value).strip():
-        raise ConfigError("checkpoint", "is empty", CHECKPOINT_FIX)
-    given = Path(value).expanduser()
-    candidates = [given]
-    if not given.is_absolute():
-        try:
-            from threed_llm_ros.resources import models_directory, share_directory
-
-            candidates += [share_directory() / given, models_directory() / given]
-        except ModelFileError:
-            pass
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return candidate
-    looked = ", ".join(str(candidate) for candidate in candidates)
-    raise ConfigError("checkpoint", f"no checkpoint (config.json) at {value!r} (looked in {looked})", CHECKPOINT_FIX)
-
-
-@dataclass
-class TextReply:
-    """A text answer and its stage timings."""
-
-    text: str
-    timings: dict[str, float]
-    cut_short: bool = False  # the deadline stopped the language model (the text says so)
-    program: str | None = None  # the program the language model wrote and the reply ran; None: free text
-
-
-@dataclass(frozen=True)
-class GroundedObject:
-    """A grounded box: label, point-support score, box (gravity frame) and its pose in the input frame."""
-
-    label: str
-    score: float
-    box: OrientedBox
-    position: tuple[float, float, float]
-    orientation: tuple[float, float, float, float]  # x, y, z, w
-    source: str  # "objects": an object of the frame's object layer
-    up: tuple[float, float, float] = (0.0, 0.0, 1.0)  # the gravity frame's up in the input frame (label placement)
-    category: str = ""  # the object layer's category ("" where unknown)
-    color: str = ""  # its colour name from its own points
-    point_count: int = 0  # points of the frame that support it
-
-
-@dataclass
-class GroundingReply:
-    """Grounded objects, best first, with the model's text and timings."""
-
-    objects: list[GroundedObject]
-    text: str
-    timings: dict[str, float]
-    program: str | None = None  # the locate program that chose the object; None: by the words' category
-
-    @property
-    def target(self) -> GroundedObject | None:
-        return self.objects[0] if self.objects else None
-
-
-@dataclass
-class PlanReply:
-    """The plan (``plans.Plan``), the grounded navigation targets, text and timings."""
-
-    plan: Plan
-    targets: list[GroundedObject]
-    text: str
-    timings: dict[str, float]
-    cut_short: bool = False  # the deadline stopped the language model's plan text
-    program: str | None = None  # the plan program the steps came from; None: model text or rules
-
-
-def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float = STANDOFF_M) -> tuple[np.ndarray, float]:
-    """Goal (gravity-frame position on the floor, yaw) to reach ``box``: ``standoff_m`` outside its
-    footprint on the ray from its centre toward the sensor, facing the centre."""
-    center = np.asarray(box.center[:2], dtype=np.float64)
-    distance = float(np.linalg.norm(center))
-    toward_sensor = -center / distance if distance > 1e-9 else np.array([-1.0, 0.0])
-    goal = center + toward_sensor * (ray_exit(center, toward_sensor, box) + standoff_m)
-    yaw = math.atan2(center[1] - goal[1], center[0] - goal[0])
-    return np.array([goal[0], goal[1], floor_z]), yaw
+CAPTION_PROMPT = "Describe the scene."
+MIN_FRAME_POINTS = 100  # fewer valid points: "the frame is too sparse", not an answer
+CUT_SHORT_NOTE = " [cut short: reply_timeout_s ({:g} s) reached]"
 
 
 class InferenceEngine:
@@ -275,6 +106,7 @@ class InferenceEngine:
 
     def load(self) -> float:
         """Load the checkpoint on the device; returns the seconds it took. ConfigError names the parameter."""
+        # lazy: transformers loads here, so that a node with a bad parameter fails before it, in a second
         from threed_llm_ros.model.checkpoint import load_checkpoint
 
         started = time.perf_counter()
@@ -315,8 +147,6 @@ class InferenceEngine:
                       "not yet exported for these weights is exported now, about 15 s per adapter)")
         self.generator = self._make_language_backend() if owns_model else self._given_language_backend()
         if owns_model and self.language_backend == "onnxruntime":
-            from threed_llm_ros.runtime.lm_backend import release_torch_decoder
-
             release_torch_decoder(self.model)  # the exported decoders serve; the torch layers would sit unused
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
@@ -325,9 +155,6 @@ class InferenceEngine:
 
     def _load_object_layer(self) -> Any:
         """The object layer every reply is computed from (``object_classifier``, ``min_confidence``)."""
-        from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
-        from threed_llm_ros.resources import default_object_classifier
-
         directory = self.settings.object_classifier or default_object_classifier()
         perception = PerceptionSettings(up_axis=self.settings.up_axis, min_range=self.settings.min_range,
                                         max_range=self.settings.max_range, min_confidence=self.settings.min_confidence,
@@ -359,8 +186,6 @@ class InferenceEngine:
 
     def _given_language_backend(self) -> Any:
         """:meth:`around`: the given model generates as it is (an OnnxGenerator: its exported decoders)."""
-        from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
-
         self.language_backend = "onnxruntime" if isinstance(self.model, OnnxGenerator) else "torch"
         self.language_backend_note = f"language model: {self.language_backend} (the model given to the engine)"
         return self.model
@@ -369,8 +194,6 @@ class InferenceEngine:
         """What generates replies (``lm_backend`` resolved by ``runtime/lm_backend.py``): the torch model, or
         an OnnxGenerator over its decoders exported with the LoRA adapters merged (exported on first use:
         about 15 s per adapter on two cores). ``auto`` falls back to torch, saying why, when the export fails."""
-        from threed_llm_ros.runtime.lm_backend import serving_generator
-
         generator, self.language_backend, self.language_backend_note = serving_generator(
             self.settings, self.checkpoint_path, self.model)
         return generator
@@ -379,8 +202,6 @@ class InferenceEngine:
         """The exported-graph scene encoder of the ``backend`` setting (None for torch)."""
         if self.settings.backend == "torch":
             return None
-        from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
-        from threed_llm_ros.runtime.export import ensure_exported
 
         directory = self.settings.export_directory or None
         encoder_path, _ = ensure_exported(
@@ -388,7 +209,6 @@ class InferenceEngine:
         )
         if self.settings.backend == "onnxruntime":
             return OnnxRuntimeSceneEncoder(encoder_path)
-        from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable
 
         try:
             return TensorRTSceneEncoder(encoder_path, device=str(self.settings.device))
@@ -438,8 +258,6 @@ class InferenceEngine:
 
     def _prepare(self, cloud: SceneCloud, timings: dict[str, float]) -> Any:
         """The model's scene batch of ``cloud`` (cached for the last cloud)."""
-        from threed_llm_ros.model.preprocessing import prepare_scenes
-
         self._require_model()
         if self._cached is not None and self._cached[0] is cloud:
             timings.setdefault("preprocess_s", 0.0)
@@ -507,8 +325,6 @@ class InferenceEngine:
         """A caption naming only the frame's objects that score at least ``caption_min_confidence``
         (``objects/describe.py``): it cannot name what the object layer did not find, and an
         unasked claim needs more certainty than an answer does."""
-        from threed_llm_ros.objects.describe import caption
-
         started = time.perf_counter()
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
@@ -534,7 +350,7 @@ class InferenceEngine:
         deadline = self.reply_deadline()
         timings: dict[str, float] = {}
         if programs and self._has_programs():
-            from threed_llm_ros.model.scene_objects import answer_by_program
+            from threed_llm_ros.model.scene_objects import answer_by_program  # lazy: transformers (see load)
 
             reply = self._by_program(answer_by_program, cloud, prompt, timings, deadline)
             if reply is not None:
@@ -561,15 +377,13 @@ class InferenceEngine:
         not parse (or the ``deadline`` cut it short), the likeliest confident object of the
         category the words name.
         """
-        from threed_llm_ros.objects.describe import category_in_phrase
-
         started = time.perf_counter()
         timings: dict[str, float] = {}
         found = self.scene_objects(cloud, timings)
         target = label or (route(prompt, self.settings.max_prompt_chars).target if prompt.strip() else "") or "object"
         chosen, resolved, program = None, False, None
         if programs and self._has_programs():
-            from threed_llm_ros.model.scene_objects import locate_by_program
+            from threed_llm_ros.model.scene_objects import locate_by_program  # lazy: transformers (see load)
 
             located = self._by_program(locate_by_program, cloud, prompt, timings,
                                        self.reply_deadline() if deadline is None else deadline)
@@ -612,7 +426,7 @@ class InferenceEngine:
         found = self.scene_objects(cloud, timings)
         planned = None
         if self._has_programs():
-            from threed_llm_ros.model.scene_objects import plan_by_program
+            from threed_llm_ros.model.scene_objects import plan_by_program  # lazy: transformers (see load)
 
             planned = self._by_program(plan_by_program, cloud, instruction, timings, deadline)
         detected: dict[str, GroundedObject] = {}
@@ -660,33 +474,3 @@ class InferenceEngine:
         plan = Plan(instruction, steps, cloud.frame_id, (int(cloud.stamp[0]), int(cloud.stamp[1])), source, text)
         timings["total_s"] = time.perf_counter() - started
         return PlanReply(plan, targets, text, timings, cut_short, planned.program if planned is not None else None)
-
-
-def not_seen_text(prompt: str, target: str = "") -> str:
-    """The honest reply about an object that is not among the confident objects."""
-    from threed_llm_ros.objects.describe import category_in_phrase
-
-    name = target or category_in_phrase(prompt) or "that"
-    article = "" if name == "that" else ("an " if name[0] in "aeiou" else "a ")
-    return f"I don't see {article}{name} here (not seen)."
-
-
-def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> Path:
-    """Write a real but untrained checkpoint of ``preset`` to ``directory`` (kept if already there).
-
-    For tests and for the demo until a trained default exists: the architecture, loading
-    path and timings are real, the answers are not meaningful.
-    """
-    from threed_llm_ros.model.checkpoint import save_checkpoint
-    from threed_llm_ros.model.threed_llm import ThreeDLLM
-    from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig
-
-    directory = Path(directory)
-    if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
-        return directory
-    staging = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_checkpoint(ThreeDLLM(ThreeDLLMConfig.preset(preset)), staging, extra={"trained": False})
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.replace(directory)
-    return directory

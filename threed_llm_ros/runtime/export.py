@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.model.scene_encoder import SceneEncoder
 
 DEFAULT_OPSET = 17
 SCENE_ENCODER_FILE = "scene_encoder.onnx"
@@ -261,8 +262,8 @@ def load_exportable_parts(checkpoint: str | Path) -> tuple[nn.Module, nn.Module,
     """(SceneEncoder, BoxHead, checkpoint config) with the checkpoint's weights, without loading the LM."""
     from safetensors.torch import load_file
 
+    # lazy: model.checkpoint and the config pull transformers, which serving an exported graph does not need
     from threed_llm_ros.model.checkpoint import WEIGHTS_FILE, read_checkpoint_config
-    from threed_llm_ros.model.scene_encoder import SceneEncoder
     from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig, build_box_head
 
     directory = Path(checkpoint)
@@ -281,7 +282,7 @@ def load_exportable_parts(checkpoint: str | Path) -> tuple[nn.Module, nn.Module,
 
 def checkpoint_weights_sha256(checkpoint: str | Path) -> str:
     """sha256 of a checkpoint's weights file (identifies which weights an export came from)."""
-    from threed_llm_ros.model.checkpoint import WEIGHTS_FILE
+    from threed_llm_ros.model.checkpoint import WEIGHTS_FILE  # lazy: transformers (see load_exportable_parts)
 
     return file_sha256(Path(checkpoint) / WEIGHTS_FILE)
 
@@ -311,7 +312,7 @@ def default_export_directory(checkpoint: str | Path) -> Path:
     inside = directory / EXPORT_DIRECTORY
     if _writable(inside):
         return inside
-    from threed_llm_ros.model.language_model import cache_root
+    from threed_llm_ros.model.language_model import cache_root  # lazy: transformers
 
     return cache_root() / "onnx" / checkpoint_weights_sha256(directory)[:16]
 
@@ -390,6 +391,7 @@ def _check_against_torch(encoder_graph: ExportedGraph, head_graph: ExportedGraph
     """Largest absolute difference of ONNX Runtime vs torch on a random input (batch 1 and 3)."""
     import numpy as np
 
+    # lazy: backends -> tensorrt_engine -> export (file_sha256) would be a cycle at import time
     from threed_llm_ros.runtime.backends import OnnxRuntimeBoxHead, OnnxRuntimeSceneEncoder
 
     encoder, box_head, _ = load_exportable_parts(checkpoint)
@@ -422,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     is ``threed-llm export-lm ...`` (the language model's decoder, ``runtime/lm_export.py``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "lm":
-        from threed_llm_ros.runtime.lm_export import main as export_lm
+        from threed_llm_ros.runtime.lm_export import main as export_lm  # lazy: lm_export imports this module
 
         return export_lm(argv[1:])
     arguments = _parser().parse_args(argv)

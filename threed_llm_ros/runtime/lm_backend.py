@@ -27,6 +27,10 @@ from typing import Any
 
 import torch
 
+from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.runtime.lm_export import require_builder
+from threed_llm_ros.runtime import onnx_decoder
+
 AUTO = "auto"
 
 
@@ -56,9 +60,6 @@ def checkpoint_is_trained(checkpoint: str | Path | None) -> bool:
 
 def builder_available() -> bool:
     """Whether onnxruntime-genai's model builder (export time only) can be imported."""
-    from threed_llm_ros.runtime.lm_export import require_builder
-    from threed_llm_ros.errors import ModelFileError
-
     try:
         require_builder()
     except ModelFileError:
@@ -90,16 +91,13 @@ def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) 
     ``checkpoint`` under ``settings`` (``lm_backend``, ``lm_precision``, ``lm_threads``, ``export_directory``,
     ``device``). Exports the decoders on first use. ``lm_backend: onnxruntime``: a failed export is a
     ConfigError naming ``lm_backend``; ``auto``: it falls back to the torch model, and the line says why."""
-    from threed_llm_ros.errors import ConfigError, ModelFileError
-    from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, load_onnx_generator
-
     choice = choose_language_backend(settings, checkpoint)
     if choice.backend == "torch":
         return model, "torch", choice.note()
     try:
-        generator = load_onnx_generator(checkpoint, model, precision=settings.lm_precision,
-                                        settings=DecoderSettings(threads=settings.lm_threads),
-                                        directory=settings.export_directory or None)
+        generator = onnx_decoder.load_onnx_generator(checkpoint, model, precision=settings.lm_precision,
+                                                     settings=onnx_decoder.DecoderSettings(threads=settings.lm_threads),
+                                                     directory=settings.export_directory or None)
     except (ModelFileError, RuntimeError, OSError) as error:
         if not choice.fallback_allowed:
             raise ConfigError("lm_backend", str(error),

@@ -24,6 +24,9 @@ from typing import Any, Iterator
 
 import torch
 
+from threed_llm_ros.runtime.lm_export import ensure_lm_exported
+from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
+
 LM_PROMPTS = ("What would you do in this room?", "Describe the scene.", "Where is the chair?")
 BUSY_LOOP = "while True: pass"
 # "quiet" is only the bench adding no load: the machine's own load average is in the report.
@@ -66,7 +69,7 @@ def _llama_cpp(model: Any, prompts: tuple[str, ...], max_new_tokens: int, thread
         import llama_cpp
     except ImportError:
         return None
-    from threed_llm_ros.model.language_model import resolve_language_model_path
+    from threed_llm_ros.model.language_model import resolve_language_model_path  # lazy: transformers
 
     path = resolve_language_model_path(model.config.language_model_path)
     if path.suffix != ".gguf":
@@ -114,10 +117,10 @@ def language_model_bench(
     export_directory: str | None = None,
 ) -> dict[str, Any]:
     """Prefill and decode figures of torch, the exported decoders and llama.cpp (where importable), quiet
-    and (``loaded``) with one core kept busy; agreement with torch; export time and size."""
-    from threed_llm_ros.runtime.lm_export import ensure_lm_exported
-    from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
+    and (``loaded``) with one core kept busy; agreement with torch; export time and size.
 
+    Length: one loop over backends, precisions, threads and load conditions, whose rows are built in one place.
+    """
     exports, generators = {}, {}
     for precision in precisions:
         started = time.perf_counter()

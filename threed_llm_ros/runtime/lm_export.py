@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory, file_sha256
 
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4", "fp32")  # fp32: a reference for checking the loop
 LM_ADAPTERS: tuple[str, ...] = ("default", "programs")
@@ -138,7 +139,10 @@ def export_language_model(
     quiet: bool = False,
 ) -> ExportedLanguageModel:
     """Merge ``adapter`` into ``model``'s language model, save it in Hugging Face format and build
-    the ``inputs_embeds`` decoder at ``precision`` into ``output`` (replaced atomically)."""
+    the ``inputs_embeds`` decoder at ``precision`` into ``output`` (replaced atomically).
+
+    Length: merge, save, build and sidecar happen in one temporary directory, swapped in at the end.
+    """
     _check_choice("precision", precision, LM_PRECISIONS)
     require_builder()
     output = Path(output)
@@ -162,7 +166,6 @@ def export_language_model(
         if completed.returncode != 0 or not (built / LM_MODEL_FILE).is_file():
             tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"the onnxruntime-genai model builder failed ({completed.returncode}): " + " | ".join(tail))
-        from threed_llm_ros.runtime.export import file_sha256
 
         lm_config = model.causal_lm.config
         metadata = {
@@ -229,8 +232,6 @@ def ensure_lm_exported(
 ) -> ExportedLanguageModel:
     """The decoder export of ``checkpoint`` (``adapter``, ``precision``), exporting it when missing or
     stale (the checkpoint's weights changed). ``model``: the loaded ThreeDLLM, saves loading it again."""
-    from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory
-
     _check_choice("precision", precision, LM_PRECISIONS)
     _check_choice("adapter", adapter, LM_ADAPTERS)
     checkpoint = Path(checkpoint)
@@ -240,7 +241,7 @@ def ensure_lm_exported(
     if _is_current(target, weights_sha, precision, adapter):
         return read_lm_export(target)
     if model is None:
-        from threed_llm_ros.model.checkpoint import load_checkpoint
+        from threed_llm_ros.model.checkpoint import load_checkpoint  # lazy: transformers only for an export
 
         model = load_checkpoint(checkpoint)
     extra = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": weights_sha}
@@ -249,7 +250,7 @@ def ensure_lm_exported(
 
 def checkpoint_adapters(checkpoint: str | Path) -> list[str]:
     """The LoRA adapters a checkpoint has (``default``, and ``programs`` with ``question_programs``), from its config."""
-    from threed_llm_ros.model.checkpoint import read_checkpoint_config
+    from threed_llm_ros.model.checkpoint import read_checkpoint_config  # lazy: keeps transformers out of the runtime
 
     model = read_checkpoint_config(Path(checkpoint)).get("model", {})
     return ["default", "programs"] if model.get("question_programs") else ["default"]
@@ -267,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="which LoRA adapter to merge (all: each one the checkpoint has)")
     arguments = parser.parse_args(argv)
     try:
-        from threed_llm_ros.model.checkpoint import load_checkpoint
-        from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory
+        from threed_llm_ros.model.checkpoint import load_checkpoint  # lazy: transformers only for an export
 
         checkpoint = Path(arguments.checkpoint).expanduser()
         adapters = checkpoint_adapters(checkpoint) if arguments.adapter == "all" else [arguments.adapter]

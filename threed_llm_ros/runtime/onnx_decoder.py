@@ -26,6 +26,7 @@ import torch
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.model.generation import StopStringStreamer, decode, forced_box_state
 from threed_llm_ros.runtime.lm_export import ExportedLanguageModel, read_lm_export
+from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, ensure_lm_exported
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,6 @@ def load_onnx_generator(
 ) -> OnnxGenerator:
     """An :class:`OnnxGenerator` for a loaded checkpoint: each adapter it has exported on first use
     (about a minute each, cached next to the scene encoder's graphs) and opened."""
-    from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, ensure_lm_exported
-
     adapters = [adapter for adapter in LM_ADAPTERS if adapter in model.language_model.peft_config]
     decoders = {}
     for adapter in adapters:

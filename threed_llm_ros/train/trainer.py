@@ -67,6 +67,7 @@ from threed_llm_ros.train.config import (
 )
 from threed_llm_ros.train.optimisation import StageSampler, default_trainable, make_optimizer, set_trainable
 from threed_llm_ros.train.run_log import LOG_FILE, PLOT_FILE, plot_losses, truncate_log
+from threed_llm_ros.model.checkpoint import WEIGHTS_FILE
 
 STATE_FILE = "trainer_state.pt"
 CHECKPOINTS_DIRECTORY = "checkpoints"
@@ -141,8 +142,6 @@ def initialise_from(model: ThreeDLLM, checkpoint: str | Path, skip: Sequence[str
     """Start ``model`` from a checkpoint's trained tensors; returns the names that did not fit or were
     skipped (names starting with a ``skip`` prefix), which keep their freshly built values."""
     from safetensors.torch import load_file
-
-    from threed_llm_ros.model.checkpoint import WEIGHTS_FILE
 
     weights = Path(checkpoint) / WEIGHTS_FILE
     if not weights.is_file():
@@ -364,6 +363,7 @@ class Trainer:
         """Train from the current position to the end (or ``max_steps`` more steps); returns the final checkpoint.
 
         Returns None when stopped early by ``max_steps``.
+        Length: the training loop reads best whole (steps, logging, checkpoints and stopping in one place).
         """
         self.output.mkdir(parents=True, exist_ok=True)
         (self.output / "train_config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
