@@ -55,12 +55,10 @@ import threading
 import time
 from typing import Any, Callable
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -77,6 +75,7 @@ except ConfigError as _missing:
         sys.exit(f"threed_llm_node: cannot start: {_missing}")
     raise
 from threed_llm_ros.ros.node_inputs import SensorInput
+from threed_llm_ros.ros.node_main import run_lifecycle_node
 from threed_llm_ros.ros.node_settings import (  # re-exported: tests and launch files read them here
     INPUTS, NODE_NAME, PARAMETER_SPECS, PROMPT_HISTORY_DEPTH, PROMPT_WORKER_PERIOD_S, RGBD_STREAMS, NodeSettings,
 )
@@ -424,31 +423,8 @@ class ThreeDLLMNode(SensorInput, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node; with ``autostart`` configure + activate at once (exit 1 if configuring fails)."""
-    rclpy.init(args=args)
-    node: ThreeDLLMNode | None = None
-    executor = MultiThreadedExecutor(num_threads=4)  # a goal holds two (the worker waits while its execute callback replies)
-    try:
-        node = ThreeDLLMNode()
-        executor.add_node(node)
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: configure failed (see above); exiting")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: activate failed; exiting")
-                return 1
-        executor.spin()
-    except ConfigError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # four threads: a goal holds two (the worker waits while its execute callback replies)
+    return run_lifecycle_node(ThreeDLLMNode, NODE_NAME, threads=4, args=args)
 
 
 if __name__ == "__main__":
