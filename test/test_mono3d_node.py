@@ -93,7 +93,8 @@ def test_node_grounds_from_the_simulated_rgb_stream(tmp_path: Path) -> None:
     """Over DDS: the pose and markers the node publishes for 'where is the bed?' are exactly the
     library's grounding of the image they are stamped with (frame_id and stamp carried); an unknown
     category and an empty prompt are refused or counted, and the node keeps serving."""
-    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1, seed=5)), tmp_path / "ckpt")
+    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1, seed=5,
+                                                         presence_threshold=0.0)), tmp_path / "ckpt")
     camera = NodeProcess(NodeProcessSpec(module="threed_llm_ros.ros.scene_sim_node", parameters=CAMERA),
                          log_path=tmp_path / "scene_sim_node.log")
     node = NodeProcess(NodeProcessSpec(

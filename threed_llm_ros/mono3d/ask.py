@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.json:
         box = grounding.box
         print(json.dumps({"category": grounding.referral.category, "color": grounding.referral.color,
+                          "seen": grounding.seen, "presence": round(grounding.presence, 4),
                           "position_optical": grounding.position, "orientation_optical": grounding.orientation,
-                          "size": list(box.size), "score": round(grounding.score, 4)}))
+                          "size": list(box.size) if box is not None else None, "score": round(grounding.score, 4)}))
     return 0
 
 
