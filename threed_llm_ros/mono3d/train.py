@@ -1,7 +1,7 @@
 """Train the single-image grounder on cached simulator features.
 
 ``threed-llm mono3d-train --output models/mono3d`` (defaults: 2500 training frames, 300 test
-frames, 200 calibration frames, 6000 steps of 12 frames, width 96, one torch thread: the shipped
+frames, 200 calibration frames, 5000 steps of 12 frames, width 96, one torch thread: the shipped
 checkpoint's run, timed in docs/mono3d.md) renders the frames (``data.py``), caches the frozen
 backbone's features under ``--cache``, trains the grounder with a progress bar, sets the presence
 threshold on the held-out calibration frames, evaluates it on the test split (``evaluate.py``)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-frames", type=int, default=DEFAULT_TEST_FRAMES)
     parser.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
                         help="held-out frames that set the presence threshold")
-    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--frames-per-step", type=int, default=12)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--dim", type=int, default=96)
