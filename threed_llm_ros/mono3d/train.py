@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - started
     threshold = calibrate_presence_threshold(*presence_probabilities(model, calibration_set, seed=1))
     model.config = replace(model.config, presence_threshold=round(threshold, 4))
+    save_model(model, arguments.output)  # kept even if the evaluation below fails
     metrics = evaluate(model, test_set, train_set)
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     metrics["training"] = {"frames": arguments.frames, "queries": len(train_set), "steps": arguments.steps,
