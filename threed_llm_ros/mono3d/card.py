@@ -70,6 +70,16 @@ def failed_floors(measured: dict[str, Any], floors: dict[str, float]) -> list[st
     return failures
 
 
+def _sun_text(sun: dict[str, Any]) -> str:
+    if "iou" not in sun:
+        return sun.get("skipped", "not run")
+    seen = "seen" if sun.get("seen") else "under the threshold: the node would answer \"not seen\""
+    predicted, labelled = sun["predicted"], sun["labelled"] or {}
+    return (f"IoU **{sun['iou']:.3f}**, presence {sun.get('presence', float('nan')):.2f} ({seen}); predicted centre "
+            f"{predicted['center']} size {predicted['size']} vs labelled centre {labelled.get('center')} size "
+            f"{labelled.get('size')} (m, SUN's upright frame).")
+
+
 def render_readme(card: dict[str, Any]) -> str:
     """The card as Markdown (every figure from ``card``)."""
     full, training = card["test_split"], card["training"]
@@ -94,7 +104,7 @@ def render_readme(card: dict[str, Any]) -> str:
               f"answered \"not seen\" ({presence['absent_queries']} queries); present objects missed: "
               f"{presence['present_miss_rate']:.3f} ({presence['present_queries']}); Acc@0.25 counting \"not "
               f"seen\" as a miss: {presence['acc_0.25_not_seen_as_miss']:.3f}.", "",
-              f"SUN RGB-D 000001 bed from its image alone: {card['sun_rgbd_000001']}", "",
+              f"SUN RGB-D 000001 bed from its image alone: {_sun_text(card['sun_rgbd_000001'])}", "",
               "## Ablation", "", card["ablation"], "",
               "## CI subset and floors", "",
               f"`test/test_mono3d_checkpoint.py` renders the first {card['ci_subset']['frames']} test frames and "
