@@ -78,7 +78,7 @@ def test_threed_llm_ask_routes_an_image_to_the_single_image_path(realdata: Path,
     image = str(realdata / "sunrgbd_mmdet3d" / "image" / "000001.jpg")
     assert main([image, "where is the bed?", "--camera-info", str(camera), "--model", str(checkpoint), "--json"]) == 0
     expected = capsys.readouterr().out
-    assert ask([image, "where is the bed?", "find the chair", "--camera-info", str(camera),
+    assert ask([image, "--camera-info", str(camera), "where is the bed?", "find the chair",
                 "--checkpoint", str(checkpoint), "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "\n".join(lines[:2]) + "\n" == expected and lines[2].startswith("The chair")

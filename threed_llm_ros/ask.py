@@ -218,7 +218,7 @@ def _image_mode_problem(arguments: argparse.Namespace, scene: str | None, image_
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_intermixed_args(argv)  # `ask IMAGE --camera-info K.yaml "prompt"`: options between
     items = list(arguments.items)
     if arguments.node:
         if arguments.interactive:
