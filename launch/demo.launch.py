@@ -1,4 +1,5 @@
-"""The demo graph: the simulated RGB-D camera in /camera and threed_llm_node on its point cloud.
+"""The demo graph: the simulated RGB-D camera in /camera, threed_llm_node on its point cloud and
+mono3d_node (in /mono3d) on its RGB image alone.
 
     ros2 launch threed_llm_ros demo.launch.py
     ros2 run threed_llm_ros prompt_client --prompt "describe the scene"
@@ -36,6 +37,18 @@ def generate_launch_description():
                 ("color/image_raw", "/camera/color/image_raw"),
                 ("depth/image_raw", "/camera/depth/image_raw"),
                 ("color/camera_info", "/camera/color/camera_info"),
+            ],
+        ),
+        Node(
+            package="threed_llm_ros",
+            executable="mono3d_node",
+            name="mono3d_node",
+            namespace="/mono3d",
+            output="screen",
+            parameters=[os.path.join(share, "config", "mono3d.yaml"), {"autostart": True}],
+            remappings=[
+                ("image_raw", "/camera/color/image_raw"),
+                ("camera_info", "/camera/color/camera_info"),
             ],
         ),
     ])

@@ -95,6 +95,14 @@ def test_the_demo_recording_holds_inputs_and_outputs_matching_the_replies(demo_o
         [s["action"] for s in replies[2]["plan"]["steps"]]
     if replies[1]["answer"] and "at (" in replies[1]["answer"]:
         _check_find_reply(replies[1]["answer"], messages)
+    # the second question, answered by mono3d_node from the RGB image alone: a box with a pose, or "not seen"
+    image_reply = json.loads((demo_output / "mono3d_reply.json").read_text())
+    assert image_reply["prompt"].startswith("Where is the"), image_reply
+    if image_reply["answer"].startswith("I don't see"):
+        assert "target_pose" not in image_reply
+    else:
+        assert "(from the RGB image alone" in image_reply["answer"], image_reply
+        assert image_reply["target_pose"]["frame_id"] == messages["/camera/color/image_raw"][0].header.frame_id
 
 
 def test_play_of_the_simulator_recording_answers_over_rgbd(demo_output: Path, tmp_path: Path) -> None:

@@ -48,7 +48,8 @@ def test_ask_grounds_in_a_real_image(realdata: Path, tmp_path: Path, capsys) -> 
     camera = _sun_camera_yaml(realdata, tmp_path)
     intrinsics = load_camera_yaml(camera)
     assert (intrinsics.fx, intrinsics.cx, intrinsics.cy) == (529.5, 365.0, 265.0)
-    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1)), tmp_path / "ckpt")
+    untrained = Mono3DConfig(dim=32, heads=2, decoder_layers=1, presence_threshold=0.0)  # always answers a box
+    checkpoint = save_model(Mono3DGrounder(untrained), tmp_path / "ckpt")
     image = realdata / "sunrgbd_mmdet3d" / "image" / "000001.jpg"
     arguments = [str(image), "where is the bed?", "--camera-info", str(camera), "--model", str(checkpoint)]
     assert main([*arguments, "--json"]) == 0
@@ -63,3 +64,30 @@ def test_ask_grounds_in_a_real_image(realdata: Path, tmp_path: Path, capsys) -> 
     wrong.write_text(camera.read_text().replace("730", "640"))
     assert main([str(image), "where is the bed?", "--camera-info", str(wrong), "--model", str(checkpoint)]) == 2
     assert "image is 730x530 but the camera is 640x530" in capsys.readouterr().err
+
+
+def test_threed_llm_ask_routes_an_image_to_the_single_image_path(realdata: Path, tmp_path: Path, capsys) -> None:
+    """`threed-llm ask IMAGE --camera-info K.yaml PROMPT...` answers as `mono3d-ask` does, one reply per
+    prompt; an image without --camera-info, --camera-info with a cloud, and a missing image are refused
+    in one line each."""
+    from threed_llm_ros.ask import main as ask
+
+    camera = _sun_camera_yaml(realdata, tmp_path)
+    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1, presence_threshold=0.0)),
+                            tmp_path / "ckpt")
+    image = str(realdata / "sunrgbd_mmdet3d" / "image" / "000001.jpg")
+    assert main([image, "where is the bed?", "--camera-info", str(camera), "--model", str(checkpoint), "--json"]) == 0
+    expected = capsys.readouterr().out
+    assert ask([image, "--camera-info", str(camera), "where is the bed?", "find the chair",
+                "--checkpoint", str(checkpoint), "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "\n".join(lines[:2]) + "\n" == expected and lines[2].startswith("The chair")
+    assert ask([image, "where is the spaceship?", "--camera-info", str(camera), "--checkpoint", str(checkpoint)]) == 1
+    assert "names no object category" in capsys.readouterr().err
+    for arguments, said in (([image, "where is the bed?"], "give its intrinsics with --camera-info"),
+                            (["room.ply", "where is the bed?", "--camera-info", str(camera)], "not with room.ply")):
+        with pytest.raises(SystemExit) as exit_info:
+            ask(arguments)
+        assert exit_info.value.code == 2 and said in capsys.readouterr().err
+    assert ask([str(tmp_path / "none.png"), "where is the bed?", "--camera-info", str(camera)]) == 2
+    assert "none.png does not exist" in capsys.readouterr().err

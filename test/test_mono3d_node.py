@@ -93,7 +93,8 @@ def test_node_grounds_from_the_simulated_rgb_stream(tmp_path: Path) -> None:
     """Over DDS: the pose and markers the node publishes for 'where is the bed?' are exactly the
     library's grounding of the image they are stamped with (frame_id and stamp carried); an unknown
     category and an empty prompt are refused or counted, and the node keeps serving."""
-    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1, seed=5)), tmp_path / "ckpt")
+    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1, seed=5,
+                                                         presence_threshold=0.0)), tmp_path / "ckpt")
     camera = NodeProcess(NodeProcessSpec(module="threed_llm_ros.ros.scene_sim_node", parameters=CAMERA),
                          log_path=tmp_path / "scene_sim_node.log")
     node = NodeProcess(NodeProcessSpec(
@@ -161,3 +162,59 @@ def test_launch_file_starts_the_node_with_its_parameter_file(repo_root: Path) ->
     streams = node["constants"]["COLOR_STREAMS"]
     assert streams and all(len(topics) == 2 and all(t.startswith("/") for t in topics) for topics in streams.values())
     assert "mono3d_node = threed_llm_ros.ros.mono3d_node:main" in (repo_root / "setup.py").read_text()
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "mono3d"
+
+
+def test_shipped_checkpoint_grounds_a_known_object_and_says_not_seen_for_an_absent_one(tmp_path: Path) -> None:
+    """Over DDS, the shipped checkpoint on the simulated camera's RGB stream (no depth used): the card's
+    known object is found with IoU above the card's floor against the simulator's ground-truth box, and
+    an absent category is answered "not seen" with no pose and the markers cleared."""
+    import json
+
+    from threed_llm_ros.geometry.iou import rotated_box_iou
+    from threed_llm_ros.ros.qos import latched_qos
+
+    check = json.loads((SHIPPED / "model_card.json").read_text())["node_check"]
+    camera = NodeProcess(NodeProcessSpec(module="threed_llm_ros.ros.scene_sim_node",
+                                         parameters={**CAMERA, "seed": check["scene_seed"]}),
+                         log_path=tmp_path / "scene_sim_node.log")
+    node = NodeProcess(NodeProcessSpec(
+        module="threed_llm_ros.ros.mono3d_node", parameters={"checkpoint": str(SHIPPED)},
+        remappings={"image_raw": "color/image_raw", "camera_info": "color/camera_info"}),
+        log_path=tmp_path / "mono3d_node.log")
+    processes = [camera, node]
+    client = _Client()
+    truth: list[MarkerArray] = []
+    client.node.create_subscription(MarkerArray, "ground_truth/markers", truth.append, latched_qos())
+    try:
+        client.spin_until(lambda: "active" in node.output() and client.images and client.info is not None and truth,
+                          processes, "the node to activate, a frame and the ground truth")
+        answer = client.ask(check["prompt"], processes)
+        while answer.startswith("No "):  # "No image yet" until the node's first frame
+            time.sleep(0.3)
+            answer = client.ask(check["prompt"], processes)
+        assert answer.startswith(f"The {check['label']}:") and "from the RGB image alone" in answer, answer
+        client.spin_until(lambda: client.poses and client.markers, processes, "the pose and markers")
+        cube = next(marker for marker in client.markers[-1].markers if marker.type == Marker.CUBE)
+        labels = {marker.id: marker.text for marker in truth[-1].markers if marker.type == Marker.TEXT_VIEW_FACING}
+        (true_cube,) = [marker for marker in truth[-1].markers
+                        if marker.type == Marker.CUBE and labels[marker.id] == check["label"]]
+        iou = rotated_box_iou(marker_box(cube, "-y"), marker_box(true_cube, "-y"))
+        assert iou >= check["min_iou"], f"IoU {iou:.3f} under the card's floor {check['min_iou']}"
+
+        assert all(check["absent_category"] not in text for text in labels.values())
+        poses, marker_count = len(client.poses), len(client.markers)
+        absent = client.ask(f"Where is the {check['absent_category']}?", processes)
+        assert absent.startswith("I don't see") and "not seen" in absent, absent
+        client.spin_until(lambda: len(client.markers) > marker_count, processes, "the cleared markers")
+        assert [marker.action for marker in client.markers[-1].markers] == [Marker.DELETEALL]
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            client.executor.spin_once(timeout_sec=0.1)
+        assert len(client.poses) == poses, "a pose was published for an object that is not seen"
+    finally:
+        client.close()
+        codes = [process.stop() for process in processes]
+    assert codes == [0, 0], node.output()

@@ -54,12 +54,45 @@ def test_training_command_writes_a_checkpoint_and_its_metrics(tmp_path, realdata
 
     output = tmp_path / "model"
     common = ["--test-frames", "2", "--cache", str(tmp_path / "cache"), "--realdata", str(realdata)]
-    assert cli(["mono3d-train", "--frames", "4", "--steps", "3", "--dim", "32", "--output", str(output), *common]) == 0
+    assert cli(["mono3d-train", "--frames", "4", "--steps", "3", "--dim", "32", "--calibration-frames", "2",
+                "--output", str(output), *common]) == 0
     config = json.loads((output / "config.json").read_text())
     assert "mono3d-train" in config["notes"]["training"]["command"]
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["model"]["all"]["queries"] > 0 and "blind" in metrics
+    assert 0.0 < config["presence_threshold"] < 1.0
+    assert metrics["presence"]["absent_queries"] > 0 and 0.0 <= metrics["presence"]["absent_not_seen_rate"] <= 1.0
     assert 0.0 <= metrics["sun_rgbd_000001"]["iou"] <= 1.0
     assert load_model(output).config.dim == 32
     assert cli(["mono3d-eval", "--model", str(output), "--train-frames", "4", *common]) == 0
     assert json.loads((output / "evaluation.json").read_text())["model"] == metrics["model"]
+
+
+def test_absent_queries_name_only_labels_the_frame_does_not_show(features: FeatureSet) -> None:
+    """Every drawn absent query names a label with no visible pixel in its frame; about half are the
+    hard kind (a category that is seen, in a colour that is not)."""
+    import torch
+
+    from threed_llm_ros.mono3d.data import draw_absent_queries
+
+    image_index, category, color = draw_absent_queries(features.visible, torch.Generator().manual_seed(0), 20)
+    assert len(image_index) > 60
+    assert not bool(features.visible[image_index, category, color].any())
+    hard = features.visible[image_index, category, 0]
+    assert 0.2 < float(hard.float().mean()) < 0.8
+    # the referrals themselves are all seen
+    assert bool(features.visible[features.image_index, features.category, features.color].all())
+
+
+def test_presence_threshold_calibration_weighs_absent_answers_twice() -> None:
+    """Separable scores: the threshold lies between them; overlapping scores: it moves up, past the
+    absent ones, because answering for an absent object costs twice a miss."""
+    from threed_llm_ros.mono3d.evaluate import calibrate_presence_threshold, presence_summary
+
+    present, absent = np.array([0.7, 0.8, 0.9]), np.array([0.1, 0.2, 0.3])
+    threshold = calibrate_presence_threshold(present, absent)
+    assert 0.3 < threshold < 0.7
+    summary = presence_summary(present, absent, threshold)
+    assert summary["absent_not_seen_rate"] == 1.0 and summary["present_miss_rate"] == 0.0
+    overlapping = calibrate_presence_threshold(np.array([0.4, 0.8, 0.9]), np.array([0.1, 0.5]))
+    assert 0.5 < overlapping < 0.8

@@ -1,5 +1,9 @@
 """`threed-llm ask SCENE "question" ["question" ...]`: the node's answers without ROS, from a file.
 
+`threed-llm ask IMAGE --camera-info K.yaml "where is the bed?"` grounds the object in one RGB image
+from its intrinsics alone (no depth: the single-image path of :mod:`threed_llm_ros.mono3d.ask`,
+checkpoint ``models/mono3d``).
+
 `threed-llm ask --node "question"` asks a running threed_llm_node instead, through its ``~/ask``
 action (``--action /ns/threed_llm_node/ask`` names another node's; this path needs ROS
 and the built interfaces, and runs :mod:`threed_llm_ros.ros.prompt_client`).
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError, ThreeDLLMError
+from threed_llm_ros.mono3d.ask import IMAGE_SUFFIXES  # light: the single-image path's files, no torch
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, route
 
@@ -127,7 +132,8 @@ def ask(engine: InferenceEngine, cloud: SceneCloud, prompt: str) -> dict:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="threed-llm ask", description=__doc__.splitlines()[0],
-        usage="threed-llm ask SCENE PROMPT [PROMPT ...] | SCENE --interactive | --node PROMPT [PROMPT ...]")
+        usage="threed-llm ask SCENE PROMPT [PROMPT ...] | SCENE --interactive | --node PROMPT [PROMPT ...] | "
+              "IMAGE --camera-info K.yaml PROMPT [PROMPT ...]")
     parser.add_argument("items", nargs="*", metavar="SCENE PROMPT",
                         help='a .ply, .pcd or .npz point cloud (not with --node), then one or more prompts, e.g. '
                              '"describe the scene" "where is the red chair?" "bring the cup to the sofa"')
@@ -137,7 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--node", action="store_true", help="ask a running threed_llm_node through its Ask action")
     parser.add_argument("--action", default=NODE_ACTION, help="--node: the node's Ask action (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="--node: seconds to wait for the answer")
-    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint directory (default: %(default)s)")
+    parser.add_argument("--camera-info", type=Path, default=None,
+                        help="with an IMAGE (.png, .jpg) instead of a SCENE: its ROS camera-calibration YAML; "
+                             "the object is then grounded from the RGB image alone")
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"checkpoint directory (default: {DEFAULT_CHECKPOINT}; models/mono3d for an IMAGE)")
     parser.add_argument("--up-axis", choices=("-y", "z"), default=None,
                         help="the cloud frame's up axis: -y camera optical frame, z REP-103 (default: the file's, else -y)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch", help="the scene encoder's runtime")
@@ -192,9 +202,24 @@ def _prompts_from(stream: Any) -> Any:
         yield line.strip()
 
 
+def _image_mode_problem(arguments: argparse.Namespace, scene: str | None, image_given: bool) -> str | None:
+    """What is wrong with an IMAGE --camera-info call (None when nothing is)."""
+    if scene is None:
+        return "--camera-info goes with an IMAGE file, not with --node"
+    if not image_given:
+        return (f"--camera-info goes with an image ({', '.join(IMAGE_SUFFIXES)}), not with {Path(scene).name}; "
+                "drop it to ask about a point cloud")
+    if arguments.camera_info is None:
+        return (f"{Path(scene).name} is an image: give its intrinsics with --camera-info K.yaml "
+                "(a ROS camera-calibration YAML)")
+    if arguments.interactive:
+        return "--interactive is for a SCENE file; give the prompts after the IMAGE"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_intermixed_args(argv)  # `ask IMAGE --camera-info K.yaml "prompt"`: options between
     items = list(arguments.items)
     if arguments.node:
         if arguments.interactive:
@@ -208,10 +233,22 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"give a prompt after {scene}, e.g. \"describe the scene\" (or --interactive to type them)")
     if arguments.node and not prompts:
         parser.error("give a prompt to send to the node")
+    image_given = not arguments.node and Path(scene).suffix.lower() in IMAGE_SUFFIXES
+    if arguments.camera_info is not None or image_given:
+        problem = _image_mode_problem(arguments, scene if not arguments.node else None, image_given)
+        if problem:
+            parser.error(problem)
     problems = [problem for problem in map(check_prompt, prompts) if problem]
     if problems:  # before any heavy import or load: a mistake costs nothing
         print("\n".join(f"threed-llm ask: {problem}" for problem in problems), file=sys.stderr)
         return 2
+    if image_given:
+        from threed_llm_ros.mono3d.ask import ask_image  # reads and checks the files before importing torch
+
+        return ask_image(Path(scene), arguments.camera_info, prompts,
+                         Path(arguments.checkpoint) if arguments.checkpoint else None, arguments.json,
+                         "threed-llm ask")
+    arguments.checkpoint = arguments.checkpoint or DEFAULT_CHECKPOINT
     if arguments.node:
         from threed_llm_ros.ros.prompt_client import main as ask_node  # ROS only on this path
 

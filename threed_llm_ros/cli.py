@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                      "renders; --no-geometry-projection: the ablation"),
     "mono3d-eval": ("threed_llm_ros.mono3d.evaluate", "evaluate a single-image grounder: Acc@IoU per focal bucket, "
                     "blind baseline, SUN RGB-D bed"),
+    "mono3d-card": ("threed_llm_ros.mono3d.card", "write a single-image grounder's model card and CI floors "
+                    "(measured on the fixed CI subset)"),
     "mono3d-ask": ("threed_llm_ros.mono3d.ask", "ground a prompt's object in one RGB image given its camera YAML "
                    "(no depth, no ROS)"),
     "model-info": ("threed_llm_ros.model.info", "print the parameter table of a model preset or checkpoint"),

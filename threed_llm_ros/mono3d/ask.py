@@ -3,7 +3,8 @@
 The camera file is a ROS camera-calibration YAML (what ``camera_calibration`` writes and
 ``camera_info_manager`` reads): ``image_width``, ``image_height`` and ``camera_matrix``
 (``rows: 3, cols: 3, data: [fx, 0, cx, 0, fy, cy, 0, 0, 1]``). Prints the reply and, with
-``--json``, the box as JSON.
+``--json``, the box as JSON. ``threed-llm ask IMAGE --camera-info K.yaml "where is the bed?"``
+comes here too (:func:`ask_image`).
 """
 
 from __future__ import annotations
@@ -38,13 +39,65 @@ def load_camera_yaml(path: Path) -> CameraIntrinsics:
     return CameraIntrinsics(fx=data[0], fy=data[4], cx=data[2], cy=data[5], width=width, height=height)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image as H×W×3 uint8 RGB; ConfigError naming the file where it is missing or unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise ConfigError("image", f"{path} does not exist", "give an image file (PNG, JPEG)")
+    try:
+        return np.asarray(Image.open(path).convert("RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise ConfigError("image", f"{path} cannot be read as an image ({type(error).__name__})",
+                          "give a PNG or JPEG file") from None
+
+
+def reply_json(grounding) -> str:  # noqa: ANN001 - ImageGrounding (its module imports torch)
+    """One grounding as a JSON line: seen or not, presence, pose in the optical frame, size."""
+    box = grounding.box
+    return json.dumps({"category": grounding.referral.category, "color": grounding.referral.color,
+                       "seen": grounding.seen, "presence": round(grounding.presence, 4),
+                       "position_optical": grounding.position, "orientation_optical": grounding.orientation,
+                       "size": list(box.size) if box is not None else None, "score": round(grounding.score, 4)})
+
+
+def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Path | None, as_json: bool,
+              program: str) -> int:
+    """Ground each prompt in one image from its intrinsics alone and print the replies; the image and
+    camera file are checked before torch is imported. Exit 0, 1 if a prompt named no known object,
+    2 (one line on stderr) on bad input or a missing checkpoint."""
+    try:
+        intrinsics = load_camera_yaml(camera_path)
+        image = read_image(image_path)
+        if image.shape[:2] != (intrinsics.height, intrinsics.width):
+            raise ConfigError("camera-info", f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                              f"{intrinsics.width}x{intrinsics.height}", "give the intrinsics of this image")
+        from threed_llm_ros.mono3d.grounder import ImageGrounder
+        from threed_llm_ros.resources import models_directory
+
+        grounder = ImageGrounder(model or models_directory() / "mono3d")
+    except (ConfigError, ModelFileError) as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return 2
+    failures = 0
+    for prompt in prompts:
+        try:
+            grounding = grounder.ground(image, intrinsics, prompt, frame_id="the camera's optical frame")
+        except ConfigError as error:  # the prompt names no category the model knows
+            print(f"{program}: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        print(grounding.text)
+        if as_json:
+            print(reply_json(grounding))
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Ground the prompt's object in IMAGE; print the reply (exit 2 with one line on bad input)."""
-    from PIL import Image
-
-    from threed_llm_ros.mono3d.grounder import ImageGrounder
-    from threed_llm_ros.resources import models_directory
-
     parser = argparse.ArgumentParser(prog="threed-llm mono3d-ask", description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path)
     parser.add_argument("prompt")
@@ -52,23 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="mono3d checkpoint (default: models/mono3d)")
     parser.add_argument("--json", action="store_true", help="also print the box as JSON")
     arguments = parser.parse_args(argv)
-    try:
-        intrinsics = load_camera_yaml(arguments.camera_info)
-        if not arguments.image.is_file():
-            raise ConfigError("image", f"{arguments.image} does not exist", "give an image file (PNG, JPEG)")
-        image = np.asarray(Image.open(arguments.image).convert("RGB"))
-        grounder = ImageGrounder(arguments.model or models_directory() / "mono3d")
-        grounding = grounder.ground(image, intrinsics, arguments.prompt, frame_id="the camera's optical frame")
-    except (ConfigError, ModelFileError) as error:
-        print(f"threed-llm mono3d-ask: {error}", file=sys.stderr)
-        return 2
-    print(grounding.text)
-    if arguments.json:
-        box = grounding.box
-        print(json.dumps({"category": grounding.referral.category, "color": grounding.referral.color,
-                          "position_optical": grounding.position, "orientation_optical": grounding.orientation,
-                          "size": list(box.size), "score": round(grounding.score, 4)}))
-    return 0
+    return ask_image(arguments.image, arguments.camera_info, [arguments.prompt], arguments.model, arguments.json,
+                     "threed-llm mono3d-ask")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ IMAGE_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (640, 360), 
 FOV_RANGE_DEG = (60.0, 120.0)
 MIN_VISIBLE_PIXELS = 60  # on the canvas
 TEST_SEED_OFFSET = 1_000_000
-DEFAULT_TRAIN_FRAMES, DEFAULT_TEST_FRAMES = 4000, 400
+CALIBRATION_SEED_OFFSET = 2_000_000  # held-out frames that set the presence threshold
+CACHE_VERSION = 2  # 2: per-frame visible labels (for absent queries)
+DEFAULT_TRAIN_FRAMES, DEFAULT_TEST_FRAMES, DEFAULT_CALIBRATION_FRAMES = 2500, 300, 200
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Mono3DFrame:
     camera: CameraIntrinsics
     canvas_camera: CameraIntrinsics
     referrals: list[Referral]
+    visible_labels: frozenset[tuple[str, str]] = frozenset()  # (colour, category) with any visible pixel
 
 
 def draw_camera(rng: np.random.Generator) -> CameraIntrinsics:
@@ -111,7 +114,8 @@ def simulate_frame(seed: int, config: Mono3DConfig) -> Mono3DFrame:
             continue
         color = None if categories.count(obj.category) == 1 and rng.random() < 0.5 else obj.color
         referrals.append(Referral(obj.category, color, box))
-    return Mono3DFrame(on_canvas(rgb, config), camera, canvas_camera, referrals)
+    seen = frozenset(label for label, pixels in zip(labels, visible) if pixels > 0)
+    return Mono3DFrame(on_canvas(rgb, config), camera, canvas_camera, referrals, seen)
 
 
 @dataclass
@@ -127,13 +131,15 @@ class FeatureSet:
     color: torch.Tensor  # (Q,) long
     targets: dict[str, torch.Tensor]  # per query: uv, depth_canonical, center_optical, size, yaw
     boxes: list[OrientedBox]
+    visible: torch.Tensor  # (F, categories, colours) bool: label seen (colour 0 = "any": the category in any colour)
 
     def __len__(self) -> int:
         return int(self.image_index.numel())
 
     def save(self, path: str | Path) -> None:
         """Write to one torch file (a cache: no code runs on load)."""
-        state = {key: getattr(self, key) for key in ("local", "global_", "image_index", "category", "color", "targets")}
+        state = {key: getattr(self, key)
+                 for key in ("local", "global_", "image_index", "category", "color", "targets", "visible")}
         state["canvas_cameras"] = [_camera_tuple(k) for k in self.canvas_cameras]
         state["cameras"] = [_camera_tuple(k) for k in self.cameras]
         state["boxes"] = [box.to_array().tolist() for box in self.boxes]
@@ -147,6 +153,11 @@ class FeatureSet:
         state["cameras"] = [CameraIntrinsics(*values) for values in state["cameras"]]
         state["boxes"] = [OrientedBox.from_array(np.asarray(values)) for values in state["boxes"]]
         return cls(**state)
+
+
+def cache_file(cache: Path, split: str, frames: int) -> Path:
+    """Where the features of ``frames`` frames of ``split`` are cached (the format version in the name)."""
+    return Path(cache) / f"{split}_{frames}_v{CACHE_VERSION}.pt"
 
 
 def _camera_tuple(camera: CameraIntrinsics) -> list:
@@ -165,7 +176,14 @@ def build_feature_set(frames: Iterable[Mono3DFrame], backbone: torch.nn.Module, 
         global_maps.append(global_.half())
     image_index, category, color, boxes = [], [], [], []
     targets: dict[str, list[np.ndarray]] = {}
+    visible = torch.zeros((len(frames), len(config.categories), len(config.colors)), dtype=torch.bool)
     for frame_index, frame in enumerate(frames):
+        for seen_color, seen_category in frame.visible_labels:
+            if seen_category in config.categories:
+                row = config.categories.index(seen_category)
+                visible[frame_index, row, 0] = True
+                if seen_color in config.colors:
+                    visible[frame_index, row, config.colors.index(seen_color)] = True
         for referral in frame.referrals:
             image_index.append(frame_index)
             category.append(config.categories.index(referral.category))
@@ -179,7 +197,7 @@ def build_feature_set(frames: Iterable[Mono3DFrame], backbone: torch.nn.Module, 
         image_index=torch.tensor(image_index, dtype=torch.long), category=torch.tensor(category, dtype=torch.long),
         color=torch.tensor(color, dtype=torch.long),
         targets={key: torch.tensor(np.stack(values), dtype=torch.float32) for key, values in targets.items()},
-        boxes=boxes,
+        boxes=boxes, visible=visible,
     )
 
 
@@ -210,6 +228,7 @@ def concatenate(parts: list[FeatureSet]) -> FeatureSet:
         category=torch.cat([part.category for part in parts]), color=torch.cat([part.color for part in parts]),
         targets={key: torch.cat([part.targets[key] for part in parts]) for key in parts[0].targets},
         boxes=[box for part in parts for box in part.boxes],
+        visible=torch.cat([part.visible for part in parts]),
     )
 
 
@@ -224,5 +243,33 @@ def subset(features: FeatureSet, frame_indices: torch.Tensor) -> tuple[FeatureSe
         cameras=[features.cameras[i] for i in frame_indices.tolist()],
         image_index=lookup[features.image_index[taken]], category=features.category[taken],
         color=features.color[taken], targets={key: value[taken] for key, value in features.targets.items()},
-        boxes=[features.boxes[i] for i in taken.tolist()],
+        boxes=[features.boxes[i] for i in taken.tolist()], visible=features.visible[frame_indices],
     ), taken
+
+
+def draw_absent_queries(visible: torch.Tensor, generator: torch.Generator,
+                        per_frame: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries for labels *not* seen in each frame (image index, category, colour): the negatives that
+    teach the presence output to say "not seen". Half are hard: a category that is seen, in a colour
+    that is not; the rest name a category not seen at all (with or without a colour). Labels with any
+    visible pixel are never drawn, so a barely visible object is not called absent."""
+    frames, categories, colors = visible.shape
+    image_index, category, color = [], [], []
+    for frame in range(frames):
+        seen = visible[frame]
+        for _ in range(per_frame):
+            hard = bool(torch.rand(1, generator=generator) < 0.5)
+            choices = torch.nonzero(~seen[:, 1:]) if hard else torch.nonzero(~seen[:, :1])
+            if hard:
+                choices = choices[seen[choices[:, 0], 0]]  # seen categories only
+                choices[:, 1] += 1
+            if len(choices) == 0:
+                continue
+            row, column = choices[int(torch.randint(len(choices), (1,), generator=generator))].tolist()
+            if not hard and bool(torch.rand(1, generator=generator) < 0.5):
+                column = int(torch.randint(1, colors, (1,), generator=generator))
+            image_index.append(frame)
+            category.append(row)
+            color.append(column)
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return as_tensor(image_index), as_tensor(category), as_tensor(color)

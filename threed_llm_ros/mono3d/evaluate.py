@@ -58,6 +58,46 @@ def predict_boxes(model: Mono3DGrounder, features: FeatureSet, chunk_frames: int
     return boxes  # type: ignore[return-value]
 
 
+@torch.no_grad()
+def presence_probabilities(model: Mono3DGrounder, features: FeatureSet, seed: int = 0, per_frame: int = 2,
+                           chunk_frames: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Presence probabilities of every referral (present) and of absent-label queries drawn per frame
+    with a fixed seed (the same queries on every call)."""
+    from threed_llm_ros.mono3d.data import draw_absent_queries, subset
+    from threed_llm_ros.mono3d.train import forward_features
+
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    present, absent = [], []
+    frame_count = features.local.shape[0]
+    for start in range(0, frame_count, chunk_frames):
+        batch, _ = subset(features, torch.arange(start, min(frame_count, start + chunk_frames)))
+        queries = draw_absent_queries(batch.visible, generator, per_frame)
+        probability = torch.sigmoid(forward_features(model, batch, queries)["presence_logit"]).numpy()
+        present.append(probability[:len(batch)])
+        absent.append(probability[len(batch):])
+    return np.concatenate(present), np.concatenate(absent)
+
+
+ABSENT_COST = 2.0  # answering for an absent object costs twice a missed present one: a robot drives to it
+
+
+def calibrate_presence_threshold(present: np.ndarray, absent: np.ndarray) -> float:
+    """The presence threshold minimising ABSENT_COST × (absent answered) + (present missed), rates
+    over held-out frames (midpoint between neighbouring scores, so it is not tuned to one sample)."""
+    scores = np.unique(np.concatenate([present, absent, [0.0, 1.0]]))
+    candidates = (scores[:-1] + scores[1:]) / 2
+    costs = [ABSENT_COST * float((absent >= t).mean()) + float((present < t).mean()) for t in candidates]
+    return float(candidates[int(np.argmin(costs))])
+
+
+def presence_summary(present: np.ndarray, absent: np.ndarray, threshold: float) -> dict[str, float]:
+    """Absent-query "not seen" rate and present-object miss rate at ``threshold``."""
+    return {"threshold": round(threshold, 4), "absent_queries": int(absent.size), "present_queries": int(present.size),
+            "absent_not_seen_rate": round(float((absent < threshold).mean()), 4),
+            "present_miss_rate": round(float((present < threshold).mean()), 4)}
+
+
 def blind_boxes(test: FeatureSet, train: FeatureSet) -> list[OrientedBox]:
     """Each query answered with its category's mean training box (camera frame), yaw 0."""
     means = {}
@@ -108,11 +148,16 @@ def evaluate(model: Mono3DGrounder, test: FeatureSet, train: FeatureSet) -> dict
     """The model and the blind baseline on the test split, overall and per FOV bucket."""
     fov = horizontal_fov_deg(test)
     results: dict = {"geometry_projection": model.config.geometry_projection}
+    present, absent = presence_probabilities(model, test)
+    threshold = model.config.presence_threshold
+    results["presence"] = presence_summary(present, absent, threshold)
     for name, boxes in (("model", predict_boxes(model, test)), ("blind", blind_boxes(test, train))):
         scores = score(boxes, test.boxes)
         results[name] = {"all": summarise(scores)}
         for low, high in FOV_BUCKETS_DEG:
             results[name][f"fov_{low:.0f}_{min(high, 120):.0f}"] = summarise(scores, (fov >= low) & (fov < high))
+    answered = np.where(present >= threshold, score(predict_boxes(model, test), test.boxes)["iou"], 0.0)
+    results["presence"]["acc_0.25_not_seen_as_miss"] = round(float((answered >= 0.25).mean()), 4)
     return results
 
 
@@ -130,6 +175,12 @@ def format_metrics(metrics: dict) -> str:
                          f"{values['acc_0.5']:.3f} | {values['mean_iou']:.3f} | {values['depth_error_m']:.3f} | "
                          f"{values['depth_error_rel']:.3f} | "
                          f"{values['size_error_rel']:.3f} |")
+    presence = metrics.get("presence")
+    if presence:
+        lines += ["", f"presence (threshold {presence['threshold']:.3f}): absent-query 'not seen' rate "
+                  f"{presence['absent_not_seen_rate']:.3f} ({presence['absent_queries']} queries), present-object "
+                  f"miss rate {presence['present_miss_rate']:.3f} ({presence['present_queries']}); Acc@0.25 with "
+                  f"'not seen' counted as a miss {presence['acc_0.25_not_seen_as_miss']:.3f}"]
     sun = metrics.get("sun_rgbd_000001")
     if sun:
         said = sun.get("skipped") or f"{sun['category']} IoU {sun['iou']:.3f}"
@@ -183,13 +234,15 @@ def sun_rgbd_check(model: Mono3DGrounder, realdata: Path, category: str = "bed")
     best = max((rotated_box_iou(predicted, truth) for truth in truths), default=0.0)
     describe = lambda b: {"center": [round(v, 3) for v in b.center],  # noqa: E731
                           "size": [round(v, 3) for v in b.size], "yaw": round(b.yaw, 3)}
-    return {"category": category, "iou": round(float(best), 4), "predicted": describe(predicted),
+    presence = float(torch.sigmoid(outputs["presence_logit"][0]))
+    return {"category": category, "iou": round(float(best), 4), "presence": round(presence, 4),
+            "seen": presence >= model.config.presence_threshold, "predicted": describe(predicted),
             "labelled": describe(truths[0]) if truths else None}
 
 
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm mono3d-eval``: the simulated test split, the blind baseline and the SUN RGB-D bed."""
-    from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET
+    from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET, cache_file
     from threed_llm_ros.mono3d.model import load_model
     from threed_llm_ros.mono3d.train import load_or_build
 
@@ -206,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="report directory (default: the model's)")
     arguments = parser.parse_args(argv)
     model = load_model(arguments.model)
-    train = load_or_build(range(arguments.train_frames), arguments.cache / f"train_{arguments.train_frames}.pt",
+    train = load_or_build(range(arguments.train_frames), cache_file(arguments.cache, "train", arguments.train_frames),
                           model.config, True)
     test = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
-                         arguments.cache / f"test_{arguments.test_frames}.pt", model.config, True)
+                         cache_file(arguments.cache, "test", arguments.test_frames), model.config, True)
     metrics = evaluate(model, test, train)
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     output = arguments.output or arguments.model

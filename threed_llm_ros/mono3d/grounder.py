@@ -5,8 +5,10 @@ takes an image, its intrinsics and a prompt, finds the referred category and col
 prompt's words (:func:`parse_referral`: the language model is not in this path yet) and
 returns the box in the camera's optical frame, as a pose a robot can use.
 
-A single image always yields a box: the model cannot yet say that the object is absent, and
-the reply says the box comes from the image alone.
+The model's presence output says whether the referred label is in the image at all: below
+the checkpoint's calibrated ``presence_threshold`` the answer is "not seen", with no box and no
+pose (a wrong confident answer is worse than "I don't see it": a robot would drive to it).
+A box that is given comes from the image alone, and the reply says so.
 """
 
 from __future__ import annotations
@@ -50,15 +52,22 @@ def parse_referral(prompt: str, categories: tuple[str, ...], colors: tuple[str, 
 
 @dataclass(frozen=True)
 class ImageGrounding:
-    """One grounded referral: the box (level-camera gravity frame), its optical-frame pose, the reply text."""
+    """One referral's answer: the box (level-camera gravity frame), its optical-frame pose, the reply text;
+    box, position and orientation are None when it is not seen."""
 
     referral: Referral
-    box: OrientedBox
-    position: tuple[float, float, float]
-    orientation: tuple[float, float, float, float]
+    box: OrientedBox | None
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, float, float, float] | None
     score: float  # the centre pointer's largest probability: how sure it is where the object is
     text: str
     seconds: float
+    presence: float = 1.0  # the presence output's probability that the referred label is in the image
+
+    @property
+    def seen(self) -> bool:
+        """Whether there is a box (the presence reached the checkpoint's threshold)."""
+        return self.box is not None
 
 
 class ImageGrounder:
@@ -84,12 +93,17 @@ class ImageGrounder:
                              torch.tensor([self.model.category_index(referral.category)]),
                              torch.tensor([self.model.color_index(referral.color)]),
                              camera_features([canvas_camera], config))
-        (box,) = decode_boxes(outputs, [canvas_camera], config)
         score = float(outputs["pointer_logits"].softmax(dim=-1).max())
-        position, orientation = box.pose_in_frame(OPTICAL_UP_AXIS)
+        presence = float(torch.sigmoid(outputs["presence_logit"][0]))
         label = f"{referral.color} {referral.category}" if referral.color else referral.category
+        if presence < config.presence_threshold:
+            article = "an" if label[0] in "aeiou" else "a"
+            text = f"I don't see {article} {label} in this image (not seen; presence {presence:.2f})."
+            return ImageGrounding(referral, None, None, None, score, text, time.perf_counter() - started, presence)
+        (box,) = decode_boxes(outputs, [canvas_camera], config)
+        position, orientation = box.pose_in_frame(OPTICAL_UP_AXIS)
         x, y, z = (float(v) for v in position)
         text = (f"The {label}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {frame_id}, size "
-                f"{' x '.join(f'{s:.2f}' for s in box.size)} m (from the RGB image alone).")
+                f"{' x '.join(f'{s:.2f}' for s in box.size)} m (from the RGB image alone; presence {presence:.2f}).")
         return ImageGrounding(referral, box, (x, y, z), tuple(float(v) for v in orientation),  # type: ignore[arg-type]
-                              score, text, time.perf_counter() - started)
+                              score, text, time.perf_counter() - started, presence)

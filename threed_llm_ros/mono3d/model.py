@@ -11,6 +11,9 @@ The query attends to the image tokens through two decoder layers, then:
 * a pointer scores every token as the one holding the box centre; (u, v) is the
   score-weighted mean of token centres plus a regressed sub-token offset;
 * heads give log canonical depth, log size (length, width, height) and (sin, cos) of the yaw;
+* a presence head gives the logit that the referred label is in the image at all (trained with
+  queries for labels the frame does not show); below ``presence_threshold`` the answer is
+  "not seen", with no box;
 * with ``geometry_projection=False`` (the ablation) a head regresses the metric optical
   centre (X, Y, log Z) directly instead, given the camera as an input (fx, fy, cx, cy over
   the canvas size), so the comparison isolates the projection, not the information.
@@ -55,6 +58,7 @@ class Mono3DConfig:
     categories: tuple[str, ...] = CATEGORY_NAMES
     colors: tuple[str, ...] = (ANY_COLOR, *COLOR_NAMES)
     seed: int = 0
+    presence_threshold: float = 0.5  # presence probability below which the answer is "not seen" (calibrated)
     notes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -96,6 +100,7 @@ class Mono3DGrounder(nn.Module):
         self.offset_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 2))
         self.box_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1 + 3 + 2))
         self.center_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 3))
+        self.presence_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1))
 
     def category_index(self, category: str) -> int:
         """Index of a category; ConfigError naming the known ones otherwise."""
@@ -112,7 +117,8 @@ class Mono3DGrounder(nn.Module):
                 color: torch.Tensor, camera: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Queries (Q,) on images (B, ...): ``image_index`` says which image each query refers to.
 
-        Returns per query: ``pointer_logits`` (Q, N), ``uv`` (Q, 2) canvas pixels,
+        Returns per query: ``presence_logit`` (Q,) (is the referred label in the image at all?),
+        ``pointer_logits`` (Q, N), ``uv`` (Q, 2) canvas pixels,
         ``log_depth_canonical`` (Q,), ``log_size`` (Q, 3), ``yaw`` (Q, 2) unit (sin 2θ, cos 2θ)
         (see :func:`doubled_angle`) and,
         without geometry projection, ``center_direct`` (Q, 3): X, Y, log Z.
@@ -134,6 +140,7 @@ class Mono3DGrounder(nn.Module):
         uv = weights @ centers + token_spacing * torch.tanh(self.offset_head(features))
         box = self.box_head(features)
         outputs = {
+            "presence_logit": self.presence_head(features)[:, 0],
             "pointer_logits": logits,
             "uv": uv,
             "log_depth_canonical": box[:, 0],

@@ -1,16 +1,19 @@
 """Train the single-image grounder on cached simulator features.
 
-``threed-llm mono3d-train --output models/mono3d`` (defaults: 4000 training frames, 400 test
-frames, 15000 steps of 12 frames, width 96; about 1 h 45 min on one CPU core, extrapolated
-from the short run in docs/mono3d.md) renders the frames (``data.py``), caches the frozen backbone's features under ``--cache``,
-trains the grounder with a progress bar, evaluates it on the test split (``evaluate.py``)
+``threed-llm mono3d-train --output models/mono3d`` (defaults: 2500 training frames, 300 test
+frames, 200 calibration frames, 5000 steps of 12 frames, width 96, one torch thread: the shipped
+checkpoint's run, timed in docs/mono3d.md) renders the frames (``data.py``), caches the frozen
+backbone's features under ``--cache``, trains the grounder with a progress bar, sets the presence
+threshold on the held-out calibration frames, evaluates it on the test split (``evaluate.py``)
 and writes ``model.safetensors``, ``config.json`` and ``metrics.json`` to ``--output``.
 ``--no-geometry-projection`` trains the ablation. Seeds are fixed: the same command gives the
 same model on the same machine.
 
 Losses per query: cross-entropy of the centre pointer against the token nearest the true
 centre, smooth-L1 of (u, v) in token spacings, L1 of log canonical depth and log size,
-L1 of the doubled-angle yaw; the ablation adds L1 of its direct (X, Y, log Z).
+L1 of the doubled-angle yaw; the ablation adds L1 of its direct (X, Y, log Z). Presence:
+binary cross-entropy over the referrals (present) and ABSENT_PER_FRAME queries per frame for
+labels the frame does not show (``data.draw_absent_queries``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,12 +31,18 @@ from torch import nn
 from threed_llm_ros.mono3d.data import (
     DEFAULT_TEST_FRAMES,
     DEFAULT_TRAIN_FRAMES,
+    CALIBRATION_SEED_OFFSET,
+    DEFAULT_CALIBRATION_FRAMES,
     TEST_SEED_OFFSET,
     FeatureSet,
+    cache_file,
+    draw_absent_queries,
     simulated_feature_set,
     subset,
 )
 from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, camera_features, doubled_angle, save_model
+
+ABSENT_PER_FRAME = 2  # queries for labels a training frame does not show
 
 
 def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
@@ -54,11 +64,29 @@ def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], target
     return losses
 
 
-def forward_features(model: Mono3DGrounder, features: FeatureSet) -> dict[str, torch.Tensor]:
-    """The model on every query of a (small) feature set."""
+def forward_features(model: Mono3DGrounder, features: FeatureSet,
+                     absent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The model on every query of a (small) feature set, then on the ``absent`` queries (image index,
+    category, colour) if given: their outputs follow the referrals' in each tensor."""
     camera = camera_features(features.canvas_cameras, model.config)
-    return model(features.local.float(), features.global_.float(), features.image_index, features.category,
-                 features.color, camera)
+    image_index, category, color = features.image_index, features.category, features.color
+    if absent is not None:
+        image_index, category, color = (torch.cat(pair) for pair in zip((image_index, category, color), absent))
+    return model(features.local.float(), features.global_.float(), image_index, category, color, camera)
+
+
+def presence_loss(outputs: dict[str, torch.Tensor], present_count: int) -> torch.Tensor:
+    """Binary cross-entropy of the presence logit: the first ``present_count`` queries are referrals
+    (present), the rest absent labels."""
+    logits = outputs["presence_logit"]
+    labels = torch.zeros_like(logits)
+    labels[:present_count] = 1.0
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels)
+
+
+def present_part(outputs: dict[str, torch.Tensor], present_count: int) -> dict[str, torch.Tensor]:
+    """The outputs of the referrals only (the first ``present_count`` queries)."""
+    return {key: value[:present_count] for key, value in outputs.items()}
 
 
 def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_step: int = 16,
@@ -83,8 +111,10 @@ def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_st
         batch, _ = subset(features, frames)
         if len(batch) == 0:
             continue
-        outputs = forward_features(model, batch)
-        losses = query_losses(model, outputs, batch.targets, centers)
+        absent = draw_absent_queries(batch.visible, generator, ABSENT_PER_FRAME)
+        outputs = forward_features(model, batch, absent)
+        losses = query_losses(model, present_part(outputs, len(batch)), batch.targets, centers)
+        losses["presence"] = presence_loss(outputs, len(batch))
         total = sum(losses.values())
         optimizer.zero_grad()
         total.backward()
@@ -112,12 +142,20 @@ def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progres
 
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm mono3d-train``: render, cache, train, evaluate, save (see the module docstring)."""
-    from threed_llm_ros.mono3d.evaluate import evaluate, format_metrics, real_check_or_reason
+    from threed_llm_ros.mono3d.evaluate import (
+        calibrate_presence_threshold,
+        evaluate,
+        format_metrics,
+        presence_probabilities,
+        real_check_or_reason,
+    )
 
     parser = argparse.ArgumentParser(prog="threed-llm mono3d-train", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=DEFAULT_TRAIN_FRAMES, help="training frames")
     parser.add_argument("--test-frames", type=int, default=DEFAULT_TEST_FRAMES)
-    parser.add_argument("--steps", type=int, default=15000)
+    parser.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
+                        help="held-out frames that set the presence threshold")
+    parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--frames-per-step", type=int, default=12)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--dim", type=int, default=96)
@@ -126,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"), help="feature cache directory")
     parser.add_argument("--output", type=Path, default=Path("models/mono3d"))
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"), help="for the SUN RGB-D check")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     arguments = parser.parse_args(argv)
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
@@ -134,18 +172,28 @@ def main(argv: list[str] | None = None) -> int:
     config = Mono3DConfig(dim=arguments.dim, seed=arguments.seed,
                           geometry_projection=not arguments.no_geometry_projection)
     started = time.perf_counter()
-    train_set = load_or_build(range(arguments.frames), arguments.cache / f"train_{arguments.frames}.pt", config, True)
+    train_set = load_or_build(range(arguments.frames), cache_file(arguments.cache, "train", arguments.frames), config,
+                              True)
     test_set = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
-                             arguments.cache / f"test_{arguments.test_frames}.pt", config, True)
+                             cache_file(arguments.cache, "test", arguments.test_frames), config, True)
+    calibration_set = load_or_build(
+        range(CALIBRATION_SEED_OFFSET, CALIBRATION_SEED_OFFSET + arguments.calibration_frames),
+        cache_file(arguments.cache, "calibration", arguments.calibration_frames), config, True)
     data_seconds = time.perf_counter() - started
     model = Mono3DGrounder(config)
     started = time.perf_counter()
     history = train(model, train_set, arguments.steps, arguments.frames_per_step, arguments.learning_rate)
     train_seconds = time.perf_counter() - started
+    threshold = calibrate_presence_threshold(*presence_probabilities(model, calibration_set, seed=1))
+    model.config = replace(model.config, presence_threshold=round(threshold, 4))
+    save_model(model, arguments.output)  # kept even if the evaluation below fails
     metrics = evaluate(model, test_set, train_set)
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     metrics["training"] = {"frames": arguments.frames, "queries": len(train_set), "steps": arguments.steps,
-                           "frames_per_step": arguments.frames_per_step, "learning_rate": arguments.learning_rate,
+                           "frames_per_step": arguments.frames_per_step,
+                           "calibration_frames": arguments.calibration_frames,
+                           "presence_threshold": model.config.presence_threshold,
+                           "learning_rate": arguments.learning_rate,
                            "first_loss": history[0] if history else None,
                            "last_loss_mean_50": sum(history[-50:]) / max(1, len(history[-50:])),
                            "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),

@@ -1,4 +1,4 @@
-"""`make demo`: the full graph — simulated camera + threed_llm_node — asked three things over DDS.
+"""`make demo`: the full graph — simulated camera, threed_llm_node, mono3d_node — asked over DDS.
 
 1. Starts ``threed-llm up --config config/demo.yaml`` in the background (each node its own
    process) with the trained checkpoint ``models/threed-llm-mini`` if it exists, else an
@@ -7,9 +7,12 @@
    :class:`~threed_llm_ros.ros.prompt_client.PromptClient`: "Describe the scene.",
    "Where is the <colour> <category>?" and "Bring the <object> to the <furniture>.",
    printing each reply once, as it streams, then its status, latency and poses with their frame.
+   Then asks ``mono3d_node`` (namespace /mono3d) "Where is the <furniture>?", answered from the
+   RGB image and camera_info alone (no depth, no point cloud; ``models/mono3d``).
 3. Writes ``demo_out/``: ``topdown.png`` (points seen from above, ground-truth boxes,
    found boxes with their confidence, the plan's path; labels placed so that none overlaps
-   another), ``replies.json`` (answers, statuses, latencies, poses with their frame), the
+   another), ``replies.json`` (answers, statuses, latencies, poses with their frame), ``mono3d_reply.json``
+   (the RGB-only answer, its latency and pose), the
    nodes' logs and ``recording/`` (an MCAP recording, ROS 2 CDR: the prompts, the node's
    outputs and the camera frame each reply answered; open ``recording/recording.mcap`` in
    Foxglove with config/foxglove_layout.json, or ``ros2 bag play demo_out/recording``), then
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -46,6 +49,7 @@ from threed_llm_ros.ros.markers import marker_box
 from threed_llm_ros.ros.prompt_client import LATCHED, PromptClient, Reply, print_reply
 
 UP_AXIS = "-y"
+MONO3D_NAMESPACE = "/mono3d"  # config/demo.yaml's mono3d_node
 PORTABLE = ("cup", "bottle", "book", "box", "lamp", "monitor")
 # The simulated camera's topics, recorded with each reply: topic -> (type, QoS).
 CAMERA_TOPICS: dict[str, tuple[str, Any]] = {
@@ -89,14 +93,61 @@ def _marker_boxes(markers: MarkerArray | None) -> list[tuple[str, np.ndarray, tu
     return boxes
 
 
-def choose_prompts(ground_truth: MarkerArray) -> list[str]:
+def _portable_and_furniture(ground_truth: MarkerArray) -> tuple[str, str]:
+    """A portable object's and a piece of furniture's "<colour> <category>" from the ground truth."""
     labels = [label for label, *_ in _marker_boxes(ground_truth) if label]
     # prefer objects whose "<colour> <category>" is unique in the scene, so each prompt names one object
     labels = sorted(labels, key=lambda label: labels.count(label) > 1)
     portable = next((label for label in labels if label.split(" ", 1)[-1] in PORTABLE), labels[0] if labels else "cup")
     furniture = next((label for label in labels if label.split(" ", 1)[-1] in FURNITURE and label != portable),
                      labels[-1] if labels else "table")
+    return portable, furniture
+
+
+def choose_prompts(ground_truth: MarkerArray) -> list[str]:
+    portable, furniture = _portable_and_furniture(ground_truth)
     return ["Describe the scene.", f"Where is the {portable}?", f"Bring the {portable} to the {furniture}."]
+
+
+def choose_image_prompt(ground_truth: MarkerArray) -> str:
+    """The question for mono3d_node: a piece of furniture (large enough to measure from one image)."""
+    return f"Where is the {_portable_and_furniture(ground_truth)[1]}?"
+
+
+def ask_mono3d(client: PromptClient, prompt: str, timeout_s: float, active: Any) -> dict[str, Any] | None:
+    """Ask mono3d_node over its prompt/answer topics (after it is active); the reply as a record, None
+    (said) if it does not come up or answer in time."""
+    from geometry_msgs.msg import PoseStamped
+    from std_msgs.msg import String
+
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    answers: list[str] = []
+    poses: list[PoseStamped] = []
+    publisher = client.create_publisher(String, f"{MONO3D_NAMESPACE}/prompt", reliable)
+    client.create_subscription(String, f"{MONO3D_NAMESPACE}/answer", lambda m: answers.append(m.data), reliable)
+    client.create_subscription(PoseStamped, f"{MONO3D_NAMESPACE}/grounding/target_pose", poses.append, reliable)
+    deadline = time.monotonic() + timeout_s
+    while not (active() and publisher.get_subscription_count()):
+        if time.monotonic() > deadline:
+            print("mono3d_node did not come up in time; see its log", file=sys.stderr)
+            return None
+        rclpy.spin_once(client, timeout_sec=0.1)
+    print(f"\n>>> [mono3d_node, RGB image + camera_info only] {prompt}", flush=True)
+    started = time.monotonic()
+    publisher.publish(String(data=prompt))
+    while not answers:
+        if time.monotonic() > deadline:
+            print("mono3d_node did not answer in time", file=sys.stderr)
+            return None
+        rclpy.spin_once(client, timeout_sec=0.1)
+    latency = time.monotonic() - started
+    record: dict[str, Any] = {"prompt": prompt, "answer": answers[0], "latency_s": round(latency, 3)}
+    if poses:
+        pose = poses[-1]
+        record["target_pose"] = {"frame_id": pose.header.frame_id,
+                                 "position": [pose.pose.position.x, pose.pose.position.y, pose.pose.position.z]}
+    print(f"{answers[0]}\n  ({latency:.2f} s)", flush=True)
+    return record
 
 
 def _footprint(centre: np.ndarray, size: tuple[float, float, float], yaw: float) -> np.ndarray:
@@ -239,14 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     graph = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
     rclpy.init()
     client = PromptClient("demo_prompt_client")
-    state: dict[str, Any] = {"points": None, "ground_truth": None, "active": False}
+    state: dict[str, Any] = {"points": None, "ground_truth": None, "active": False, "mono3d_active": False}
     client.create_subscription(PointCloud2, "/camera/points", lambda m: state.__setitem__("points", m), qos_profile_sensor_data)
     client.create_subscription(MarkerArray, "/camera/ground_truth/markers", lambda m: state.__setitem__("ground_truth", m), LATCHED)
 
     def on_diagnostics(message: DiagnosticArray) -> None:
         for status in message.status:
-            if status.name.startswith("threed_llm_node") and any(v.key == "state" and v.value == "active" for v in status.values):
+            active = any(v.key == "state" and v.value == "active" for v in status.values)
+            if status.name.startswith("threed_llm_node") and active:
                 state["active"] = True
+            if status.name.startswith("mono3d_node") and active:
+                state["mono3d_active"] = True
 
     client.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     replies: list[Reply] = []
@@ -274,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             if reply is not None:
                 recorder.answer(reply.answer)
                 replies.append(reply)
+        image_reply = ask_mono3d(client, choose_image_prompt(state["ground_truth"]), 60.0,
+                                 lambda: state["mono3d_active"])
+        (arguments.output / "mono3d_reply.json").write_text(json.dumps(image_reply, indent=2) + "\n")
         cloud = pointcloud2_to_arrays(state["points"]).xyz
         save_topdown(arguments.output / "topdown.png", cloud, state["ground_truth"], replies)
         (arguments.output / "replies.json").write_text(json.dumps([reply_record(reply) for reply in replies],
@@ -281,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {arguments.output / 'topdown.png'} (open it in any image viewer), "
               f"{arguments.output / 'replies.json'}, the nodes' logs in {arguments.output / 'logs'}/ and "
               f"{recorder.recording.mcap_path} (Foxglove, or `ros2 bag play {recorder.recording.directory}`)")
-        return 0 if len(replies) == 3 else 1
+        return 0 if len(replies) == 3 and image_reply is not None else 1
     except KeyboardInterrupt:
         return 130
     finally:

@@ -11,8 +11,10 @@ Topics (relative to the node namespace):
     out  /diagnostics           diagnostic_msgs/DiagnosticArray  input rates, bad inputs, dropped frames, latency
 
 Outputs carry the ``header.frame_id`` and stamp of the image they answer. The model and its
-limits are those of :mod:`threed_llm_ros.mono3d` (it always returns a box; the prompt's
-category and colour are read from its words).
+limits are those of :mod:`threed_llm_ros.mono3d` (the prompt's category and colour are read
+from its words). An object the model does not see (presence below the checkpoint's calibrated
+threshold) is answered "not seen": the markers are cleared (DELETEALL alone) and no pose is
+published.
 
 Lifecycle, QoS, latest-frame and bad-input behaviour follow ``threed_llm_node``: *configure*
 reads the parameters (declared with descriptors; defaults in ``config/mono3d.yaml``) and loads
@@ -251,6 +253,11 @@ class Mono3DNode(LifecycleNode):
             self.get_logger().error(f"reply failed (reply_error #{count}): {type(error).__name__}: {printable(error)}")
             return f"Sorry, grounding failed ({type(error).__name__}); the error is logged."
         self.diagnostics.record_latency("prompt.find", time.perf_counter() - started)
+        if not grounding.seen:  # not seen: old markers deleted, no pose (a robot must not drive there)
+            self._publish("grounding/markers", grounding_markers([], frame.frame_id, frame.stamp))
+            self.diagnostics.count("prompts_not_seen")
+            return grounding.text
+        assert grounding.box is not None and grounding.position is not None and grounding.orientation is not None
         label = " ".join(part for part in (grounding.referral.color, grounding.referral.category) if part)
         grounded = GroundedObject(label, grounding.score, grounding.box, grounding.position, grounding.orientation,
                                   "mono3d", up=(0.0, -1.0, 0.0), category=grounding.referral.category)
