@@ -218,6 +218,10 @@ def _image_mode_problem(arguments: argparse.Namespace, scene: str | None, image_
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``threed-llm ask``: check every input first, then load once and answer each prompt.
+
+    Length: the checks of the three ways to ask (a cloud file, an image with its camera, a
+    running node), one or two lines each, kept together so that all run before torch loads."""
     parser = _parser()
     arguments = parser.parse_intermixed_args(argv)  # `ask IMAGE --camera-info K.yaml "prompt"`: options between
     items = list(arguments.items)

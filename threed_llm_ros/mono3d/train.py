@@ -141,7 +141,9 @@ def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progres
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``threed-llm mono3d-train``: render, cache, train, evaluate, save (see the module docstring)."""
+    """``threed-llm mono3d-train``: render, cache, train, evaluate, save (see the module docstring).
+
+    Length: one run's steps in the order they happen, each a call and a line of progress."""
     from threed_llm_ros.mono3d.evaluate import (
         calibrate_presence_threshold,
         evaluate,

@@ -278,6 +278,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``make demo``: start the graph, wait for it, ask, draw, record and stop (see the module docstring).
+
+    Length: the demo's script in the order a user watches it, with its waits and its clean-up."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("demo_out"))
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for each answer")

@@ -35,11 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
@@ -50,6 +48,7 @@ from threed_llm_ros.errors import ConfigError, MessageFormatError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.ros.conversions import camera_info_to_intrinsics, image_to_rgb, stamp_to_tuple
 from threed_llm_ros.ros.markers import grounding_markers, pose_stamped
+from threed_llm_ros.ros.node_main import run_lifecycle_node
 from threed_llm_ros.ros.parameters import ParameterSpec, declare_parameters, read_parameters
 from threed_llm_ros.ros.qos import latched_qos, qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.diagnostics import RuntimeDiagnostics
@@ -284,31 +283,7 @@ class Mono3DNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Run the node; with ``autostart`` configure + activate at once (exit 1 if configuring fails)."""
-    rclpy.init(args=args)
-    node: Mono3DNode | None = None
-    executor = MultiThreadedExecutor(num_threads=2)
-    try:
-        node = Mono3DNode()
-        executor.add_node(node)
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: configure failed (see above); exiting")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: activate failed; exiting")
-                return 1
-        executor.spin()
-    except ConfigError as error:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {error}")
-        return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_lifecycle_node(Mono3DNode, NODE_NAME, threads=2, args=args)
 
 
 if __name__ == "__main__":
