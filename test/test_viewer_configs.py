@@ -46,7 +46,9 @@ def test_the_rviz_config_shows_cloud_boxes_pose_and_path() -> None:
 def test_up_foxglove_adds_the_live_view_to_the_graph(capsys) -> None:
     from threed_llm_ros.up import main as up_main
 
+    assert up_main(["--print"]) == 0
+    graph = capsys.readouterr().out.splitlines()
     assert up_main(["--foxglove", "--print"]) == 0
     commands = capsys.readouterr().out.splitlines()
-    assert len(commands) == 3 and "-m threed_llm_ros.ros.foxglove_live" in commands[-1]
-    assert up_main(["--print"]) == 0 and len(capsys.readouterr().out.splitlines()) == 2
+    assert commands[:-1] == graph and "-m threed_llm_ros.ros.foxglove_live" in commands[-1]
+    assert not any("foxglove_live" in command for command in graph)

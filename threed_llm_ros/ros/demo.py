@@ -141,6 +141,9 @@ def ask_mono3d(client: PromptClient, prompt: str, timeout_s: float, active: Any)
             return None
         rclpy.spin_once(client, timeout_sec=0.1)
     latency = time.monotonic() - started
+    pose_deadline = time.monotonic() + 2.0  # the pose is a separate topic: it may arrive just after the answer
+    while not poses and not answers[0].startswith("I don't see") and time.monotonic() < pose_deadline:
+        rclpy.spin_once(client, timeout_sec=0.05)
     record: dict[str, Any] = {"prompt": prompt, "answer": answers[0], "latency_s": round(latency, 3)}
     if poses:
         pose = poses[-1]
