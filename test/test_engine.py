@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from threed_llm_ros.data.catalog import COLOR_NAMES, NEAR_COLORS
 from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
@@ -270,6 +271,26 @@ def test_trained_answers_come_from_programs_over_detected_objects(trained_engine
             total += 1
             right += reply.text == expected
     assert total >= 8 and right / total >= 0.75, f"{right}/{total}"
+
+
+@needs_trained_model
+@pytest.mark.skipif(not _shipped_question_programs(), reason="the shipped checkpoint answers in free text")
+@pytest.mark.slow
+def test_a_seen_category_in_another_colour_is_not_seen(trained_engine: InferenceEngine, frame, cloud: SceneCloud) -> None:
+    """The demo's "grey table" when only a red one is seen: no box, no goal, and the reply says what is seen."""
+    seen = trained_engine.objects(cloud)
+    largest = max(seen, key=lambda obj: float(np.prod(obj.box.size)))
+    same_category = {obj.color for obj in seen if obj.category == largest.category}
+    wrong = next(name for name in COLOR_NAMES if name not in same_category
+                 and not any(name in NEAR_COLORS[color] for color in same_category if color))
+    reply = trained_engine.ground(cloud, f"Where is the {wrong} {largest.category}?")
+    assert reply.target is None, reply.text
+    assert f"I see a {largest.color} {largest.category}" in reply.text or f"I see an {largest.color}" in reply.text, reply.text
+    planned = trained_engine.plan(cloud, f"Go to the {wrong} {largest.category}.")
+    assert planned.plan.steps[0]["action"] == "navigate_to" and "pose" not in planned.plan.steps[0], planned.plan.steps
+    assert not planned.targets
+    reply = trained_engine.ground(cloud, f"Where is the {largest.color} {largest.category}?")
+    assert reply.target is not None and reply.target.category == largest.category
 
 
 def test_a_frame_too_sparse_to_see_anything_gets_no_answer(engine: InferenceEngine) -> None:

@@ -13,7 +13,7 @@ from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import rotation_to_gravity, yaw_rotation
 from threed_llm_ros.geometry.iou import rotated_box_iou
-from threed_llm_ros.objects.colors import color_name, object_color
+from threed_llm_ros.objects.colors import color_name, exposure_gain, object_color
 from threed_llm_ros.objects.describe import NOTHING_SEEN, caption, category_in_phrase
 from threed_llm_ros.objects.fit import complete_box, fit_box, min_area_rectangle
 from threed_llm_ros.objects.gravity import estimate_gravity
@@ -122,6 +122,22 @@ def test_catalogue_colours_are_named_as_themselves() -> None:
     shaded = np.array(COLORS["red"]) / 255 * np.linspace(0.8, 1.0, 50)[:, None]
     assert object_color(shaded) == "red"
     assert object_color(None) == ""
+
+
+def test_an_under_exposed_frame_is_brightened_before_its_colours_are_named() -> None:
+    """White-patch exposure: the simulator's dim renders (brightest points at value 0.56–0.77) read
+    white as grey and orange as brown; a well-exposed real frame (0.88–1.0) is left as it is."""
+    rng = np.random.default_rng(0)
+    white, orange = np.array(COLORS["white"]) / 255, np.array(COLORS["orange"]) / 255
+    dim = 0.6 * np.vstack([np.tile(white, (300, 1)), np.tile(orange, (300, 1))]) * rng.uniform(0.8, 1.0, (600, 1))
+    assert (object_color(dim[:300]), object_color(dim[300:])) == ("grey", "brown")
+    gain = exposure_gain(dim)
+    assert 1.5 < gain <= 2.0
+    assert (object_color(dim[:300], gain), object_color(dim[300:], gain)) == ("white", "orange")
+    well_exposed = np.vstack([np.tile(white, (300, 1)), np.tile(np.array(COLORS["grey"]) / 255, (300, 1))])
+    assert exposure_gain(well_exposed) == pytest.approx(255 / 236)
+    assert object_color(well_exposed[300:], exposure_gain(well_exposed)) == "grey"
+    assert exposure_gain(np.zeros((10, 3))) == 2.0 and exposure_gain(None) == 1.0
 
 
 def _object(category: str, color: str = "", size: float = 1.0) -> DetectedObject:

@@ -269,6 +269,25 @@ def test_objects_the_scene_lacks() -> None:
     assert execute_program(parse_program("relation: next to ; lamp ; table"), facts) == "no"
     assert execute_program(parse_program("bigger: lamp ; table"), facts) == "table"
     assert execute_program(parse_program("taller: chair ; lamp, red"), facts) == "chair"
-    # a colour the scene does not show still finds the object of that category
-    assert execute_program(parse_program("support: cup, blue"), facts) == "table"
+    # a colour the scene does not show is not dropped: the red cup is not "the blue cup"; a
+    # lighting neighbour of the seen colour (pink for red) still finds it
+    assert execute_program(parse_program("support: cup, blue"), facts) is None
+    assert execute_program(parse_program("support: cup, pink"), facts) == "table"
     assert execute_program(parse_program("count: chair"), detected_facts([])) == "0"
+
+
+def test_a_named_colour_is_never_dropped_for_the_robot() -> None:
+    """Asked for the grey table where only a brown one is seen, locate and plans find nothing (no
+    goal to drive to); the colour's lighting neighbours (``NEAR_COLORS``) and an exact match first."""
+    facts = detected_facts(_room())
+    assert locate(parse_program("locate: table, grey"), facts) is None
+    assert locate(parse_program("locate: chair, blue, left of, table"), facts) is None
+    assert locate(parse_program("locate: table, orange"), facts) == 0  # brown and orange: lighting neighbours
+    assert locate(parse_program("locate: chair, green, right of, table"), facts) == 3  # the relation is loosened, not the colour
+    steps = plan_from_program(parse_program("go_to: table, grey"), facts)
+    assert steps == [{"action": "navigate_to", "target": "grey table", "object": None}]
+    steps = plan_from_program(parse_program("bring: cup, blue ; table"), facts)
+    assert steps[0]["object"] is None and steps[-1]["destination_object"] == 0
+    two_chairs = detected_facts(_room() + [DetectedObject("chair", "white", OrientedBox((1.0, -1.0, -0.75), (0.5, 0.5, 0.9)))])
+    assert locate(parse_program("locate: chair, grey"), two_chairs) == 4  # white is grey's neighbour, green is not
+    assert locate(parse_program("locate: chair, green"), two_chairs) == 3

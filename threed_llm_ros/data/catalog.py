@@ -86,6 +86,17 @@ COLORS: Mapping[str, tuple[int, int, int]] = MappingProxyType(
 )
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 
+# Colour names that real lighting and shadow turn into each other (value and saturation
+# boundaries, hues next to each other). A named colour read as one of its neighbours still
+# refers to the object; any other colour does not (``SceneFacts.matches(..., near=True)``).
+NEAR_COLORS: Mapping[str, frozenset[str]] = MappingProxyType({
+    name: frozenset(b if a == name else a for a, b in (
+        ("white", "grey"), ("grey", "black"), ("red", "pink"), ("red", "brown"), ("red", "orange"),
+        ("orange", "brown"), ("orange", "yellow"), ("yellow", "brown"), ("pink", "purple"), ("purple", "blue"),
+    ) if name in (a, b))
+    for name in COLOR_NAMES
+})
+
 # Room surfaces: pale walls and common floors, deliberately unlike the object colours.
 WALL_COLORS: tuple[tuple[int, int, int], ...] = ((222, 214, 196), (205, 212, 215), (215, 222, 205), (226, 222, 214))
 FLOOR_COLORS: tuple[tuple[int, int, int], ...] = ((164, 128, 92), (110, 84, 62), (150, 150, 146), (196, 186, 164))

@@ -316,19 +316,25 @@ def detected_facts(objects: Sequence[DetectedObject], config: AnnotationConfig =
 
 
 def _pick(facts: SceneFacts, expression: dict[str, Any]) -> int | None:
-    """The detected object an expression most likely means: its strict match, else looser readings."""
-    found = facts.resolve(expression)
-    if not found:
-        found = facts.resolve(expression, lenient=True)
-    if not found and expression.get("color"):
-        found = facts.resolve({**expression, "color": None})
-    if not found:
-        found = [int(i) for i in np.flatnonzero(facts.matches(expression["category"]))]
+    """The detected object an expression most likely means, or None: its strict match, else looser
+    readings of its relation and of its colour's lighting neighbours (``catalog.NEAR_COLORS``).
+
+    A named colour is never dropped: asked for the grey table where only a red one is seen, the
+    answer is that no grey table is seen, not the red table's pose (a robot would drive to it)."""
+    found: list[int] = []
+    for near_color in (False, True):
+        found = facts.resolve(expression, near_color=near_color) or facts.resolve(
+            expression, lenient=True, near_color=near_color)
+        if found:
+            break
+    if not found:  # the relation does not hold as detected: any object of the category (and colour)
+        mask = facts.matches(expression["category"], expression.get("color"), near=True)
+        found = [int(i) for i in np.flatnonzero(mask)]
     if not found:
         return None
     anchor = expression.get("anchor")
     if len(found) > 1 and anchor is not None:
-        anchors = np.flatnonzero(facts.matches(anchor["category"], anchor.get("color")))
+        anchors = np.flatnonzero(facts.matches(anchor["category"], anchor.get("color"), near=True))
         if len(anchors):
             return min(found, key=lambda index: float(facts.gaps[index, anchors].min()))
     return found[0]
@@ -397,8 +403,9 @@ def execute_program(program: dict[str, Any], facts: SceneFacts) -> str | None:
     Two exceptions, because a detector misses small things first: an object that is missing
     is in no relation ("no"), and of a compared pair the one that was found is bigger/taller.
 
-    A referent found only under a looser reading (without its colour, any of its category) still
-    counts, and a near-tie is decided without the annotations' margins.
+    A referent found only under a looser reading (its relation loosened or dropped, its colour read
+    as a lighting neighbour; never without its colour) still counts, and a near-tie is decided
+    without the annotations' margins.
     """
     question_type = program["question_type"]
     if question_type == "locate":

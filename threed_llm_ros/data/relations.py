@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from threed_llm_ros.data.annotation_types import AnnotationConfig
-from threed_llm_ros.data.catalog import CATEGORIES
+from threed_llm_ros.data.catalog import CATEGORIES, NEAR_COLORS
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
@@ -182,11 +182,13 @@ class SceneFacts:
         self._simple: dict[int, dict[str, Any] | None] = {}
         self._unique_expressions: dict[int, list[dict[str, Any]]] = {}
 
-    def matches(self, category: str, color: str | None = None) -> np.ndarray:
-        """Mask of in-view objects of a category (and colour)."""
+    def matches(self, category: str, color: str | None = None, near: bool = False) -> np.ndarray:
+        """Mask of in-view objects of a category (and colour). ``near``: a colour also matches
+        its lighting neighbours (``catalog.NEAR_COLORS``) and an object whose colour is unknown."""
         mask = self.in_view & (self.categories == category)
         if color:
-            mask &= self.colors == color
+            allowed = {color} | (set(NEAR_COLORS.get(color, ())) | {""} if near else set())
+            mask &= np.isin(self.colors.astype(str), sorted(allowed))
         return mask
 
     def superlative_values(self, relation: str) -> np.ndarray:
@@ -198,9 +200,10 @@ class SceneFacts:
             "farthest": self.distance,
         }[relation]
 
-    def resolve(self, expression: dict[str, Any], lenient: bool = False) -> list[int]:
-        """Indices of the in-view objects an expression refers to (strict or lenient relations)."""
-        mask = self.matches(expression["category"], expression.get("color"))
+    def resolve(self, expression: dict[str, Any], lenient: bool = False, near_color: bool = False) -> list[int]:
+        """Indices of the in-view objects an expression refers to (strict or lenient relations;
+        ``near_color``: its colour also matches the colour's lighting neighbours)."""
+        mask = self.matches(expression["category"], expression.get("color"), near=near_color)
         relation = expression.get("relation")
         if relation is None:
             return [int(index) for index in np.flatnonzero(mask)]
@@ -214,7 +217,7 @@ class SceneFacts:
                 return [int(index) for index in keep]
             return [int(candidates[int(np.argmax(values))])]
         anchor = expression["anchor"]
-        anchors = self.matches(anchor["category"], anchor.get("color"))
+        anchors = self.matches(anchor["category"], anchor.get("color"), near=near_color)
         matrix = (self.lenient if lenient else self.strict)[relation]
         related = matrix[:, anchors].any(axis=1)
         return [int(index) for index in np.flatnonzero(mask & related)]

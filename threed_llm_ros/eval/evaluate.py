@@ -53,6 +53,8 @@ from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.eval.metrics import format_report, grounding_metrics, plan_metrics, qa_metrics, text_metrics
 from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.geometry.camera import depth_to_points
+from threed_llm_ros.geometry.frames import rotation_to_gravity, to_gravity_frame
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
 from threed_llm_ros.model.threed_llm import ThreeDLLM
@@ -246,7 +248,7 @@ class Evaluator:
         ``plan`` on the record's cloud): (value to score, program behind it, what the report keeps)."""
         assert self.engine is not None
         if record.scene_id not in self._clouds:
-            self._clouds = {record.scene_id: SceneCloud(record.points_gravity(), record.colors, record.frame_id)}
+            self._clouds = {record.scene_id: robot_cloud(record)}
         cloud = self._clouds[record.scene_id]
         if task == "grounding":
             reply = self.engine.ground(cloud, annotation.prompt)
@@ -309,6 +311,23 @@ class Evaluator:
             if box is not None:
                 step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
         return steps
+
+
+def robot_cloud(record: SceneRecord) -> SceneCloud:
+    """The frame as the robot's node gets it, in the record's gravity frame (where the annotations are).
+
+    A record with its depth image, RGB image and intrinsics gives the camera's whole cloud and
+    the image under it, as an RGB-D camera gives the node; a record without them gives its stored
+    (subsampled) points alone."""
+    depth, rgb = record.images.get("depth"), record.images.get("rgb")
+    if depth is None or rgb is None or record.intrinsics is None:
+        return SceneCloud(record.points_gravity(), record.colors, record.frame_id)
+    optical, colors = depth_to_points(depth, record.intrinsics, color=rgb)
+    gravity_from_optical = rotation_to_gravity(record.up_axis)
+    camera_from_gravity = np.eye(4)
+    camera_from_gravity[:3, :3] = gravity_from_optical.T
+    return SceneCloud(to_gravity_frame(optical, record.up_axis), colors, record.frame_id, image=rgb,
+                      intrinsics=record.intrinsics, camera_from_input=camera_from_gravity)
 
 
 def program_metrics(programs: dict[int, tuple[dict[str, Any], str | None]]) -> dict[str, float]:

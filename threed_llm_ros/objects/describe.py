@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from typing import Sequence
 
+from threed_llm_ros.data.catalog import COLOR_NAMES, NEAR_COLORS
 from threed_llm_ros.data.programs import CATEGORY_WORDS, DetectedObject
 
 NOTHING_SEEN = "I see no object I know in this frame."
@@ -62,3 +63,14 @@ def category_in_phrase(phrase: str) -> str | None:
         if f" {word} " in text:
             return CATEGORY_WORDS[word]
     return None
+
+
+def color_in_phrase(phrase: str) -> str | None:
+    """The catalogue colour a phrase names ("the grey table" → "grey"), or None."""
+    return next((word for word in re.sub(r"[^a-z ]+", " ", phrase.lower()).split() if word in COLOR_NAMES), None)
+
+
+def color_fits(named: str | None, seen: str) -> bool:
+    """Whether an object seen as ``seen`` may be the one a phrase calls ``named``: no colour named,
+    the same colour, a lighting neighbour (``catalog.NEAR_COLORS``), or a colour unknown."""
+    return not named or not seen or seen == named or seen in NEAR_COLORS.get(named, ())

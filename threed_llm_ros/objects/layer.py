@@ -5,7 +5,7 @@
       → per cluster: a gravity-aligned box fitted to its points (``fit.py``), a category
         distribution from its shape, size and height (``recognition.py``), sharpened by the
         image crop under its points where the frame has an image (``image_evidence.py``),
-        its colour from its own points (``colors.py``)
+        its colour from its own points, exposure-corrected by the frame's (``colors.py``)
       → touching fragments joined where one object explains them better than two (a table's
         top and legs), fragments of one large object under one name merged, boxes completed
         to the category's depth behind what the view sees, calibrated confidence
@@ -28,7 +28,7 @@ from threed_llm_ros.data.catalog import CATEGORIES
 from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.objects.colors import object_color
+from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
 from threed_llm_ros.objects.proposals import cluster, split_by_height, split_supported, structure_mask, voxelise
@@ -313,7 +313,8 @@ class ObjectLayer:
         proposals = proposals[: 3 * MAX_OBJECTS]
         timings["proposals_s"] = time.perf_counter() - stage
         stage = time.perf_counter()
-        objects = self._objects(proposals, walls, gravity, (image, intrinsics, camera_from_input), RayGrid(in_gravity))
+        objects = self._objects(proposals, walls, gravity, (image, intrinsics, camera_from_input), RayGrid(in_gravity),
+                                exposure_gain(colors))
         timings["recognition_s"] = time.perf_counter() - stage
         timings["objects_s"] = time.perf_counter() - started
         return SceneObjects(objects, gravity, self.settings.min_confidence, timings)
@@ -405,7 +406,7 @@ class ObjectLayer:
         return [proposal for k, proposal in enumerate(proposals) if k not in taken]
 
     def _objects(self, proposals: list[Proposal], walls: list, gravity: GravityFrame, camera: tuple,
-                 rays: RayGrid) -> list[SceneObject]:
+                 rays: RayGrid, color_gain: float = 1.0) -> list[SceneObject]:
         if not proposals:
             return []
         floor_z = gravity.floor_z
@@ -450,7 +451,7 @@ class ObjectLayer:
             box = complete_box(box, min(spec.size_min[:2]), walls, max(spec.size_min[:2]))
             ranked = np.argsort(row)[::-1][:3]
             objects.append(SceneObject(
-                category=category, color=object_color(proposal.colors), box=box, score=float(row[label]),
+                category=category, color=object_color(proposal.colors, color_gain), box=box, score=float(row[label]),
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
                 on_top=proposal.on_top,
             ))

@@ -70,7 +70,7 @@ from threed_llm_ros.runtime.replies import (
     not_seen_text,
 )
 from threed_llm_ros.model.preprocessing import prepare_scenes
-from threed_llm_ros.objects.describe import caption, category_in_phrase
+from threed_llm_ros.objects.describe import caption, category_in_phrase, color_fits, color_in_phrase
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
 from threed_llm_ros.resources import default_object_classifier
 from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
@@ -389,13 +389,16 @@ class InferenceEngine:
                                        self.reply_deadline() if deadline is None else deadline)
             if located is not None:
                 chosen, resolved, program = located.found, True, located.program
-        if not resolved:
+        if not resolved:  # the words alone: their category, in their colour (or its lighting neighbours)
             category = category_in_phrase(target) or category_in_phrase(prompt)
-            matches = [obj for obj in found.confident if obj.category == category]
+            color = color_in_phrase(target) or color_in_phrase(prompt)
+            matches = [obj for obj in found.confident if obj.category == category and color_fits(color, obj.color)]
             chosen = max(matches, key=lambda obj: obj.score) if matches else None
         timings["total_s"] = time.perf_counter() - started
         if chosen is None:
-            return GroundingReply([], not_seen_text(prompt, target), timings, program)
+            category = category_in_phrase(target) or category_in_phrase(prompt)
+            others = [f"{obj.color} {obj.category}".strip() for obj in found.confident if obj.category == category]
+            return GroundingReply([], not_seen_text(prompt, target, others[:3]), timings, program)
         grounded = self._grounded(chosen, target, found.gravity)
         return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings, program)
 
@@ -456,10 +459,10 @@ class InferenceEngine:
             name = step["target"]
             if name in detected:
                 grounded[name] = detected[name]
+            elif name not in grounded and planned is not None:
+                grounded[name] = None  # the program looked among the objects (colour and all) and found none
             elif name not in grounded:
-                # a program plan already looked among the objects: words only for the others
-                reply = self.ground(cloud, f"Where is the {name}?", label=name, programs=planned is None,
-                                    deadline=deadline)
+                reply = self.ground(cloud, f"Where is the {name}?", label=name, deadline=deadline)
                 grounded[name] = reply.target
             target = grounded[name]
             if target is None:

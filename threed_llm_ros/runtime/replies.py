@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -93,8 +93,15 @@ def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float 
     return np.array([goal[0], goal[1], floor_z]), yaw
 
 
-def not_seen_text(prompt: str, target: str = "") -> str:
-    """The honest reply about an object that is not among the confident objects."""
+def not_seen_text(prompt: str, target: str = "", seen_instead: Sequence[str] = ()) -> str:
+    """The honest reply about an object that is not among the confident objects; ``seen_instead``:
+    labels of confident objects of its category that the words rule out (another colour)."""
     name = target or category_in_phrase(prompt) or "that"
-    article = "" if name == "that" else ("an " if name[0] in "aeiou" else "a ")
-    return f"I don't see {article}{name} here (not seen)."
+    text = f"I don't see {_with_article(name)} here (not seen)."
+    if seen_instead:
+        text = text[:-1] + "; I see " + " and ".join(_with_article(label) for label in seen_instead) + "."
+    return text
+
+
+def _with_article(name: str) -> str:
+    return name if name == "that" else ("an " if name[0] in "aeiou" else "a ") + name
