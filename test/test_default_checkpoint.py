@@ -37,10 +37,11 @@ def test_checkpoint_is_small_and_complete() -> None:
 
 
 def subset_dataset(directory: Path) -> Path:
-    """The CI subset: the first scenes of the training recipe's dataset, regenerated."""
+    """The CI subset: the first scenes of the training recipe's dataset, regenerated, with their
+    RGB and depth images (the robot column's node path takes the whole RGB-D frame, as the node does)."""
     subset = CARD["ci_subset"]
     generate = subset["generate"]
-    config = GenerateConfig.from_options({**generate, "scenes": subset["scenes"], "save_images": False})
+    config = GenerateConfig.from_options({**generate, "scenes": subset["scenes"], "save_images": True})
     generate_dataset(directory, config, progress=False)
     return directory
 

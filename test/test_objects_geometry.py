@@ -152,7 +152,9 @@ def test_caption_names_only_the_objects_given() -> None:
 
 
 @pytest.mark.parametrize("phrase, category", [("the brown nightstand", "night stand"), ("Where is the red chair?", "chair"),
-                                               ("any books?", "book"), ("the thing", None), ("trash can by the desk", "trash can")])
+                                               ("any books?", "book"), ("the thing", None), ("trash can by the desk", "trash can"),
+                                               ("the chair next to the green nightstand", "chair"),
+                                               ("the bedside table left of the chair", "night stand")])
 def test_category_in_phrase(phrase: str, category: str | None) -> None:
     assert category_in_phrase(phrase) == category
 

@@ -42,14 +42,17 @@ def _plural(category: str) -> str:
     return next((word for word, name in CATEGORY_WORDS.items() if name == category and word.endswith("s")), category + "s")
 
 
-def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIRST_SEED, progress: bool = True) -> dict:
-    """The figures of the module docstring over ``scenes`` simulated frames."""
+def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIRST_SEED, progress: bool = True,
+                     with_image: bool = True) -> dict:
+    """The figures of the module docstring over ``scenes`` simulated frames; ``with_image``: each
+    frame's cloud comes with its RGB image and intrinsics, as an RGB-D camera gives the node."""
     rng = np.random.default_rng(first_seed)
     ious, absent_not_seen, present_missed = [], [], []
     existence, counts, caption_invents = [], [], []
     for seed in tqdm(range(first_seed, first_seed + scenes), desc="frames", disable=not progress):
         frame = simulate(seed)
-        cloud = SceneCloud(frame.points, frame.colors, "camera_color_optical_frame")
+        cloud = SceneCloud(frame.points, frame.colors, "camera_color_optical_frame",
+                           image=frame.rgb if with_image else None, intrinsics=frame.intrinsics if with_image else None)
         visible = [obj for obj in frame.objects if obj.visible_pixels >= MIN_VISIBLE_PIXELS]
         present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
         per_category = Counter(obj.category for obj in visible)
@@ -100,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the first simulated frame's seed (default {FIRST_SEED}; keep clear of the training seeds)")
     parser.add_argument("--sensor-height", type=float, default=0.0,
                         help="the simulated camera's height above the floor, as a robot knows it (1.2); 0 = unknown")
+    parser.add_argument("--no-image", action="store_true",
+                        help="the depth cloud alone (default: with the RGB image and intrinsics, as from an RGB-D camera)")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
     arguments = parser.parse_args(argv)
     engine = InferenceEngine(EngineSettings(checkpoint=arguments.checkpoint, object_classifier=arguments.object_classifier,
                                             sensor_height=arguments.sensor_height))
     print("loading the checkpoint and the language model ...", file=sys.stderr)
     engine.load()
-    report = evaluate_objects(engine, arguments.scenes, arguments.first_seed)
+    report = evaluate_objects(engine, arguments.scenes, arguments.first_seed, with_image=not arguments.no_image)
     text = json.dumps(report, indent=2)
     print(text)
     if arguments.output is not None:

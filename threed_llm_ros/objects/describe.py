@@ -57,12 +57,11 @@ def named_categories(text: str) -> set[str]:
 
 
 def category_in_phrase(phrase: str) -> str | None:
-    """The category a phrase names ("the brown nightstand" → "night stand"), longest word first."""
+    """The category a phrase is about: the first it names ("the brown nightstand" → "night stand",
+    "the chair next to the green nightstand" → "chair"), the longest word where several start there."""
     text = f" {re.sub(r'[^a-z ]+', ' ', phrase.lower())} "
-    for word in sorted(CATEGORY_WORDS, key=len, reverse=True):
-        if f" {word} " in text:
-            return CATEGORY_WORDS[word]
-    return None
+    found = [(text.find(f" {word} "), -len(word), CATEGORY_WORDS[word]) for word in CATEGORY_WORDS if f" {word} " in text]
+    return min(found)[2] if found else None
 
 
 def color_in_phrase(phrase: str) -> str | None:
