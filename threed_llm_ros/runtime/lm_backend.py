@@ -108,7 +108,8 @@ def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) 
     threads = settings.lm_threads
     directory = generator.decoders["default"].export.directory.parent
     return generator, "onnxruntime", choice.note(
-        f"{settings.lm_precision} {settings.lm_adapters}, {threads} thread{'s' if threads > 1 else ''}, "
+        f"{settings.lm_precision}, {threads} thread{'s' if threads > 1 else ''}, "
+        f"{'one graph for every adapter' if settings.lm_adapters == 'switchable' else 'a graph per adapter'}, "
         f"decoders in {directory}")
 
 
