@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -125,9 +124,11 @@ def _variant_name(precision: str, layout: str) -> str:
     return precision if layout != SWITCHABLE else f"{precision} {SWITCHABLE}"
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str = "VmRSS") -> float:
+    """A memory figure of this process from ``/proc/self/status`` (``VmRSS`` resident now, ``VmHWM`` its peak).
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that over ``exec`` from the forking (bench) process."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -138,7 +139,7 @@ def open_decoders_footprint(directories: list[str], threads: int) -> dict[str, A
     process's peak. Meant for a fresh process (:func:`decoder_footprint`), where the figures are the graphs' own."""
     import numpy as np
 
-    before = _rss_mb()
+    before = _status_mb()
     started = time.perf_counter()
     decoders = [OnnxDecoder(directory, DecoderSettings(threads=threads)) for directory in directories]
     load_s = time.perf_counter() - started
@@ -150,7 +151,7 @@ def open_decoders_footprint(directories: list[str], threads: int) -> dict[str, A
         view.step(embeddings[:, :1], cache)
     first_steps_s = time.perf_counter() - started
     return {"sessions": len(decoders), "load_s": load_s, "first_steps_s": first_steps_s, "rss_before_mb": before,
-            "rss_after_mb": _rss_mb(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "rss_after_mb": _status_mb(), "peak_rss_mb": _status_mb("VmHWM")}
 
 
 def decoder_footprint(directories: list[str], threads: int) -> dict[str, Any]:
