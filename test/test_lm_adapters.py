@@ -48,9 +48,13 @@ def scenes(model):
 
 
 @pytest.fixture(scope="module")
-def switchable(model, tmp_path_factory) -> OnnxGenerator:
-    directory = tmp_path_factory.mktemp("lm-switchable")
-    return load_onnx_generator(CHECKPOINT, model, precision="int8", directory=directory, layout="switchable")
+def switchable_directory(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("lm-switchable")
+
+
+@pytest.fixture(scope="module")
+def switchable(model, switchable_directory: Path) -> OnnxGenerator:
+    return load_onnx_generator(CHECKPOINT, model, precision="int8", directory=switchable_directory, layout="switchable")
 
 
 @pytest.mark.slow
@@ -94,6 +98,22 @@ def test_one_session_serves_both_adapters(model, switchable, scenes) -> None:
     with switchable.program_adapter():
         program = switchable.generate(scenes[0], "Where is the chair?", max_new_tokens=8)
     assert program.text.startswith("locate:") and not plain.text.startswith("locate:")
+
+
+@pytest.mark.slow
+def test_lm_adapters_switchable_serves_from_one_graph(model, switchable, switchable_directory: Path) -> None:
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
+    from threed_llm_ros.runtime.lm_backend import serving_generator
+
+    settings = EngineSettings(checkpoint=str(CHECKPOINT), lm_adapters="switchable",
+                              export_directory=str(switchable_directory))
+    generator, backend, note = serving_generator(settings, CHECKPOINT, model)  # reuses the fixture's export
+    assert backend == "onnxruntime" and "one graph for every adapter" in note
+    assert {name: decoder.adapter for name, decoder in generator.decoders.items()} == {
+        "default": "default", "programs": "programs"}
+    assert len({id(decoder.session) for decoder in generator.decoders.values()}) == 1
+    with pytest.raises(ValueError, match="cannot switch"):
+        OnnxDecoder(ensure_lm_exported(CHECKPOINT, model, precision="int8")).for_adapter("programs")
 
 
 def test_adapter_scales_select_one_adapter_and_name_a_wrong_one() -> None:
