@@ -240,7 +240,8 @@ def run_bench(
                 measured_lm = True
                 if language_model:
                     lm_defaults = {"precisions": ("int8",) if quick else ("int8", "int4"),
-                                   "layouts": ("merged",) if quick else LM_LAYOUTS, "threads": (1,) if quick else (1, 2)}
+                                   "layouts": ("merged",) if quick else LM_LAYOUTS,
+                                   "threads": (1,) if quick else (1, 2)}
                     lm_section = language_model_bench(
                         checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
                         **{**lm_defaults, **(lm_options or {})},
@@ -291,8 +292,10 @@ def _lm_options(parser: argparse.ArgumentParser, arguments: argparse.Namespace) 
             values = tuple(convert(value.strip()) for value in given.split(",") if value.strip())
         except ValueError:
             parser.error(f"--lm-{key}: expected comma-separated integers, got {given!r}")
-        if not values or (choices and any(value not in choices for value in values)) or (key == "threads" and min(values) < 1):
-            parser.error(f"--lm-{key}: got {given!r}; use " + (f"some of {list(choices)}" if choices else "threads >= 1"))
+        unknown = [value for value in values if value not in choices] if choices else [v for v in values if v < 1]
+        if not values or unknown:
+            parser.error(f"--lm-{key}: got {given!r}; use "
+                         + (f"some of {list(choices)}" if choices else "threads >= 1"))
         options[key] = values
     return options
 
@@ -315,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: int8 quick, int8,int4 full)")
     parser.add_argument("--lm-layouts", default=None, help="adapter layouts to measure: merged (one graph per LoRA "
                         "adapter), switchable (one graph for all); default: merged quick, both full")
-    parser.add_argument("--lm-threads", default=None, help="decoder threads to measure, e.g. 1,2 (default: 1 quick, 1,2 full)")
+    parser.add_argument("--lm-threads", default=None,
+                        help="decoder threads to measure, e.g. 1,2 (default: 1 quick, 1,2 full)")
     arguments = parser.parse_args(argv)
     backends = tuple(name.strip() for name in arguments.backends.split(",") if name.strip())
     unknown = [name for name in backends if name not in DEFAULT_BACKENDS]

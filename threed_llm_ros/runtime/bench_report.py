@@ -29,7 +29,8 @@ def llama_cpp_summary(lm_section: dict[str, Any] | None) -> dict[str, Any]:
             pairs.append({"threads": peer["threads"], "condition": peer["condition"],
                           "llama_cpp_tokens_per_s": peer["decode_tokens_per_s"],
                           "ours_tokens_per_s": ours["decode_tokens_per_s"], "ours_over_llama_cpp": ours["over_llama_cpp"]})
-    return {"status": "measured", "ours": f"onnxruntime int8 {EngineSettings.lm_adapters} (the CPU default)", "comparisons": pairs}
+    return {"status": "measured", "ours": f"onnxruntime int8 {EngineSettings.lm_adapters} (the CPU default)",
+            "comparisons": pairs}
 
 
 # --------------------------------------------------------------------------- report

@@ -113,12 +113,14 @@ def add_switchable_lora(model_path: Path, factors: dict[tuple[int, str], list[tu
                 graph.initializer.append(indices)
                 head.append(helper.make_node("Gather", [ADAPTER_INPUT, indices.name], [owners_inputs[key]],
                                              name=f"{owners_inputs[key]}/Gather", axis=0))
-            graph.initializer.extend([numpy_helper.from_array(a, f"{prefix}/A"), numpy_helper.from_array(b, f"{prefix}/B")])
-            source = producers[output].input[0]
-            nodes = [
+            graph.initializer.extend([numpy_helper.from_array(a, f"{prefix}/A"),
+                                      numpy_helper.from_array(b, f"{prefix}/B")])
+            source, scales = producers[output].input[0], owners_inputs[key]
+            nodes = [  # y + ((x A) * s) B
                 helper.make_node("MatMul", [source, f"{prefix}/A"], [f"{prefix}/down"], name=f"{prefix}/MatMulA"),
-                helper.make_node("Mul", [f"{prefix}/down", owners_inputs[key]], [f"{prefix}/scaled"], name=f"{prefix}/Mul"),
-                helper.make_node("MatMul", [f"{prefix}/scaled", f"{prefix}/B"], [f"{prefix}/up"], name=f"{prefix}/MatMulB"),
+                helper.make_node("Mul", [f"{prefix}/down", scales], [f"{prefix}/scaled"], name=f"{prefix}/Mul"),
+                helper.make_node("MatMul", [f"{prefix}/scaled", f"{prefix}/B"], [f"{prefix}/up"],
+                                 name=f"{prefix}/MatMulB"),
                 helper.make_node("Add", [output, f"{prefix}/up"], [f"{prefix}/output_0"], name=f"{prefix}/Add"),
             ]
             for consumer, index in consumers.get(output, []):

@@ -88,9 +88,9 @@ def choose_language_backend(settings: Any, checkpoint: str | Path | None) -> Lan
 
 def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) -> tuple[Any, str, str]:
     """(what generates replies, ``torch`` or ``onnxruntime``, the log line) for ``model`` loaded from
-    ``checkpoint`` under ``settings`` (``lm_backend``, ``lm_precision``, ``lm_adapters``, ``lm_threads``, ``export_directory``,
-    ``device``). Exports the decoders on first use. ``lm_backend: onnxruntime``: a failed export is a
-    ConfigError naming ``lm_backend``; ``auto``: it falls back to the torch model, and the line says why."""
+    ``checkpoint`` under ``settings`` (``lm_backend``, ``lm_precision``, ``lm_adapters``, ``lm_threads``,
+    ``export_directory``, ``device``). Exports the decoders on first use. ``lm_backend: onnxruntime``: a failed
+    export is a ConfigError naming ``lm_backend``; ``auto``: it falls back to the torch model, and the line says why."""
     choice = choose_language_backend(settings, checkpoint)
     if choice.backend == "torch":
         return model, "torch", choice.note()

@@ -199,7 +199,8 @@ def language_model_bench(
         first = generators[(precision, layout, threads[0])].decoders["default"].export
         exports[_variant_name(precision, layout)] = {
             "directory": ", ".join(directories), "graphs": len(directories), "layout": layout,
-            "size_mb": round(sum(f.stat().st_size for d in directories for f in Path(d).iterdir() if f.is_file()) / 1e6, 1),
+            "size_mb": round(sum(file.stat().st_size for directory in directories for file in Path(directory).iterdir()
+                                 if file.is_file()) / 1e6, 1),
             "export_s": first.metadata.get("export_seconds"),
             "cached": str(first.metadata.get("exported_at", "")) < started,
             **decoder_footprint(directories, threads[0]),
@@ -277,10 +278,12 @@ def markdown_rows(section: dict[str, Any]) -> list[str]:
             f"{fmt(row['prefill_s'] and row['prefill_s'] * 1000, '{:.0f} ms')} | {fmt(row['decode_tokens_per_s'], '{:.1f}')} | "
             f"{fmt(row['over_llama_cpp'], '{:.2f}×')} | {fmt(row['loaded_over_quiet'], '{:.2f}')} | {agreement} |"
         )
-    lines += ["", "| export | graphs | files | export time | open (fresh process) | first steps | memory added (peak) |",
+    lines += ["", "| export | graphs | files | export time | open (fresh process) | first steps "
+              "| memory added (peak) |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, export in section["exports"].items():
         lines.append(f"| {name} | {export['graphs']} | {export['size_mb']} MB | {fmt(export['export_s'], '{} s')} | "
                      f"{fmt(export.get('load_s'), '{:.2f} s')} | {fmt(export.get('first_steps_s'), '{:.2f} s')} | "
-                     f"{fmt(export.get('added_rss_mb'), '{:.0f} MB')} ({fmt(export.get('peak_rss_mb'), '{:.0f} MB')}) |")
+                     f"{fmt(export.get('added_rss_mb'), '{:.0f} MB')} "
+                     f"({fmt(export.get('peak_rss_mb'), '{:.0f} MB')}) |")
     return lines

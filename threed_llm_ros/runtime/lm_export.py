@@ -14,9 +14,9 @@ in; ``switchable`` builds one graph from the base weights and adds every adapter
 branch chosen at run time by an input (``runtime/lm_adapters.py``). ``threed-llm bench`` measures both.
 
 One export per (checkpoint weights, adapter, precision) lives in
-``<export dir>/lm-<adapter>-<precision>/`` (the switchable one in ``lm-switchable-<precision>/``) (the export dir is the scene encoder's:
-``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar ``lm.json`` holding
-the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
+``<export dir>/lm-<adapter>-<precision>/`` (the switchable one in ``lm-switchable-<precision>/``; the
+export dir is the scene encoder's: ``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar
+``lm.json`` holding the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
 cores (plus loading the checkpoint), so ``lm_backend: auto`` makes it on first use and ``make
 demo`` / ``make test`` make it first for the shipped checkpoint. Nothing is fetched from a hub.
 """
@@ -239,7 +239,8 @@ def _is_current(directory: Path, weights_sha: str, precision: str, adapter: str,
     except ModelFileError:
         return False
     return (metadata.get("checkpoint_sha256") == weights_sha and metadata.get("precision") == precision
-            and metadata.get("layout", "merged") == layout and (layout == SWITCHABLE or metadata.get("adapter") == adapter))
+            and metadata.get("layout", "merged") == layout
+            and (layout == SWITCHABLE or metadata.get("adapter") == adapter))
 
 
 def ensure_lm_exported(
