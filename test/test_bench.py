@@ -97,3 +97,25 @@ def test_the_rate_sentence_never_claims_zero_hz(rows: list, said: str) -> None:
                                             "every_frame_rate_hz": max(every, default=0.0),
                                             "highest_rate_tried_hz": rows[-1]["rate_hz"]})
     assert said in summary and "0 Hz**" not in summary, summary
+
+
+def test_language_model_options_are_checked(capsys) -> None:
+    for option, value in (("--lm-layouts", "shared"), ("--lm-precisions", "int2"), ("--lm-threads", "0"),
+                          ("--lm-threads", "one")):
+        with pytest.raises(SystemExit):
+            bench.main([option, value])
+        assert option in capsys.readouterr().err
+
+
+def test_markdown_names_each_adapter_layout() -> None:
+    row = {"backend": "onnxruntime", "precision": "int8", "threads": 1, "condition": lm_bench.QUIET, "prefill_s": 0.3,
+           "decode_tokens_per_s": 50.0, "over_llama_cpp": None, "loaded_over_quiet": None,
+           "greedy_token_agreement": 0.9, "greedy_token_agreement_programs": 0.95}
+    export = {"graphs": 1, "size_mb": 168.5, "export_s": 30.2, "load_s": 0.4, "first_steps_s": 0.4,
+              "added_rss_mb": 250.0, "peak_rss_mb": 470.0}
+    section = {"max_new_tokens": 32, "prompts": ["a"], "repeats": 2, "competing_load": None, "llama_cpp": "no",
+               "load_average_before": [1.0], "rows": [{**row, "layout": "merged"}, {**row, "layout": "switchable"}],
+               "exports": {"int8": {**export, "graphs": 2}, "int8 switchable": export}}
+    text = "\n".join(lm_bench.markdown_rows(section))
+    assert "| int8, merged |" in text and "| int8, switchable |" in text and "90.0% / 95.0%" in text
+    assert "| int8 switchable | 1 | 168.5 MB |" in text and "| int8 | 2 |" in text

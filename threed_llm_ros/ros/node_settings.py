@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.ros.parameters import ParameterSpec, dataclass_from_parameters
 from threed_llm_ros.ros.qos import qos_parameter_specs, sensor_qos
-from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS
 from threed_llm_ros.runtime.engine_settings import LM_PRECISIONS, EngineSettings
 from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH
 
@@ -64,6 +64,9 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   "LoRA adapters merged, on first use, about 15 s per adapter; decodes on the CPU).", choices=LM_BACKENDS),
     _engine_spec("lm_precision", "Weights of the onnxruntime decoder: int8, or int4 (faster, agrees less "
                   "with torch).", choices=LM_PRECISIONS),
+    _engine_spec("lm_adapters", "LoRA adapters of the onnxruntime decoder: merged (one graph per adapter, "
+                  "each merged in) or switchable (one graph, base weights quantized once, each adapter a small "
+                  "fp32 branch chosen at run time; see docs/benchmarks.md).", choices=LM_LAYOUTS),
     _engine_spec("lm_threads", "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "
                   "cores, see `threed-llm bench`).", 1, 64),
     _engine_spec("max_new_tokens", "Most tokens the model generates per reply.", 1, 1024),

@@ -42,6 +42,8 @@ from threed_llm_ros.runtime.engine_settings import (
 )
 from threed_llm_ros.runtime.lm_backend import choose_language_backend
 from threed_llm_ros.runtime.lm_bench import language_model_bench
+from threed_llm_ros.runtime.choices import LM_LAYOUTS
+from threed_llm_ros.runtime.lm_export import LM_PRECISIONS
 from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
 
@@ -201,11 +203,13 @@ def run_bench(
     quick: bool,
     repeats: int | None = None,
     language_model: bool = True,
+    lm_options: dict[str, tuple] | None = None,
 ) -> dict[str, Any]:
     """Measure, write ``output`` (JSON) and ``output`` with ``.md`` (Markdown); returns the report.
 
     ``language_model``: also the language model section (``runtime/lm_bench.py``: torch vs the exported
-    decoders, 1 and 2 threads, quiet and with one core busy; exports them on first use)."""
+    decoders, 1 and 2 threads, quiet and with one core busy; exports them on first use). ``lm_options``:
+    ``precisions`` / ``layouts`` / ``threads`` of that section instead of the mode's defaults."""
     options = BenchOptions.for_mode(quick, repeats)
     output.parent.mkdir(parents=True, exist_ok=True)
     checkpoint_path, trained = resolve_bench_checkpoint(checkpoint, output.parent)
@@ -235,9 +239,12 @@ def run_bench(
             if not measured_lm and backend == "torch" and device == "cpu":
                 measured_lm = True
                 if language_model:
+                    lm_defaults = {"precisions": ("int8",) if quick else ("int8", "int4"),
+                                   "layouts": ("merged",) if quick else LM_LAYOUTS,
+                                   "threads": (1,) if quick else (1, 2)}
                     lm_section = language_model_bench(
                         checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
-                        precisions=("int8",) if quick else ("int8", "int4"), threads=(1,) if quick else (1, 2),
+                        **{**lm_defaults, **(lm_options or {})},
                         max_new_tokens=options.max_new_tokens, repeats=1 if quick else 2)
             runs.append(run)
             del engine  # the next backend's memory figures start without this one
@@ -273,6 +280,26 @@ def _report(quick: bool, options: BenchOptions, checkpoint_path: Path, trained: 
     }
 
 
+def _lm_options(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> dict[str, tuple]:
+    """The language-model section's ``--lm-*`` choices (only those given); a bad value is a usage error."""
+    options: dict[str, tuple] = {}
+    for key, choices, convert in (("precisions", LM_PRECISIONS, str), ("layouts", LM_LAYOUTS, str),
+                                  ("threads", None, int)):
+        given = getattr(arguments, f"lm_{key}")
+        if given is None:
+            continue
+        try:
+            values = tuple(convert(value.strip()) for value in given.split(",") if value.strip())
+        except ValueError:
+            parser.error(f"--lm-{key}: expected comma-separated integers, got {given!r}")
+        unknown = [value for value in values if value not in choices] if choices else [v for v in values if v < 1]
+        if not values or unknown:
+            parser.error(f"--lm-{key}: got {given!r}; use "
+                         + (f"some of {list(choices)}" if choices else "threads >= 1"))
+        options[key] = values
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm bench [--quick] [--output FILE] [--checkpoint DIR] [--backends a,b] [--repeats N]``."""
     parser = argparse.ArgumentParser(prog="threed-llm bench", description=__doc__.split("\n\n")[0])
@@ -287,14 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 5, quick 1)")
     parser.add_argument("--no-lm", action="store_true", help="skip the language model section (torch vs exported "
                         "decoders vs llama.cpp, quiet and loaded)")
+    parser.add_argument("--lm-precisions", default=None, help="exported decoder weights to measure, e.g. int8,int4 "
+                        "(default: int8 quick, int8,int4 full)")
+    parser.add_argument("--lm-layouts", default=None, help="adapter layouts to measure: merged (one graph per LoRA "
+                        "adapter), switchable (one graph for all); default: merged quick, both full")
+    parser.add_argument("--lm-threads", default=None,
+                        help="decoder threads to measure, e.g. 1,2 (default: 1 quick, 1,2 full)")
     arguments = parser.parse_args(argv)
     backends = tuple(name.strip() for name in arguments.backends.split(",") if name.strip())
     unknown = [name for name in backends if name not in DEFAULT_BACKENDS]
     if unknown or (arguments.repeats is not None and arguments.repeats < 1):
         parser.error(f"unknown backends {unknown}" if unknown else "--repeats must be >= 1")
+    lm_options = _lm_options(parser, arguments)
     try:
         report = run_bench(arguments.checkpoint, Path(arguments.output), backends, arguments.quick, arguments.repeats,
-                           language_model=not arguments.no_lm)
+                           language_model=not arguments.no_lm, lm_options=lm_options)
     except ConfigError as error:
         print(f"threed-llm bench: {error}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from threed_llm_ros.runtime.bench_rates import sustained_rate_summary
+from threed_llm_ros.runtime.engine_settings import EngineSettings
 from threed_llm_ros.runtime.lm_bench import markdown_rows
 
 # --------------------------------------------------------------------------- llama.cpp
@@ -22,12 +23,14 @@ def llama_cpp_summary(lm_section: dict[str, Any] | None) -> dict[str, Any]:
     pairs = []
     for peer in (row for row in rows if row["backend"] == "llama.cpp"):
         ours = next((row for row in rows if row["backend"] == "onnxruntime" and row["precision"] == "int8"
+                     and row.get("layout", EngineSettings.lm_adapters) == EngineSettings.lm_adapters
                      and row["threads"] == peer["threads"] and row["condition"] == peer["condition"]), None)
         if ours is not None:
             pairs.append({"threads": peer["threads"], "condition": peer["condition"],
                           "llama_cpp_tokens_per_s": peer["decode_tokens_per_s"],
                           "ours_tokens_per_s": ours["decode_tokens_per_s"], "ours_over_llama_cpp": ours["over_llama_cpp"]})
-    return {"status": "measured", "ours": "onnxruntime int8 (the CPU default)", "comparisons": pairs}
+    return {"status": "measured", "ours": f"onnxruntime int8 {EngineSettings.lm_adapters} (the CPU default)",
+            "comparisons": pairs}
 
 
 # --------------------------------------------------------------------------- report

@@ -5,3 +5,6 @@ from __future__ import annotations
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
 LM_BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
+#: Exported decoder's LoRA adapters (``lm_adapters``): ``merged``, one graph per adapter with it merged in;
+#: ``switchable``, one graph with the base weights and every adapter as a branch chosen by an input.
+LM_LAYOUTS: tuple[str, ...] = ("merged", "switchable")

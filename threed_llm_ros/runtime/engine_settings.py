@@ -14,7 +14,7 @@ import torch
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS
 from threed_llm_ros.resources import models_directory, share_directory
-from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS
 from threed_llm_ros.runtime.replies import STANDOFF_M
 from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
@@ -55,6 +55,7 @@ class EngineSettings:
     lm_backend: str = "auto"  # auto: onnxruntime on the CPU for a trained checkpoint, else torch; or torch / onnxruntime
     lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default) or int4 (faster, less faithful)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
+    lm_adapters: str = "merged"  # onnxruntime decoder's LoRA adapters: merged (a graph each) or switchable (one graph)
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
@@ -85,6 +86,8 @@ class EngineSettings:
             raise ConfigError("lm_backend", f"got {self.lm_backend!r}", f"use one of {list(LM_BACKENDS)}")
         if self.lm_precision not in LM_PRECISIONS:
             raise ConfigError("lm_precision", f"got {self.lm_precision!r}", f"use one of {list(LM_PRECISIONS)}")
+        if self.lm_adapters not in LM_LAYOUTS:
+            raise ConfigError("lm_adapters", f"got {self.lm_adapters!r}", f"use one of {list(LM_LAYOUTS)}")
         if self.lm_threads < 1:
             raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
         if self.lm_backend == "onnxruntime" and self.compile_language_model:

@@ -88,16 +88,17 @@ def choose_language_backend(settings: Any, checkpoint: str | Path | None) -> Lan
 
 def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) -> tuple[Any, str, str]:
     """(what generates replies, ``torch`` or ``onnxruntime``, the log line) for ``model`` loaded from
-    ``checkpoint`` under ``settings`` (``lm_backend``, ``lm_precision``, ``lm_threads``, ``export_directory``,
-    ``device``). Exports the decoders on first use. ``lm_backend: onnxruntime``: a failed export is a
-    ConfigError naming ``lm_backend``; ``auto``: it falls back to the torch model, and the line says why."""
+    ``checkpoint`` under ``settings`` (``lm_backend``, ``lm_precision``, ``lm_adapters``, ``lm_threads``,
+    ``export_directory``, ``device``). Exports the decoders on first use. ``lm_backend: onnxruntime``: a failed
+    export is a ConfigError naming ``lm_backend``; ``auto``: it falls back to the torch model, and the line says why."""
     choice = choose_language_backend(settings, checkpoint)
     if choice.backend == "torch":
         return model, "torch", choice.note()
     try:
         generator = onnx_decoder.load_onnx_generator(checkpoint, model, precision=settings.lm_precision,
                                                      settings=onnx_decoder.DecoderSettings(threads=settings.lm_threads),
-                                                     directory=settings.export_directory or None)
+                                                     directory=settings.export_directory or None,
+                                                     layout=settings.lm_adapters)
     except (ModelFileError, RuntimeError, OSError) as error:
         if not choice.fallback_allowed:
             raise ConfigError("lm_backend", str(error),
@@ -107,7 +108,9 @@ def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) 
     threads = settings.lm_threads
     directory = generator.decoders["default"].export.directory.parent
     return generator, "onnxruntime", choice.note(
-        f"{settings.lm_precision}, {threads} thread{'s' if threads > 1 else ''}, decoders in {directory}")
+        f"{settings.lm_precision}, {threads} thread{'s' if threads > 1 else ''}, "
+        f"{'one graph for every adapter' if settings.lm_adapters == 'switchable' else 'a graph per adapter'}, "
+        f"decoders in {directory}")
 
 
 def _trim_heap() -> None:

@@ -9,10 +9,14 @@ scene tokens in), ``include_hidden_states`` (the last hidden state, which the ``
 head reads) and ``prune_lm_head`` (prefill computes only the last position's logits).
 Weights are int8 or int4 ``MatMulNBits`` (int4: asymmetric, block 32, int8 output layer).
 
+Two layouts (``lm_adapters``): ``merged`` (the default) builds one graph per adapter with it merged
+in; ``switchable`` builds one graph from the base weights and adds every adapter as a small fp32
+branch chosen at run time by an input (``runtime/lm_adapters.py``). ``threed-llm bench`` measures both.
+
 One export per (checkpoint weights, adapter, precision) lives in
-``<export dir>/lm-<adapter>-<precision>/`` (the export dir is the scene encoder's:
-``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar ``lm.json`` holding
-the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
+``<export dir>/lm-<adapter>-<precision>/`` (the switchable one in ``lm-switchable-<precision>/``; the
+export dir is the scene encoder's: ``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar
+``lm.json`` holding the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
 cores (plus loading the checkpoint), so ``lm_backend: auto`` makes it on first use and ``make
 demo`` / ``make test`` make it first for the shipped checkpoint. Nothing is fetched from a hub.
 """
@@ -32,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.runtime.choices import LM_LAYOUTS
 from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory, file_sha256
 
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4", "fp32")  # fp32: a reference for checking the loop
 LM_ADAPTERS: tuple[str, ...] = ("default", "programs")
+SWITCHABLE = "switchable"  # the LM_LAYOUTS entry with one graph for every adapter
 LM_MODEL_FILE = "model.onnx"
 LM_SIDECAR_FILE = "lm.json"
 LM_FORMAT = "threed_llm_ros.onnx_lm/1"
@@ -68,15 +74,16 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(name, f"got {value!r}", f"use one of {list(choices)}")
 
 
-def merged_language_model(model: Any, adapter: str = "default") -> Any:
+def merged_language_model(model: Any, adapter: str | None = "default") -> Any:
     """A fresh ``LlamaForCausalLM``-style model (fp32, CPU) holding ``model``'s language model with
-    ``adapter`` merged into its weights; ``model`` itself is left unchanged."""
+    ``adapter`` merged into its weights (None: no adapter, the base weights with the checkpoint's token
+    rows and norms); ``model`` itself is left unchanged."""
     import torch
     from transformers import AutoModelForCausalLM
 
     causal_lm = model.causal_lm
     peft_model = model.language_model
-    if adapter not in getattr(peft_model, "peft_config", {}):
+    if adapter is not None and adapter not in getattr(peft_model, "peft_config", {}):
         raise ConfigError("adapter", f"the checkpoint has no {adapter!r} LoRA adapter",
                           f"use one of {sorted(getattr(peft_model, 'peft_config', {}))}")
     merged_state: dict[str, torch.Tensor] = {}
@@ -137,13 +144,20 @@ def export_language_model(
     adapter: str = "default",
     extra: dict[str, Any] | None = None,
     quiet: bool = False,
+    layout: str = "merged",
 ) -> ExportedLanguageModel:
     """Merge ``adapter`` into ``model``'s language model, save it in Hugging Face format and build
-    the ``inputs_embeds`` decoder at ``precision`` into ``output`` (replaced atomically).
+    the ``inputs_embeds`` decoder at ``precision`` into ``output`` (replaced atomically). ``layout``
+    ``switchable``: the base weights instead, and every adapter the model has added as a branch
+    (``adapter`` is then ignored; the sidecar lists the adapters in the order of ``adapter_scales``).
 
     Length: merge, save, build and sidecar happen in one temporary directory, swapped in at the end.
     """
     _check_choice("precision", precision, LM_PRECISIONS)
+    _check_choice("layout", layout, LM_LAYOUTS)
+    adapters = [name for name in LM_ADAPTERS if name in getattr(model.language_model, "peft_config", {})]
+    if layout == SWITCHABLE:
+        adapter = "+".join(adapters)
     require_builder()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +168,7 @@ def export_language_model(
     with tempfile.TemporaryDirectory(prefix=".lm-export-", dir=output.parent) as work:
         work_path = Path(work)
         hf_directory, built = work_path / "hf", work_path / "onnx"
-        merged = merged_language_model(model, adapter)
+        merged = merged_language_model(model, None if layout == SWITCHABLE else adapter)
         merged.save_pretrained(hf_directory)
         model.tokenizer.save_pretrained(hf_directory)
         del merged
@@ -166,6 +180,10 @@ def export_language_model(
         if completed.returncode != 0 or not (built / LM_MODEL_FILE).is_file():
             tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"the onnxruntime-genai model builder failed ({completed.returncode}): " + " | ".join(tail))
+        if layout == SWITCHABLE:
+            from threed_llm_ros.runtime.lm_adapters import add_switchable_lora, lora_factors
+
+            add_switchable_lora(built / LM_MODEL_FILE, lora_factors(model, adapters), adapters)
 
         lm_config = model.causal_lm.config
         metadata = {
@@ -175,6 +193,8 @@ def export_language_model(
             "data_sha256": file_sha256(data) if (data := built / f"{LM_MODEL_FILE}.data").is_file() else None,
             "precision": precision,
             "adapter": adapter,
+            "layout": layout,
+            **({"adapters": adapters} if layout == SWITCHABLE else {}),
             "builder_options": [*COMMON_OPTIONS, *PRECISION_OPTIONS[precision]],
             "hidden_size": int(model.causal_lm.config.hidden_size),
             "vocab_size": int(model.causal_lm.config.vocab_size),
@@ -213,13 +233,14 @@ def read_lm_export(directory: str | Path) -> ExportedLanguageModel:
     return ExportedLanguageModel(directory, model_path, metadata)
 
 
-def _is_current(directory: Path, weights_sha: str, precision: str, adapter: str) -> bool:
+def _is_current(directory: Path, weights_sha: str, precision: str, adapter: str, layout: str = "merged") -> bool:
     try:
         metadata = read_lm_export(directory).metadata
     except ModelFileError:
         return False
     return (metadata.get("checkpoint_sha256") == weights_sha and metadata.get("precision") == precision
-            and metadata.get("adapter") == adapter)
+            and metadata.get("layout", "merged") == layout
+            and (layout == SWITCHABLE or metadata.get("adapter") == adapter))
 
 
 def ensure_lm_exported(
@@ -229,23 +250,26 @@ def ensure_lm_exported(
     precision: str = "int8",
     adapter: str = "default",
     directory: str | Path | None = None,
+    layout: str = "merged",
 ) -> ExportedLanguageModel:
-    """The decoder export of ``checkpoint`` (``adapter``, ``precision``), exporting it when missing or
-    stale (the checkpoint's weights changed). ``model``: the loaded ThreeDLLM, saves loading it again."""
+    """The decoder export of ``checkpoint`` (``adapter``, ``precision``; ``layout`` switchable: the one graph
+    holding every adapter, ``adapter`` ignored), exporting it when missing or stale (the checkpoint's
+    weights changed). ``model``: the loaded ThreeDLLM, saves loading it again."""
     _check_choice("precision", precision, LM_PRECISIONS)
     _check_choice("adapter", adapter, LM_ADAPTERS)
+    _check_choice("layout", layout, LM_LAYOUTS)
     checkpoint = Path(checkpoint)
     base = Path(directory) if directory else default_export_directory(checkpoint)
-    target = lm_export_directory(base, adapter, precision)
+    target = lm_export_directory(base, SWITCHABLE if layout == SWITCHABLE else adapter, precision)
     weights_sha = checkpoint_weights_sha256(checkpoint)
-    if _is_current(target, weights_sha, precision, adapter):
+    if _is_current(target, weights_sha, precision, adapter, layout):
         return read_lm_export(target)
     if model is None:
         from threed_llm_ros.model.checkpoint import load_checkpoint  # lazy: transformers only for an export
 
         model = load_checkpoint(checkpoint)
     extra = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": weights_sha}
-    return export_language_model(model, target, precision=precision, adapter=adapter, extra=extra)
+    return export_language_model(model, target, precision=precision, adapter=adapter, extra=extra, layout=layout)
 
 
 def checkpoint_adapters(checkpoint: str | Path) -> list[str]:
@@ -257,7 +281,8 @@ def checkpoint_adapters(checkpoint: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision int8|int4] [--adapter default|programs|all]``."""
+    """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision int8|int4] [--adapter default|programs|all]
+    [--layout merged|switchable]``."""
     parser = argparse.ArgumentParser(prog="threed-llm export-lm",
                                      description="Export the language model (LoRA merged) as an ONNX decoder fed with embeddings.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
@@ -266,21 +291,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=LM_PRECISIONS, default="int8")
     parser.add_argument("--adapter", choices=(*LM_ADAPTERS, "all"), default="all",
                         help="which LoRA adapter to merge (all: each one the checkpoint has)")
+    parser.add_argument("--layout", choices=LM_LAYOUTS, default="merged",
+                        help="merged: one graph per adapter (default); switchable: one graph with every adapter as a "
+                             "branch chosen at run time (lm-switchable-<precision>/; --adapter is ignored)")
     arguments = parser.parse_args(argv)
     try:
         from threed_llm_ros.model.checkpoint import load_checkpoint  # lazy: transformers only for an export
 
         checkpoint = Path(arguments.checkpoint).expanduser()
-        adapters = checkpoint_adapters(checkpoint) if arguments.adapter == "all" else [arguments.adapter]
+        switchable = arguments.layout == SWITCHABLE
+        adapters = (["default"] if switchable  # one graph holds them all
+                    else checkpoint_adapters(checkpoint) if arguments.adapter == "all" else [arguments.adapter])
         model = None  # loaded only when an export is missing or stale
         for adapter in adapters:
+            base = Path(arguments.output) if arguments.output else default_export_directory(checkpoint)
             if model is None and not _is_current(
-                    lm_export_directory(Path(arguments.output) if arguments.output else default_export_directory(checkpoint),
-                                        adapter, arguments.precision),
-                    checkpoint_weights_sha256(checkpoint), arguments.precision, adapter):
+                    lm_export_directory(base, SWITCHABLE if switchable else adapter, arguments.precision),
+                    checkpoint_weights_sha256(checkpoint), arguments.precision, adapter, arguments.layout):
                 model = load_checkpoint(checkpoint)
             exported = ensure_lm_exported(checkpoint, model, precision=arguments.precision, adapter=adapter,
-                                          directory=arguments.output)
+                                          directory=arguments.output, layout=arguments.layout)
+            adapter = exported.metadata["adapter"]
             print(f"{exported.model_path} ({arguments.precision}, {adapter} adapter, weights sha256 "
                   f"{(exported.metadata.get('data_sha256') or exported.metadata['sha256'])[:12]}…)")
     except (ConfigError, ModelFileError, RuntimeError, OSError) as error:

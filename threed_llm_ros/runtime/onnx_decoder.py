@@ -8,6 +8,9 @@ and then feeds one token's embedding at a time. It gives back the torch path's
 head's box from the graph's ``hidden_states`` output, timings), honouring
 ``max_new_tokens``, stop strings, the end-of-turn tokens, streaming and a ``deadline``.
 
+A ``switchable`` export (``runtime/lm_adapters.py``) is one graph for every LoRA adapter: one
+session, opened once, whose ``adapter_scales`` input picks the adapter (:meth:`OnnxDecoder.for_adapter`).
+
 Threads and waiting policy are settings: on a shared CPU (a robot's computer runs drivers and
 the navigation stack) busy-waiting worker threads collapse, so spinning is off by default.
 """
@@ -15,6 +18,7 @@ the navigation stack) busy-waiting worker threads collapse, so spinning is off b
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,8 @@ import torch
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.model.generation import StopStringStreamer, decode, forced_box_state
 from threed_llm_ros.runtime.lm_export import ExportedLanguageModel, read_lm_export
-from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, ensure_lm_exported
+from threed_llm_ros.runtime.lm_adapters import ADAPTER_INPUT, adapter_scales
+from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, SWITCHABLE, ensure_lm_exported
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,25 @@ class OnnxDecoder:
         self._hidden = self.output_names.index("hidden_states") if "hidden_states" in self.output_names else None
         self._presents = [self.output_names.index(f"present.{i}.{kind}") for i in range(self.num_layers) for kind in ("key", "value")]
         self._past_names = [f"past_key_values.{i}.{kind}" for i in range(self.num_layers) for kind in ("key", "value")]
+        self.adapters: list[str] = list(metadata.get("adapters", [])) if ADAPTER_INPUT in input_names else []
+        self.adapter = self.adapters[0] if self.adapters else str(metadata.get("adapter", "default"))
+        self._adapter_feeds: dict[str, Any] = {}
+        if self.adapters:
+            self._select(self.adapter)
+
+    def _select(self, adapter: str) -> None:
+        from onnxruntime import OrtValue
+
+        self.adapter = adapter
+        self._adapter_feeds = {ADAPTER_INPUT: OrtValue.ortvalue_from_numpy(adapter_scales(self.adapters, adapter))}
+
+    def for_adapter(self, adapter: str) -> "OnnxDecoder":
+        """This decoder with ``adapter`` selected: a view sharing the session (a switchable graph only)."""
+        if not self.adapters:
+            raise ValueError(f"{self.export.model_path} holds the {self.adapter!r} adapter merged; it cannot switch")
+        view = copy.copy(self)
+        view._select(adapter)
+        return view
 
     def empty_cache(self) -> list[Any]:
         """The KV cache of an empty sequence (ONNX Runtime values, fed back without copies)."""
@@ -96,6 +120,7 @@ class OnnxDecoder:
         feeds = {"inputs_embeds": OrtValue.ortvalue_from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)),
                  "attention_mask": OrtValue.ortvalue_from_numpy(np.ones((1, length), dtype=np.int64))}
         feeds.update(zip(self._past_names, cache))
+        feeds.update(self._adapter_feeds)
         outputs = self.session.run_with_ort_values(None, feeds)
         hidden = outputs[self._hidden].numpy()[0] if self._hidden is not None else None
         return outputs[self._logits].numpy()[0, -1], hidden, [outputs[i] for i in self._presents]
@@ -239,10 +264,16 @@ def load_onnx_generator(
     precision: str = "int8",
     settings: DecoderSettings | None = None,
     directory: str | Path | None = None,
+    layout: str = "merged",
 ) -> OnnxGenerator:
     """An :class:`OnnxGenerator` for a loaded checkpoint: each adapter it has exported on first use
-    (about a minute each, cached next to the scene encoder's graphs) and opened."""
+    (about 15 s each, cached next to the scene encoder's graphs) and opened; ``layout`` switchable: the
+    one graph holding every adapter, exported and opened once."""
     adapters = [adapter for adapter in LM_ADAPTERS if adapter in model.language_model.peft_config]
+    if layout == SWITCHABLE:
+        export = ensure_lm_exported(checkpoint, model, precision=precision, directory=directory, layout=layout)
+        shared = OnnxDecoder(export, settings)
+        return OnnxGenerator(model, {adapter: shared.for_adapter(adapter) for adapter in adapters})
     decoders = {}
     for adapter in adapters:
         export = ensure_lm_exported(checkpoint, model, precision=precision, adapter=adapter, directory=directory)
