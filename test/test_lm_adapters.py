@@ -18,6 +18,7 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.runtime.lm_adapters import ADAPTER_INPUT, adapter_scales
 from threed_llm_ros.runtime.lm_export import ensure_lm_exported, lm_export_directory
 from threed_llm_ros.runtime.onnx_decoder import OnnxDecoder, OnnxGenerator, load_onnx_generator
+from threed_llm_helpers import shipped_model, simulated_scene_batches
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
 PROMPTS = ("Describe the scene.", "Where is the chair?", "What is in this room?")
@@ -30,21 +31,12 @@ AGREEMENT_WITH_MERGED = 0.85
 
 @pytest.fixture(scope="module")
 def model():
-    from threed_llm_ros.model.checkpoint import load_checkpoint
-
-    if not (CHECKPOINT / "model.safetensors").is_file():
-        pytest.skip("the shipped checkpoint models/threed-llm-mini is missing")
-    torch.set_num_threads(1)
-    return load_checkpoint(CHECKPOINT)
+    return shipped_model()
 
 
 @pytest.fixture(scope="module")
 def scenes(model):
-    from threed_llm_ros.data.sim.frames import simulate
-    from threed_llm_ros.model.preprocessing import prepare_scenes
-
-    return [prepare_scenes([(frame.points, frame.colors)], model.config.scene_encoder.preprocess, seed=0)
-            for frame in (simulate(1), simulate(2))]
+    return simulated_scene_batches(model)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from threed_llm_ros.runtime.lm_export import (
     LM_MODEL_FILE, LM_SIDECAR_FILE, ensure_lm_exported, lm_export_directory, merged_language_model, read_lm_export,
 )
 from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
+from threed_llm_helpers import shipped_model, simulated_scene_batches
 
 pytestmark = pytest.mark.slow
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
@@ -33,12 +34,7 @@ AGREEMENT_FLOOR = 0.88
 
 @pytest.fixture(scope="module")
 def model():
-    from threed_llm_ros.model.checkpoint import load_checkpoint
-
-    if not (CHECKPOINT / "model.safetensors").is_file():
-        pytest.skip("the shipped checkpoint models/threed-llm-mini is missing")
-    torch.set_num_threads(1)
-    return load_checkpoint(CHECKPOINT)
+    return shipped_model()
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +56,7 @@ def generator(model, exported) -> OnnxGenerator:
 
 @pytest.fixture(scope="module")
 def scenes(model):
-    from threed_llm_ros.data.sim.frames import simulate
-    from threed_llm_ros.model.preprocessing import prepare_scenes
-
-    prepared = []
-    for seed in (1, 2):
-        frame = simulate(seed)
-        prepared.append(prepare_scenes([(frame.points, frame.colors)], model.config.scene_encoder.preprocess, seed=0))
-    return prepared
+    return simulated_scene_batches(model)
 
 
 @pytest.mark.parametrize("adapter", ["default", "programs"])

@@ -17,6 +17,27 @@ from threed_llm_ros.model.threed_llm_config import ThreeDLLMConfig
 TRAINED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
 
 
+def shipped_model():
+    """The shipped checkpoint loaded with one torch thread (skips the test where it is missing)."""
+    import pytest
+    import torch
+
+    from threed_llm_ros.model.checkpoint import load_checkpoint
+
+    if not (TRAINED_CHECKPOINT / "model.safetensors").is_file():
+        pytest.skip("the shipped checkpoint models/threed-llm-mini is missing")
+    torch.set_num_threads(1)
+    return load_checkpoint(TRAINED_CHECKPOINT)
+
+
+def simulated_scene_batches(model, seeds=(1, 2)) -> list[SceneBatch]:
+    """Simulated frames of ``seeds`` prepared for ``model``'s scene encoder, one batch each."""
+    from threed_llm_ros.data.sim.frames import simulate
+
+    return [prepare_scenes([(frame.points, frame.colors)], model.config.scene_encoder.preprocess, seed=0)
+            for frame in (simulate(seed) for seed in seeds)]
+
+
 def engine_floors() -> dict:
     """The engine-level floors the shipped checkpoint's model card supports (empty: none yet)."""
     card = TRAINED_CHECKPOINT / "model_card.json"
