@@ -239,13 +239,7 @@ def run_bench(
             if not measured_lm and backend == "torch" and device == "cpu":
                 measured_lm = True
                 if language_model:
-                    lm_defaults = {"precisions": ("int8",) if quick else ("int8", "int4"),
-                                   "layouts": ("merged",) if quick else LM_LAYOUTS,
-                                   "threads": (1,) if quick else (1, 2)}
-                    lm_section = language_model_bench(
-                        checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
-                        **{**lm_defaults, **(lm_options or {})},
-                        max_new_tokens=options.max_new_tokens, repeats=1 if quick else 2)
+                    lm_section = _language_model_section(checkpoint_path, engine, frame, quick, options, lm_options)
             runs.append(run)
             del engine  # the next backend's memory figures start without this one
             gc.collect()
@@ -260,6 +254,18 @@ def run_bench(
     output.write_text(json.dumps(report, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown_table(report))
     return report
+
+
+def _language_model_section(checkpoint_path: Path, engine: Any, frame: Any, quick: bool, options: BenchOptions,
+                            lm_options: dict[str, tuple] | None) -> dict[str, Any]:
+    """The language model section on the torch engine's model and the bench frame: the mode's
+    precisions, adapter layouts and thread counts unless ``lm_options`` names others."""
+    lm_defaults = {"precisions": ("int8",) if quick else ("int8", "int4"),
+                   "layouts": ("merged",) if quick else LM_LAYOUTS,
+                   "threads": (1,) if quick else (1, 2)}
+    return language_model_bench(checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
+                                **{**lm_defaults, **(lm_options or {})},
+                                max_new_tokens=options.max_new_tokens, repeats=1 if quick else 2)
 
 
 def _report(quick: bool, options: BenchOptions, checkpoint_path: Path, trained: bool, frame: Any) -> dict[str, Any]:

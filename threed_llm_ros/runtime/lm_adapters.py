@@ -79,7 +79,7 @@ def add_switchable_lora(model_path: Path, factors: dict[tuple[int, str], list[tu
     ``adapter_scales`` input; returns the number of projections given a branch. RuntimeError when a
     LoRA-targeted projection is not found in the graph (a builder whose node names changed)."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     graph_model = onnx.load(str(model_path))
     graph = graph_model.graph
@@ -116,32 +116,48 @@ def add_switchable_lora(model_path: Path, factors: dict[tuple[int, str], list[tu
             graph.initializer.extend([numpy_helper.from_array(a, f"{prefix}/A"),
                                       numpy_helper.from_array(b, f"{prefix}/B")])
             source, scales = producers[output].input[0], owners_inputs[key]
-            nodes = [  # y + ((x A) * s) B
-                helper.make_node("MatMul", [source, f"{prefix}/A"], [f"{prefix}/down"], name=f"{prefix}/MatMulA"),
-                helper.make_node("Mul", [f"{prefix}/down", scales], [f"{prefix}/scaled"], name=f"{prefix}/Mul"),
-                helper.make_node("MatMul", [f"{prefix}/scaled", f"{prefix}/B"], [f"{prefix}/up"],
-                                 name=f"{prefix}/MatMulB"),
-                helper.make_node("Add", [output, f"{prefix}/up"], [f"{prefix}/output_0"], name=f"{prefix}/Add"),
-            ]
             for consumer, index in consumers.get(output, []):
                 consumer.input[index] = f"{prefix}/output_0"
-            branches[producers[output].name] = nodes
+            branches[producers[output].name] = _branch_nodes(prefix, source, output, scales)
     missing = sorted(set(factors) - covered)
     if missing:
         raise RuntimeError(f"no projection in {model_path} for the LoRA targets {missing[:4]}; "
                            "use lm_adapters: merged (the model builder's node names may have changed)")
+    _save_with_branches(graph_model, head, branches, model_path, len(adapters))
+    return len(branches)
+
+
+def _branch_nodes(prefix: str, source: str, output: str, scales: str) -> list[Any]:
+    """The nodes of one projection's branch: ``output`` + ((``source`` A) * ``scales``) B."""
+    from onnx import helper
+
+    return [
+        helper.make_node("MatMul", [source, f"{prefix}/A"], [f"{prefix}/down"], name=f"{prefix}/MatMulA"),
+        helper.make_node("Mul", [f"{prefix}/down", scales], [f"{prefix}/scaled"], name=f"{prefix}/Mul"),
+        helper.make_node("MatMul", [f"{prefix}/scaled", f"{prefix}/B"], [f"{prefix}/up"], name=f"{prefix}/MatMulB"),
+        helper.make_node("Add", [output, f"{prefix}/up"], [f"{prefix}/output_0"], name=f"{prefix}/Add"),
+    ]
+
+
+def _save_with_branches(graph_model: Any, head: list[Any], branches: dict[str, list[Any]], model_path: Path,
+                        adapter_count: int) -> None:
+    """Put ``head`` first and each branch right after its projection (the graph stays topologically
+    sorted), add the ``adapter_scales`` input and save over ``model_path`` with its weights beside it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = graph_model.graph
     ordered = list(head)
     for node in graph.node:
         ordered.append(node)
         ordered.extend(branches.get(node.name, []))
     del graph.node[:]
     graph.node.extend(ordered)
-    graph.input.append(helper.make_tensor_value_info(ADAPTER_INPUT, TensorProto.FLOAT, [len(adapters)]))
+    graph.input.append(helper.make_tensor_value_info(ADAPTER_INPUT, TensorProto.FLOAT, [adapter_count]))
     data_name = f"{model_path.name}.data"
     (model_path.parent / data_name).unlink(missing_ok=True)
     onnx.save_model(graph_model, str(model_path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data_name, size_threshold=1024)
-    return len(branches)
 
 
 def adapter_scales(adapters: list[str], adapter: str) -> np.ndarray:
