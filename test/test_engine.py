@@ -68,6 +68,27 @@ def test_navigation_goal_stands_off_the_footprint_and_faces_the_box() -> None:
     assert np.allclose(goal, [0.0, 0.5, 0.0]) and math.isclose(yaw, math.pi / 2)
 
 
+def test_the_robots_goal_is_the_plan_annotations_goal() -> None:
+    """One rule for goal poses: a cup on a table gets a goal past the table, and a chair where that goal
+    would be turns it by 30°; the annotator, given the same boxes as true objects, puts it in the same place."""
+    from threed_llm_ros.data.annotation_types import AnnotationConfig
+    from threed_llm_ros.data.dataset import ObjectRecord
+    from threed_llm_ros.data.plan_annotations import navigation_goal
+
+    table = OrientedBox((3.0, 0.0, -0.85), (1.2, 0.8, 0.7), 0.0)
+    cup = OrientedBox((2.9, 0.1, -0.45), (0.1, 0.1, 0.1), 0.0)
+    chair = OrientedBox((1.8, 0.1, -0.75), (0.5, 0.5, 0.9), 0.0)
+    plain, _ = navigation_goal_for_box(cup, -1.2, support=table)
+    assert plain[0] < 1.81  # past the table's front edge (x 2.4) by the standoff (0.6 m), not the cup's
+    goal, yaw = navigation_goal_for_box(cup, -1.2, support=table, obstacles=[chair])
+    assert not np.allclose(goal[:2], plain[:2]) and np.linalg.norm(goal[:2] - np.array(chair.center[:2])) > 0.55
+    objects = [ObjectRecord(0, "table", "brown", table, None, 500), ObjectRecord(1, "cup", "red", cup, 0, 50),
+               ObjectRecord(2, "chair", "green", chair, None, 300)]
+    annotated = navigation_goal(objects, 1, AnnotationConfig())
+    assert np.allclose(annotated["position"][:2], goal[:2], atol=1e-5)
+    assert math.isclose(2 * math.atan2(annotated["orientation"][2], annotated["orientation"][3]), yaw, abs_tol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("settings", "parameter"),
     [

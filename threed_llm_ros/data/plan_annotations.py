@@ -15,6 +15,7 @@ from threed_llm_ros.data.relations import (
 )
 from threed_llm_ros.data.words import choose, combos_of, describe
 from threed_llm_ros.errors import ConfigError
+from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.plans import plan_text
 
@@ -56,36 +57,46 @@ def _round(values: Sequence[float]) -> list[float]:
 def navigation_goal(
     objects: Sequence[ObjectRecord], index: int, config: AnnotationConfig = AnnotationConfig(),
 ) -> dict[str, list[float]]:
-    """A base goal pose to reach an object: on the floor, facing it, ``standoff_m`` outside its footprint.
+    """A base goal pose to reach an object (:func:`goal_near_box` over the scene's objects).
 
-    The goal lies on the ray from the object's centre toward the camera, past the
-    footprint of the object and of the furniture it rests on; if a robot disc of
-    ``robot_radius_m`` there would touch other furniture, the ray turns by ±30°, ±60°.
     Position z is the floor under the object (the bottom of its root support); the
     orientation (x, y, z, w) is a yaw facing the object's centre. Gravity frame.
     """
-    target = objects[index].box
-    root = objects[_root_support(objects, index)].box
-    center = np.asarray(target.center[:2], dtype=np.float64)
-    toward_camera = -center / max(float(np.linalg.norm(center)), 1e-9)
-    obstacles = [obj.box for obj in objects if obj.on is None and obj.index != _root_support(objects, index)]
-    chosen: np.ndarray | None = None
-    for degrees in (0.0, 30.0, -30.0, 60.0, -60.0):
-        direction = yaw_rotation(math.radians(degrees))[:2, :2] @ toward_camera
-        reach = max(ray_exit(center, direction, target), ray_exit(center, direction, root))
-        position = center + direction * (reach + config.standoff_m)
-        if chosen is None:
-            chosen = position
-        if all(distance_to_footprint(position, box) > config.robot_radius_m for box in obstacles):
-            chosen = position
-            break
-    assert chosen is not None
-    yaw = math.atan2(center[1] - chosen[1], center[0] - chosen[0])
+    root_index = _root_support(objects, index)
+    root = objects[root_index].box
+    obstacles = [obj.box for obj in objects if obj.on is None and obj.index != root_index]
+    chosen, yaw = goal_near_box(objects[index].box, root, obstacles, config.standoff_m, config.robot_radius_m)
     floor = root.center[2] - root.size[2] / 2.0
     return {
         "position": _round([chosen[0], chosen[1], floor]),
         "orientation": _round([0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)]),
     }
+
+
+def goal_near_box(target: OrientedBox, root: OrientedBox, obstacles: Sequence[OrientedBox], standoff_m: float,
+                  robot_radius_m: float) -> tuple[np.ndarray, float]:
+    """The one rule for where a robot goes to reach a box: (x, y) on the floor and the yaw facing it.
+
+    The goal lies on the ray from the target's centre toward the camera, ``standoff_m`` past the
+    footprint of the target and of ``root``, the floor-standing thing it rests on (itself when it
+    stands on the floor); if a robot disc of ``robot_radius_m`` there would touch one of the
+    ``obstacles`` (other floor-standing furniture), the ray turns by ±30°, ±60°. The plan
+    annotations use it over the true objects, the robot over its confident objects.
+    """
+    center = np.asarray(target.center[:2], dtype=np.float64)
+    toward_camera = -center / max(float(np.linalg.norm(center)), 1e-9)
+    chosen: np.ndarray | None = None
+    for degrees in (0.0, 30.0, -30.0, 60.0, -60.0):
+        direction = yaw_rotation(math.radians(degrees))[:2, :2] @ toward_camera
+        reach = max(ray_exit(center, direction, target), ray_exit(center, direction, root))
+        position = center + direction * (reach + standoff_m)
+        if chosen is None:
+            chosen = position
+        if all(distance_to_footprint(position, box) > robot_radius_m for box in obstacles):
+            chosen = position
+            break
+    assert chosen is not None
+    return chosen, math.atan2(center[1] - chosen[1], center[0] - chosen[0])
 
 
 # --------------------------------------------------------------------------- steps and annotations

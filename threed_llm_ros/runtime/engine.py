@@ -32,8 +32,8 @@ list is "not seen".
 * ``plan``: the instruction's program over the objects (``"source": "program"``), else the
   model's plan text (``"model"``), else the rules of :mod:`threed_llm_ros.runtime.intent`
   (``"rules"``). Each ``navigate_to`` target that is seen gets a goal pose on the floor in
-  front of it, facing it (:func:`navigation_goal_for_box`); one not seen gets
-  ``"seen": false`` and no pose.
+  front of it, facing it, by the plan annotations' own rule (:func:`navigation_goal_for_box`:
+  past what it rests on, clear of other furniture); one not seen gets ``"seen": false`` and no pose.
 
 Every reply has a deadline, ``reply_timeout_s`` after it starts: the language model stops
 decoding there (as it does at ``max_new_tokens``) and the text says it was cut short
@@ -55,6 +55,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from threed_llm_ros.data.programs import supports
 from threed_llm_ros.errors import ConfigError, FrameTooSparseError, ModelFileError
 from threed_llm_ros.geometry.frames import rotation_to_gravity
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
@@ -416,6 +417,22 @@ class InferenceEngine:
                               str(getattr(obj, "category", "")), str(getattr(obj, "color", "")),
                               0 if points is None else len(points))
 
+    def _navigation_goal(self, box: Any, found: Any) -> tuple[np.ndarray, float]:
+        """The goal for a seen object by the plan annotations' rule over the frame's confident objects:
+        past the footprint of the floor-standing thing it rests on, clear of other floor-standing ones."""
+        boxes = [obj.box for obj in found.confident]
+        if box not in boxes:
+            boxes.append(box)
+        rests_on = supports(boxes)
+        index, seen = boxes.index(box), set()
+        while rests_on[index] is not None and index not in seen:  # down the stack to what stands on the floor
+            seen.add(index)
+            index = rests_on[index]
+        root = boxes[index]
+        obstacles = [other for other, under in zip(boxes, rests_on) if under is None and other is not root and other != box]
+        return navigation_goal_for_box(box, found.gravity.floor_z, self.settings.standoff_m, support=root,
+                                       obstacles=obstacles)
+
     def floor_height(self, cloud: SceneCloud) -> float:
         """Height of the floor in the frame's gravity frame (the object layer's estimate)."""
         return float(self.scene_objects(cloud).gravity.floor_z)
@@ -468,7 +485,7 @@ class InferenceEngine:
             if target is None:
                 step["seen"] = False  # not seen: no goal pose, a robot must not drive there
                 continue
-            goal, yaw = navigation_goal_for_box(target.box, found.gravity.floor_z, self.settings.standoff_m)
+            goal, yaw = self._navigation_goal(target.box, found)
             position, orientation = found.gravity.pose_in_input(goal, yaw)
             step["pose"] = {"position": [round(v, 4) for v in position], "orientation": [round(v, 6) for v in orientation]}
             step["target_position"] = [round(v, 4) for v in target.position]

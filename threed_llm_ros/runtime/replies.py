@@ -3,18 +3,19 @@ and the goal pose in front of a grounded object that a plan's ``navigate_to`` st
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from threed_llm_ros.data.relations import ray_exit
+from threed_llm_ros.data.annotation_types import AnnotationConfig
+from threed_llm_ros.data.plan_annotations import goal_near_box
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.plans import Plan
 from threed_llm_ros.objects.describe import category_in_phrase
 
-STANDOFF_M = 0.6  # goal distance outside the target's footprint (as the plan annotations use)
+STANDOFF_M = AnnotationConfig.standoff_m  # goal distance outside the target's footprint (the plan annotations')
+ROBOT_RADIUS_M = AnnotationConfig.robot_radius_m  # goals keep this clearance from other floor-standing furniture
 
 
 @dataclass(frozen=True)
@@ -82,15 +83,14 @@ class PlanReply:
     program: str | None = None  # the plan program the steps came from; None: model text or rules
 
 
-def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float = STANDOFF_M) -> tuple[np.ndarray, float]:
-    """Goal (gravity-frame position on the floor, yaw) to reach ``box``: ``standoff_m`` outside its
-    footprint on the ray from its centre toward the sensor, facing the centre."""
-    center = np.asarray(box.center[:2], dtype=np.float64)
-    distance = float(np.linalg.norm(center))
-    toward_sensor = -center / distance if distance > 1e-9 else np.array([-1.0, 0.0])
-    goal = center + toward_sensor * (ray_exit(center, toward_sensor, box) + standoff_m)
-    yaw = math.atan2(center[1] - goal[1], center[0] - goal[0])
-    return np.array([goal[0], goal[1], floor_z]), yaw
+def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float = STANDOFF_M,
+                            support: OrientedBox | None = None, obstacles: Sequence[OrientedBox] = (),
+                            robot_radius_m: float = ROBOT_RADIUS_M) -> tuple[np.ndarray, float]:
+    """Goal (gravity-frame position on the floor, yaw) to reach ``box``, by the plan annotations' own
+    rule (``data.plan_annotations.goal_near_box``): ``standoff_m`` past its footprint and that of its
+    ``support``, on the ray toward the sensor, turned by ±30° / ±60° away from ``obstacles``."""
+    position, yaw = goal_near_box(box, support if support is not None else box, obstacles, standoff_m, robot_radius_m)
+    return np.array([position[0], position[1], floor_z]), yaw
 
 
 def not_seen_text(prompt: str, target: str = "", seen_instead: Sequence[str] = ()) -> str:
