@@ -22,6 +22,7 @@ from threed_llm_ros.data.programs import (
     detected_facts,
     execute_program,
     locate,
+    missing_referent,
     parse_program,
     plan_from_program,
     plan_program_text,
@@ -269,6 +270,13 @@ def test_objects_the_scene_lacks() -> None:
     assert execute_program(parse_program("relation: next to ; lamp ; table"), facts) == "no"
     assert execute_program(parse_program("bigger: lamp ; table"), facts) == "table"
     assert execute_program(parse_program("taller: chair ; lamp, red"), facts) == "chair"
+    # a missing piece of furniture is not seen, not smaller: the cup is not "taller than the bookshelf"
+    assert execute_program(parse_program("taller: cup ; bookshelf"), facts) is None
+    assert missing_referent(parse_program("taller: cup ; bookshelf"), facts) == "bookshelf"
+    assert missing_referent(parse_program("choice: closest ; table ; book, black"), facts) == "black book"
+    assert missing_referent(parse_program("color: chair, -, next to, table"), facts) is None
+    assert missing_referent(parse_program("category: on ; chair"), facts) == "anything on the chair"
+    assert missing_referent(parse_program("support: chair"), facts) == "what the chair rests on"
     # a colour the scene does not show is not dropped: the red cup is not "the blue cup"; a
     # lighting neighbour of the seen colour (pink for red) still finds it
     assert execute_program(parse_program("support: cup, blue"), facts) is None

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from threed_llm_ros.data.annotation_types import QUESTION_TYPES, Annotation, AnnotationConfig
-from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
+from threed_llm_ros.data.catalog import CATEGORIES, CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.data.dataset import ObjectRecord
 from threed_llm_ros.data.plan_annotations import PLAN_TYPES, plan_steps
 from threed_llm_ros.data.relations import PAIR_RELATIONS, RELATIONS, SUPERLATIVES, SceneFacts, make_expression
@@ -340,6 +340,19 @@ def _pick(facts: SceneFacts, expression: dict[str, Any]) -> int | None:
     return found[0]
 
 
+def missing_referent(program: dict[str, Any], facts: SceneFacts) -> str | None:
+    """The words of the first object ``program`` names that is not among ``facts`` (the reply's
+    "I don't see the black book"), or None when every one is found."""
+    expressions = [program[key] for key in ("referent", "anchor") if isinstance(program.get(key), dict)]
+    expressions += list(program.get("referents") or [])
+    missing = next((describe(expression) for expression in expressions if _pick(facts, expression) is None), None)
+    if missing is None and program["question_type"] == "category":  # the anchor is seen, nothing in that relation
+        return f"anything {program['relation']} the {describe(program['anchor'])}"
+    if missing is None and program["question_type"] == "support":  # the thing is seen, nothing under it
+        return f"what the {describe(program['referent'])} rests on"
+    return missing
+
+
 def _winner(facts: SceneFacts, question_type: str, relation: str | None, a: int, b: int) -> int:
     if question_type == "bigger":
         values = np.prod(facts.sizes, axis=1)
@@ -442,7 +455,12 @@ def execute_program(program: dict[str, Any], facts: SceneFacts) -> str | None:
         # An undetected object is taken as not in that relation.
         return "no" if a is None or b is None else ("yes" if facts.strict[program["relation"]][a, b] else "no")
     if question_type in ("bigger", "taller") and (a is None) != (b is None):
-        return describe(first if b is None else second)  # the detector misses small things, not big ones
+        # the detector misses small things, not big ones: a missing small thing loses the comparison,
+        # a missing piece of furniture is not seen (the found book is not "taller than the bookshelf")
+        missing = second if b is None else first
+        if CATEGORIES[missing["category"]].placement == "top":
+            return describe(first if b is None else second)
+        return None
     if a is None or b is None:
         return None
     return describe(first if _winner(facts, question_type, program.get("relation"), a, b) == a else second)

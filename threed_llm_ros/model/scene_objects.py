@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from threed_llm_ros.data.programs import (
-    DetectedObject, ProgramError, detected_facts, execute_program, locate, parse_program, plan_from_program,
+    DetectedObject, ProgramError, detected_facts, execute_program, locate, missing_referent, parse_program,
+    plan_from_program,
     program_prompt,
 )
 from threed_llm_ros.geometry.boxes import OrientedBox
@@ -108,6 +109,7 @@ class ProgramAnswer:
     answer: str | None  # None: an object the program asks about was not detected
     program: str  # as the language model wrote it
     objects: list[DetectedObject] = field(default_factory=list)
+    missing: str | None = None  # the words of the object not detected, where ``answer`` is None
 
 
 def write_program(model: ThreeDLLM, question: str, deadline: float | None = None) -> str:
@@ -140,7 +142,9 @@ def answer_by_program(
         return None  # unparsable, or a referring expression or an instruction rather than a question
     if objects is None:
         objects = detect_objects(model.scene_encoder, scene, index)
-    return ProgramAnswer(execute_program(parsed, detected_facts(objects)), program, objects)
+    facts = detected_facts(objects)
+    answer = execute_program(parsed, facts)
+    return ProgramAnswer(answer, program, objects, missing_referent(parsed, facts) if answer is None else None)
 
 
 @dataclass

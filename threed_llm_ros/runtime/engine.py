@@ -355,7 +355,7 @@ class InferenceEngine:
 
             reply = self._by_program(answer_by_program, cloud, prompt, timings, deadline)
             if reply is not None:
-                text = reply.answer if reply.answer is not None else not_seen_text(prompt)
+                text = reply.answer if reply.answer is not None else not_seen_text(prompt, reply.missing or "")
                 if on_token is not None:
                     on_token(text)
                 timings["total_s"] = time.perf_counter() - started

@@ -104,4 +104,6 @@ def not_seen_text(prompt: str, target: str = "", seen_instead: Sequence[str] = (
 
 
 def _with_article(name: str) -> str:
-    return name if name == "that" else ("an " if name[0] in "aeiou" else "a ") + name
+    if name.split(" ", 1)[0] in ("that", "anything", "what"):  # "anything on the red table", "what the cup rests on"
+        return name
+    return ("an " if name[0] in "aeiou" else "a ") + name
