@@ -68,6 +68,19 @@ def test_navigation_goal_stands_off_the_footprint_and_faces_the_box() -> None:
     assert np.allclose(goal, [0.0, 0.5, 0.0]) and math.isclose(yaw, math.pi / 2)
 
 
+def test_not_seen_replies_name_what_is_missing() -> None:
+    from threed_llm_ros.runtime.replies import not_seen_text
+
+    assert not_seen_text("Where is the grey table?", "grey table", ["red table"]) == \
+        "I don't see a grey table here (not seen); I see a red table."
+    assert not_seen_text("What is on top of the red table?", "anything on the red table") == \
+        "I don't see anything on the red table here (not seen)."
+    assert not_seen_text("Which is closer, the bed or the black book?", "black book") == \
+        "I don't see a black book here (not seen)."
+    assert not_seen_text("Where is the orange?") == "I don't see that here (not seen)."
+    assert not_seen_text("Where is the apple chair?") == "I don't see a chair here (not seen)."
+
+
 def test_the_robots_goal_is_the_plan_annotations_goal() -> None:
     """One rule for goal poses: a cup on a table gets a goal past the table, and a chair where that goal
     would be turns it by 30°; the annotator, given the same boxes as true objects, puts it in the same place."""
