@@ -73,6 +73,14 @@ def encode_center(center_optical: np.ndarray, intrinsics: CameraIntrinsics,
     return u, v, canonical_depth(z, focal_length(intrinsics), canonical_focal_px)
 
 
+def ground_plane_canonical_depth(v_bottom: Any, drop: Any, fx: Any, fy: Any, cy: Any,
+                                 canonical_focal_px: float = CANONICAL_FOCAL_PX) -> Any:
+    """The canonical depth of a box whose bottom centre is at image row ``v_bottom`` and ``drop`` metres
+    below a level camera (the camera height for an object on the floor): Z = fy·drop / (v_bottom − cy),
+    times f0 / √(fx·fy). It needs no object size, only where the object meets what it stands on."""
+    return canonical_focal_px * drop * (fy / fx) ** 0.5 / (v_bottom - cy)
+
+
 def box_to_targets(box: OrientedBox, intrinsics: CameraIntrinsics,
                    canonical_focal_px: float = CANONICAL_FOCAL_PX) -> dict[str, np.ndarray]:
     """Training targets of a box in the camera gravity frame (x forward, y left, z up; a level camera).
