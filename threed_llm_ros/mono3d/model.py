@@ -182,7 +182,7 @@ class Mono3DGrounder(nn.Module):
         head = self.ground_head(features)
         v_bottom = logits.softmax(dim=-1) @ centers[:, 1] + token_spacing * torch.tanh(head[:, 0])
         fx, fy, cy = camera[:, 0], camera[:, 1], camera[:, 3]
-        rows_below = nn.functional.softplus(v_bottom - cy)  # > 0 (gradient kept), = v_b − cy once a few px below
+        rows_below = 1.0 + nn.functional.softplus(v_bottom - cy - 1.0)  # ≥ 1 px (gradient kept), = v_b − cy below
         log_ground = torch.log(ground_plane_canonical_depth(rows_below + cy, torch.exp(head[:, 1]), fx, fy, cy,
                                                             self.config.canonical_focal_px))
         log_sigma = head[:, 2:4].clamp(-6.0, 6.0)
