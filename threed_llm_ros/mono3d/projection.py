@@ -113,6 +113,23 @@ def box_from_prediction(uv: np.ndarray, depth_canonical: float, size: np.ndarray
     return box_from_center(center, size, yaw_sin_cos)
 
 
+def level_view(image: np.ndarray, intrinsics: CameraIntrinsics, level_from_optical: np.ndarray) -> np.ndarray:
+    """The image a level camera with the same intrinsics and centre would see (black where the real
+    camera saw nothing): a pure rotation is a homography, pixel_real ~ K·Rᵀ·K⁻¹·pixel_level, with
+    ``level_from_optical`` the rotation from the real camera's optical frame to the level one's.
+    The model assumes a level camera; a robot knows its camera's tilt (TF), so it can level first."""
+    from PIL import Image
+
+    k = np.array([[intrinsics.fx, 0.0, intrinsics.cx], [0.0, intrinsics.fy, intrinsics.cy], [0.0, 0.0, 1.0]])
+    # PIL samples at pixel corners: shift by ½ so pixel centres map as in the camera model
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    homography = half @ k @ np.asarray(level_from_optical).T @ np.linalg.inv(k) @ np.linalg.inv(half)
+    homography /= homography[2, 2]
+    source = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    return np.asarray(source.transform((image.shape[1], image.shape[0]), Image.PERSPECTIVE,
+                                       tuple(homography.ravel()[:8].tolist()), Image.BILINEAR))
+
+
 def fit_to_canvas(intrinsics: CameraIntrinsics, canvas_width: int,
                   canvas_height: int) -> tuple[float, CameraIntrinsics]:
     """The scale that fits an image into the canvas (aspect kept, top-left aligned) and the camera
