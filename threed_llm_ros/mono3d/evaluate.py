@@ -219,7 +219,8 @@ def load_sun_sample(realdata: Path, config: Mono3DConfig) -> SunSample:
     canvas, canvas_camera = image_to_canvas(frame.image, frame.intrinsics, config)
     # Predicted boxes are in the gravity frame of a level camera: back to optical, then into the body frame.
     body_from_level = body_from_optical @ rotation_to_gravity("-y").T
-    return SunSample(canvas, canvas_camera, frame.image, frame.intrinsics, [(obj.category, obj.box) for obj in record.objects], body_from_level)
+    return SunSample(canvas, canvas_camera, frame.image, frame.intrinsics,
+                     [(obj.category, obj.box) for obj in record.objects], body_from_level)
 
 
 def sun_rgbd_check(model: Mono3DGrounder, realdata: Path, category: str = "bed") -> dict:

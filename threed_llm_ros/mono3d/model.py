@@ -176,9 +176,11 @@ class Mono3DGrounder(nn.Module):
                             token_spacing: float, features: torch.Tensor, camera: torch.Tensor,
                             log_depth_direct: torch.Tensor) -> dict[str, torch.Tensor]:
         """The bottom row, the drop below the camera, the ground-plane canonical depth
-        (``projection.ground_plane_canonical_depth``) and its fusion with the direct depth (``camera``: canvas fx, fy, cx, cy
-        per query). Returns the fused depth as ``log_depth_canonical`` and the parts for the losses."""
-        logits = torch.einsum("qd,qnd->qn", self.bottom_query(hidden), self.pointer_key(tokens)) / self.config.dim ** 0.5
+        (``projection.ground_plane_canonical_depth``) and its fusion with the direct depth (``camera``:
+        canvas fx, fy, cx, cy per query). Returns the fused depth as ``log_depth_canonical`` and the parts
+        for the losses."""
+        logits = torch.einsum("qd,qnd->qn", self.bottom_query(hidden), self.pointer_key(tokens))
+        logits = logits / self.config.dim ** 0.5
         head = self.ground_head(features)
         v_bottom = logits.softmax(dim=-1) @ centers[:, 1] + token_spacing * torch.tanh(head[:, 0])
         fx, fy, cy = camera[:, 0], camera[:, 1], camera[:, 3]
