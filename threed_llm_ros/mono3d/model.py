@@ -31,7 +31,6 @@ wheel) and ``config.json``.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
