@@ -55,20 +55,40 @@ def _outputs(model: Mono3DGrounder, local, global_, cameras) -> dict[str, torch.
 def test_predicted_depth_is_proportional_to_the_focal_length(backbone, frame) -> None:
     """The same image with only the focal length changed: the decoded depth scales with it exactly
     and (u, v) stays put; the ablation (no geometry projection) has no such structure."""
-    model = Mono3DGrounder(TINY).eval()
     local, global_ = _features(backbone, frame.image)
     base = frame.canvas_camera
     factors = (0.6, 1.0, 1.5, 2.2)
     cameras = [replace(base, fx=base.fx * f, fy=base.fy * f) for f in factors]
-    outputs = _outputs(model, local, global_, cameras)
-    boxes = decode_boxes(outputs, cameras, TINY)
-    depths = np.array([box.center[0] for box in boxes])
-    np.testing.assert_allclose(depths / np.array(factors), depths[1], rtol=1e-5)
-    np.testing.assert_allclose(outputs["uv"].numpy(), outputs["uv"][1:2].expand(4, -1).numpy(), atol=1e-4)
+    for config in (TINY, replace(TINY, ground_plane_depth=True)):  # with and without the ground-plane depth
+        model = Mono3DGrounder(config).eval()
+        outputs = _outputs(model, local, global_, cameras)
+        boxes = decode_boxes(outputs, cameras, config)
+        depths = np.array([box.center[0] for box in boxes])
+        np.testing.assert_allclose(depths / np.array(factors), depths[1], rtol=1e-5)
+        np.testing.assert_allclose(outputs["uv"].numpy(), outputs["uv"][1:2].expand(4, -1).numpy(), atol=1e-4)
     ablation = Mono3DGrounder(replace(TINY, geometry_projection=False)).eval()
     direct = decode_boxes(_outputs(ablation, local, global_, cameras), cameras, ablation.config)
     ratios = np.array([box.center[0] for box in direct]) / np.array(factors)
     assert not np.allclose(ratios, ratios[1], rtol=1e-3)
+
+
+def test_ground_plane_depth_inverts_the_simulators_projection(frame) -> None:
+    """The true bottom row and drop below the camera give back the true canonical depth exactly, at
+    several focal lengths (the model's ground-plane estimate is this formula); it needs geometry projection."""
+    from threed_llm_ros.mono3d.projection import ground_plane_canonical_depth
+    from threed_llm_ros.mono3d.train import bottom_targets
+
+    for scale in (0.7, 1.0, 1.6):
+        camera = replace(frame.canvas_camera, fx=frame.canvas_camera.fx * scale, fy=frame.canvas_camera.fy * scale)
+        targets = [box_to_targets(referral.box, camera) for referral in frame.referrals]
+        stacked = {key: torch.tensor(np.stack([t[key] for t in targets]), dtype=torch.float64) for key in targets[0]}
+        per_query = torch.tensor([[camera.fx, camera.fy, camera.cx, camera.cy]] * len(targets), dtype=torch.float64)
+        v_bottom, drop = bottom_targets(stacked, per_query)
+        assert bool((drop > 0).all()) and bool((v_bottom > camera.cy).all())  # bottoms below a level camera
+        depth = ground_plane_canonical_depth(v_bottom, drop, camera.fx, camera.fy, camera.cy)
+        np.testing.assert_allclose(depth.numpy(), stacked["depth_canonical"][:, 0].numpy(), rtol=1e-9)
+    with pytest.raises(ConfigError, match="ground_plane_depth"):
+        Mono3DGrounder(replace(TINY, ground_plane_depth=True, geometry_projection=False))
 
 
 def test_checkpoint_round_trip(tmp_path: Path, backbone, frame) -> None:

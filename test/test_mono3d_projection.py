@@ -90,3 +90,28 @@ def test_fit_to_canvas_keeps_the_geometry() -> None:
     original, _ = project_points(points, camera)
     scaled, _ = project_points(points, fitted)
     np.testing.assert_allclose(scaled, (original + 0.5) * scale - 0.5, atol=1e-9)
+
+
+def test_level_view_moves_a_point_to_where_a_level_camera_sees_it() -> None:
+    """A bright dot at a 3D point seen by a camera pitched 10° down and rolled 5°: in the levelled
+    image it sits (to under a pixel) where a level camera with the same intrinsics projects the point;
+    the identity rotation leaves the image as it was."""
+    from threed_llm_ros.mono3d.projection import level_view
+
+    intrinsics = CameraIntrinsics(fx=300.0, fy=300.0, cx=159.5, cy=119.5, width=320, height=240)
+    pitch, roll = np.radians(-10.0), np.radians(5.0)
+    about_x = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+    about_z = np.array([[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]])
+    level_from_optical = about_z @ about_x
+    point_level = np.array([0.4, 0.5, 3.0])  # optical axes of the level camera (y down)
+    point_real = level_from_optical.T @ point_level
+    u, v = project_points(point_real[None], intrinsics)[0][0]
+    image = np.zeros((240, 320, 3), dtype=np.uint8)
+    rows, columns = np.mgrid[0:240, 0:320]
+    image[(rows - v) ** 2 + (columns - u) ** 2 <= 9.0] = 255
+    levelled = level_view(image, intrinsics, level_from_optical)[..., 0].astype(np.float64)
+    found_v, found_u = (float((levelled * grid).sum() / levelled.sum()) for grid in (rows, columns))
+    expected_u, expected_v = project_points(point_level[None], intrinsics)[0][0]
+    assert abs(found_u - expected_u) < 0.75 and abs(found_v - expected_v) < 0.75, (found_u, found_v)
+    unchanged = level_view(image, intrinsics, np.eye(3)).astype(int) - image
+    assert np.abs(unchanged).max() <= 1  # bilinear sampling rounds by at most one level

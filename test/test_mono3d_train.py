@@ -23,9 +23,13 @@ def features() -> FeatureSet:
 def test_loss_falls_on_a_tiny_config(features: FeatureSet) -> None:
     """40 steps on 6 frames: the mean loss of the last 10 steps is well below that of the first 5."""
     assert len(features) >= 10
-    history = train(Mono3DGrounder(TINY), features, steps=40, frames_per_step=6, learning_rate=3e-3, progress=False)
-    assert len(history) == 40 and all(np.isfinite(history))
-    assert np.mean(history[-10:]) < 0.6 * np.mean(history[:5])
+    from dataclasses import replace
+
+    for config in (TINY, replace(TINY, ground_plane_depth=True)):
+        history = train(Mono3DGrounder(config), features, steps=40, frames_per_step=6, learning_rate=3e-3,
+                        progress=False)
+        assert len(history) == 40 and all(np.isfinite(history))
+        assert np.mean(history[-10:]) < 0.6 * np.mean(history[:5])
 
 
 def test_evaluation_reports_every_bucket_and_the_ablation(features: FeatureSet, tmp_path) -> None:

@@ -77,7 +77,16 @@ def _sun_text(sun: dict[str, Any]) -> str:
     predicted, labelled = sun["predicted"], sun["labelled"] or {}
     return (f"IoU **{sun['iou']:.3f}**, presence {sun.get('presence', float('nan')):.2f} ({seen}); predicted centre "
             f"{predicted['center']} size {predicted['size']} vs labelled centre {labelled.get('center')} size "
-            f"{labelled.get('size')} (m, SUN's upright frame).")
+            f"{labelled.get('size')} (m, SUN's upright frame).{_levelled_text(sun)}")
+
+
+def _levelled_text(sun: dict[str, Any]) -> str:
+    levelled = sun.get("levelled")
+    if not levelled:
+        return ""
+    return (f" Levelled first with SUN's known gravity (Rtilt; `projection.level_view`): IoU {levelled['iou']:.3f}, "
+            f"presence {levelled['presence']:.2f}, predicted centre {levelled['predicted']['center']} size "
+            f"{levelled['predicted']['size']}.")
 
 
 def render_readme(card: dict[str, Any]) -> str:

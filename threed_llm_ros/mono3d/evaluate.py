@@ -23,6 +23,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -184,6 +185,8 @@ def format_metrics(metrics: dict) -> str:
     sun = metrics.get("sun_rgbd_000001")
     if sun:
         said = sun.get("skipped") or f"{sun['category']} IoU {sun['iou']:.3f}"
+        if "levelled" in sun:
+            said += f" (levelled with its known gravity: IoU {sun['levelled']['iou']:.3f})"
         lines += ["", f"SUN RGB-D 000001 from the image alone: {said}"]
     return "\n".join(lines)
 
@@ -195,6 +198,8 @@ class SunSample:
 
     canvas: np.ndarray
     canvas_camera: CameraIntrinsics
+    image: np.ndarray  # the image as taken, and its camera
+    camera: CameraIntrinsics
     labelled: list[tuple[str, OrientedBox]]
     body_from_level: np.ndarray
 
@@ -214,30 +219,49 @@ def load_sun_sample(realdata: Path, config: Mono3DConfig) -> SunSample:
     canvas, canvas_camera = image_to_canvas(frame.image, frame.intrinsics, config)
     # Predicted boxes are in the gravity frame of a level camera: back to optical, then into the body frame.
     body_from_level = body_from_optical @ rotation_to_gravity("-y").T
-    return SunSample(canvas, canvas_camera, [(obj.category, obj.box) for obj in record.objects], body_from_level)
+    return SunSample(canvas, canvas_camera, frame.image, frame.intrinsics,
+                     [(obj.category, obj.box) for obj in record.objects], body_from_level)
 
 
 def sun_rgbd_check(model: Mono3DGrounder, realdata: Path, category: str = "bed") -> dict:
     """SUN RGB-D 000001 from its image and intrinsics alone: the IoU of the predicted ``category``
-    box with the labelled one (the camera's pitch is ignored by the model: it assumes a level camera)."""
+    box with the labelled one (the camera's pitch is ignored by the model: it assumes a level camera).
+    Under ``levelled``: the same after warping the image to a level camera with SUN's known gravity
+    (Rtilt; ``projection.level_view``), what a robot that knows its camera's tilt could do."""
+    from threed_llm_ros.mono3d.data import image_to_canvas
     from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
+    from threed_llm_ros.mono3d.projection import level_view
 
     sample = load_sun_sample(realdata, model.config)
-    local, global_ = FrozenBackbone()(torch.as_tensor(sample.canvas, dtype=torch.float32).permute(2, 0, 1)[None])
-    with torch.no_grad():
-        outputs = model(local, global_, torch.zeros(1, dtype=torch.long),
-                        torch.tensor([model.category_index(category)]), torch.tensor([model.color_index(None)]),
-                        camera_features([sample.canvas_camera], model.config))
-    (box,) = decode_boxes(outputs, [sample.canvas_camera], model.config)
-    predicted = sample.to_body(box)
+    backbone = FrozenBackbone()
     truths = [truth for name, truth in sample.labelled if name == category]
-    best = max((rotated_box_iou(predicted, truth) for truth in truths), default=0.0)
-    describe = lambda b: {"center": [round(v, 3) for v in b.center],  # noqa: E731
-                          "size": [round(v, 3) for v in b.size], "yaw": round(b.yaw, 3)}
-    presence = float(torch.sigmoid(outputs["presence_logit"][0]))
-    return {"category": category, "iou": round(float(best), 4), "presence": round(presence, 4),
-            "seen": presence >= model.config.presence_threshold, "predicted": describe(predicted),
-            "labelled": describe(truths[0]) if truths else None}
+
+    def predict(canvas: np.ndarray, to_body: Any) -> dict:
+        local, global_ = backbone(torch.as_tensor(canvas, dtype=torch.float32).permute(2, 0, 1)[None])
+        with torch.no_grad():
+            outputs = model(local, global_, torch.zeros(1, dtype=torch.long),
+                            torch.tensor([model.category_index(category)]), torch.tensor([model.color_index(None)]),
+                            camera_features([sample.canvas_camera], model.config))
+        (box,) = decode_boxes(outputs, [sample.canvas_camera], model.config)
+        predicted = to_body(box)
+        presence = float(torch.sigmoid(outputs["presence_logit"][0]))
+        return {"iou": round(float(max((rotated_box_iou(predicted, t) for t in truths), default=0.0)), 4),
+                "presence": round(presence, 4), "seen": presence >= model.config.presence_threshold,
+                "predicted": _describe(predicted)}
+
+    result = {"category": category, **predict(sample.canvas, sample.to_body),
+              "labelled": _describe(truths[0]) if truths else None}
+    gravity = rotation_to_gravity("-y")
+    level_from_optical = gravity.T @ sample.body_from_level @ gravity  # the level camera's gravity frame = body
+    levelled, _ = image_to_canvas(level_view(sample.image, sample.camera, level_from_optical), sample.camera,
+                                  model.config)
+    result["levelled"] = predict(levelled, lambda box: box)
+    return result
+
+
+def _describe(box: OrientedBox) -> dict:
+    return {"center": [round(v, 3) for v in box.center], "size": [round(v, 3) for v in box.size],
+            "yaw": round(box.yaw, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,12 @@ The query attends to the image tokens through two decoder layers, then:
 * a presence head gives the logit that the referred label is in the image at all (trained with
   queries for labels the frame does not show); below ``presence_threshold`` the answer is
   "not seen", with no box;
+* with ``ground_plane_depth`` (LLMI3D-style geometry, fused as in MonoFlex): a second pointer gives
+  the image row v_b of the box's bottom centre and a head its drop Y_b below the camera (the camera
+  height for an object on the floor); a level camera then sees it at Z = fy·Y_b / (v_b − cy), a
+  depth that does not depend on the object's size. The direct and the ground-plane canonical depths
+  are fused by their predicted uncertainties (inverse-variance weights), so the model falls back on
+  the direct one where the bottom is hidden or the object stands on furniture;
 * with ``geometry_projection=False`` (the ablation) a head regresses the metric optical
   centre (X, Y, log Z) directly instead, given the camera as an input (fx, fy, cx, cy over
   the canvas size), so the comparison isolates the projection, not the information.
@@ -37,7 +43,7 @@ from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.mono3d.image_tokens import SpatialLocalFeatureMining
-from threed_llm_ros.mono3d.projection import CANONICAL_FOCAL_PX
+from threed_llm_ros.mono3d.projection import CANONICAL_FOCAL_PX, ground_plane_canonical_depth
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 ANY_COLOR = "any"
@@ -55,6 +61,7 @@ class Mono3DConfig:
     canvas_height: int = 240
     canonical_focal_px: float = CANONICAL_FOCAL_PX
     geometry_projection: bool = True
+    ground_plane_depth: bool = False  # fuse a bottom-row / camera-height depth with the direct one (needs projection)
     categories: tuple[str, ...] = CATEGORY_NAMES
     colors: tuple[str, ...] = (ANY_COLOR, *COLOR_NAMES)
     seed: int = 0
@@ -101,6 +108,13 @@ class Mono3DGrounder(nn.Module):
         self.box_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1 + 3 + 2))
         self.center_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 3))
         self.presence_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 1))
+        if config.ground_plane_depth:
+            if not config.geometry_projection:
+                raise ConfigError("ground_plane_depth", "the ground-plane depth is part of geometry projection",
+                                  "turn geometry_projection on or ground_plane_depth off")
+            self.bottom_query = nn.Linear(dim, dim)
+            # bottom-row offset, log drop below the camera, log uncertainty of the direct and ground depths
+            self.ground_head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, 4))
 
     def category_index(self, category: str) -> int:
         """Index of a category; ConfigError naming the known ones otherwise."""
@@ -149,7 +163,34 @@ class Mono3DGrounder(nn.Module):
         }
         if not self.config.geometry_projection:
             outputs["center_direct"] = self.center_head(features)
+        if self.config.ground_plane_depth:
+            if camera is None:
+                raise ValueError("the ground-plane depth needs the camera features (for fy and cy)")
+            outputs.update(self._ground_plane_depth(hidden, tokens, centers, token_spacing, features,
+                                                    camera[image_index] * self.config.canvas_width,
+                                                    outputs["log_depth_canonical"]))
         return outputs
+
+    def _ground_plane_depth(self, hidden: torch.Tensor, tokens: torch.Tensor, centers: torch.Tensor,
+                            token_spacing: float, features: torch.Tensor, camera: torch.Tensor,
+                            log_depth_direct: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The bottom row, the drop below the camera, the ground-plane canonical depth
+        (``projection.ground_plane_canonical_depth``) and its fusion with the direct depth (``camera``:
+        canvas fx, fy, cx, cy per query). Returns the fused depth as ``log_depth_canonical`` and the parts
+        for the losses."""
+        logits = torch.einsum("qd,qnd->qn", self.bottom_query(hidden), self.pointer_key(tokens))
+        logits = logits / self.config.dim ** 0.5
+        head = self.ground_head(features)
+        v_bottom = logits.softmax(dim=-1) @ centers[:, 1] + token_spacing * torch.tanh(head[:, 0])
+        fx, fy, cy = camera[:, 0], camera[:, 1], camera[:, 3]
+        rows_below = 1.0 + nn.functional.softplus(v_bottom - cy - 1.0)  # ≥ 1 px (gradient kept), = v_b − cy below
+        log_ground = torch.log(ground_plane_canonical_depth(rows_below + cy, torch.exp(head[:, 1]), fx, fy, cy,
+                                                            self.config.canonical_focal_px))
+        log_sigma = head[:, 2:4].clamp(-6.0, 6.0)
+        estimates = torch.stack((log_depth_direct, log_ground), dim=-1)
+        fused = (estimates * (-2.0 * log_sigma).softmax(dim=-1)).sum(dim=-1)
+        return {"log_depth_canonical": fused, "log_depth_estimates": estimates, "log_depth_sigma": log_sigma,
+                "bottom_logits": logits, "v_bottom": v_bottom, "log_drop": head[:, 1]}
 
 
 def trainable_state(model: Mono3DGrounder) -> dict[str, torch.Tensor]:

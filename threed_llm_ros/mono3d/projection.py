@@ -73,6 +73,14 @@ def encode_center(center_optical: np.ndarray, intrinsics: CameraIntrinsics,
     return u, v, canonical_depth(z, focal_length(intrinsics), canonical_focal_px)
 
 
+def ground_plane_canonical_depth(v_bottom: Any, drop: Any, fx: Any, fy: Any, cy: Any,
+                                 canonical_focal_px: float = CANONICAL_FOCAL_PX) -> Any:
+    """The canonical depth of a box whose bottom centre is at image row ``v_bottom`` and ``drop`` metres
+    below a level camera (the camera height for an object on the floor): Z = fy·drop / (v_bottom − cy),
+    times f0 / √(fx·fy). It needs no object size, only where the object meets what it stands on."""
+    return canonical_focal_px * drop * (fy / fx) ** 0.5 / (v_bottom - cy)
+
+
 def box_to_targets(box: OrientedBox, intrinsics: CameraIntrinsics,
                    canonical_focal_px: float = CANONICAL_FOCAL_PX) -> dict[str, np.ndarray]:
     """Training targets of a box in the camera gravity frame (x forward, y left, z up; a level camera).
@@ -103,6 +111,23 @@ def box_from_prediction(uv: np.ndarray, depth_canonical: float, size: np.ndarray
     """The metric box (camera gravity frame) of one prediction, through geometry projection."""
     center = np.array(decode_center(float(uv[0]), float(uv[1]), float(depth_canonical), intrinsics, canonical_focal_px))
     return box_from_center(center, size, yaw_sin_cos)
+
+
+def level_view(image: np.ndarray, intrinsics: CameraIntrinsics, level_from_optical: np.ndarray) -> np.ndarray:
+    """The image a level camera with the same intrinsics and centre would see (black where the real
+    camera saw nothing): a pure rotation is a homography, pixel_real ~ K·Rᵀ·K⁻¹·pixel_level, with
+    ``level_from_optical`` the rotation from the real camera's optical frame to the level one's.
+    The model assumes a level camera; a robot knows its camera's tilt (TF), so it can level first."""
+    from PIL import Image
+
+    k = np.array([[intrinsics.fx, 0.0, intrinsics.cx], [0.0, intrinsics.fy, intrinsics.cy], [0.0, 0.0, 1.0]])
+    # PIL samples at pixel corners: shift by ½ so pixel centres map as in the camera model
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    homography = half @ k @ np.asarray(level_from_optical).T @ np.linalg.inv(k) @ np.linalg.inv(half)
+    homography /= homography[2, 2]
+    source = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    return np.asarray(source.transform((image.shape[1], image.shape[0]), Image.PERSPECTIVE,
+                                       tuple(homography.ravel()[:8].tolist()), Image.BILINEAR))
 
 
 def fit_to_canvas(intrinsics: CameraIntrinsics, canvas_width: int,

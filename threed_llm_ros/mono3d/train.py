@@ -11,7 +11,10 @@ same model on the same machine.
 
 Losses per query: cross-entropy of the centre pointer against the token nearest the true
 centre, smooth-L1 of (u, v) in token spacings, L1 of log canonical depth and log size,
-L1 of the doubled-angle yaw; the ablation adds L1 of its direct (X, Y, log Z). Presence:
+L1 of the doubled-angle yaw; the ablation adds L1 of its direct (X, Y, log Z). With the
+ground-plane depth (the default), also: cross-entropy + smooth-L1 of the bottom row's pointer, L1 of
+the log drop below the camera and the Laplace likelihood of each depth estimate under its predicted
+uncertainty (what makes the fusion weights mean something). Presence:
 binary cross-entropy over the referrals (present) and ABSENT_PER_FRAME queries per frame for
 labels the frame does not show (``data.draw_absent_queries``).
 """
@@ -45,9 +48,21 @@ from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, camera_fea
 ABSENT_PER_FRAME = 2  # queries for labels a training frame does not show
 
 
+MIN_DROP_M = 0.05  # the drop below the camera a log target is clamped to (bottoms at or above the camera)
+
+
+def bottom_targets(targets: dict[str, torch.Tensor], camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image row of each box's bottom centre and its drop below the camera (m, optical y is down):
+    Y_b = Y + h/2, v_b = fy·Y_b/Z + cy (``camera``: canvas fx, fy, cx, cy per query)."""
+    center = targets["center_optical"]
+    drop = center[:, 1] + 0.5 * targets["size"][:, 2]
+    return camera[:, 1] * drop / center[:, 2] + camera[:, 3], drop
+
+
 def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor],
-                 centers: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The loss terms of a batch of queries (see the module docstring)."""
+                 centers: torch.Tensor, camera: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The loss terms of a batch of queries (see the module docstring); ``camera`` (canvas fx, fy, cx, cy
+    per query) is needed for the ground-plane terms."""
     spacing = float(centers[1, 0] - centers[0, 0])  # pixels between neighbouring token centres
     nearest = torch.cdist(targets["uv"], centers).argmin(dim=1)
     losses = {
@@ -61,6 +76,18 @@ def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], target
         center = targets["center_optical"]
         direct = torch.cat((center[:, :2], torch.log(center[:, 2:])), dim=1)
         losses["center_direct"] = (outputs["center_direct"] - direct).abs().mean() * 3.0
+    if "v_bottom" in outputs:
+        if camera is None:
+            raise ValueError("the ground-plane losses need the per-query canvas camera")
+        v_bottom, drop = bottom_targets(targets, camera)
+        bottom_uv = torch.stack((targets["uv"][:, 0], v_bottom), dim=1)
+        losses["bottom_pointer"] = nn.functional.cross_entropy(outputs["bottom_logits"],
+                                                               torch.cdist(bottom_uv, centers).argmin(dim=1))
+        losses["bottom_row"] = nn.functional.smooth_l1_loss(outputs["v_bottom"] / spacing, v_bottom / spacing)
+        losses["drop"] = (outputs["log_drop"] - torch.log(drop.clamp(min=MIN_DROP_M))).abs().mean()
+        error = (outputs["log_depth_estimates"] - torch.log(targets["depth_canonical"])).abs()
+        sigma = outputs["log_depth_sigma"]
+        losses["depth_likelihood"] = 0.5 * (error * torch.exp(-sigma) + sigma).sum(dim=-1).mean()
     return losses
 
 
@@ -113,7 +140,8 @@ def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_st
             continue
         absent = draw_absent_queries(batch.visible, generator, ABSENT_PER_FRAME)
         outputs = forward_features(model, batch, absent)
-        losses = query_losses(model, present_part(outputs, len(batch)), batch.targets, centers)
+        camera = camera_features(batch.canvas_cameras, model.config)[batch.image_index] * model.config.canvas_width
+        losses = query_losses(model, present_part(outputs, len(batch)), batch.targets, centers, camera)
         losses["presence"] = presence_loss(outputs, len(batch))
         total = sum(losses.values())
         optimizer.zero_grad()
@@ -127,13 +155,15 @@ def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_st
     return history
 
 
-def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progress: bool) -> FeatureSet:
-    """The cached features of ``seeds`` from ``path``, or render and cache them there."""
+def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progress: bool,
+                  realism: bool = False) -> FeatureSet:
+    """The cached features of ``seeds`` from ``path``, or render (``realism``: see ``data.simulate_frame``)
+    and cache them there."""
     if path is not None and path.is_file():
         return FeatureSet.load(path)
     from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
 
-    features = simulated_feature_set(seeds, FrozenBackbone(), config, progress=progress)
+    features = simulated_feature_set(seeds, FrozenBackbone(), config, progress=progress, realism=realism)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         features.save(path)
@@ -163,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-geometry-projection", action="store_true", help="the ablation: regress metric XYZ")
+    parser.add_argument("--realism", action="store_true",
+                        help="training renders with uneven light, vignetting and blur (data.camera_realism)")
+    parser.add_argument("--no-ground-plane", action="store_true",
+                        help="depth from the direct head only (no bottom-row / camera-height estimate)")
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"), help="feature cache directory")
     parser.add_argument("--output", type=Path, default=Path("models/mono3d"))
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"), help="for the SUN RGB-D check")
@@ -172,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(arguments.threads)
     torch.manual_seed(arguments.seed)
     config = Mono3DConfig(dim=arguments.dim, seed=arguments.seed,
-                          geometry_projection=not arguments.no_geometry_projection)
+                          geometry_projection=not arguments.no_geometry_projection,
+                          ground_plane_depth=not (arguments.no_geometry_projection or arguments.no_ground_plane))
     started = time.perf_counter()
-    train_set = load_or_build(range(arguments.frames), cache_file(arguments.cache, "train", arguments.frames), config,
-                              True)
+    train_split = "train_realism" if arguments.realism else "train"
+    train_set = load_or_build(range(arguments.frames), cache_file(arguments.cache, train_split, arguments.frames),
+                              config, True, arguments.realism)
     test_set = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
                              cache_file(arguments.cache, "test", arguments.test_frames), config, True)
     calibration_set = load_or_build(
