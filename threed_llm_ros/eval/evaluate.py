@@ -53,8 +53,6 @@ from threed_llm_ros.data.programs import annotation_program
 from threed_llm_ros.errors import ConfigError, ModelFileError, ThreeDLLMError
 from threed_llm_ros.eval.metrics import format_report, grounding_metrics, plan_metrics, qa_metrics, text_metrics
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.geometry.camera import depth_to_points
-from threed_llm_ros.geometry.frames import rotation_to_gravity, to_gravity_frame
 from threed_llm_ros.model.checkpoint import load_checkpoint, parameter_report
 from threed_llm_ros.model.preprocessing import SceneBatch
 from threed_llm_ros.model.threed_llm import ThreeDLLM
@@ -62,6 +60,7 @@ from threed_llm_ros.plans import NAVIGATION_ACTIONS, parse_plan_text
 from threed_llm_ros.runtime.choices import LM_BACKENDS
 from threed_llm_ros.runtime.engine import InferenceEngine
 from threed_llm_ros.runtime.engine_settings import LM_PRECISIONS, EngineSettings
+from threed_llm_ros.eval.robot_input import robot_cloud
 from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.train.collate import GROUNDING_ANSWER_PREFIX, SceneCache, model_prompt, model_target
 from threed_llm_ros.runtime.lm_backend import serving_generator
@@ -311,23 +310,6 @@ class Evaluator:
             if box is not None:
                 step["pose"] = navigation_pose(box, floor_z, self.settings.standoff_m)
         return steps
-
-
-def robot_cloud(record: SceneRecord) -> SceneCloud:
-    """The frame as the robot's node gets it, in the record's gravity frame (where the annotations are).
-
-    A record with its depth image, RGB image and intrinsics gives the camera's whole cloud and
-    the image under it, as an RGB-D camera gives the node; a record without them gives its stored
-    (subsampled) points alone."""
-    depth, rgb = record.images.get("depth"), record.images.get("rgb")
-    if depth is None or rgb is None or record.intrinsics is None:
-        return SceneCloud(record.points_gravity(), record.colors, record.frame_id)
-    optical, colors = depth_to_points(depth, record.intrinsics, color=rgb)
-    gravity_from_optical = rotation_to_gravity(record.up_axis)
-    camera_from_gravity = np.eye(4)
-    camera_from_gravity[:3, :3] = gravity_from_optical.T
-    return SceneCloud(to_gravity_frame(optical, record.up_axis), colors, record.frame_id, image=rgb,
-                      intrinsics=record.intrinsics, camera_from_input=camera_from_gravity)
 
 
 def program_metrics(programs: dict[int, tuple[dict[str, Any], str | None]]) -> dict[str, float]:

@@ -30,9 +30,9 @@ from threed_llm_ros.data.programs import CATEGORY_WORDS
 from threed_llm_ros.objects.describe import named_categories
 from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.eval.robot_input import frame_cloud
 from threed_llm_ros.runtime.engine import InferenceEngine
 from threed_llm_ros.runtime.engine_settings import EngineSettings
-from threed_llm_ros.runtime.replies import SceneCloud
 
 MIN_VISIBLE_PIXELS = 800
 FIRST_SEED = 90_000  # far from the classifier's training seeds (scene_seed hashes) and the tests' small seeds
@@ -51,8 +51,7 @@ def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIR
     existence, counts, caption_invents = [], [], []
     for seed in tqdm(range(first_seed, first_seed + scenes), desc="frames", disable=not progress):
         frame = simulate(seed)
-        cloud = SceneCloud(frame.points, frame.colors, "camera_color_optical_frame",
-                           image=frame.rgb if with_image else None, intrinsics=frame.intrinsics if with_image else None)
+        cloud = frame_cloud(frame, with_image)
         visible = [obj for obj in frame.objects if obj.visible_pixels >= MIN_VISIBLE_PIXELS]
         present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
         per_category = Counter(obj.category for obj in visible)
