@@ -29,7 +29,6 @@ from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.objects.colors import exposure_gain, object_color
-from threed_llm_ros.objects.context import with_room_context
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
 from threed_llm_ros.objects.proposals import cluster, split_by_height, split_supported, structure_mask, voxelise
@@ -412,8 +411,7 @@ class ObjectLayer:
             return []
         floor_z = gravity.floor_z
         proposals = self._join_fragments(proposals, gravity, rays)
-        probabilities = with_room_context(self._recognise(proposals, gravity, camera, rays), self.classes,
-                                          self.settings.min_confidence)
+        probabilities = self._recognise(proposals, gravity, camera, rays)
         other = self.classes.index(OTHER)
         labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
         labels = [label + (label >= other) for label in labels]
