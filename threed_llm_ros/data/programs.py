@@ -414,7 +414,8 @@ def execute_program(program: dict[str, Any], facts: SceneFacts) -> str | None:
     """The answer of a parsed program over a scene, in the annotations' answer format, or None
     when an object the program asks about is not in the scene (then nothing here can answer).
     Two exceptions, because a detector misses small things first: an object that is missing
-    is in no relation ("no"), and of a compared pair the one that was found is bigger/taller.
+    is in no relation ("no"), and of a compared pair where a small (top-placed) thing is missing,
+    the one that was found is bigger/taller (a missing piece of furniture gives None).
 
     A referent found only under a looser reading (its relation loosened or dropped, its colour read
     as a lighting neighbour; never without its colour) still counts, and a near-tie is decided
