@@ -266,3 +266,23 @@ def test_a_small_thing_on_a_bed_or_sofa_is_only_possible() -> None:
     hanging_over = replace(tuft, on_top=False)  # not found on that surface: its box only reaches low
     assert doubt_things_on_soft_furniture([ottoman, hanging_over], 0.5, floor_z=0.0)[1].score == 0.8
 
+
+
+def test_a_slender_piece_under_a_wider_one_holds_it_up() -> None:
+    """A lamp's stem under its shade (the sensor saw the two apart, the stem behind the shade's
+    visible front) holds it up; a cup beside the lamp's foot, a stem off to the side, and a stem
+    reaching well into the shade from above do not."""
+    from threed_llm_ros.objects.layer import holds_up
+
+    shade = OrientedBox((2.40, 0.70, -0.05), (0.38, 0.17, 0.29), -1.32)  # the visible front half
+    stem = OrientedBox((2.54, 0.73, -0.33), (0.16, 0.03, 0.26), 0.42)
+    assert holds_up(stem, shade)
+    assert not holds_up(shade, stem)
+    cup = OrientedBox((2.45, 0.70, -0.42), (0.09, 0.07, 0.04), 0.0)  # short and wide for its height
+    assert not holds_up(cup, OrientedBox((2.45, 0.72, -0.19), (0.30, 0.19, 0.46), 0.0))
+    aside = OrientedBox((2.40, 1.20, -0.33), (0.05, 0.03, 0.26), 0.0)
+    assert not holds_up(aside, shade)
+    too_low = OrientedBox((2.45, 0.70, -0.60), (0.05, 0.03, 0.20), 0.0)  # its top 0.2 m under the shade
+    assert not holds_up(too_low, shade)
+    leg = OrientedBox((3.15, 0.61, -0.94), (0.13, 0.07, 0.52), 0.0)  # a table's leg under its top
+    assert holds_up(leg, OrientedBox((2.62, 0.86, -0.63), (1.13, 0.93, 0.38), 0.0))

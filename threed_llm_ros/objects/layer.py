@@ -53,6 +53,11 @@ JOIN_MIN_SCORE = 0.5  # ... or is the surer part's category, this sure and as su
 # pieces (a board, a strip, a pillow: some side at most COMPLETE_THIN_M) join a confident object
 # of a category at least COMPLETE_MIN_LENGTH_M long when the whole keeps that category, about as
 # sure (JOIN_MARGIN), within its size. A chair or a night stand beside a bed is no thin piece.
+# A slender piece right under a wider one holds it up (a lamp's stem under its shade, a monitor's
+# stand, a table's leg): nothing floats, so the two are one thing, named as the upper piece is.
+HOLD_REACH_M = 0.1  # the slender piece's top reaches this close to the upper piece's bottom
+HOLD_SLENDER = 0.5  # ... and its widest side is at most this share of the upper piece's
+HOLD_NEAR_M = 0.08  # ... and its centre is this close to the upper footprint (seen from the front: a shade's front half)
 COMPLETE_GAP_M = 0.6
 COMPLETE_MIN_LENGTH_M = 1.5
 COMPLETE_THIN_M = 0.25
@@ -203,6 +208,24 @@ def _footprints_touch(first: OrientedBox, second: OrientedBox) -> bool:
     return bool(first.contains(probe, margin=0.02).any() or second.contains(other, margin=0.02).any())
 
 
+def holds_up(lower: OrientedBox, upper: OrientedBox) -> bool:
+    """Whether ``lower`` is a slender piece that holds ``upper`` up: it stands under the upper
+    piece's footprint, its top reaches that piece's bottom (``HOLD_REACH_M``), and it is much
+    narrower (``HOLD_SLENDER``), and taller than thick, with most of it below that bottom: a lamp's
+    stem under its shade, where the sensor saw the two apart; not a cup beside the lamp's foot."""
+    lower_top = lower.center[2] + lower.size[2] / 2
+    upper_bottom = upper.center[2] - upper.size[2] / 2
+    if not upper_bottom - HOLD_REACH_M <= lower_top <= upper.center[2] or lower.center[2] >= upper_bottom:
+        return False
+    if lower.size[2] < 1.5 * min(lower.size[:2]):  # a stem or a leg stands taller than it is thick
+        return False
+    if max(lower.size[:2]) > HOLD_SLENDER * max(upper.size[:2]):
+        return False
+    probe = np.asarray(lower.center, dtype=np.float64)[None].copy()
+    probe[0, 2] = upper.center[2]
+    return bool(upper.contains(probe, margin=HOLD_NEAR_M).any())
+
+
 def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
     """Drop objects whose points lie mostly (``share``) inside the completed box of a larger,
     more confident, confident object: a mattress patch inside a bed is the bed, not a table. A
@@ -350,7 +373,9 @@ class ObjectLayer:
         while i < joinable:
             j = i + 1
             while j < joinable:
-                if _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
+                lower, upper = (i, j) if proposals[i].box.center[2] < proposals[j].box.center[2] else (j, i)
+                held = holds_up(proposals[lower].box, proposals[upper].box)
+                if held or _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
                     candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
                         score, label = (float(values[0]) for values in best([candidate]))
@@ -358,13 +383,19 @@ class ObjectLayer:
                         # clearly surer and no support (a chair's back and seat); a book stays off
                         # its table, a box off its cabinet
                         same_level = proposals[i].on_top == proposals[j].on_top
-                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN and (
+                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN and score >= JOIN_MIN_SCORE and (
                             same_level or not CATEGORIES[self.classes[int(label)]].is_support)
                         surer_part = i if scores[i] >= scores[j] else j
                         completes = (same_level and label == labels[surer_part]
                                      and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
                                      and self._fits(candidate.box, int(label)))
-                        if surer or completes:
+                        # a slender piece under a wider one holds it up: one thing, named as the
+                        # upper piece (a lamp's stem and shade), or named at all where the upper
+                        # piece alone, hanging in the air, could not be
+                        held = (held and score >= JOIN_MIN_SCORE
+                                and (label == labels[upper] or scores[upper] < JOIN_MIN_SCORE)
+                                and self._fits(candidate.box, int(label)))
+                        if surer or completes or held:
                             proposals[i], scores[i], labels[i] = candidate, score, int(label)
                             del proposals[j], scores[j], labels[j]
                             joinable -= 1
@@ -448,7 +479,10 @@ class ObjectLayer:
             else:
                 bottom = box.center[2] - box.size[2] / 2
             box = OrientedBox((box.center[0], box.center[1], (top + bottom) / 2), (box.size[0], box.size[1], top - bottom), box.yaw)
-            box = complete_box(box, min(spec.size_min[:2]), walls, max(spec.size_min[:2]))
+            depth = min(spec.size_min[:2])
+            if spec.round_footprint:  # a round thing is as deep as the width the view shows
+                depth = min(max(depth, max(box.size[:2])), max(spec.size_max[:2]))
+            box = complete_box(box, depth, walls, max(spec.size_min[:2]))
             ranked = np.argsort(row)[::-1][:3]
             objects.append(SceneObject(
                 category=category, color=object_color(proposal.colors, color_gain), box=box, score=float(row[label]),
