@@ -277,6 +277,8 @@ def test_objects_the_scene_lacks() -> None:
     assert missing_referent(parse_program("color: chair, -, next to, table"), facts) is None
     assert missing_referent(parse_program("category: on ; chair"), facts) == "anything on the chair"
     assert missing_referent(parse_program("support: chair"), facts) == "what the chair rests on"
+    # no lamp at all: "I don't see a lamp", not "a nearest lamp"
+    assert missing_referent(parse_program("locate: lamp, -, closest"), facts) == "lamp"
     # a colour the scene does not show is not dropped: the red cup is not "the blue cup"; a
     # lighting neighbour of the seen colour (pink for red) still finds it
     assert execute_program(parse_program("support: cup, blue"), facts) is None

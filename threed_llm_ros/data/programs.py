@@ -345,12 +345,21 @@ def missing_referent(program: dict[str, Any], facts: SceneFacts) -> str | None:
     "I don't see the black book"), or None when every one is found."""
     expressions = [program[key] for key in ("referent", "anchor") if isinstance(program.get(key), dict)]
     expressions += list(program.get("referents") or [])
-    missing = next((describe(expression) for expression in expressions if _pick(facts, expression) is None), None)
+    missing = next((describe(_without_superlative(expression)) for expression in expressions
+                    if _pick(facts, expression) is None), None)
     if missing is None and program["question_type"] == "category":  # the anchor is seen, nothing in that relation
         return f"anything {program['relation']} the {describe(program['anchor'])}"
     if missing is None and program["question_type"] == "support":  # the thing is seen, nothing under it
         return f"what the {describe(program['referent'])} rests on"
     return missing
+
+
+def _without_superlative(expression: dict[str, Any]) -> dict[str, Any]:
+    """``expression`` without a superlative: where no book is seen, "I don't see a book", not
+    "a nearest book" (a superlative always picks one when any is there)."""
+    if expression.get("relation") in SUPERLATIVES:
+        return {key: value for key, value in expression.items() if key != "relation"}
+    return expression
 
 
 def _winner(facts: SceneFacts, question_type: str, relation: str | None, a: int, b: int) -> int:
