@@ -13,6 +13,7 @@ import pytest
 from threed_llm_ros.data.sim.frames import simulate
 from threed_llm_ros.errors import ModelFileError
 from threed_llm_ros.geometry.iou import rotated_box_iou
+from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
 from threed_llm_ros.objects.recognition import OTHER, load_classifier
@@ -107,6 +108,35 @@ def test_the_demos_grey_table_is_one_table_and_its_lamp_one_lamp() -> None:
     assert max(rotated_box_iou(obj.box, grey_table.box) for obj in found if obj.category == "table") >= 0.5
     assert max(rotated_box_iou(obj.box, lamp.box) for obj in found if obj.category == "lamp") >= 0.3
     assert sum(obj.category == "table" for obj in found) == 2
+
+
+def _table_points(rng: np.random.Generator, corner: tuple[float, float], size: tuple[float, float], height: float
+                  ) -> np.ndarray:
+    """A table's top, its front apron and four legs (gravity frame, floor at 0)."""
+    (x0, y0), (length, width) = corner, size
+    top = np.column_stack([rng.uniform(x0, x0 + length, 1500), rng.uniform(y0, y0 + width, 1500), np.full(1500, height)])
+    apron = np.column_stack([np.full(300, x0), rng.uniform(y0, y0 + width, 300), rng.uniform(height - 0.1, height, 300)])
+    legs = [np.column_stack([rng.normal(x, 0.01, 120), rng.normal(y, 0.01, 120), rng.uniform(0, height, 120)])
+            for x in (x0 + 0.03, x0 + length - 0.03) for y in (y0 + 0.03, y0 + width - 0.03)]
+    return np.vstack([top, apron, *legs])
+
+
+def test_two_tables_pushed_together_are_two_tables() -> None:
+    """Two 0.8 × 1.2 m tables end to end make one 2.4 m cluster, a "desk" longer than any desk:
+    it is cut where both parts are sure tables, and the two parts do not rejoin, each boxed on
+    its truth."""
+    rng = np.random.default_rng(3)
+    floor = np.column_stack([rng.uniform(0.5, 6, 8000), rng.uniform(-3, 3, 8000), np.zeros(8000)])
+    wall = np.column_stack([np.full(4000, 6.0), rng.uniform(-3, 3, 4000), rng.uniform(0, 2.5, 4000)])
+    tables = [_table_points(rng, (2.5, y0), (0.8, 1.2), 0.74) for y0 in (-1.2, 0.0)]
+    points = np.vstack([floor, wall, *tables])
+    points = points + rng.normal(0, 0.004, points.shape) - np.array([0.0, 0.0, 1.2])  # the sensor 1.2 m up
+    layer = ObjectLayer.load(default_object_classifier(), PerceptionSettings(up_axis="z", sensor_height=1.2))
+    found = [obj for obj in layer.perceive(points).confident if obj.category in ("table", "desk")]
+    truth = [OrientedBox((2.9, y, -0.83), (0.8, 1.2, 0.74), 0.0) for y in (-0.6, 0.6)]
+    assert len(found) == 2, [(obj.category, obj.box.size) for obj in found]
+    for box in truth:
+        assert max(rotated_box_iou(obj.box, box) for obj in found) >= 0.7
 
 
 def test_a_classifier_for_other_features_is_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ are the ones counts, existence answers, captions and grounding use.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from threed_llm_ros.data.catalog import CATEGORIES
 from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
+from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
@@ -64,6 +65,9 @@ COMPLETE_THIN_M = 0.25
 SIZE_SLACK = 1.3  # a merged object may exceed its category's largest size by this factor
 LARGEST_SIDE_M = 1.1 * max(max(spec.size_max[:2]) for spec in CATEGORIES.values())
 MIN_JOIN_POINTS = 20
+# Two tables pushed together, a table against a cabinet of its height: one cluster larger than
+# its category gets. It is cut across its long side where both parts are surer things that fit.
+SPLIT_CUTS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # where along the long side a cut is tried
 MAX_OBJECTS = 40
 
 
@@ -123,6 +127,7 @@ class Proposal:
     wall_distance: float
     support_gap: float  # from the box's bottom down to the highest thing under it (the floor at most)
     surface_z: float | None = None  # split off this top surface of its cluster's support (a cup on a table)
+    cut: int = -1  # the parts of one oversized proposal cut in two share this number; they never rejoin
 
     @property
     def on_top(self) -> bool:
@@ -191,7 +196,12 @@ def _merge(first: Proposal, second: Proposal, floor_z: float) -> Proposal:
     box = fit_box(points, floor_z)
     surface = first.surface_z if first.on_top and second.on_top else None
     return Proposal(points, colors, box, min(first.wall_distance, second.wall_distance),
-                    min(first.support_gap, second.support_gap), surface)
+                    min(first.support_gap, second.support_gap), surface, max(first.cut, second.cut))
+
+
+def _cut_apart(first: Proposal, second: Proposal) -> bool:
+    """Whether the two are the parts of one cut (``ObjectLayer._split_oversized``): they stay apart."""
+    return first.cut >= 0 and first.cut == second.cut
 
 
 def _gap(first: OrientedBox, second: OrientedBox) -> float:
@@ -342,10 +352,10 @@ class ObjectLayer:
         timings["objects_s"] = time.perf_counter() - started
         return SceneObjects(objects, gravity, self.settings.min_confidence, timings)
 
-    def _fits(self, box: OrientedBox, label: int) -> bool:
-        """Whether ``box`` is no larger than category ``label`` gets (with ``SIZE_SLACK``)."""
+    def _fits(self, box: OrientedBox, label: int, slack: float = SIZE_SLACK) -> bool:
+        """Whether ``box`` is no larger than category ``label`` gets (with ``slack``)."""
         spec = CATEGORIES[self.classes[label]]
-        return max(box.size[:2]) <= max(spec.size_max[:2]) * SIZE_SLACK and box.size[2] <= spec.size_max[2] * SIZE_SLACK
+        return max(box.size[:2]) <= max(spec.size_max[:2]) * slack and box.size[2] <= spec.size_max[2] * slack
 
     def _join_fragments(self, proposals: list[Proposal], gravity: GravityFrame, rays: RayGrid) -> list[Proposal]:
         """Touching proposals that are likelier one object than two join: a table's top and its
@@ -375,6 +385,9 @@ class ObjectLayer:
             while j < joinable:
                 lower, upper = (i, j) if proposals[i].box.center[2] < proposals[j].box.center[2] else (j, i)
                 held = holds_up(proposals[lower].box, proposals[upper].box)
+                if _cut_apart(proposals[i], proposals[j]):
+                    j += 1
+                    continue
                 if held or _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
                     candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
@@ -404,6 +417,57 @@ class ObjectLayer:
                 j += 1
             i += 1
         return self._complete_large(proposals, scores, labels, best, gravity.floor_z)
+
+    def _split_oversized(self, proposals: list[Proposal], gravity: GravityFrame, rays: RayGrid) -> list[Proposal]:
+        """Each proposal sure of a category (``JOIN_MIN_SCORE``) but larger than it gets, cut in
+        two across its long side at the cut (``SPLIT_CUTS``) where the less sure part is surest,
+        when both parts are one category, fit it, and are as sure as the whole: two touching
+        tables of one height are two tables, not one 2.4 m "desk". A vague blob is not cut into
+        sure things (a real basement's shelves and pillars). The two parts never rejoin. Shape and
+        physics only, like joins."""
+        other = self.classes.index(OTHER)
+
+        def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
+            kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
+            labels = kept.argmax(axis=1)
+            return kept.max(axis=1), labels + (labels >= other)
+
+        result: list[Proposal] = []
+        for number, proposal in enumerate(proposals):
+            box = proposal.box
+            long_side = 0 if box.size[0] >= box.size[1] else 1
+            if len(proposal.points) < 2 * MIN_JOIN_POINTS or proposal.on_top or max(box.size[:2]) < 1.0:
+                result.append(proposal)
+                continue
+            (whole_score,), (label,) = best([proposal])
+            spec = CATEGORIES[self.classes[int(label)]]
+            if whole_score < JOIN_MIN_SCORE or (self._fits(box, int(label), 1.0) and min(box.size[:2]) <= min(spec.size_max[:2])):
+                result.append(proposal)
+                continue
+            axis = yaw_rotation(box.yaw)[:2, long_side]
+            along = (proposal.points[:, :2] - np.asarray(box.center[:2])) @ axis / box.size[long_side] + 0.5
+            choice, choice_score = None, max(JOIN_MIN_SCORE, float(whole_score))
+            for cut in SPLIT_CUTS:
+                sides = [along < cut, along >= cut]
+                if min(int(side.sum()) for side in sides) < MIN_JOIN_POINTS:
+                    continue
+                parts = [self._part(proposal, side, gravity.floor_z) for side in sides]
+                scores, labels = best(parts)
+                if float(scores.min()) >= choice_score and labels[0] == labels[1] and all(self._fits(part.box, int(k)) for part, k in zip(parts, labels)):
+                    choice, choice_score = parts, float(scores.min())
+            if choice is None:
+                result.append(proposal)
+            else:
+                result += [replace(part, cut=number) for part in choice]
+        return result
+
+    @staticmethod
+    def _part(proposal: Proposal, chosen: np.ndarray, floor_z: float) -> Proposal:
+        """The proposal of ``proposal``'s points where ``chosen``."""
+        points = proposal.points[chosen]
+        colors = proposal.colors[chosen] if proposal.colors is not None else None
+        return Proposal(points, colors, fit_box(points, floor_z), proposal.wall_distance, proposal.support_gap,
+                        proposal.surface_z)
 
     def _complete_large(self, proposals: list[Proposal], scores: list, labels: list, best: Any,
                         floor_z: float) -> list[Proposal]:
@@ -441,7 +505,7 @@ class ObjectLayer:
         if not proposals:
             return []
         floor_z = gravity.floor_z
-        proposals = self._join_fragments(proposals, gravity, rays)
+        proposals = self._join_fragments(self._split_oversized(proposals, gravity, rays), gravity, rays)
         probabilities = self._recognise(proposals, gravity, camera, rays)
         other = self.classes.index(OTHER)
         labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
@@ -455,7 +519,7 @@ class ObjectLayer:
             while j < len(proposals):
                 if labels[i] == labels[j] != other and _gap(proposals[i].box, proposals[j].box) <= MERGE_GAP_M:
                     candidate = _merge(proposals[i], proposals[j], floor_z)
-                    if self._fits(candidate.box, labels[i]):
+                    if self._fits(candidate.box, labels[i]) and not _cut_apart(proposals[i], proposals[j]):
                         proposals[i] = candidate
                         probabilities[i] = np.maximum(probabilities[i], probabilities[j])
                         del proposals[j], labels[j]
