@@ -86,6 +86,39 @@ def test_levelled_tilted_image_is_the_level_render_the_model_is_trained_on() -> 
     assert levelled[~seen].max(initial=0) <= 40  # black (bilinear blur at the edge only)
 
 
+def test_tilted_training_frames_are_levelled_views_at_the_drawn_pitch_and_height() -> None:
+    """simulate_frame(tilt=True): the drawn pitch and height are in their ranges; the frame's camera is
+    level_camera of the tilted one (horizon above the centre), the image is black where the tilted
+    camera saw nothing, every referred centre projects inside what it saw, and floor objects stand
+    the drawn height below the camera. The same seed without tilt is the old level frame."""
+    from threed_llm_ros.mono3d.data import (
+        CAMERA_HEIGHT_RANGE_M, PITCH_RANGE_DEG, draw_tilt, simulate_frame,
+    )
+    from threed_llm_ros.mono3d.model import Mono3DConfig
+    from threed_llm_ros.mono3d.projection import box_to_targets, fit_to_canvas
+
+    config = Mono3DConfig()
+    for seed in (3, 5, 8):
+        pitch, height = draw_tilt(seed)
+        assert PITCH_RANGE_DEG[0] <= pitch <= PITCH_RANGE_DEG[1]
+        assert CAMERA_HEIGHT_RANGE_M[0] <= height <= CAMERA_HEIGHT_RANGE_M[1]
+        frame = simulate_frame(seed, config, tilt=True)
+        level = simulate_frame(seed, config)
+        assert frame.pitch_deg == pitch and level.pitch_deg == 0.0 and level.camera == frame.camera
+        _, tilted = fit_to_canvas(frame.camera, config.canvas_width, config.canvas_height)
+        tilt = pitch_rotation(pitch)
+        assert frame.canvas_camera == level_camera(tilted, tilt) and frame.canvas_camera.cy < tilted.cy
+        seen = seen_by_tilted_camera(frame.canvas_camera, tilted, tilt)
+        image = frame.image[:frame.canvas_camera.height, :frame.canvas_camera.width]
+        assert image[~seen].max(initial=0) == 0 and image[seen].mean() > 20
+        assert frame.referrals
+        for referral in frame.referrals:
+            u, v = box_to_targets(referral.box, frame.canvas_camera)["uv"]
+            assert seen[int(v), int(u)]
+        bottoms = [r.box.center[2] - r.box.size[2] / 2 for r in frame.referrals]
+        assert min(bottoms) == pytest.approx(-height, abs=1e-9)
+
+
 @pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint")
 def test_levelling_turns_a_tilted_view_of_the_table_back_into_the_right_box() -> None:
     """The shipped checkpoint on a camera pitched 20 degrees down: unlevelled, the grey table's box is
