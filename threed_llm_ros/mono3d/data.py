@@ -46,6 +46,7 @@ TEST_SEED_OFFSET = 1_000_000
 CALIBRATION_SEED_OFFSET = 2_000_000  # held-out frames that set the presence threshold
 CACHE_VERSION = 2  # 2: per-frame visible labels (for absent queries)
 TILT_SPLIT_SUFFIX = "_tilt"  # cache names of splits rendered with ``tilt``
+PITCH_ONLY_SPLIT_SUFFIX = "_tiltpitch"  # ... with ``tilt`` at the simulator's fixed camera height
 DEFAULT_TRAIN_FRAMES, DEFAULT_TEST_FRAMES, DEFAULT_CALIBRATION_FRAMES = 2500, 300, 200
 
 
@@ -121,15 +122,18 @@ def draw_tilt(seed: int) -> tuple[float, float]:
     return float(rng.uniform(*PITCH_RANGE_DEG)), float(rng.uniform(*CAMERA_HEIGHT_RANGE_M))
 
 
-def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False, tilt: bool = False) -> Mono3DFrame:
+def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False, tilt: bool = False,
+                   fixed_height: bool = False) -> Mono3DFrame:
     """A random scene through a random camera, rendered at the canvas size, with its referrals;
     ``realism`` adds :func:`camera_realism` (training frames; the test split stays as it was);
-    ``tilt`` pitches the camera and draws its height (:func:`draw_tilt`), then levels the view
-    (the module docstring): ``canvas_camera`` is then the level camera the boxes are measured in."""
+    ``tilt`` pitches the camera and draws its height (:func:`draw_tilt`; ``fixed_height``: the pitch
+    only, at the simulator's 1.2 m), then levels the view (the module docstring): ``canvas_camera`` is
+    then the level camera the boxes are measured in."""
     rng = np.random.default_rng([seed, 20])
     camera = draw_camera(rng)
     fov = float(np.degrees(2 * np.arctan(camera.width / 2 / camera.fx)))
     pitch, height = draw_tilt(seed) if tilt else (0.0, None)
+    height = None if fixed_height else height
     scene_config = SceneConfig(view_fov_deg=fov) if height is None else SceneConfig(view_fov_deg=fov,
                                                                                     camera_height_m=height)
     scene = generate_scene(seed, scene_config)
@@ -265,7 +269,7 @@ def build_feature_set(frames: Iterable[Mono3DFrame], backbone: torch.nn.Module, 
 
 def simulated_feature_set(seeds: Iterable[int], backbone: torch.nn.Module, config: Mono3DConfig,
                           progress: bool = False, chunk: int = 32, realism: bool = False,
-                          tilt: bool = False) -> FeatureSet:
+                          tilt: bool = False, fixed_height: bool = False) -> FeatureSet:
     """Render the frames of ``seeds`` (with ``realism`` and ``tilt``: see :func:`simulate_frame`) and
     cache their features (chunk by chunk, to bound memory)."""
     from tqdm import tqdm
@@ -274,7 +278,7 @@ def simulated_feature_set(seeds: Iterable[int], backbone: torch.nn.Module, confi
     parts = []
     bar = tqdm(total=len(seeds), desc="render+features", unit="frame", disable=not progress)
     for start in range(0, len(seeds), chunk):
-        frames = [simulate_frame(seed, config, realism, tilt) for seed in seeds[start:start + chunk]]
+        frames = [simulate_frame(seed, config, realism, tilt, fixed_height) for seed in seeds[start:start + chunk]]
         parts.append(build_feature_set(frames, backbone, config))
         bar.update(len(frames))
     bar.close()

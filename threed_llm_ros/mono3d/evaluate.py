@@ -265,9 +265,9 @@ def _describe(box: OrientedBox) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``threed-llm mono3d-eval``: the simulated test split, the blind baseline and the SUN RGB-D bed."""
-    from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET, TILT_SPLIT_SUFFIX, cache_file
+    from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET, cache_file
     from threed_llm_ros.mono3d.model import load_model
-    from threed_llm_ros.mono3d.train import load_or_build
+    from threed_llm_ros.mono3d.train import load_or_build, tilt_suffix
 
     from threed_llm_ros.mono3d.data import DEFAULT_TEST_FRAMES, DEFAULT_TRAIN_FRAMES
 
@@ -280,16 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"))
     parser.add_argument("--tilt", action="store_true",
                         help="the test split of tilted cameras (pitched 0-30 degrees down, 0.4-1.6 m), levelled")
+    parser.add_argument("--fixed-height", action="store_true", help="with --tilt: the pitch only, at 1.2 m")
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
     parser.add_argument("--output", type=Path, default=None, help="report directory (default: the model's)")
     arguments = parser.parse_args(argv)
     model = load_model(arguments.model)
     train = load_or_build(range(arguments.train_frames), cache_file(arguments.cache, "train", arguments.train_frames),
                           model.config, True)
-    split = "test" + (TILT_SPLIT_SUFFIX if arguments.tilt else "")
+    split = "test" + tilt_suffix(arguments.tilt, arguments.fixed_height)
     test = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
                          cache_file(arguments.cache, split, arguments.test_frames), model.config, True,
-                         tilt=arguments.tilt)
+                         tilt=arguments.tilt, fixed_height=arguments.fixed_height)
     metrics = evaluate(model, test, train)
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     output = arguments.output or arguments.model
