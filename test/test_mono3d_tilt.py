@@ -46,7 +46,8 @@ def test_tilt_from_a_gravity_frame_keeps_pitch_and_roll_and_drops_the_heading(pi
         gravity_from_optical = _yaw(heading) @ BASE_FROM_LEVEL_OPTICAL @ tilt
         np.testing.assert_allclose(level_from_gravity_frame(gravity_from_optical), tilt, atol=1e-12)
     np.testing.assert_allclose(pitch_and_roll(tilt), (pitch, roll), atol=1e-9)
-    assert (tilt @ [0.0, 0.0, 1.0])[1] == pytest.approx(-math.sin(math.radians(pitch)))  # y down: a negative pitch looks down
+    # y is down: a negative pitch looks down
+    assert (tilt @ [0.0, 0.0, 1.0])[1] == pytest.approx(-math.sin(math.radians(pitch)))
 
 
 def test_transform_tree_composes_chains_to_a_common_root() -> None:

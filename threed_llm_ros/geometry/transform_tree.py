@@ -30,7 +30,8 @@ class TransformTree:
         quaternion = np.asarray(quaternion_xyzw, dtype=np.float64)
         norm = float(np.linalg.norm(quaternion))
         if not np.isfinite(norm) or norm < 1e-9:
-            raise ValueError(f"transform {parent} -> {child} has a zero or non-finite rotation quaternion; publish a unit quaternion")
+            raise ValueError(f"transform {parent} -> {child} has a zero or non-finite rotation quaternion; "
+                             "publish a unit quaternion")
         self.parents[child.lstrip("/")] = (parent.lstrip("/"), matrix_from_quaternion(quaternion / norm))
 
     def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
