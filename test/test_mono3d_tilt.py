@@ -144,6 +144,37 @@ def test_levelling_turns_a_tilted_view_of_the_table_back_into_the_right_box() ->
     assert turned[1, 2] == pytest.approx(-1.0, abs=1e-9)  # its z (up) is the level camera's up
 
 
+def test_ask_levels_with_the_given_pitch_and_roll(realdata: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`threed-llm ask IMAGE --camera-info K.yaml --camera-pitch P --camera-roll R --json` gives the library's
+    grounding with that tilt (pose in the camera's optical frame), not the unlevelled one."""
+    import json
+
+    import yaml
+    from PIL import Image
+
+    from threed_llm_ros.ask import main
+    from threed_llm_ros.mono3d.grounder import ImageGrounder
+    from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, save_model
+
+    image_path = realdata / "sunrgbd_mmdet3d" / "image" / "000001.jpg"
+    camera = tmp_path / "camera.yaml"
+    camera.write_text(yaml.safe_dump({"image_width": 730, "image_height": 530, "camera_matrix": {
+        "rows": 3, "cols": 3, "data": [529.5, 0.0, 365.0, 0.0, 529.5, 265.0, 0.0, 0.0, 1.0]}}))
+    checkpoint = save_model(Mono3DGrounder(Mono3DConfig(dim=32, heads=2, decoder_layers=1, presence_threshold=0.0)),
+                            tmp_path / "ckpt")
+    assert main([str(image_path), "--camera-info", str(camera), "--camera-pitch", "-7.1", "--camera-roll", "-11.7",
+                 "where is the bed?", "--checkpoint", str(checkpoint), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    intrinsics = CameraIntrinsics(529.5, 529.5, 365.0, 265.0, 730, 530)
+    grounder = ImageGrounder(checkpoint)
+    levelled = grounder.ground(image, intrinsics, "where is the bed?", "camera", pitch_rotation(-7.1, -11.7))
+    plain = grounder.ground(image, intrinsics, "where is the bed?", "camera")
+    np.testing.assert_allclose(payload["position_optical"], levelled.position, atol=1e-5)
+    assert np.linalg.norm(np.subtract(levelled.position, plain.position)) > 0.05
+
+
 def test_ask_refuses_a_pitch_out_of_range_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from threed_llm_ros.ask import main
 
