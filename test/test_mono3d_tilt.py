@@ -295,7 +295,8 @@ def test_node_levels_with_the_camera_tilt_from_tf_else_its_parameter(tmp_path: P
 
     grounder = ImageGrounder(SHIPPED)
     try:
-        spin_until(lambda: "active" in node.output(), "the node to activate")
+        spin_until(lambda: "active" in node.output() and prompts.get_subscription_count() > 0
+                   and client.count_publishers("answer") > 0, "the node to activate and be discovered")
         position = answered_pose("Where is the grey table?")
         by_parameter = grounder.ground(rgb, CAMERA, "Where is the grey table?", FRAME_ID, pitch_rotation(-10.0))
         np.testing.assert_allclose(position, by_parameter.position, atol=1e-4)
