@@ -16,7 +16,7 @@ export TRANSFORMERS_OFFLINE := 1
 # Our interfaces (threed_llm_interfaces: msg/ and action/) are built with CMake into .venv, again
 # whenever a definition changes or the wheels are reinstalled (the wheels' exported include paths
 # are fixed first; see threed_llm_ros/build_interfaces.py).
-INTERFACE_FILES := $(sort $(wildcard msg/*.msg srv/*.srv action/*.action)) threed_llm_interfaces/CMakeLists.txt threed_llm_interfaces/package.xml
+INTERFACE_FILES := $(sort $(wildcard msg/*.msg srv/*.srv action/*.action vendor/tf2_msgs/msg/*.msg)) threed_llm_interfaces/CMakeLists.txt threed_llm_interfaces/package.xml vendor/tf2_msgs/CMakeLists.txt vendor/tf2_msgs/package.xml
 INTERFACES_HASH := $(shell cat $(INTERFACE_FILES) | sha256sum | cut -c1-16)
 INTERFACES_STAMP := $(VENV)/.interfaces-$(INTERFACES_HASH)
 # colcon lives in its own small venv: colcon-core pins setuptools<80 (requirements-colcon.txt).

@@ -99,3 +99,14 @@ def test_the_node_without_its_interfaces_says_how_to_build_them(tmp_path: Path) 
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "threed_llm_interfaces" in lines[0] and "run `make`" in lines[0] and "colcon build" in lines[0]
+
+
+def test_tf2_msgs_is_there_with_the_upstream_definition() -> None:
+    """`make interfaces` builds vendor/tf2_msgs where no ROS install provides tf2_msgs: TFMessage has the
+    upstream field (so mono3d_node reads real /tf and /tf_static), and colcon skips the vendored copy."""
+    from tf2_msgs.msg import TFMessage
+
+    assert TFMessage.get_fields_and_field_types() == {"transforms": "sequence<geometry_msgs/TransformStamped>"}
+    vendored = Path(__file__).resolve().parents[1] / "vendor" / "tf2_msgs"
+    assert (vendored / "COLCON_IGNORE").is_file()
+    assert (vendored / "msg" / "TFMessage.msg").read_text().strip() == "geometry_msgs/TransformStamped[] transforms"

@@ -29,6 +29,9 @@ from pathlib import Path
 
 INTERFACES_PACKAGE = "threed_llm_interfaces"
 REPOSITORY = Path(__file__).resolve().parent.parent
+# tf2_msgs (TFMessage only, the upstream definition) where nothing provides it: mono3d_node reads its
+# camera's tilt from /tf and /tf_static, and the ROS 2 pip wheels ship no tf2_msgs.
+TF2_MSGS_SOURCE = REPOSITORY / "vendor" / "tf2_msgs"
 EXPORT_GLOB = "share/*/cmake/export_*__rosidl_generator_pyExport.cmake"
 _INCLUDES = re.compile(r'(INTERFACE_INCLUDE_DIRECTORIES\s+")([^"]*)(")')
 
@@ -84,15 +87,21 @@ def cmake_executable(prefix: Path) -> str:
     raise SystemExit("cmake not found: install the pip package `cmake` (requirements.txt) or the system cmake")
 
 
-def build(prefix: Path, build_directory: Path, jobs: int = 2) -> float:
-    """Configure, build and install the interface package into ``prefix``; the seconds it took."""
+def tf2_msgs_missing(prefix: Path) -> bool:
+    """Whether ``prefix`` lacks tf2_msgs (then the vendored TFMessage is built into it)."""
+    return not (Path(prefix) / "share" / "tf2_msgs" / "package.xml").is_file()
+
+
+def build(prefix: Path, build_directory: Path, jobs: int = 2, source: Path | None = None) -> float:
+    """Configure, build and install an interface package (default: ours) into ``prefix``; the seconds
+    it took."""
     started = time.monotonic()
     cmake = cmake_executable(prefix)
     environment = dict(os.environ)
     for variable in ("AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH"):
         environment[variable] = os.pathsep.join(p for p in (str(prefix), environment.get(variable, "")) if p)
     environment["PATH"] = os.pathsep.join((str(Path(prefix) / "bin"), environment.get("PATH", "")))
-    source = REPOSITORY / INTERFACES_PACKAGE
+    source = source or REPOSITORY / INTERFACES_PACKAGE
     configure = [cmake, "-S", str(source), "-B", str(build_directory), f"-DCMAKE_INSTALL_PREFIX={prefix}",
                  f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF", "-DCMAKE_BUILD_TYPE=Release"]
     for command in (configure, [cmake, "--build", str(build_directory), "-j", str(jobs)],
@@ -100,7 +109,7 @@ def build(prefix: Path, build_directory: Path, jobs: int = 2) -> float:
         result = subprocess.run(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if result.returncode != 0:
             sys.stderr.write(result.stdout[-6000:])
-            raise SystemExit(f"building {INTERFACES_PACKAGE} failed at: {' '.join(command[:3])} (output above)")
+            raise SystemExit(f"building {source.name} failed at: {' '.join(command[:3])} (output above)")
     return time.monotonic() - started
 
 
@@ -119,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exported include paths: {len(changed)} files fixed" if changed else "exported include paths: already fixed")
     if arguments.fix_only:
         return 0
+    if tf2_msgs_missing(arguments.prefix):
+        seconds = build(arguments.prefix.resolve(), arguments.build_dir.resolve().parent / "tf2_msgs", arguments.jobs,
+                        TF2_MSGS_SOURCE)
+        print(f"tf2_msgs (vendor/tf2_msgs: TFMessage) built and installed into {arguments.prefix} in {seconds:.1f} s")
     seconds = build(arguments.prefix.resolve(), arguments.build_dir.resolve(), arguments.jobs)
     print(f"{INTERFACES_PACKAGE} built and installed into {arguments.prefix} in {seconds:.1f} s")
     return 0

@@ -2,7 +2,9 @@
 
 The camera file is a ROS camera-calibration YAML (what ``camera_calibration`` writes and
 ``camera_info_manager`` reads): ``image_width``, ``image_height`` and ``camera_matrix``
-(``rows: 3, cols: 3, data: [fx, 0, cx, 0, fy, cy, 0, 0, 1]``). Prints the reply and, with
+(``rows: 3, cols: 3, data: [fx, 0, cx, 0, fy, cy, 0, 0, 1]``). ``--camera-pitch DEG`` (negative:
+looking down) and ``--camera-roll DEG`` give the camera's tilt: the image is levelled before the
+model, and the pose is still given in the camera's optical frame. Prints the reply and, with
 ``--json``, the box as JSON. ``threed-llm ask IMAGE --camera-info K.yaml "where is the bed?"``
 comes here too (:func:`ask_image`).
 """
@@ -39,6 +41,14 @@ def load_camera_yaml(path: Path) -> CameraIntrinsics:
     return CameraIntrinsics(fx=data[0], fy=data[4], cx=data[2], cy=data[5], width=width, height=height)
 
 
+def tilt_problem(pitch_deg: float | None, roll_deg: float | None) -> str | None:
+    """What is wrong with --camera-pitch / --camera-roll (None when nothing is)."""
+    for name, value, limit in (("--camera-pitch", pitch_deg, 89.0), ("--camera-roll", roll_deg, 180.0)):
+        if value is not None and not -limit <= value <= limit:
+            return f"{name} {value:g} is out of range: give degrees between {-limit:g} and {limit:g}"
+    return None
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -65,10 +75,11 @@ def reply_json(grounding) -> str:  # noqa: ANN001 - ImageGrounding (its module i
 
 
 def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Path | None, as_json: bool,
-              program: str) -> int:
-    """Ground each prompt in one image from its intrinsics alone and print the replies; the image and
-    camera file are checked before torch is imported. Exit 0, 1 if a prompt named no known object,
-    2 (one line on stderr) on bad input or a missing checkpoint."""
+              program: str, pitch_deg: float | None = None, roll_deg: float | None = None) -> int:
+    """Ground each prompt in one image from its intrinsics alone (levelled first where the camera's
+    ``pitch_deg`` / ``roll_deg`` are given) and print the replies; the image and camera file are checked
+    before torch is imported. Exit 0, 1 if a prompt named no known object, 2 (one line on stderr) on bad
+    input or a missing checkpoint."""
     try:
         intrinsics = load_camera_yaml(camera_path)
         image = read_image(image_path)
@@ -76,7 +87,11 @@ def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Pa
             raise ConfigError("camera-info", f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
                               f"{intrinsics.width}x{intrinsics.height}", "give the intrinsics of this image")
         from threed_llm_ros.mono3d.grounder import ImageGrounder
+        from threed_llm_ros.mono3d.projection import pitch_rotation
         from threed_llm_ros.resources import models_directory
+
+        tilted = pitch_deg is not None or roll_deg is not None
+        level_from_optical = pitch_rotation(pitch_deg or 0.0, roll_deg or 0.0) if tilted else None
 
         grounder = ImageGrounder(model or models_directory() / "mono3d")
     except (ConfigError, ModelFileError) as error:
@@ -85,7 +100,8 @@ def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Pa
     failures = 0
     for prompt in prompts:
         try:
-            grounding = grounder.ground(image, intrinsics, prompt, frame_id="the camera's optical frame")
+            grounding = grounder.ground(image, intrinsics, prompt, frame_id="the camera's optical frame",
+                                        level_from_optical=level_from_optical)
         except ConfigError as error:  # the prompt names no category the model knows
             print(f"{program}: {error}", file=sys.stderr)
             failures += 1
@@ -103,10 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prompt")
     parser.add_argument("--camera-info", type=Path, required=True, help="ROS camera-calibration YAML of the image")
     parser.add_argument("--model", type=Path, default=None, help="mono3d checkpoint (default: models/mono3d)")
+    parser.add_argument("--camera-pitch", type=float, default=None, metavar="DEG",
+                        help="the optical axis above the horizon (negative: looking down); the image is levelled")
+    parser.add_argument("--camera-roll", type=float, default=None, metavar="DEG",
+                        help="roll about the optical axis (positive: clockwise seen from behind the camera)")
     parser.add_argument("--json", action="store_true", help="also print the box as JSON")
     arguments = parser.parse_args(argv)
+    problem = tilt_problem(arguments.camera_pitch, arguments.camera_roll)
+    if problem:
+        parser.error(problem)
     return ask_image(arguments.image, arguments.camera_info, [arguments.prompt], arguments.model, arguments.json,
-                     "threed-llm mono3d-ask")
+                     "threed-llm mono3d-ask", arguments.camera_pitch, arguments.camera_roll)
 
 
 if __name__ == "__main__":

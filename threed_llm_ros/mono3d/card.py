@@ -84,7 +84,7 @@ def _levelled_text(sun: dict[str, Any]) -> str:
     levelled = sun.get("levelled")
     if not levelled:
         return ""
-    return (f" Levelled first with SUN's known gravity (Rtilt; `projection.level_view`): IoU {levelled['iou']:.3f}, "
+    return (f" Levelled first with SUN's known gravity (Rtilt; `projection.level_image`): IoU {levelled['iou']:.3f}, "
             f"presence {levelled['presence']:.2f}, predicted centre {levelled['predicted']['center']} size "
             f"{levelled['predicted']['size']}.")
 

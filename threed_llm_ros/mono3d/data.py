@@ -27,19 +27,26 @@ import torch
 
 from threed_llm_ros.data.sim.placement import SceneConfig, generate_scene
 from threed_llm_ros.data.sim.render import ray_cast
+from threed_llm_ros.data.sim.scene import Scene
 from threed_llm_ros.data.sim.sensor import SensorConfig, apply_sensor_model
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.mono3d.model import Mono3DConfig
-from threed_llm_ros.mono3d.projection import box_to_targets, fit_to_canvas
+from threed_llm_ros.mono3d.projection import (
+    box_to_targets, fit_to_canvas, level_camera, level_view, pitch_rotation, seen_by_tilted_camera,
+)
 
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (640, 360), (848, 480), (1024, 768), (1280, 720))
 FOV_RANGE_DEG = (60.0, 120.0)
+PITCH_RANGE_DEG = (-30.0, 0.0)  # optical axis above the horizon (negative: looking down), with ``tilt``
+CAMERA_HEIGHT_RANGE_M = (0.4, 1.6)  # a small base's camera to a tall robot's head, with ``tilt``
 MIN_VISIBLE_PIXELS = 60  # on the canvas
 TEST_SEED_OFFSET = 1_000_000
 CALIBRATION_SEED_OFFSET = 2_000_000  # held-out frames that set the presence threshold
 CACHE_VERSION = 2  # 2: per-frame visible labels (for absent queries)
+TILT_SPLIT_SUFFIX = "_tilt"  # cache names of splits rendered with ``tilt``
+PITCH_ONLY_SPLIT_SUFFIX = "_tiltpitch"  # ... with ``tilt`` at the simulator's fixed camera height
 DEFAULT_TRAIN_FRAMES, DEFAULT_TEST_FRAMES, DEFAULT_CALIBRATION_FRAMES = 2500, 300, 200
 
 
@@ -61,6 +68,7 @@ class Mono3DFrame:
     canvas_camera: CameraIntrinsics
     referrals: list[Referral]
     visible_labels: frozenset[tuple[str, str]] = frozenset()  # (colour, category) with any visible pixel
+    pitch_deg: float = 0.0  # the tilted camera's pitch that was levelled out (0: a level camera)
 
 
 def draw_camera(rng: np.random.Generator) -> CameraIntrinsics:
@@ -107,14 +115,34 @@ def camera_realism(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(Image.fromarray(shaded).filter(ImageFilter.GaussianBlur(radius))) if radius > 0.2 else shaded
 
 
-def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False) -> Mono3DFrame:
+def draw_tilt(seed: int) -> tuple[float, float]:
+    """The pitch (degrees, negative: looking down) and height (m) of a tilted frame's camera; its own
+    random stream, so a frame's scene and camera are the same with and without tilt."""
+    rng = np.random.default_rng([seed, 22])
+    return float(rng.uniform(*PITCH_RANGE_DEG)), float(rng.uniform(*CAMERA_HEIGHT_RANGE_M))
+
+
+def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False, tilt: bool = False,
+                   fixed_height: bool = False) -> Mono3DFrame:
     """A random scene through a random camera, rendered at the canvas size, with its referrals;
-    ``realism`` adds :func:`camera_realism` (training frames; the test split stays as it was)."""
+    ``realism`` adds :func:`camera_realism` (training frames; the test split stays as it was);
+    ``tilt`` pitches the camera and draws its height (:func:`draw_tilt`; ``fixed_height``: the pitch
+    only, at the simulator's 1.2 m), then levels the view (the module docstring): ``canvas_camera`` is
+    then the level camera the boxes are measured in."""
     rng = np.random.default_rng([seed, 20])
     camera = draw_camera(rng)
     fov = float(np.degrees(2 * np.arctan(camera.width / 2 / camera.fx)))
-    scene = generate_scene(seed, SceneConfig(view_fov_deg=fov))
+    pitch, height = draw_tilt(seed) if tilt else (0.0, None)
+    height = None if fixed_height else height
+    scene_config = SceneConfig(view_fov_deg=fov) if height is None else SceneConfig(view_fov_deg=fov,
+                                                                                    camera_height_m=height)
+    scene = generate_scene(seed, scene_config)
     _, canvas_camera = fit_to_canvas(camera, config.canvas_width, config.canvas_height)
+    seen = None
+    if tilt:
+        level_from_optical = pitch_rotation(pitch)
+        tilted_camera, canvas_camera = canvas_camera, level_camera(canvas_camera, level_from_optical)
+        seen = seen_by_tilted_camera(canvas_camera, tilted_camera, level_from_optical)
     cast = ray_cast(scene, canvas_camera)
     sensor = SensorConfig(rgb_noise_std=float(rng.uniform(1.0, 6.0)))
     rgb, _ = apply_sensor_model(cast, sensor, seed)
@@ -122,7 +150,11 @@ def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False) -> Mo
     rgb = np.clip(rgb.astype(np.float32) * gain.astype(np.float32), 0, 255).astype(np.uint8)
     if realism:
         rgb = camera_realism(rgb, np.random.default_rng([seed, 21]))
-    visible = np.bincount(cast.instance_mask[cast.instance_mask >= 0], minlength=len(scene.objects))
+    instances = cast.instance_mask
+    if seen is not None:
+        rgb = rgb * seen[..., None].astype(np.uint8)
+        instances = np.where(seen, instances, -1)
+    visible = np.bincount(instances[instances >= 0], minlength=len(scene.objects))
     labels = [(obj.color, obj.category) for obj in scene.objects]
     categories = [obj.category for obj in scene.objects]
     referrals = []
@@ -132,10 +164,24 @@ def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False) -> Mo
         u, v = box_to_targets(box, canvas_camera)["uv"]
         if not (0 <= u < canvas_camera.width and 0 <= v < canvas_camera.height):
             continue
+        if seen is not None and not seen[int(v), int(u)]:
+            continue
         color = None if categories.count(obj.category) == 1 and rng.random() < 0.5 else obj.color
         referrals.append(Referral(obj.category, color, box))
-    seen = frozenset(label for label, pixels in zip(labels, visible) if pixels > 0)
-    return Mono3DFrame(on_canvas(rgb, config), camera, canvas_camera, referrals, seen)
+    seen_labels = frozenset(label for label, pixels in zip(labels, visible) if pixels > 0)
+    return Mono3DFrame(on_canvas(rgb, config), camera, canvas_camera, referrals, seen_labels, pitch)
+
+
+def tilted_camera_rgb(scene: Scene, camera: CameraIntrinsics, level_from_optical: np.ndarray) -> np.ndarray:
+    """What a tilted ``camera`` sees of ``scene`` (noise-free RGB): the simulator renders level cameras
+    only, so a level view twice the size around :func:`~projection.level_camera` is rendered and turned
+    into the tilted camera (a pure rotation is a homography; parts of the view the level render does
+    not cover stay black). For tests and demos of levelling; training renders the levelled view directly."""
+    level = level_camera(camera, level_from_optical)
+    wide = replace(level, cx=level.cx + camera.width / 2, cy=level.cy + camera.height / 2,
+                   width=2 * camera.width, height=2 * camera.height)
+    rgb = np.clip(ray_cast(scene, wide).color, 0, 255).astype(np.uint8)
+    return level_view(rgb, wide, np.asarray(level_from_optical).T, output=camera)
 
 
 @dataclass
@@ -222,16 +268,17 @@ def build_feature_set(frames: Iterable[Mono3DFrame], backbone: torch.nn.Module, 
 
 
 def simulated_feature_set(seeds: Iterable[int], backbone: torch.nn.Module, config: Mono3DConfig,
-                          progress: bool = False, chunk: int = 32, realism: bool = False) -> FeatureSet:
-    """Render the frames of ``seeds`` (with ``realism``: see :func:`simulate_frame`) and cache their
-    features (chunk by chunk, to bound memory)."""
+                          progress: bool = False, chunk: int = 32, realism: bool = False,
+                          tilt: bool = False, fixed_height: bool = False) -> FeatureSet:
+    """Render the frames of ``seeds`` (with ``realism`` and ``tilt``: see :func:`simulate_frame`) and
+    cache their features (chunk by chunk, to bound memory)."""
     from tqdm import tqdm
 
     seeds = list(seeds)
     parts = []
     bar = tqdm(total=len(seeds), desc="render+features", unit="frame", disable=not progress)
     for start in range(0, len(seeds), chunk):
-        frames = [simulate_frame(seed, config, realism) for seed in seeds[start:start + chunk]]
+        frames = [simulate_frame(seed, config, realism, tilt, fixed_height) for seed in seeds[start:start + chunk]]
         parts.append(build_feature_set(frames, backbone, config))
         bar.update(len(frames))
     bar.close()

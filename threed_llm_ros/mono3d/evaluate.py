@@ -226,36 +226,35 @@ def load_sun_sample(realdata: Path, config: Mono3DConfig) -> SunSample:
 def sun_rgbd_check(model: Mono3DGrounder, realdata: Path, category: str = "bed") -> dict:
     """SUN RGB-D 000001 from its image and intrinsics alone: the IoU of the predicted ``category``
     box with the labelled one (the camera's pitch is ignored by the model: it assumes a level camera).
-    Under ``levelled``: the same after warping the image to a level camera with SUN's known gravity
-    (Rtilt; ``projection.level_view``), what a robot that knows its camera's tilt could do."""
+    Under ``levelled``: the same after levelling the image with SUN's known gravity (Rtilt;
+    ``projection.level_image``, what the node does with the tilt from TF)."""
     from threed_llm_ros.mono3d.data import image_to_canvas
     from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
-    from threed_llm_ros.mono3d.projection import level_view
+    from threed_llm_ros.mono3d.projection import level_image
 
     sample = load_sun_sample(realdata, model.config)
     backbone = FrozenBackbone()
     truths = [truth for name, truth in sample.labelled if name == category]
 
-    def predict(canvas: np.ndarray, to_body: Any) -> dict:
+    def predict(canvas: np.ndarray, canvas_camera: CameraIntrinsics, to_body: Any) -> dict:
         local, global_ = backbone(torch.as_tensor(canvas, dtype=torch.float32).permute(2, 0, 1)[None])
         with torch.no_grad():
             outputs = model(local, global_, torch.zeros(1, dtype=torch.long),
                             torch.tensor([model.category_index(category)]), torch.tensor([model.color_index(None)]),
-                            camera_features([sample.canvas_camera], model.config))
-        (box,) = decode_boxes(outputs, [sample.canvas_camera], model.config)
+                            camera_features([canvas_camera], model.config))
+        (box,) = decode_boxes(outputs, [canvas_camera], model.config)
         predicted = to_body(box)
         presence = float(torch.sigmoid(outputs["presence_logit"][0]))
         return {"iou": round(float(max((rotated_box_iou(predicted, t) for t in truths), default=0.0)), 4),
                 "presence": round(presence, 4), "seen": presence >= model.config.presence_threshold,
                 "predicted": _describe(predicted)}
 
-    result = {"category": category, **predict(sample.canvas, sample.to_body),
+    result = {"category": category, **predict(sample.canvas, sample.canvas_camera, sample.to_body),
               "labelled": _describe(truths[0]) if truths else None}
     gravity = rotation_to_gravity("-y")
     level_from_optical = gravity.T @ sample.body_from_level @ gravity  # the level camera's gravity frame = body
-    levelled, _ = image_to_canvas(level_view(sample.image, sample.camera, level_from_optical), sample.camera,
-                                  model.config)
-    result["levelled"] = predict(levelled, lambda box: box)
+    levelled, level_camera = level_image(sample.image, sample.camera, level_from_optical)
+    result["levelled"] = predict(*image_to_canvas(levelled, level_camera, model.config), lambda box: box)
     return result
 
 
@@ -268,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     """``threed-llm mono3d-eval``: the simulated test split, the blind baseline and the SUN RGB-D bed."""
     from threed_llm_ros.mono3d.data import TEST_SEED_OFFSET, cache_file
     from threed_llm_ros.mono3d.model import load_model
-    from threed_llm_ros.mono3d.train import load_or_build
+    from threed_llm_ros.mono3d.train import load_or_build, tilt_suffix
 
     from threed_llm_ros.mono3d.data import DEFAULT_TEST_FRAMES, DEFAULT_TRAIN_FRAMES
 
@@ -279,14 +278,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="training frames the blind baseline averages")
     parser.add_argument("--test-frames", type=int, default=DEFAULT_TEST_FRAMES)
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"))
+    parser.add_argument("--tilt", action="store_true",
+                        help="the test split of tilted cameras (pitched 0-30 degrees down, 0.4-1.6 m), levelled")
+    parser.add_argument("--fixed-height", action="store_true", help="with --tilt: the pitch only, at 1.2 m")
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
     parser.add_argument("--output", type=Path, default=None, help="report directory (default: the model's)")
     arguments = parser.parse_args(argv)
     model = load_model(arguments.model)
     train = load_or_build(range(arguments.train_frames), cache_file(arguments.cache, "train", arguments.train_frames),
                           model.config, True)
+    split = "test" + tilt_suffix(arguments.tilt, arguments.fixed_height)
     test = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
-                         cache_file(arguments.cache, "test", arguments.test_frames), model.config, True)
+                         cache_file(arguments.cache, split, arguments.test_frames), model.config, True,
+                         tilt=arguments.tilt, fixed_height=arguments.fixed_height)
     metrics = evaluate(model, test, train)
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     output = arguments.output or arguments.model

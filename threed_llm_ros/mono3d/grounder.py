@@ -9,6 +9,11 @@ The model's presence output says whether the referred label is in the image at a
 the checkpoint's calibrated ``presence_threshold`` the answer is "not seen", with no box and no
 pose (a wrong confident answer is worse than "I don't see it": a robot would drive to it).
 A box that is given comes from the image alone, and the reply says so.
+
+The model assumes a level camera. Where the camera's tilt is known (``level_from_optical``: from
+TF on a robot, or a pitch the user gives), the image is levelled first (``projection.level_image``)
+and the box is turned back into the camera's optical frame, so the pose is always in the frame the
+image names.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.mono3d.data import image_to_canvas
+from threed_llm_ros.geometry.frames import quaternion_from_matrix, rotation_to_gravity, yaw_rotation
 from threed_llm_ros.mono3d.model import Mono3DGrounder, camera_features, decode_boxes, load_model
+from threed_llm_ros.mono3d.projection import level_image
 
 OPTICAL_UP_AXIS = "-y"
 
@@ -52,8 +59,8 @@ def parse_referral(prompt: str, categories: tuple[str, ...], colors: tuple[str, 
 
 @dataclass(frozen=True)
 class ImageGrounding:
-    """One referral's answer: the box (level-camera gravity frame), its optical-frame pose, the reply text;
-    box, position and orientation are None when it is not seen."""
+    """One referral's answer: the box (level-camera gravity frame), its pose in the camera's optical
+    frame, the reply text; box, position and orientation are None when it is not seen."""
 
     referral: Referral
     box: OrientedBox | None
@@ -63,6 +70,7 @@ class ImageGrounding:
     text: str
     seconds: float
     presence: float = 1.0  # the presence output's probability that the referred label is in the image
+    up: tuple[float, float, float] = (0.0, -1.0, 0.0)  # the level frame's up in the camera's optical frame
 
     @property
     def seen(self) -> bool:
@@ -81,12 +89,19 @@ class ImageGrounder:
         self.checkpoint = Path(checkpoint)
 
     @torch.no_grad()
-    def ground(self, image: np.ndarray, intrinsics: CameraIntrinsics, prompt: str,
-               frame_id: str = "camera") -> ImageGrounding:
-        """The referred object's box from ``image`` (H×W×3 uint8 RGB) and its camera alone."""
+    def ground(self, image: np.ndarray, intrinsics: CameraIntrinsics, prompt: str, frame_id: str = "camera",
+               level_from_optical: np.ndarray | None = None) -> ImageGrounding:
+        """The referred object's box from ``image`` (H×W×3 uint8 RGB) and its camera alone; with the
+        camera's tilt (``level_from_optical``: optical frame → a level camera's) the image is levelled first."""
         started = time.perf_counter()
         config = self.model.config
         referral = parse_referral(prompt, config.categories, config.colors[1:])
+        if image.shape[:2] != (intrinsics.height, intrinsics.width):
+            raise ConfigError("camera_info", f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                              f"{intrinsics.width}x{intrinsics.height}", "give the intrinsics of this image")
+        optical_from_level = np.eye(3) if level_from_optical is None else np.asarray(level_from_optical).T
+        if level_from_optical is not None:
+            image, intrinsics = level_image(image, intrinsics, level_from_optical)
         canvas, canvas_camera = image_to_canvas(image, intrinsics, config)
         local, global_ = self.backbone(torch.as_tensor(canvas, dtype=torch.float32).permute(2, 0, 1)[None])
         outputs = self.model(local, global_, torch.zeros(1, dtype=torch.long),
@@ -101,9 +116,20 @@ class ImageGrounder:
             text = f"I don't see {article} {label} in this image (not seen; presence {presence:.2f})."
             return ImageGrounding(referral, None, None, None, score, text, time.perf_counter() - started, presence)
         (box,) = decode_boxes(outputs, [canvas_camera], config)
-        position, orientation = box.pose_in_frame(OPTICAL_UP_AXIS)
+        position, orientation = pose_in_optical_frame(box, optical_from_level)
+        up = optical_from_level @ np.array([0.0, -1.0, 0.0])
         x, y, z = (float(v) for v in position)
         text = (f"The {label}: at ({x:.2f}, {y:.2f}, {z:.2f}) m in {frame_id}, size "
                 f"{' x '.join(f'{s:.2f}' for s in box.size)} m (from the RGB image alone; presence {presence:.2f}).")
         return ImageGrounding(referral, box, (x, y, z), tuple(float(v) for v in orientation),  # type: ignore[arg-type]
-                              score, text, time.perf_counter() - started, presence)
+                              score, text, time.perf_counter() - started, presence,
+                              tuple(float(v) for v in up))  # type: ignore[arg-type]
+
+
+def pose_in_optical_frame(box: OrientedBox, optical_from_level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position and (x, y, z, w) orientation in the real camera's optical frame of a box in the level
+    camera's gravity frame (``optical_from_level``: the identity for a level camera)."""
+    level_from_gravity = rotation_to_gravity(OPTICAL_UP_AXIS).T
+    position = optical_from_level @ level_from_gravity @ np.asarray(box.center, dtype=np.float64)
+    rotation = optical_from_level @ level_from_gravity @ yaw_rotation(box.yaw)
+    return position, quaternion_from_matrix(rotation)

@@ -18,10 +18,12 @@ so the model, the data pipeline and the tests share one implementation.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox, wrap_angle
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.geometry.frames import from_gravity_frame, to_gravity_frame
@@ -113,21 +115,105 @@ def box_from_prediction(uv: np.ndarray, depth_canonical: float, size: np.ndarray
     return box_from_center(center, size, yaw_sin_cos)
 
 
-def level_view(image: np.ndarray, intrinsics: CameraIntrinsics, level_from_optical: np.ndarray) -> np.ndarray:
-    """The image a level camera with the same intrinsics and centre would see (black where the real
-    camera saw nothing): a pure rotation is a homography, pixel_real ~ K·Rᵀ·K⁻¹·pixel_level, with
-    ``level_from_optical`` the rotation from the real camera's optical frame to the level one's.
+def pitch_rotation(pitch_deg: float, roll_deg: float = 0.0) -> np.ndarray:
+    """``level_from_optical`` of a camera whose optical axis is ``pitch_deg`` above the horizon
+    (negative: looking down) and turned ``roll_deg`` about that axis (positive: clockwise as seen
+    from behind the camera, its right side going down)."""
+    pitch, roll = math.radians(pitch_deg), math.radians(roll_deg)
+    c, s = math.cos(pitch), math.sin(pitch)
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])  # optical axis → (0, −sin, cos): y is down
+    c, s = math.cos(roll), math.sin(roll)
+    return tilt @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def pitch_and_roll(level_from_optical: np.ndarray) -> tuple[float, float]:
+    """The optical axis's angle above the horizon and the roll about it (degrees) of a levelling rotation."""
+    rotation = np.asarray(level_from_optical, dtype=np.float64)
+    axis = rotation[:, 2]
+    pitch = math.degrees(math.atan2(-axis[1], math.hypot(axis[0], axis[2])))
+    level_right = np.array([axis[2], 0.0, -axis[0]]) / max(math.hypot(axis[0], axis[2]), 1e-12)
+    level_down = np.cross(axis, level_right)  # perpendicular to the axis, in its vertical plane
+    right = rotation[:, 0]
+    roll = math.degrees(math.atan2(float(right @ level_down), float(right @ level_right)))
+    return pitch, roll
+
+
+def level_from_gravity_frame(gravity_from_optical: np.ndarray) -> np.ndarray:
+    """``level_from_optical`` from the camera optical frame's rotation in a gravity-aligned frame (z up,
+    e.g. a robot's base_link, from TF): the level camera looks along the optical axis's horizontal
+    heading, so only pitch and roll are taken out, not the heading. A camera looking straight up or
+    down has no heading: ConfigError."""
+    rotation = np.asarray(gravity_from_optical, dtype=np.float64)
+    axis = rotation[:, 2]
+    horizontal = math.hypot(axis[0], axis[1])
+    if horizontal < 1e-3:
+        raise ConfigError("camera tilt", "the camera looks straight up or down: there is no level view of it",
+                          "tilt the camera less than 89.9 degrees from the horizon")
+    forward = np.array([axis[0] / horizontal, axis[1] / horizontal, 0.0])
+    down = np.array([0.0, 0.0, -1.0])
+    gravity_from_level = np.stack((np.cross(down, forward), down, forward), axis=1)  # columns: x right, y down, z
+    return gravity_from_level.T @ rotation
+
+
+def level_camera(intrinsics: CameraIntrinsics, level_from_optical: np.ndarray) -> CameraIntrinsics:
+    """The level camera that :func:`level_image` renders into: the same size and focal lengths, its
+    principal point moved so the real camera's optical axis lands where the real principal point is,
+    so a camera pitched down keeps what it looked at in frame (its horizon then lies above the image)."""
+    axis = np.asarray(level_from_optical, dtype=np.float64)[:, 2]
+    if axis[2] <= 1e-3:
+        raise ConfigError("camera tilt", "the camera's optical axis is not ahead of a level camera",
+                          "tilt the camera less than 89.9 degrees from the horizon")
+    return replace(intrinsics, cx=float(intrinsics.cx - intrinsics.fx * axis[0] / axis[2]),
+                   cy=float(intrinsics.cy - intrinsics.fy * axis[1] / axis[2]))
+
+
+def _homography(output: CameraIntrinsics, source: CameraIntrinsics, source_from_output: np.ndarray) -> np.ndarray:
+    """pixel_source ~ K_source·R·K_output⁻¹·pixel_output, for PIL (which samples at pixel corners)."""
+    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    homography = half @ source.matrix @ source_from_output @ np.linalg.inv(output.matrix) @ np.linalg.inv(half)
+    return homography / homography[2, 2]
+
+
+def level_view(image: np.ndarray, intrinsics: CameraIntrinsics, level_from_optical: np.ndarray,
+               output: CameraIntrinsics | None = None) -> np.ndarray:
+    """The image a level camera at the same centre would see (black where the real camera saw nothing):
+    a pure rotation is a homography, pixel_real ~ K·Rᵀ·K_level⁻¹·pixel_level, with ``level_from_optical``
+    the rotation from the real camera's optical frame to the level one's and ``output`` the level
+    camera (default: the real intrinsics; :func:`level_camera` keeps the view in frame).
     The model assumes a level camera; a robot knows its camera's tilt (TF), so it can level first."""
     from PIL import Image
 
-    k = np.array([[intrinsics.fx, 0.0, intrinsics.cx], [0.0, intrinsics.fy, intrinsics.cy], [0.0, 0.0, 1.0]])
-    # PIL samples at pixel corners: shift by ½ so pixel centres map as in the camera model
-    half = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    homography = half @ k @ np.asarray(level_from_optical).T @ np.linalg.inv(k) @ np.linalg.inv(half)
-    homography /= homography[2, 2]
+    output = output or intrinsics
+    homography = _homography(output, intrinsics, np.asarray(level_from_optical, dtype=np.float64).T)
     source = Image.fromarray(np.ascontiguousarray(image[..., :3]))
-    return np.asarray(source.transform((image.shape[1], image.shape[0]), Image.PERSPECTIVE,
+    return np.asarray(source.transform((output.width, output.height), Image.PERSPECTIVE,
                                        tuple(homography.ravel()[:8].tolist()), Image.BILINEAR))
+
+
+def level_image(image: np.ndarray, intrinsics: CameraIntrinsics,
+                level_from_optical: np.ndarray) -> tuple[np.ndarray, CameraIntrinsics]:
+    """The image levelled into :func:`level_camera` and that camera: what the grounder looks at when the
+    camera's tilt is known (an identity rotation returns the image and camera as they are)."""
+    rotation = np.asarray(level_from_optical, dtype=np.float64)
+    if np.allclose(rotation, np.eye(3), atol=1e-9):
+        return image, intrinsics
+    output = level_camera(intrinsics, rotation)
+    return level_view(image, intrinsics, rotation, output), output
+
+
+def seen_by_tilted_camera(level: CameraIntrinsics, camera: CameraIntrinsics,
+                          level_from_optical: np.ndarray) -> np.ndarray:
+    """Which pixels of the level camera ``level`` the tilted ``camera`` also sees (H×W bool): the
+    simulator renders a level camera, and this mask makes that render what levelling a tilted
+    camera's image gives (black outside)."""
+    rows, columns = np.mgrid[0:level.height, 0:level.width].astype(np.float64)
+    rays = np.stack(((columns - level.cx) / level.fx, (rows - level.cy) / level.fy, np.ones_like(rows)), axis=-1)
+    optical = rays @ np.asarray(level_from_optical, dtype=np.float64)  # Rᵀ·ray per pixel
+    ahead = optical[..., 2] > 1e-6
+    depth = np.where(ahead, optical[..., 2], 1.0)
+    u = camera.fx * optical[..., 0] / depth + camera.cx
+    v = camera.fy * optical[..., 1] / depth + camera.cy
+    return ahead & (u >= -0.5) & (u < camera.width - 0.5) & (v >= -0.5) & (v < camera.height - 0.5)
 
 
 def fit_to_canvas(intrinsics: CameraIntrinsics, canvas_width: int,

@@ -37,6 +37,8 @@ from threed_llm_ros.mono3d.data import (
     CALIBRATION_SEED_OFFSET,
     DEFAULT_CALIBRATION_FRAMES,
     TEST_SEED_OFFSET,
+    PITCH_ONLY_SPLIT_SUFFIX,
+    TILT_SPLIT_SUFFIX,
     FeatureSet,
     cache_file,
     draw_absent_queries,
@@ -156,18 +158,26 @@ def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_st
 
 
 def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progress: bool,
-                  realism: bool = False) -> FeatureSet:
-    """The cached features of ``seeds`` from ``path``, or render (``realism``: see ``data.simulate_frame``)
-    and cache them there."""
+                  realism: bool = False, tilt: bool = False, fixed_height: bool = False) -> FeatureSet:
+    """The cached features of ``seeds`` from ``path``, or render (``realism``, ``tilt``, ``fixed_height``:
+    see ``data.simulate_frame``) and cache them there."""
     if path is not None and path.is_file():
         return FeatureSet.load(path)
     from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
 
-    features = simulated_feature_set(seeds, FrozenBackbone(), config, progress=progress, realism=realism)
+    features = simulated_feature_set(seeds, FrozenBackbone(), config, progress=progress, realism=realism,
+                                    tilt=tilt, fixed_height=fixed_height)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         features.save(path)
     return features
+
+
+def tilt_suffix(tilt: bool, fixed_height: bool) -> str:
+    """The cache-name suffix of a split rendered with ``tilt`` (and ``fixed_height``); "" for level cameras."""
+    if fixed_height and not tilt:
+        raise SystemExit("--fixed-height goes with --tilt (it keeps the tilted camera at 1.2 m)")
+    return (PITCH_ONLY_SPLIT_SUFFIX if fixed_height else TILT_SPLIT_SUFFIX) if tilt else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-geometry-projection", action="store_true", help="the ablation: regress metric XYZ")
     parser.add_argument("--realism", action="store_true",
                         help="training renders with uneven light, vignetting and blur (data.camera_realism)")
+    parser.add_argument("--tilt", action="store_true",
+                        help="cameras pitched 0-30 degrees down at 0.4-1.6 m, levelled before the model (all splits)")
+    parser.add_argument("--fixed-height", action="store_true",
+                        help="with --tilt: the pitch only, the camera at the simulator's 1.2 m")
     parser.add_argument("--no-ground-plane", action="store_true",
                         help="depth from the direct head only (no bottom-row / camera-height estimate)")
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"), help="feature cache directory")
@@ -209,14 +223,17 @@ def main(argv: list[str] | None = None) -> int:
                           geometry_projection=not arguments.no_geometry_projection,
                           ground_plane_depth=not (arguments.no_geometry_projection or arguments.no_ground_plane))
     started = time.perf_counter()
-    train_split = "train_realism" if arguments.realism else "train"
+    suffix = tilt_suffix(arguments.tilt, arguments.fixed_height)
+    train_split = ("train_realism" if arguments.realism else "train") + suffix
     train_set = load_or_build(range(arguments.frames), cache_file(arguments.cache, train_split, arguments.frames),
-                              config, True, arguments.realism)
+                              config, True, arguments.realism, arguments.tilt, arguments.fixed_height)
     test_set = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
-                             cache_file(arguments.cache, "test", arguments.test_frames), config, True)
+                             cache_file(arguments.cache, "test" + suffix, arguments.test_frames), config, True,
+                             tilt=arguments.tilt, fixed_height=arguments.fixed_height)
     calibration_set = load_or_build(
         range(CALIBRATION_SEED_OFFSET, CALIBRATION_SEED_OFFSET + arguments.calibration_frames),
-        cache_file(arguments.cache, "calibration", arguments.calibration_frames), config, True)
+        cache_file(arguments.cache, "calibration" + suffix, arguments.calibration_frames), config, True,
+        tilt=arguments.tilt, fixed_height=arguments.fixed_height)
     data_seconds = time.perf_counter() - started
     model = Mono3DGrounder(config)
     started = time.perf_counter()

@@ -5,12 +5,18 @@ Topics (relative to the node namespace):
     in   image_raw              sensor_msgs/Image                rgb8/bgr8/mono8…; sensor-data QoS
     in   camera_info            sensor_msgs/CameraInfo           its intrinsics (K, size, binning, ROI)
     in   prompt                 std_msgs/String                  "where is the bed?", "find the red chair"
+    in   /tf, /tf_static        tf2_msgs/TFMessage               the camera's tilt (level_frame <- image frame)
     out  answer                 std_msgs/String                  one reply per prompt
     out  grounding/markers      visualization_msgs/MarkerArray   DELETEALL, then the box + label (latched)
     out  grounding/target_pose  geometry_msgs/PoseStamped        the box's pose in the image's optical frame
     out  /diagnostics           diagnostic_msgs/DiagnosticArray  input rates, bad inputs, dropped frames, latency
 
-Outputs carry the ``header.frame_id`` and stamp of the image they answer. The model and its
+Outputs carry the ``header.frame_id`` and stamp of the image they answer: poses and boxes are in
+the camera's optical frame the image names. The model assumes a level camera, so each image is
+levelled first with the camera's tilt: from TF (the rotation of the image's frame in
+``level_frame``, a gravity-aligned frame such as ``base_link``), else from the ``camera_pitch_deg`` /
+``camera_roll_deg`` parameters; /diagnostics says which (``tilt_source``) and the pitch and roll
+used (``ros/camera_tilt.py``). The model and its
 limits are those of :mod:`threed_llm_ros.mono3d` (the prompt's category and colour are read
 from its words). An object the model does not see (presence below the checkpoint's calibrated
 threshold) is answered "not seen": the markers are cleared (DELETEALL alone) and no pose is
@@ -46,6 +52,7 @@ from visualization_msgs.msg import MarkerArray
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
+from threed_llm_ros.ros.camera_tilt import TILT_PARAMETER_SPECS, CameraTilt, TiltReading
 from threed_llm_ros.ros.conversions import camera_info_to_intrinsics, image_to_rgb, stamp_to_tuple
 from threed_llm_ros.ros.markers import grounding_markers, pose_stamped
 from threed_llm_ros.ros.node_main import run_lifecycle_node
@@ -66,6 +73,7 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   "package share directory.", fix="give an existing checkpoint directory"),
     ParameterSpec("max_prompt_chars", MAX_PROMPT_CHARS, "Longer prompts are refused with a reply saying so.",
                   1, 100_000),
+    *TILT_PARAMETER_SPECS,
     *qos_parameter_specs(),
     ParameterSpec("autostart", True, "Configure and activate at start-up (else drive it with ~/change_state)."),
     ParameterSpec("diagnostics_period_s", 1.0, "Period of the /diagnostics message (s).", 0.1, 60.0),
@@ -101,7 +109,8 @@ class Mono3DNode(LifecycleNode):
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
         self._timers: list[Any] = []
-        self._last_frame_id = ""
+        self.tilt: CameraTilt | None = None
+        self._last_frame_id = self._image_frame_id = ""
         self.diagnostics.set_value("state", "unconfigured")
 
     # ------------------------------------------------------------------ lifecycle
@@ -149,6 +158,9 @@ class Mono3DNode(LifecycleNode):
         ]
         self._timers = [self.create_timer(float(self.values["diagnostics_period_s"]), self._publish_diagnostics,
                                           callback_group=self._sensor_group)]
+        self.tilt = CameraTilt(self, self.values, self._sensor_group,
+                               lambda error: self._bad_input("transform", "/tf", error))
+        self._inputs += self.tilt.subscriptions
         self.diagnostics.set_value("state", "active")
         self.get_logger().info(f"active: image {self.resolve_topic_name('image_raw')}, prompts on "
                                f"{self.resolve_topic_name('prompt')}")
@@ -159,7 +171,7 @@ class Mono3DNode(LifecycleNode):
             self.destroy_subscription(subscription)
         for timer in self._timers:
             self.destroy_timer(timer)
-        self._inputs, self._timers = [], []
+        self._inputs, self._timers, self.tilt = [], [], None
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self._release_io()
@@ -194,6 +206,7 @@ class Mono3DNode(LifecycleNode):
             self._bad_input("image", "image_raw", error)
             return
         self.frames.put(ImageFrame(rgb, str(message.header.frame_id), stamp))
+        self._image_frame_id = str(message.header.frame_id)
 
     def _on_camera_info(self, message: CameraInfo) -> None:
         self.diagnostics.input_received("camera_info")
@@ -241,9 +254,11 @@ class Mono3DNode(LifecycleNode):
             self._bad_input("camera_info_mismatch", "camera_info", problem + "; publish the camera_info of this image")
             return f"Cannot use the latest image: {problem}."
         started = time.perf_counter()
-        assert self.grounder is not None
+        assert self.grounder is not None and self.tilt is not None
+        tilt = self._tilt_reading(frame.frame_id)
         try:
-            grounding: ImageGrounding = self.grounder.ground(frame.rgb, intrinsics, prompt, frame.frame_id)
+            grounding: ImageGrounding = self.grounder.ground(frame.rgb, intrinsics, prompt, frame.frame_id,
+                                                             tilt.level_from_optical)
         except ConfigError as error:  # no known category named
             self._bad_input("unknown_object", "prompt", error)
             return f"Cannot ground that: {error.problem}; {error.fix}."
@@ -259,7 +274,7 @@ class Mono3DNode(LifecycleNode):
         assert grounding.box is not None and grounding.position is not None and grounding.orientation is not None
         label = " ".join(part for part in (grounding.referral.color, grounding.referral.category) if part)
         grounded = GroundedObject(label, grounding.score, grounding.box, grounding.position, grounding.orientation,
-                                  "mono3d", up=(0.0, -1.0, 0.0), category=grounding.referral.category)
+                                  "mono3d", up=grounding.up, category=grounding.referral.category)
         self._publish("grounding/markers", grounding_markers([grounded], frame.frame_id, frame.stamp))
         self._publish("grounding/target_pose", pose_stamped(grounding.position, grounding.orientation,
                                                             frame.frame_id, frame.stamp))
@@ -268,7 +283,18 @@ class Mono3DNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
 
+    def _tilt_reading(self, frame_id: str) -> TiltReading:
+        """The camera's tilt for an image in ``frame_id``, recorded in /diagnostics (which source, what angles)."""
+        assert self.tilt is not None
+        tilt = self.tilt.reading(frame_id)
+        self.diagnostics.set_value("tilt_source", tilt.source)
+        self.diagnostics.set_value("camera_pitch_deg_used", f"{tilt.pitch_deg:.2f}")
+        self.diagnostics.set_value("camera_roll_deg_used", f"{tilt.roll_deg:.2f}")
+        return tilt
+
     def _publish_diagnostics(self) -> None:
+        if self.tilt is not None and self._image_frame_id:  # what the next image would be levelled with
+            self._tilt_reading(self._image_frame_id)
         counts = self.frames.counts()
         level, text, values = self.diagnostics.snapshot(
             {"frames_received": counts.received, "frames_consumed": counts.consumed, "frames_dropped": counts.dropped})
