@@ -19,7 +19,8 @@ import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.runtime.lm_export import (
-    LM_MODEL_FILE, LM_SIDECAR_FILE, ensure_lm_exported, lm_export_directory, merged_language_model, read_lm_export,
+    LM_MODEL_FILE, LM_SIDECAR_FILE, _is_current, ensure_lm_exported, lm_export_directory, merged_language_model,
+    read_lm_export,
 )
 from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, OnnxGenerator
 from threed_llm_helpers import shipped_model, simulated_scene_batches
@@ -80,7 +81,7 @@ def test_merged_language_model_equals_the_model_with_its_adapter(model, adapter:
     assert any("lora_" in name for name, _ in model.causal_lm.named_parameters())
 
 
-def test_export_is_cached_and_described(model, exported, export_directory: Path) -> None:
+def test_export_is_cached_and_described(model, exported, export_directory: Path, tmp_path: Path) -> None:
     assert exported.directory == lm_export_directory(export_directory, "default", "int8")
     metadata = exported.metadata
     assert metadata["precision"] == "int8" and metadata["adapter"] == "default"
@@ -89,6 +90,15 @@ def test_export_is_cached_and_described(model, exported, export_directory: Path)
     assert metadata["vocab_size"] == model.causal_lm.config.vocab_size  # the added token rows are in the graph
     again = ensure_lm_exported(CHECKPOINT, model, precision="int8", adapter="default", directory=export_directory)
     assert again.metadata["exported_at"] == metadata["exported_at"]  # not rebuilt
+    # an export made with other builder options (an older int4 recipe, say) is stale: rebuilt, not reused
+    copy = tmp_path / exported.directory.name
+    copy.mkdir()
+    (copy / LM_MODEL_FILE).touch()
+    weights_sha = metadata["checkpoint_sha256"]
+    (copy / LM_SIDECAR_FILE).write_text(json.dumps(metadata))
+    assert _is_current(copy, weights_sha, "int8", "default")
+    (copy / LM_SIDECAR_FILE).write_text(json.dumps({**metadata, "builder_options": [*metadata["builder_options"], "x=1"]}))
+    assert not _is_current(copy, weights_sha, "int8", "default")
 
 
 def test_greedy_tokens_agree_with_torch(model, generator: OnnxGenerator, scenes) -> None:
@@ -101,6 +111,25 @@ def test_greedy_tokens_agree_with_torch(model, generator: OnnxGenerator, scenes)
             matches, positions = matches + found, positions + total
     assert positions > 40
     assert matches / positions >= AGREEMENT_FLOOR, f"agreement {matches}/{positions}"
+
+
+def test_shared_kv_buffer_gives_the_cache_feeds_logits(generator: OnnxGenerator, scenes) -> None:
+    """The bound KV buffer (``start`` / ``advance``, what replies use) against feeding the cache back
+    (``step``): the same logits and hidden states, token by token, and a full buffer says so."""
+    decoder = generator.decoders["default"]
+    embeddings, *_ = generator._prefix(scenes[0], "Describe the scene.", False, "", None, None, {})
+    tokens = generator.embedding_table[[504, 2114, 314, 260, 3104]]
+    expected_logits, expected_hidden, cache = decoder.step(embeddings, decoder.empty_cache())
+    logits, hidden, sequence = decoder.start(embeddings, embeddings.shape[1] + len(tokens))
+    assert np.array_equal(logits, expected_logits) and np.array_equal(hidden, expected_hidden)
+    prefill_logits = logits
+    for token in tokens:
+        expected_logits, expected_hidden, cache = decoder.step(token[None, None], cache)
+        logits, hidden = sequence.advance(token)
+        assert np.array_equal(logits, expected_logits) and np.array_equal(hidden, expected_hidden[-1])
+    assert np.abs(logits - prefill_logits).max() > 1e-2  # the tokens moved the logits: the comparison can fail
+    with pytest.raises(ValueError, match="positions"):
+        sequence.advance(tokens[0])
 
 
 def test_streaming_pieces_join_to_the_text_and_max_new_tokens_holds(generator: OnnxGenerator, scenes) -> None:
@@ -161,6 +190,22 @@ def test_engine_settings_name_the_bad_language_backend() -> None:
             EngineSettings(checkpoint=str(CHECKPOINT), **{"lm_backend": "onnxruntime", field: value}).validate()
 
 
+def test_mixed_precision_is_a_graph_per_adapter_each_at_its_own(model) -> None:
+    """``lm_precision: mixed``: int4 for the default adapter's graph, int8 for the programs adapter's, so it
+    cannot be one switchable graph (said by the settings and by the loader, before any export)."""
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
+    from threed_llm_ros.runtime.lm_export import adapter_precision
+    from threed_llm_ros.runtime.onnx_decoder import load_onnx_generator
+
+    assert [adapter_precision("mixed", adapter) for adapter in ("default", "programs")] == ["int4", "int8"]
+    assert adapter_precision("int8", "default") == "int8" and adapter_precision("int4", "programs") == "int4"
+    EngineSettings(checkpoint=str(CHECKPOINT), lm_precision="mixed").validate()
+    with pytest.raises(ConfigError, match="lm_precision.*lm_adapters: merged"):
+        EngineSettings(checkpoint=str(CHECKPOINT), lm_precision="mixed", lm_adapters="switchable").validate()
+    with pytest.raises(ConfigError, match="lm_precision.*lm_adapters: merged"):
+        load_onnx_generator(CHECKPOINT, model, precision="mixed", layout="switchable")
+
+
 def test_engine_answers_through_onnxruntime_by_default(export_directory: Path, exported) -> None:
     from threed_llm_ros.data.sim.frames import simulate
     from threed_llm_ros.runtime.engine import InferenceEngine
@@ -188,8 +233,8 @@ def test_engine_answers_through_onnxruntime_by_default(export_directory: Path, e
     assert reply.text and "".join(pieces) == reply.text and reply.timings["decode_s"] > 0
     programs = engine.generator.decoders["programs"]
     steps: list[int] = []
-    original_step = programs.step
-    programs.step = lambda *arguments: steps.append(1) or original_step(*arguments)
+    original_start = programs.start
+    programs.start = lambda *arguments: steps.append(1) or original_start(*arguments)
     counted = engine.answer(cloud, "How many chairs are there?")  # the programs decoder writes the program
     assert counted.text and "program_s" in counted.timings and steps
 

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 import torch
 
+from threed_llm_ros.runtime.choices import MIXED
 from threed_llm_ros.runtime.lm_export import SWITCHABLE
 from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, load_onnx_generator
 
@@ -187,7 +188,8 @@ def language_model_bench(
     Length: one loop over backends, variants, threads and load conditions, whose rows are built in one place.
     """
     exports, generators = {}, {}
-    variants = [(precision, layout) for layout in layouts for precision in precisions]
+    variants = [(precision, layout) for layout in layouts for precision in precisions
+                if not (precision == MIXED and layout == SWITCHABLE)]  # mixed: a graph per adapter only
     for precision, layout in variants:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for count in threads:
