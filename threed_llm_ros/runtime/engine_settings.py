@@ -14,7 +14,7 @@ import torch
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS
 from threed_llm_ros.resources import models_directory, share_directory
-from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS, LM_PRECISIONS, MIXED
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS, LM_PRECISIONS, MIXED, DEFAULT_LM_PRECISION
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS
 from threed_llm_ros.runtime.replies import STANDOFF_M
 from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
@@ -52,7 +52,7 @@ class EngineSettings:
     max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
     reply_timeout_s: float = REPLY_TIMEOUT_S  # decoding stops at this deadline; the reply says it was cut short
     lm_backend: str = "auto"  # auto: onnxruntime on the CPU for a trained checkpoint, else torch; or torch / onnxruntime
-    lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default), int4 or mixed (see choices.LM_PRECISIONS)
+    lm_precision: str = DEFAULT_LM_PRECISION  # onnxruntime decoder weights: mixed, int8 or int4 (choices.LM_PRECISIONS)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
     lm_adapters: str = "merged"  # onnxruntime decoder's LoRA adapters: merged (a graph each) or switchable (one graph)
 

@@ -173,7 +173,7 @@ def language_model_bench(
     model: Any,
     scene: Any,
     *,
-    precisions: tuple[str, ...] = ("int8", "int4"),
+    precisions: tuple[str, ...] = ("int8", MIXED, "int4"),
     layouts: tuple[str, ...] = ("merged",),
     threads: tuple[int, ...] = (1, 2),
     max_new_tokens: int = 32,

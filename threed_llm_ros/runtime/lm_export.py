@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
-from threed_llm_ros.runtime.choices import LM_LAYOUTS, MIXED
+from threed_llm_ros.runtime.choices import DEFAULT_LM_PRECISION, LM_LAYOUTS, MIXED
 from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory, file_sha256
 
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4", "fp32")  # fp32: a reference for checking the loop
@@ -293,15 +293,16 @@ def checkpoint_adapters(checkpoint: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision int8|int4|fp32|mixed] [--adapter default|programs|all]
-    [--layout merged|switchable]``."""
+    """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision mixed|int8|int4|fp32]
+    [--adapter default|programs|all] [--layout merged|switchable]``."""
     parser = argparse.ArgumentParser(prog="threed-llm export-lm",
                                      description="Export the language model (LoRA merged) as an ONNX decoder fed with embeddings.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
     parser.add_argument("--output", default=None,
                         help="export directory (default: CHECKPOINT/onnx, else the user cache); graphs go to lm-<adapter>-<precision>/")
-    parser.add_argument("--precision", choices=(*LM_PRECISIONS, MIXED), default="int8",
-                        help=f"graph weights; mixed: each adapter its own ({MIXED_PRECISIONS})")
+    parser.add_argument("--precision", choices=(*LM_PRECISIONS, MIXED), default=DEFAULT_LM_PRECISION,
+                        help=f"graph weights (default: %(default)s, as lm_precision); mixed: each adapter its own "
+                             f"({MIXED_PRECISIONS})")
     parser.add_argument("--adapter", choices=(*LM_ADAPTERS, "all"), default="all",
                         help="which LoRA adapter to merge (all: each one the checkpoint has)")
     parser.add_argument("--layout", choices=LM_LAYOUTS, default="merged",

@@ -31,7 +31,8 @@ from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.model.generation import StopStringStreamer, decode, forced_box_state
 from threed_llm_ros.runtime.lm_export import ExportedLanguageModel, read_lm_export
 from threed_llm_ros.runtime.lm_adapters import ADAPTER_INPUT, adapter_scales
-from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, MIXED, SWITCHABLE, adapter_precision, ensure_lm_exported
+from threed_llm_ros.runtime.choices import DEFAULT_LM_PRECISION, MIXED
+from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, SWITCHABLE, adapter_precision, ensure_lm_exported
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,7 @@ def load_onnx_generator(
     checkpoint: str | Path,
     model: Any,
     *,
-    precision: str = "int8",
+    precision: str = DEFAULT_LM_PRECISION,
     settings: DecoderSettings | None = None,
     directory: str | Path | None = None,
     layout: str = "merged",
