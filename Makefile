@@ -74,9 +74,9 @@ system-deps:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq g++; \
 	fi
 
-# The shipped checkpoint's language model as int8 ONNX decoders (lm_backend auto serves replies with
-# them on the CPU): made once per weights into models/threed-llm-mini/onnx (git-ignored), about 35 s
-# on two cores; a few seconds when already there. Without it, the first node start makes it (and says
+# The shipped checkpoint's language model as ONNX decoders of the default lm_precision (mixed: the default
+# adapter int4, the programs adapter int8; lm_backend auto serves replies with them on the CPU): made once per
+# weights into models/threed-llm-mini/onnx (git-ignored), about 35-60 s on two cores; a few seconds when already there. Without it, the first node start makes it (and says
 # so); where it cannot be made, lm_backend auto decodes with torch, so a failure here does not stop make.
 SHIPPED_CHECKPOINT := models/threed-llm-mini
 lm-export: venv

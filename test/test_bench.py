@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from threed_llm_ros.runtime import bench, bench_rates, lm_bench
-from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint
+from threed_llm_ros.runtime.engine_settings import EngineSettings, build_untrained_checkpoint
 
 RUN_KEYS = {
     "backend", "device", "language_model_dtype", "scene_encoder", "providers", "load_s", "warm_up_s", "preprocess_s",
@@ -67,13 +67,15 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
                                              "not measured: the language model section was skipped (--no-lm)")
     language_model = report["language_model"]
     rows = {(row["backend"], row["precision"], row["condition"]): row for row in language_model["rows"]}
-    assert set(rows) >= {(backend, weights, condition) for backend, weights in (("torch", "fp32"), ("onnxruntime", "int8"))
+    default = EngineSettings.lm_precision  # what --quick measures: the serving default
+    assert set(rows) >= {(backend, weights, condition)
+                         for backend, weights in (("torch", "fp32"), ("onnxruntime", default))
                          for condition in (lm_bench.QUIET, lm_bench.LOADED)}
     for row in rows.values():
         assert _positive_finite(row["prefill_s"]) and row["threads"] == 1
         assert row["decode_tokens_per_s"] is None or _positive_finite(row["decode_tokens_per_s"])
-    assert 0.0 <= rows[("onnxruntime", "int8", lm_bench.QUIET)]["greedy_token_agreement"] <= 1.0
-    assert language_model["exports"]["int8"]["size_mb"] > 0
+    assert 0.0 <= rows[("onnxruntime", default, lm_bench.QUIET)]["greedy_token_agreement"] <= 1.0
+    assert language_model["exports"][default]["size_mb"] > 0
     assert "Language model" in output.with_suffix(".md").read_text()
 
 

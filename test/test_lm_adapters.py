@@ -1,8 +1,8 @@
 """The switchable decoder layout: one graph (base weights quantized once) with each LoRA adapter as an
 fp32 branch chosen by the ``adapter_scales`` input, against torch and against the merged per-adapter graphs.
 
-The exports go to a temporary directory (the merged default decoder to where the engine keeps it,
-shared with test_onnx_decoder.py): about 20-35 s per graph on two shared cores.
+The exports go to a temporary directory (the merged programs decoder to where the engine keeps it,
+shared with test_onnx_decoder.py and made by `make lm-export`): about 20-35 s per graph on two shared cores.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from threed_llm_helpers import shipped_model, simulated_scene_batches
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "threed-llm-mini"
 PROMPTS = ("Describe the scene.", "Where is the chair?", "What is in this room?")
-# Teacher-forced greedy agreement of the int8 switchable graph with the int8 merged default graph.
+# Teacher-forced greedy agreement of the int8 switchable graph with the int8 merged graph (programs adapter).
 # They are not bit-identical: the merged graph rounds W + BA to int8, the switchable one rounds W and
 # adds BA in fp32, so near-ties (a caption's first word "The" vs "A") may flip, and a reply that flips
-# goes its own way. Measured 0.92 (83 of 90 positions) on these prompts and scenes; the floor sits under.
+# goes its own way. Measured 0.89 (91 of 102 positions) on these prompts and scenes with the programs adapter
+# (0.92 with the default adapter, before the test moved to the graph `make lm-export` makes); the floor sits under.
 AGREEMENT_WITH_MERGED = 0.85
 
 
@@ -69,14 +70,18 @@ def test_fp32_switchable_graph_equals_torch_with_each_adapter(model, tmp_path: P
 
 
 @pytest.mark.slow
-def test_switchable_default_gives_the_merged_default_decoders_greedy_tokens(model, switchable, scenes) -> None:
-    merged = OnnxGenerator(model, {"default": OnnxDecoder(ensure_lm_exported(CHECKPOINT, model, precision="int8"))})
+def test_switchable_gives_the_merged_int8_decoders_greedy_tokens(model, switchable, scenes) -> None:
+    """The programs adapter: its merged int8 graph is the one the default lm_precision (mixed) serves, so
+    `make lm-export` has made it and this test exports nothing more."""
+    merged_programs = OnnxDecoder(ensure_lm_exported(CHECKPOINT, model, precision="int8", adapter="programs"))
+    merged = OnnxGenerator(model, {"default": merged_programs, "programs": merged_programs})
     matches = positions = 0
     for scene in scenes:
         for prompt in PROMPTS:
-            reference = merged.generate(scene, prompt, max_new_tokens=16)
-            ids = model.tokenizer(reference.text, add_special_tokens=False)["input_ids"]
-            found, total = switchable.token_agreement(scene, prompt, ids)
+            with merged.program_adapter(), switchable.program_adapter():
+                reference = merged.generate(scene, prompt, max_new_tokens=16)
+                ids = model.tokenizer(reference.text, add_special_tokens=False)["input_ids"]
+                found, total = switchable.token_agreement(scene, prompt, ids)
             matches, positions = matches + found, positions + total
     assert positions > 30
     assert matches / positions >= AGREEMENT_WITH_MERGED, f"agreement {matches}/{positions}"
@@ -97,7 +102,7 @@ def test_lm_adapters_switchable_serves_from_one_graph(model, switchable, switcha
     from threed_llm_ros.runtime.engine_settings import EngineSettings
     from threed_llm_ros.runtime.lm_backend import serving_generator
 
-    settings = EngineSettings(checkpoint=str(CHECKPOINT), lm_adapters="switchable",
+    settings = EngineSettings(checkpoint=str(CHECKPOINT), lm_adapters="switchable", lm_precision="int8",
                               export_directory=str(switchable_directory))
     generator, backend, note = serving_generator(settings, CHECKPOINT, model)  # reuses the fixture's export
     assert backend == "onnxruntime" and "one graph for every adapter" in note
@@ -105,7 +110,7 @@ def test_lm_adapters_switchable_serves_from_one_graph(model, switchable, switcha
         "default": "default", "programs": "programs"}
     assert len({id(decoder.session) for decoder in generator.decoders.values()}) == 1
     with pytest.raises(ValueError, match="cannot switch"):
-        OnnxDecoder(ensure_lm_exported(CHECKPOINT, model, precision="int8")).for_adapter("programs")
+        OnnxDecoder(ensure_lm_exported(CHECKPOINT, model, precision="int8", adapter="programs")).for_adapter("default")
 
 
 def test_adapter_scales_select_one_adapter_and_name_a_wrong_one() -> None:
@@ -120,4 +125,4 @@ def test_engine_settings_name_a_bad_adapter_layout() -> None:
 
     with pytest.raises(ConfigError, match="lm_adapters.*merged"):
         EngineSettings(checkpoint=str(CHECKPOINT), lm_adapters="shared").validate()
-    EngineSettings(checkpoint=str(CHECKPOINT), lm_adapters="switchable").validate()
+    EngineSettings(checkpoint=str(CHECKPOINT), lm_adapters="switchable", lm_precision="int8").validate()

@@ -45,7 +45,7 @@ from threed_llm_ros.ros.conversions import (  # noqa: E402
 )
 from threed_llm_ros.ros.node_settings import TEST_INFERENCE_DELAY_ENV  # noqa: E402
 from threed_llm_ros.ros.threed_llm_node import NODE_NAME  # noqa: E402
-from threed_llm_ros.runtime.engine_settings import build_untrained_checkpoint  # noqa: E402
+from threed_llm_ros.runtime.engine_settings import EngineSettings, build_untrained_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -514,7 +514,8 @@ def test_trained_node_grounds_plans_and_captions_over_dds(tmp_path: Path) -> Non
         assert hits / total >= float(floors["grounding_acc_at_0.25"]), f"{hits}/{total} boxes with IoU >= 0.25"
         assert process.running()
         # the default lm_backend (auto) serves the trained checkpoint with its exported decoders, and says so
-        assert "language model: onnxruntime int8" in process.output() and "lm_backend auto" in process.output()
+        assert f"language model: onnxruntime {EngineSettings.lm_precision}" in process.output()
+        assert "lm_backend auto" in process.output()
         assert probe.latest_diagnostics()["lm_backend"] == "onnxruntime"
     finally:
         probe.close()
@@ -526,7 +527,6 @@ def test_onnxruntime_node_grounds_like_the_torch_engine(tmp_path: Path, checkpoi
     """backend: onnxruntime in the node process gives the torch engine's text and box for the same cloud."""
     from threed_llm_ros.ros.conversions import pointcloud2_to_arrays
     from threed_llm_ros.runtime.engine import InferenceEngine
-    from threed_llm_ros.runtime.engine_settings import EngineSettings
     from threed_llm_ros.runtime.replies import SceneCloud
 
     frame = simulate(5)

@@ -93,7 +93,7 @@ class EvalSettings:
     scene_use: bool = True  # also measure answer losses with the own scene, another scene and none
     robot: bool = True  # also answer every prompt through the engine (the node's reply path)
     lm_backend: str = "auto"  # the language model of every column, as the node's lm_backend (a model passed in is used as given)
-    lm_precision: str = "int8"  # the exported decoders' weights when lm_backend resolves to onnxruntime
+    lm_precision: str = EngineSettings.lm_precision  # the exported decoders' weights when lm_backend is onnxruntime
 
 
 def select_items(dataset: SceneDataset, settings: EvalSettings) -> dict[str, list[int]]:
@@ -362,10 +362,14 @@ def _torch_model(model: Any) -> ThreeDLLM:
 
 
 def language_model_description(model: Any) -> str:
-    """``torch``, or ``onnxruntime int8`` (the exported decoders' precision) for an OnnxGenerator."""
+    """``torch``, or ``onnxruntime int8`` (the exported decoders' precision; ``onnxruntime int4 default, int8
+    programs`` where the adapters' differ) for an OnnxGenerator."""
     if not isinstance(model, OnnxGenerator):
         return "torch"
-    return f"onnxruntime {model.decoders['default'].export.metadata.get('precision', '?')}"
+    precisions = {name: decoder.export.metadata.get("precision", "?") for name, decoder in model.decoders.items()}
+    if len(set(precisions.values())) == 1:
+        return f"onnxruntime {precisions['default']}"
+    return "onnxruntime " + ", ".join(f"{precision} {name}" for name, precision in precisions.items())
 
 
 def _language_backend(checkpoint: str | Path, model: ThreeDLLM, settings: EvalSettings) -> Any:
@@ -468,9 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, help="cap every answer at N tokens (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--lm-backend", choices=LM_BACKENDS, default="auto",
-                        help="language model for every column: auto (as the node: onnxruntime int8 on the CPU for a "
+                        help="language model for every column: auto (as the node: onnxruntime on the CPU for a "
                              "trained checkpoint, else torch), torch or onnxruntime (default: %(default)s)")
-    parser.add_argument("--lm-precision", choices=LM_PRECISIONS, default="int8", help="onnxruntime decoder weights")
+    parser.add_argument("--lm-precision", choices=LM_PRECISIONS, default=EngineSettings.lm_precision,
+                        help="onnxruntime decoder weights (default: %(default)s)")
     arguments = parser.parse_args(argv)
     if arguments.limit is not None and arguments.limit < 1:
         print("threed-llm eval: --limit must be at least 1", file=sys.stderr)

@@ -62,8 +62,9 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     _engine_spec("lm_backend", "Language model: auto (onnxruntime on the CPU for a trained checkpoint, "
                   "else torch; the log says which and why), torch, or onnxruntime (the decoder exported with the "
                   "LoRA adapters merged, on first use, about 15 s per adapter; decodes on the CPU).", choices=LM_BACKENDS),
-    _engine_spec("lm_precision", "Weights of the onnxruntime decoder: int8, or int4 (faster, agrees less "
-                  "with torch).", choices=LM_PRECISIONS),
+    _engine_spec("lm_precision", "Weights of the onnxruntime decoder: mixed (int4 for the default adapter, "
+                  "int8 for the programs adapter; lm_adapters merged only), int8 (slower, agrees most with torch) "
+                  "or int4 (its programs fail the card's floors).", choices=LM_PRECISIONS),
     _engine_spec("lm_adapters", "LoRA adapters of the onnxruntime decoder: merged (one graph per adapter, "
                   "each merged in) or switchable (one graph, base weights quantized once, each adapter a small "
                   "fp32 branch chosen at run time; see docs/benchmarks.md).", choices=LM_LAYOUTS),

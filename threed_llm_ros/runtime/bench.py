@@ -42,7 +42,7 @@ from threed_llm_ros.runtime.engine_settings import (
 )
 from threed_llm_ros.runtime.lm_backend import choose_language_backend
 from threed_llm_ros.runtime.lm_bench import language_model_bench
-from threed_llm_ros.runtime.choices import LM_LAYOUTS
+from threed_llm_ros.runtime.choices import DEFAULT_LM_PRECISION, LM_LAYOUTS, MIXED
 from threed_llm_ros.runtime.lm_export import LM_PRECISIONS
 from threed_llm_ros.runtime.replies import SceneCloud
 from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
@@ -260,7 +260,7 @@ def _language_model_section(checkpoint_path: Path, engine: Any, frame: Any, quic
                             lm_options: dict[str, tuple] | None) -> dict[str, Any]:
     """The language model section on the torch engine's model and the bench frame: the mode's
     precisions, adapter layouts and thread counts unless ``lm_options`` names others."""
-    lm_defaults = {"precisions": ("int8",) if quick else ("int8", "int4"),
+    lm_defaults = {"precisions": (DEFAULT_LM_PRECISION,) if quick else ("int8", MIXED, "int4"),
                    "layouts": ("merged",) if quick else LM_LAYOUTS,
                    "threads": (1,) if quick else (1, 2)}
     return language_model_bench(checkpoint_path, engine.model, engine._prepare(fresh_cloud(frame), {}),
@@ -289,7 +289,7 @@ def _report(quick: bool, options: BenchOptions, checkpoint_path: Path, trained: 
 def _lm_options(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> dict[str, tuple]:
     """The language-model section's ``--lm-*`` choices (only those given); a bad value is a usage error."""
     options: dict[str, tuple] = {}
-    for key, choices, convert in (("precisions", LM_PRECISIONS, str), ("layouts", LM_LAYOUTS, str),
+    for key, choices, convert in (("precisions", (*LM_PRECISIONS, MIXED), str), ("layouts", LM_LAYOUTS, str),
                                   ("threads", None, int)):
         given = getattr(arguments, f"lm_{key}")
         if given is None:
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 5, quick 1)")
     parser.add_argument("--no-lm", action="store_true", help="skip the language model section (torch vs exported "
                         "decoders vs llama.cpp, quiet and loaded)")
-    parser.add_argument("--lm-precisions", default=None, help="exported decoder weights to measure, e.g. int8,int4 "
-                        "(default: int8 quick, int8,int4 full)")
+    parser.add_argument("--lm-precisions", default=None, help="exported decoder weights to measure, e.g. "
+                        "int8,int4,mixed (default: the lm_precision default quick, int8,mixed,int4 full)")
     parser.add_argument("--lm-layouts", default=None, help="adapter layouts to measure: merged (one graph per LoRA "
                         "adapter), switchable (one graph for all); default: merged quick, both full")
     parser.add_argument("--lm-threads", default=None,

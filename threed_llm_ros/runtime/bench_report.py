@@ -12,7 +12,7 @@ from threed_llm_ros.runtime.lm_bench import markdown_rows
 
 
 def llama_cpp_summary(lm_section: dict[str, Any] | None) -> dict[str, Any]:
-    """llama.cpp against our default decoder (the exported int8 one), read from the language-model
+    """llama.cpp against our default decoder (``EngineSettings``' precision and layout), read from the language-model
     table, where both ran in the same run at the same threads and load: per (threads, condition),
     both tokens/s and their ratio."""
     if lm_section is None:
@@ -22,14 +22,16 @@ def llama_cpp_summary(lm_section: dict[str, Any] | None) -> dict[str, Any]:
         return {"status": "llama-cpp-python not installed (make bench-peers)"}
     pairs = []
     for peer in (row for row in rows if row["backend"] == "llama.cpp"):
-        ours = next((row for row in rows if row["backend"] == "onnxruntime" and row["precision"] == "int8"
+        ours = next((row for row in rows if row["backend"] == "onnxruntime"
+                     and row["precision"] == EngineSettings.lm_precision
                      and row.get("layout", EngineSettings.lm_adapters) == EngineSettings.lm_adapters
                      and row["threads"] == peer["threads"] and row["condition"] == peer["condition"]), None)
         if ours is not None:
             pairs.append({"threads": peer["threads"], "condition": peer["condition"],
                           "llama_cpp_tokens_per_s": peer["decode_tokens_per_s"],
                           "ours_tokens_per_s": ours["decode_tokens_per_s"], "ours_over_llama_cpp": ours["over_llama_cpp"]})
-    return {"status": "measured", "ours": f"onnxruntime int8 {EngineSettings.lm_adapters} (the CPU default)",
+    return {"status": "measured",
+            "ours": f"onnxruntime {EngineSettings.lm_precision} {EngineSettings.lm_adapters} (the CPU default)",
             "comparisons": pairs}
 
 

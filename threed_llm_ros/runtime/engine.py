@@ -8,12 +8,12 @@ a :class:`ConfigError` naming ``backend`` where TensorRT or CUDA is missing). Th
 language model runs on ``lm_backend``: ``auto`` (the default: ``onnxruntime`` on the CPU for
 a trained checkpoint, else ``torch``; see ``runtime/lm_backend.py``), ``torch`` (fp32 on the
 CPU, bf16/fp16 on CUDA (``dtype``), an opt-in ``torch.compile`` (``compile_language_model``))
-or ``onnxruntime`` (the checkpoint's decoder exported with its LoRA adapters merged, int8 or
-int4 (``lm_precision``), exported on first use next to the scene encoder's graphs, decoded on
-the CPU by ``runtime/onnx_decoder.py`` with ``lm_threads`` threads and no spinning; the torch
-decoder layers are then released). Both give
+or ``onnxruntime`` (the checkpoint's decoder exported with its LoRA adapters merged, mixed (int4
+default adapter, int8 programs adapter), int8 or int4 (``lm_precision``), exported on first use
+next to the scene encoder's graphs, decoded on the CPU by ``runtime/onnx_decoder.py`` with
+``lm_threads`` threads and no spinning; the torch decoder layers are then released). Both give
 the same result type: the same text, location-token boxes and ``<box3d>`` head box (from the
-graph's hidden states), up to int8 rounding; program writing uses the exported ``programs``
+graph's hidden states), up to int8 / int4 rounding; program writing uses the exported ``programs``
 adapter. Training always uses torch.
 
 Every reply is computed from one list of objects per frame, the object layer
@@ -144,7 +144,7 @@ class InferenceEngine:
             up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
         )
         if owns_model:
-            self._say(f"preparing the language model's runtime (lm_backend {self.settings.lm_backend}; an int8 decoder "
+            self._say(f"preparing the language model's runtime (lm_backend {self.settings.lm_backend}; a decoder "
                       "not yet exported for these weights is exported now, about 15 s per adapter)")
         self.generator = self._make_language_backend() if owns_model else self._given_language_backend()
         if owns_model and self.language_backend == "onnxruntime":

@@ -14,12 +14,11 @@ import torch
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS
 from threed_llm_ros.resources import models_directory, share_directory
-from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS
+from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS, LM_PRECISIONS, MIXED, DEFAULT_LM_PRECISION
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS
 from threed_llm_ros.runtime.replies import STANDOFF_M
 from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
 
-LM_PRECISIONS: tuple[str, ...] = ("int8", "int4")
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 REPLY_TIMEOUT_S = 30.0
 DEFAULT_CHECKPOINT = "models/threed-llm-mini"  # the trained default, under the package share directory
@@ -53,7 +52,7 @@ class EngineSettings:
     max_prompt_chars: int = MAX_PROMPT_CHARS  # longer prompts are refused (PromptTooLongError), not answered for minutes
     reply_timeout_s: float = REPLY_TIMEOUT_S  # decoding stops at this deadline; the reply says it was cut short
     lm_backend: str = "auto"  # auto: onnxruntime on the CPU for a trained checkpoint, else torch; or torch / onnxruntime
-    lm_precision: str = "int8"  # onnxruntime decoder weights: int8 (default) or int4 (faster, less faithful)
+    lm_precision: str = DEFAULT_LM_PRECISION  # onnxruntime decoder weights: mixed, int8 or int4 (choices.LM_PRECISIONS)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
     lm_adapters: str = "merged"  # onnxruntime decoder's LoRA adapters: merged (a graph each) or switchable (one graph)
 
@@ -88,6 +87,10 @@ class EngineSettings:
             raise ConfigError("lm_precision", f"got {self.lm_precision!r}", f"use one of {list(LM_PRECISIONS)}")
         if self.lm_adapters not in LM_LAYOUTS:
             raise ConfigError("lm_adapters", f"got {self.lm_adapters!r}", f"use one of {list(LM_LAYOUTS)}")
+        if self.lm_precision == MIXED and self.lm_adapters != "merged":
+            raise ConfigError("lm_precision", "mixed gives each adapter's graph its own precision; "
+                              f"lm_adapters {self.lm_adapters} has one graph for all",
+                              "use lm_adapters: merged, or lm_precision int8 or int4")
         if self.lm_threads < 1:
             raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
         if self.lm_backend == "onnxruntime" and self.compile_language_model:

@@ -2,10 +2,10 @@
 
 ``lm_backend: auto`` (the default) picks, once at load time:
 
-* ``onnxruntime`` (the exported decoders, ``lm_precision`` int8 by default) on the CPU for a
-  trained checkpoint: about 4× torch's decode speed on two cores and within the model card's
-  floors. The decoders are exported on first use (about 15 s per LoRA adapter on two cores,
-  announced on stderr) into the checkpoint's ``onnx/`` directory, keyed on its weights' hash,
+* ``onnxruntime`` (the exported decoders, ``lm_precision`` mixed by default: the default adapter's
+  graph int4, the programs adapter's int8) on the CPU for a trained checkpoint: about 4-5× torch's
+  decode speed on two cores and within the model card's floors. The decoders are exported on first
+  use (about 15-35 s per LoRA adapter on two cores, announced on stderr) into the checkpoint's ``onnx/`` directory, keyed on its weights' hash,
   and reused afterwards (``make demo`` and ``make test`` build them first for the shipped checkpoint);
 * ``torch`` on CUDA (bf16/fp16 there), with ``compile_language_model``, for an untrained
   checkpoint (its replies mean nothing, so nothing is worth exporting), or where the export
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.runtime.choices import MIXED
 from threed_llm_ros.runtime.lm_export import require_builder
 from threed_llm_ros.runtime import onnx_decoder
 
@@ -107,8 +108,11 @@ def serving_generator(settings: Any, checkpoint: str | Path | None, model: Any) 
         return model, "torch", f"language model: torch (lm_backend auto: the exported decoder is not available: {first_line})"
     threads = settings.lm_threads
     directory = generator.decoders["default"].export.directory.parent
+    precisions = ", ".join(f"{decoder.export.metadata.get('precision')} {name}"
+                           for name, decoder in generator.decoders.items())
     return generator, "onnxruntime", choice.note(
-        f"{settings.lm_precision}, {threads} thread{'s' if threads > 1 else ''}, "
+        f"{settings.lm_precision}{f' ({precisions})' if settings.lm_precision == MIXED else ''}, "
+        f"{threads} thread{'s' if threads > 1 else ''}, "
         f"{'one graph for every adapter' if settings.lm_adapters == 'switchable' else 'a graph per adapter'}, "
         f"decoders in {directory}")
 

@@ -2,7 +2,7 @@
 
 Part of ``threed-llm bench`` (the ``language_model`` section of its JSON). On the same
 simulated scene and prompts (scene tokens spliced in) it measures, for torch (fp32 eager) and
-for the exported ONNX Runtime decoders (int8, int4), at 1 and 2 threads: prompt prefill time
+for the exported ONNX Runtime decoders (int8, mixed, int4), at 1 and 2 threads: prompt prefill time
 and decode tokens/s (medians), first quiet, then while a busy process spins on one core (a
 robot's computer always runs drivers and a navigation stack beside us). The exported
 decoders' teacher-forced greedy-token agreement with torch (per LoRA adapter) comes from the quiet run.
@@ -10,8 +10,9 @@ Each exported precision can be measured in both adapter layouts (``merged``: one
 ``switchable``: one graph, adapters chosen by an input), each with its files' size and, in a fresh
 process, the time and memory to open it and run one step per adapter. Where
 ``llama_cpp`` is importable (``make bench-peers``), llama.cpp on the same GGUF and the same
-prompts without scene tokens (it cannot take ours) is measured alike and every decode rate
-gets its ratio to llama.cpp at the same threads and load. Never assertions, only figures.
+prompts without scene tokens (it cannot take ours) is measured alike (its prompt cache reset per
+prompt, each token timed) and every decode rate gets its ratio to llama.cpp at the same threads and
+load. Never assertions, only figures.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Iterator
 
 import torch
 
+from threed_llm_ros.runtime.choices import MIXED
 from threed_llm_ros.runtime.lm_export import SWITCHABLE
 from threed_llm_ros.runtime.onnx_decoder import DecoderSettings, OnnxDecoder, load_onnx_generator
 
@@ -56,14 +58,18 @@ def _median(values: list[float]) -> float | None:
 
 
 def _measure(generate: Any, scene: Any, prompts: tuple[str, ...], max_new_tokens: int, repeats: int) -> dict[str, Any]:
+    """Prefill and decode medians; decode as llama.cpp's below: one-token steps per second after the prefill
+    (``decode_s`` starts at the first token's pick: a reply cut at the limit holds one step fewer than tokens,
+    one ended by the end of turn as many, the last giving the end of turn)."""
     prefill, rates = [], []
     generate(scene, prompts[0], max_new_tokens=2)  # warm-up
     for _ in range(repeats):
         for prompt in prompts:
             result = generate(scene, prompt, max_new_tokens=max_new_tokens)
             prefill.append(result.timings["prefill_s"])
-            if result.token_count > 1:
-                rates.append(result.token_count / result.timings["decode_s"])
+            steps = result.token_count - (result.token_count >= max_new_tokens)
+            if steps > 0:
+                rates.append(steps / result.timings["decode_s"])
     return {"prefill_s": _median(prefill), "decode_tokens_per_s": _median(rates),
             "prompt_tokens": int(result.timings["prompt_tokens"])}
 
@@ -78,24 +84,27 @@ def _llama_cpp(model: Any, prompts: tuple[str, ...], max_new_tokens: int, thread
     path = resolve_language_model_path(model.config.language_model_path)
     if path.suffix != ".gguf":
         return None
-    llm = llama_cpp.Llama(model_path=str(path), n_threads=threads, n_ctx=2048, verbose=False)
+    # n_threads_batch too: its default (every core) would run the prefill on busy-waiting threads
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=2048, verbose=False)
+    end_of_turn = {llm.token_eos(), *model.eos_ids}
     prefill, rates = [], []
     for _ in range(repeats):
         for prompt in prompts:
-            text = model.prompt_text(prompt, 0, blind=True)
+            tokens = llm.tokenize(model.prompt_text(prompt, 0, blind=True).encode("utf-8"), add_bos=False, special=True)
+            llm.reset()  # no prompt prefix kept from the previous call: each prefill is whole, as ours
+            stamps: list[float] = []
             started = time.perf_counter()
-            llm.create_completion(text, max_tokens=1, temperature=0.0)
-            first = time.perf_counter() - started
-            started = time.perf_counter()
-            output = llm.create_completion(text, max_tokens=max_new_tokens, temperature=0.0)
-            full = time.perf_counter() - started
-            generated = int(output["usage"]["completion_tokens"])
-            prefill.append(first)
-            if generated > 1 and full > first:
-                rates.append((generated - 1) / (full - first))
+            for token in llm.generate(tokens, temp=0.0):  # greedy, one token id per step
+                stamps.append(time.perf_counter())
+                if token in end_of_turn or len(stamps) >= max_new_tokens:
+                    break
+            prefill.append(stamps[0] - started)
+            if len(stamps) > 1:
+                rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
     return {"backend": "llama.cpp", "precision": "Q4_1 (GGUF)", "threads": threads,
             "prefill_s": _median(prefill), "decode_tokens_per_s": _median(rates),
-            "note": "prompts without scene tokens", "version": getattr(llama_cpp, "__version__", None)}
+            "note": "prompts without scene tokens; decode: one-token steps per second from the first token to "
+                    "the last (as ours)", "version": getattr(llama_cpp, "__version__", None)}
 
 
 def _agreement(generator: Any, model: Any, scene: Any, prompts: tuple[str, ...], max_new_tokens: int) -> dict[str, Any]:
@@ -172,7 +181,7 @@ def language_model_bench(
     model: Any,
     scene: Any,
     *,
-    precisions: tuple[str, ...] = ("int8", "int4"),
+    precisions: tuple[str, ...] = ("int8", MIXED, "int4"),
     layouts: tuple[str, ...] = ("merged",),
     threads: tuple[int, ...] = (1, 2),
     max_new_tokens: int = 32,
@@ -187,7 +196,8 @@ def language_model_bench(
     Length: one loop over backends, variants, threads and load conditions, whose rows are built in one place.
     """
     exports, generators = {}, {}
-    variants = [(precision, layout) for layout in layouts for precision in precisions]
+    variants = [(precision, layout) for layout in layouts for precision in precisions
+                if not (precision == MIXED and layout == SWITCHABLE)]  # mixed: a graph per adapter only
     for precision, layout in variants:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for count in threads:

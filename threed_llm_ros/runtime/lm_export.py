@@ -7,13 +7,14 @@ the checkpoint's added-token rows and trained norms, and one LoRA adapter (``def
 graph's input is ``inputs_embeds``, so our code applies the embedding table and splices the
 scene tokens in), ``include_hidden_states`` (the last hidden state, which the ``<box3d>``
 head reads) and ``prune_lm_head`` (prefill computes only the last position's logits).
-Weights are int8 or int4 ``MatMulNBits`` (int4: asymmetric, block 32, int8 output layer).
+Weights are int8 or int4 ``MatMulNBits`` (int4: asymmetric, block 32, int8 output layer and sensitive
+layers: ``PRECISION_OPTIONS``); ``lm_precision: mixed`` exports each adapter at its own (``MIXED_PRECISIONS``).
 
 Two layouts (``lm_adapters``): ``merged`` (the default) builds one graph per adapter with it merged
 in; ``switchable`` builds one graph from the base weights and adds every adapter as a small fp32
 branch chosen at run time by an input (``runtime/lm_adapters.py``). ``threed-llm bench`` measures both.
 
-One export per (checkpoint weights, adapter, precision) lives in
+One export per (checkpoint weights, adapter, precision and its builder options) lives in
 ``<export dir>/lm-<adapter>-<precision>/`` (the switchable one in ``lm-switchable-<precision>/``; the
 export dir is the scene encoder's: ``<checkpoint>/onnx`` when writable, else the user cache) with a sidecar
 ``lm.json`` holding the checkpoint's weights hash; a stale or partial export is rebuilt. About 15 s per graph on two
@@ -36,21 +37,26 @@ from pathlib import Path
 from typing import Any
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
-from threed_llm_ros.runtime.choices import LM_LAYOUTS
+from threed_llm_ros.runtime.choices import DEFAULT_LM_PRECISION, LM_LAYOUTS, MIXED
 from threed_llm_ros.runtime.export import checkpoint_weights_sha256, default_export_directory, file_sha256
 
 LM_PRECISIONS: tuple[str, ...] = ("int8", "int4", "fp32")  # fp32: a reference for checking the loop
 LM_ADAPTERS: tuple[str, ...] = ("default", "programs")
+#: ``lm_precision: mixed``: int4 is faster, but its rounding breaks the programs adapter's programs (issue 16).
+MIXED_PRECISIONS: dict[str, str] = {"default": "int4", "programs": "int8"}
 SWITCHABLE = "switchable"  # the LM_LAYOUTS entry with one graph for every adapter
 LM_MODEL_FILE = "model.onnx"
 LM_SIDECAR_FILE = "lm.json"
 LM_FORMAT = "threed_llm_ros.onnx_lm/1"
 BUILDER_PACKAGES = "onnxruntime-genai==0.18.0 onnx-ir==1.1.0"
-#: Builder options per precision (see ``python -m onnxruntime_genai.models.builder``).
+#: Builder options per precision (see ``python -m onnxruntime_genai.models.builder``). int4: asymmetric
+#: (the GGUF's Q4_1 base weights are), block 32, with int8 kept for the output layer and the most rounding-sensitive
+#: projections (``mixed_layers``: the first and last eighth of the layers and every third layer's qkv and down
+#: projections, 29 of 151); without them the default adapter's graph fails two of the card's floors (issue 16).
 PRECISION_OPTIONS: dict[str, tuple[str, ...]] = {
     "int8": (),
     "fp32": (),
-    "int4": ("is_symmetric=false", "block_size=32", "matmul_mixed_precision=last_matmul:int8"),
+    "int4": ("is_symmetric=false", "block_size=32", "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8"),
 }
 COMMON_OPTIONS = ("exclude_embeds=true", "include_hidden_states=true", "prune_lm_head=true")
 
@@ -62,6 +68,11 @@ class ExportedLanguageModel:
     directory: Path
     model_path: Path
     metadata: dict[str, Any]
+
+
+def adapter_precision(precision: str, adapter: str) -> str:
+    """The graph precision of ``adapter``'s decoder under ``lm_precision`` ``precision`` (``mixed``: its own)."""
+    return MIXED_PRECISIONS[adapter] if precision == MIXED else precision
 
 
 def lm_export_directory(base: str | Path, adapter: str, precision: str) -> Path:
@@ -239,6 +250,7 @@ def _is_current(directory: Path, weights_sha: str, precision: str, adapter: str,
     except ModelFileError:
         return False
     return (metadata.get("checkpoint_sha256") == weights_sha and metadata.get("precision") == precision
+            and metadata.get("builder_options") == [*COMMON_OPTIONS, *PRECISION_OPTIONS[precision]]
             and metadata.get("layout", "merged") == layout
             and (layout == SWITCHABLE or metadata.get("adapter") == adapter))
 
@@ -281,14 +293,16 @@ def checkpoint_adapters(checkpoint: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision int8|int4] [--adapter default|programs|all]
-    [--layout merged|switchable]``."""
+    """``threed-llm export-lm --checkpoint DIR [--output DIR] [--precision mixed|int8|int4|fp32]
+    [--adapter default|programs|all] [--layout merged|switchable]``."""
     parser = argparse.ArgumentParser(prog="threed-llm export-lm",
                                      description="Export the language model (LoRA merged) as an ONNX decoder fed with embeddings.")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory (config.json + model.safetensors)")
     parser.add_argument("--output", default=None,
                         help="export directory (default: CHECKPOINT/onnx, else the user cache); graphs go to lm-<adapter>-<precision>/")
-    parser.add_argument("--precision", choices=LM_PRECISIONS, default="int8")
+    parser.add_argument("--precision", choices=(*LM_PRECISIONS, MIXED), default=DEFAULT_LM_PRECISION,
+                        help=f"graph weights (default: %(default)s, as lm_precision); mixed: each adapter its own "
+                             f"({MIXED_PRECISIONS})")
     parser.add_argument("--adapter", choices=(*LM_ADAPTERS, "all"), default="all",
                         help="which LoRA adapter to merge (all: each one the checkpoint has)")
     parser.add_argument("--layout", choices=LM_LAYOUTS, default="merged",
@@ -303,16 +317,19 @@ def main(argv: list[str] | None = None) -> int:
         adapters = (["default"] if switchable  # one graph holds them all
                     else checkpoint_adapters(checkpoint) if arguments.adapter == "all" else [arguments.adapter])
         model = None  # loaded only when an export is missing or stale
+        if switchable and arguments.precision == MIXED:
+            raise ConfigError("precision", "mixed needs a graph per adapter", "use --layout merged, or int8 / int4")
         for adapter in adapters:
+            precision = adapter_precision(arguments.precision, adapter)
             base = Path(arguments.output) if arguments.output else default_export_directory(checkpoint)
             if model is None and not _is_current(
-                    lm_export_directory(base, SWITCHABLE if switchable else adapter, arguments.precision),
-                    checkpoint_weights_sha256(checkpoint), arguments.precision, adapter, arguments.layout):
+                    lm_export_directory(base, SWITCHABLE if switchable else adapter, precision),
+                    checkpoint_weights_sha256(checkpoint), precision, adapter, arguments.layout):
                 model = load_checkpoint(checkpoint)
-            exported = ensure_lm_exported(checkpoint, model, precision=arguments.precision, adapter=adapter,
+            exported = ensure_lm_exported(checkpoint, model, precision=precision, adapter=adapter,
                                           directory=arguments.output, layout=arguments.layout)
             adapter = exported.metadata["adapter"]
-            print(f"{exported.model_path} ({arguments.precision}, {adapter} adapter, weights sha256 "
+            print(f"{exported.model_path} ({precision}, {adapter} adapter, weights sha256 "
                   f"{(exported.metadata.get('data_sha256') or exported.metadata['sha256'])[:12]}…)")
     except (ConfigError, ModelFileError, RuntimeError, OSError) as error:
         print(f"threed-llm export-lm: {error}", file=sys.stderr)

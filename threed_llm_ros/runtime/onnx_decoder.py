@@ -31,7 +31,8 @@ from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.model.generation import StopStringStreamer, decode, forced_box_state
 from threed_llm_ros.runtime.lm_export import ExportedLanguageModel, read_lm_export
 from threed_llm_ros.runtime.lm_adapters import ADAPTER_INPUT, adapter_scales
-from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, SWITCHABLE, ensure_lm_exported
+from threed_llm_ros.runtime.choices import DEFAULT_LM_PRECISION, MIXED
+from threed_llm_ros.runtime.lm_export import LM_ADAPTERS, SWITCHABLE, adapter_precision, ensure_lm_exported
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class OnnxDecoder:
         self.kv_heads = int(metadata["num_key_value_heads"])
         self.head_dim = int(metadata["head_dim"])
         self.hidden_size = int(metadata["hidden_size"])
+        self.vocab_size = int(metadata["vocab_size"])
         self.output_names = [output.name for output in self.session.get_outputs()]
         input_names = {node.name for node in self.session.get_inputs()}
         if "inputs_embeds" not in input_names:
@@ -110,6 +112,14 @@ class OnnxDecoder:
         empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
         return [OrtValue.ortvalue_from_numpy(empty) for _ in self._past_names]
 
+    def start(self, embeddings: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray | None, "DecodeSequence"]:
+        """Prefill ``embeddings`` (1, S, hidden) into a KV buffer for ``capacity`` positions: last logits
+        (vocab,), hidden states (S, hidden) or None, and the sequence to :meth:`DecodeSequence.advance`.
+        Same logits as :meth:`step`, without its per-token copies (see :class:`DecodeSequence`)."""
+        sequence = DecodeSequence(self, capacity)
+        logits, hidden = sequence.prefill(embeddings)
+        return logits, hidden, sequence
+
     def step(self, embeddings: np.ndarray, cache: list[Any]) -> tuple[np.ndarray, np.ndarray | None, list[Any]]:
         """Run ``embeddings`` (1, S, hidden) after ``cache``: last logits (vocab,), hidden states
         (S, hidden) or None, and the new cache. The cache stays in ONNX Runtime's memory (no
@@ -124,6 +134,80 @@ class OnnxDecoder:
         outputs = self.session.run_with_ort_values(None, feeds)
         hidden = outputs[self._hidden].numpy()[0] if self._hidden is not None else None
         return outputs[self._logits].numpy()[0, -1], hidden, [outputs[i] for i in self._presents]
+
+
+class DecodeSequence:
+    """One sequence decoded with a KV buffer shared by the graph's past and present inputs and outputs.
+
+    :meth:`OnnxDecoder.step` feeds the cache back as inputs and gets a new present tensor per layer
+    per token, which ``GroupQueryAttention`` fills by copying the whole past into it. Here each
+    layer's keys and values live in one buffer of ``capacity`` positions, bound as both its past
+    input and its present output, so the operator appends the new position in place (its shared
+    buffer mode, told by ``attention_mask``'s count of ones). After the prefill, the decode binding
+    is made once: each token only writes its embedding and one more mask position into bound
+    buffers and runs. Logits equal :meth:`OnnxDecoder.step`'s (``test_onnx_decoder.py``).
+    """
+
+    def __init__(self, decoder: OnnxDecoder, capacity: int) -> None:
+        """Buffers for ``capacity`` positions (prompt and generated tokens); nothing is run yet."""
+        self.decoder = decoder
+        self.capacity = int(capacity)
+        self.length = 0
+        self._binding = decoder.session.io_binding()
+        self._arrays: list[np.ndarray] = []  # the numpy memory behind every bound value, kept alive here
+        shape = (1, decoder.kv_heads, self.capacity, decoder.head_dim)
+        for past in decoder._past_names:
+            buffer = self._value(np.zeros(shape, dtype=np.float32))
+            self._binding.bind_ortvalue_input(past, buffer)
+            self._binding.bind_ortvalue_output(past.replace("past_key_values.", "present."), buffer)
+        for name, value in decoder._adapter_feeds.items():
+            self._binding.bind_ortvalue_input(name, value)
+        self._logits = np.zeros((1, 1, decoder.vocab_size), dtype=np.float32)
+        self._binding.bind_ortvalue_output("logits", self._value(self._logits))
+
+    def _value(self, array: np.ndarray) -> Any:
+        """An ONNX Runtime value over ``array``'s memory (no copy), which this sequence keeps alive."""
+        from onnxruntime import OrtValue
+
+        self._arrays.append(array)
+        return OrtValue.ortvalue_from_numpy(array)
+
+    def _bind(self, embeddings: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+        """Bind the inputs and the hidden-state output for ``embeddings``' positions; that output's array."""
+        self._binding.bind_ortvalue_input("inputs_embeds", self._value(embeddings))
+        self._binding.bind_ortvalue_input("attention_mask", self._value(mask))
+        if self.decoder._hidden is None:
+            return None
+        hidden = np.zeros((1, embeddings.shape[1], self.decoder.hidden_size), dtype=np.float32)
+        self._binding.bind_ortvalue_output("hidden_states", self._value(hidden))
+        return hidden
+
+    def prefill(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the prompt's ``embeddings`` (1, S, hidden); then bind the one-token inputs for :meth:`advance`."""
+        count = embeddings.shape[1]
+        if self.length or count > self.capacity:
+            raise ValueError(f"prefill of {count} positions into a fresh buffer of {self.capacity}")
+        hidden = self._bind(np.ascontiguousarray(embeddings, dtype=np.float32), np.ones((1, count), dtype=np.int64))
+        self.decoder.session.run_with_iobinding(self._binding)
+        self.length = count
+        logits = self._logits[0, -1].copy()
+        # the one-token binding, made once: the mask spans the buffer and its ones count the positions
+        self._token = np.zeros((1, 1, self.decoder.hidden_size), dtype=np.float32)
+        self._mask = np.zeros((1, self.capacity), dtype=np.int64)
+        self._mask[0, :count] = 1
+        self._token_hidden = self._bind(self._token, self._mask)
+        return logits, None if hidden is None else hidden[0]
+
+    def advance(self, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run one token's ``embedding`` (hidden,) after the sequence: last logits (vocab,) and hidden state
+        (hidden,) or None."""
+        if self.length >= self.capacity:
+            raise ValueError(f"the KV buffer holds {self.capacity} positions; all are used")
+        self._token[0, 0] = embedding  # the bound values read these arrays' memory
+        self._mask[0, self.length] = 1
+        self.decoder.session.run_with_iobinding(self._binding)
+        self.length += 1
+        return self._logits[0, -1].copy(), None if self._token_hidden is None else self._token_hidden[0, -1].copy()
 
 
 class OnnxGenerator:
@@ -196,13 +280,13 @@ class OnnxGenerator:
         targets = [*reference, model.eos_ids[0]]
         with torch.inference_mode():
             embeddings, *_ = self._prefix(scene, prompt, blind, "", scene_tokens, patch_tokens, {})
-            logits, _, cache = decoder.step(embeddings, decoder.empty_cache())
+            logits, _, sequence = decoder.start(embeddings, embeddings.shape[1] + len(targets))
             matches = 0
             for index, target in enumerate(targets):
                 choice = self._next_token(logits, False, 1.0, 1.0, torch.Generator())
                 matches += int(choice == target or (choice in model.eos_ids and target in model.eos_ids))
                 if index + 1 < len(targets):
-                    logits, _, cache = decoder.step(self.embedding_table[target][None, None], cache)
+                    logits, _ = sequence.advance(self.embedding_table[target])
         return matches, len(targets)
 
     def generate(
@@ -237,16 +321,15 @@ class OnnxGenerator:
             embeddings, prefix, forced, patch_tokens = self._prefix(scene, prompt, blind, answer_prefix,
                                                                      scene_tokens, patch_tokens, timings)
             start = time.perf_counter()
-            logits, hidden, cache = decoder.step(embeddings, decoder.empty_cache())
+            # room for every token decode() may advance by (the limit, a <box3d> state past it included)
+            logits, hidden, sequence = decoder.start(embeddings, embeddings.shape[1] + limit + 1)
             box_hidden = None if hidden is None else forced_box_state(hidden, prefix, forced, model.box3d_id)
             timings["prefill_s"] = time.perf_counter() - start
             timings["prompt_tokens"] = float(len(prefix))
-            state = {"cache": cache}
 
             def advance(token: int) -> tuple[np.ndarray | None, Callable[[], np.ndarray]]:
-                next_logits, next_hidden, state["cache"] = decoder.step(self.embedding_table[token][None, None],
-                                                                        state["cache"])
-                return (None if next_hidden is None else next_hidden[-1]), lambda: next_logits
+                next_logits, next_hidden = sequence.advance(self.embedding_table[token])
+                return next_hidden, lambda: next_logits
 
             outcome = decode(
                 logits, advance, lambda scores: self._next_token(scores, do_sample, temperature, top_p, generator),
@@ -261,21 +344,26 @@ def load_onnx_generator(
     checkpoint: str | Path,
     model: Any,
     *,
-    precision: str = "int8",
+    precision: str = DEFAULT_LM_PRECISION,
     settings: DecoderSettings | None = None,
     directory: str | Path | None = None,
     layout: str = "merged",
 ) -> OnnxGenerator:
     """An :class:`OnnxGenerator` for a loaded checkpoint: each adapter it has exported on first use
     (about 15 s each, cached next to the scene encoder's graphs) and opened; ``layout`` switchable: the
-    one graph holding every adapter, exported and opened once."""
+    one graph holding every adapter, exported and opened once. ``precision`` ``mixed``: each adapter's
+    graph at its own precision (``lm_export.MIXED_PRECISIONS``; a graph per adapter only)."""
     adapters = [adapter for adapter in LM_ADAPTERS if adapter in model.language_model.peft_config]
+    if layout == SWITCHABLE and precision == MIXED:
+        raise ConfigError("lm_precision", "mixed gives each adapter's graph its own precision, a switchable "
+                          "layout has one graph", "use lm_adapters: merged, or lm_precision int8 or int4")
     if layout == SWITCHABLE:
         export = ensure_lm_exported(checkpoint, model, precision=precision, directory=directory, layout=layout)
         shared = OnnxDecoder(export, settings)
         return OnnxGenerator(model, {adapter: shared.for_adapter(adapter) for adapter in adapters})
     decoders = {}
     for adapter in adapters:
-        export = ensure_lm_exported(checkpoint, model, precision=precision, adapter=adapter, directory=directory)
+        export = ensure_lm_exported(checkpoint, model, precision=adapter_precision(precision, adapter), adapter=adapter,
+                                    directory=directory)
         decoders[adapter] = OnnxDecoder(export, settings)
     return OnnxGenerator(model, decoders)
