@@ -272,7 +272,7 @@ def test_a_slender_piece_under_a_wider_one_holds_it_up() -> None:
     """A lamp's stem under its shade (the sensor saw the two apart, the stem behind the shade's
     visible front) holds it up; a cup beside the lamp's foot, a stem off to the side, and a stem
     reaching well into the shade from above do not."""
-    from threed_llm_ros.objects.layer import holds_up
+    from threed_llm_ros.objects.pieces import holds_up
 
     shade = OrientedBox((2.40, 0.70, -0.05), (0.38, 0.17, 0.29), -1.32)  # the visible front half
     stem = OrientedBox((2.54, 0.73, -0.33), (0.16, 0.03, 0.26), 0.42)

@@ -1,7 +1,7 @@
 """The object layer: one frame becomes a list of objects, and every reply is computed from it.
 
     cloud (input frame) → gravity frame from the floor (``gravity.py``)
-      → voxels, floor / ceiling / walls removed, clusters (``proposals.py``)
+      → voxels, floor / ceiling / walls removed, clusters (``proposals.py``), as pieces (``pieces.py``)
       → per cluster: a gravity-aligned box fitted to its points (``fit.py``), a category
         distribution from its shape, size and height (``recognition.py``), sharpened by the
         image crop under its points where the frame has an image (``image_evidence.py``),
@@ -32,7 +32,7 @@ from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
-from threed_llm_ros.objects.proposals import cluster, split_by_height, split_supported, structure_mask, voxelise
+from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, holds_up, merge_pieces, propose
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
 from threed_llm_ros.objects.plausibility import doubt_implausible
 from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
@@ -54,11 +54,6 @@ JOIN_MIN_SCORE = 0.5  # ... or is the surer part's category, this sure and as su
 # pieces (a board, a strip, a pillow: some side at most COMPLETE_THIN_M) join a confident object
 # of a category at least COMPLETE_MIN_LENGTH_M long when the whole keeps that category, about as
 # sure (JOIN_MARGIN), within its size. A chair or a night stand beside a bed is no thin piece.
-# A slender piece right under a wider one holds it up (a lamp's stem under its shade, a monitor's
-# stand, a table's leg): nothing floats, so the two are one thing, named as the upper piece is.
-HOLD_REACH_M = 0.1  # the slender piece's top reaches this close to the upper piece's bottom
-HOLD_SLENDER = 0.5  # ... and its widest side is at most this share of the upper piece's
-HOLD_NEAR_M = 0.08  # ... and its centre is this close to the upper footprint (seen from the front: a shade's front half)
 COMPLETE_GAP_M = 0.6
 COMPLETE_MIN_LENGTH_M = 1.5
 COMPLETE_THIN_M = 0.25
@@ -115,125 +110,6 @@ class PerceptionSettings:
         if not 0.0 <= self.sensor_height < 10.0:
             raise ConfigError("sensor_height", f"got {self.sensor_height}",
                               "give the sensor's height above the floor in metres (from the URDF), or 0 if unknown")
-
-
-@dataclass
-class Proposal:
-    """A cluster's points (gravity frame), colours and fitted box, before recognition."""
-
-    points: np.ndarray
-    colors: np.ndarray | None
-    box: OrientedBox
-    wall_distance: float
-    support_gap: float  # from the box's bottom down to the highest thing under it (the floor at most)
-    surface_z: float | None = None  # split off this top surface of its cluster's support (a cup on a table)
-    cut: int = -1  # the parts of one oversized proposal cut in two share this number; they never rejoin
-
-    @property
-    def on_top(self) -> bool:
-        return self.surface_z is not None
-
-    @property
-    def rest_gap(self) -> float:
-        """From the box's bottom down to what it rests on: its support's surface, or what is under it."""
-        if self.surface_z is None:
-            return self.support_gap
-        return max(0.0, self.box.center[2] - self.box.size[2] / 2 - self.surface_z)
-
-
-def wall_distance_of(box: OrientedBox, walls: list[tuple[np.ndarray, float]]) -> float:
-    """Distance from the box's footprint to the nearest wall plane (3 m where no wall is seen)."""
-    if not walls:
-        return 3.0
-    corners = box.corners()[:4]
-    return float(min(np.min(corners @ normal + offset) for normal, offset in walls).clip(0.0, None))
-
-
-def _support_gap(box: OrientedBox, points: np.ndarray, not_own: np.ndarray, floor_z: float) -> float:
-    """How far ``box`` floats above whatever is under its footprint (``points[not_own]``: the
-    points that are not its own)."""
-    bottom = box.center[2] - box.size[2] / 2
-    shrunk = OrientedBox(box.center, (box.size[0] * 0.8, box.size[1] * 0.8, box.size[2] + 4.0), box.yaw)
-    low = np.flatnonzero(points[:, 2] < bottom + 0.03)
-    low = low[not_own[low]]
-    below = points[low[shrunk.contains(points[low])]] if len(low) else points[low]
-    highest = float(below[:, 2].max()) if len(below) >= 3 else floor_z
-    return max(0.0, bottom - max(highest, floor_z))
-
-
-def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed: int = 0
-            ) -> tuple[list[Proposal], list[tuple[np.ndarray, float]], np.ndarray, list[np.ndarray]]:
-    """Proposals of gravity-frame points: (proposals, walls, voxel of each point, each proposal's voxel indices)."""
-    voxels = voxelise(xyz, rgb)
-    structure, walls = structure_mask(voxels.xyz, gravity.floor_z, seed=seed)
-    free = np.flatnonzero(~structure)
-    proposals, members = [], []
-    owner = np.full(len(voxels.xyz), -1)
-    clusters, origins = [], []  # origins: the z of the support's top surface each piece stands on, or None
-    for touching in cluster(voxels.xyz[free]):
-        for whole in split_by_height(voxels.xyz[free], touching):
-            pieces, surface = split_supported(voxels.xyz[free], whole, gravity.floor_z)
-            clusters += pieces
-            origins += [surface if index > 0 else None for index in range(len(pieces))]
-    for number, indices in enumerate(clusters):
-        owner[free[indices]] = number
-    free_points, free_owner = voxels.xyz[free], owner[free]
-    for number, (indices, surface) in enumerate(zip(clusters, origins)):
-        chosen = free[indices]
-        points = voxels.xyz[chosen]
-        box = fit_box(points, gravity.floor_z)
-        colors = voxels.rgb[chosen] if voxels.rgb is not None else None
-        # split off a support's top, it rests on that surface (the part right under it, it hides)
-        gap = 0.0 if surface is not None else _support_gap(box, free_points, free_owner != number, gravity.floor_z)
-        proposals.append(Proposal(points, colors, box, wall_distance_of(box, walls), gap, surface))
-        members.append(chosen)
-    return proposals, walls, voxels.voxel_of_point, members
-
-
-def _merge(first: Proposal, second: Proposal, floor_z: float) -> Proposal:
-    points = np.vstack([first.points, second.points])
-    colors = None if first.colors is None or second.colors is None else np.vstack([first.colors, second.colors])
-    box = fit_box(points, floor_z)
-    surface = first.surface_z if first.on_top and second.on_top else None
-    return Proposal(points, colors, box, min(first.wall_distance, second.wall_distance),
-                    min(first.support_gap, second.support_gap), surface, max(first.cut, second.cut))
-
-
-def _cut_apart(first: Proposal, second: Proposal) -> bool:
-    """Whether the two are the parts of one cut (``ObjectLayer._split_oversized``): they stay apart."""
-    return first.cut >= 0 and first.cut == second.cut
-
-
-def _gap(first: OrientedBox, second: OrientedBox) -> float:
-    """Horizontal gap between two boxes' footprints (0 when they touch), from their corners."""
-    a, b = first.corners()[:4, :2], second.corners()[:4, :2]
-    return float(np.min(np.linalg.norm(a[:, None] - b[None], axis=-1))) if not _footprints_touch(first, second) else 0.0
-
-
-def _footprints_touch(first: OrientedBox, second: OrientedBox) -> bool:
-    probe = np.vstack([second.corners()[:4], np.asarray(second.center)[None]])
-    probe[:, 2] = first.center[2]
-    other = np.vstack([first.corners()[:4], np.asarray(first.center)[None]])
-    other[:, 2] = second.center[2]
-    return bool(first.contains(probe, margin=0.02).any() or second.contains(other, margin=0.02).any())
-
-
-def holds_up(lower: OrientedBox, upper: OrientedBox) -> bool:
-    """Whether ``lower`` is a slender piece that holds ``upper`` up: it stands under the upper
-    piece's footprint, its top reaches that piece's bottom (``HOLD_REACH_M``), and it is much
-    narrower (``HOLD_SLENDER``), and taller than thick, with most of it below that bottom: a lamp's
-    stem under its shade, where the sensor saw the two apart; not a cup beside the lamp's foot."""
-    lower_top = lower.center[2] + lower.size[2] / 2
-    upper_bottom = upper.center[2] - upper.size[2] / 2
-    if not upper_bottom - HOLD_REACH_M <= lower_top <= upper.center[2] or lower.center[2] >= upper_bottom:
-        return False
-    if lower.size[2] < 1.5 * min(lower.size[:2]):  # a stem or a leg stands taller than it is thick
-        return False
-    if max(lower.size[:2]) > HOLD_SLENDER * max(upper.size[:2]):
-        return False
-    probe = np.asarray(lower.center, dtype=np.float64)[None].copy()
-    probe[0, 2] = upper.center[2]
-    return bool(upper.contains(probe, margin=HOLD_NEAR_M).any())
 
 
 def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
@@ -385,11 +261,11 @@ class ObjectLayer:
             while j < joinable:
                 lower, upper = (i, j) if proposals[i].box.center[2] < proposals[j].box.center[2] else (j, i)
                 held = holds_up(proposals[lower].box, proposals[upper].box)
-                if _cut_apart(proposals[i], proposals[j]):
+                if cut_apart(proposals[i], proposals[j]):
                     j += 1
                     continue
-                if held or _gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
-                    candidate = _merge(proposals[i], proposals[j], gravity.floor_z)
+                if held or footprint_gap(proposals[i].box, proposals[j].box) <= JOIN_GAP_M:
+                    candidate = merge_pieces(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
                         score, label = (float(values[0]) for values in best([candidate]))
                         # a thing split off a support's top rejoins it only where the whole is
@@ -486,9 +362,9 @@ class ObjectLayer:
                 for k in range(len(scores)):
                     piece = proposals[k]
                     if (k in taken or k in members or piece.on_top or min(piece.box.size) > COMPLETE_THIN_M
-                            or min(_gap(proposals[m].box, piece.box) for m in members) > COMPLETE_GAP_M):
+                            or min(footprint_gap(proposals[m].box, piece.box) for m in members) > COMPLETE_GAP_M):
                         continue
-                    candidate = _merge(whole, piece, floor_z)
+                    candidate = merge_pieces(whole, piece, floor_z)
                     if self._fits(candidate.box, labels[first]):
                         whole, grew = candidate, True
                         members.append(k)
@@ -517,9 +393,9 @@ class ObjectLayer:
         while i < len(proposals):
             j = i + 1
             while j < len(proposals):
-                if labels[i] == labels[j] != other and _gap(proposals[i].box, proposals[j].box) <= MERGE_GAP_M:
-                    candidate = _merge(proposals[i], proposals[j], floor_z)
-                    if self._fits(candidate.box, labels[i]) and not _cut_apart(proposals[i], proposals[j]):
+                if labels[i] == labels[j] != other and footprint_gap(proposals[i].box, proposals[j].box) <= MERGE_GAP_M:
+                    candidate = merge_pieces(proposals[i], proposals[j], floor_z)
+                    if self._fits(candidate.box, labels[i]) and not cut_apart(proposals[i], proposals[j]):
                         proposals[i] = candidate
                         probabilities[i] = np.maximum(probabilities[i], probabilities[j])
                         del proposals[j], labels[j]

@@ -35,7 +35,7 @@ from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.objects.gravity import estimate_gravity
 from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.objects.fit import fit_box
-from threed_llm_ros.objects.layer import propose, wall_distance_of
+from threed_llm_ros.objects.pieces import propose, wall_distance_of
 from threed_llm_ros.objects.recognition import (
     OTHER, ClassifierConfig, ShapeClassifier, ensemble_probabilities, save_classifier, shape_features,
 )
@@ -143,7 +143,7 @@ def pipeline_fingerprint() -> str:
     sources = sorted([*(package / "geometry").glob("*.py"), *(package / "data" / "sim").glob("*.py"),
                       package / "data" / "catalog.py",
                       *(package / "objects" / name for name in ("gravity.py", "proposals.py", "fit.py", "recognition.py",
-                                                                "layer.py", "visibility.py"))])
+                                                                "layer.py", "pieces.py", "visibility.py"))])
     digest = hashlib.sha256()
     for source in sources:
         digest.update(source.read_bytes())
