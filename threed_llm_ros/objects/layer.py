@@ -244,12 +244,9 @@ class ObjectLayer:
         rejoins its support only where the whole is surer and no support (a chair's seat).
         Up to ``COMPLETE_GAP_M`` apart, a thin piece completes a confident large object (a bed's
         footboard, mattress strip and pillows join its headboard)."""
-        other = self.classes.index(OTHER)
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
-            kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
-            labels = kept.argmax(axis=1)
-            return kept.max(axis=1), labels + (labels >= other)
+            return self._best_named(candidates, gravity, rays)
 
         proposals = sorted(proposals, key=lambda p: -len(p.points))
         # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
@@ -294,6 +291,15 @@ class ObjectLayer:
             i += 1
         return self._complete_large(proposals, scores, labels, best, gravity.floor_z)
 
+    def _best_named(self, candidates: list[Proposal], gravity: GravityFrame, rays: RayGrid
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Each candidate's likeliest category other than ``OTHER`` (class indices) and its
+        probability, from shape and physics (no image: joins and cuts are judged before it)."""
+        other = self.classes.index(OTHER)
+        kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
+        labels = kept.argmax(axis=1)
+        return kept.max(axis=1), labels + (labels >= other)
+
     def _split_oversized(self, proposals: list[Proposal], gravity: GravityFrame, rays: RayGrid) -> list[Proposal]:
         """Each proposal sure of a category (``JOIN_MIN_SCORE``) but larger than it gets, cut in
         two across its long side at the cut (``SPLIT_CUTS``) where the less sure part is surest,
@@ -301,12 +307,9 @@ class ObjectLayer:
         tables of one height are two tables, not one 2.4 m "desk". A vague blob is not cut into
         sure things (a real basement's shelves and pillars). The two parts never rejoin. Shape and
         physics only, like joins."""
-        other = self.classes.index(OTHER)
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
-            kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
-            labels = kept.argmax(axis=1)
-            return kept.max(axis=1), labels + (labels >= other)
+            return self._best_named(candidates, gravity, rays)
 
         result: list[Proposal] = []
         for number, proposal in enumerate(proposals):
@@ -317,7 +320,8 @@ class ObjectLayer:
                 continue
             (whole_score,), (label,) = best([proposal])
             spec = CATEGORIES[self.classes[int(label)]]
-            if whole_score < JOIN_MIN_SCORE or (self._fits(box, int(label), 1.0) and min(box.size[:2]) <= min(spec.size_max[:2])):
+            fits = self._fits(box, int(label), 1.0) and min(box.size[:2]) <= min(spec.size_max[:2])
+            if whole_score < JOIN_MIN_SCORE or fits:
                 result.append(proposal)
                 continue
             axis = yaw_rotation(box.yaw)[:2, long_side]
@@ -329,7 +333,8 @@ class ObjectLayer:
                     continue
                 parts = [self._part(proposal, side, gravity.floor_z) for side in sides]
                 scores, labels = best(parts)
-                if float(scores.min()) >= choice_score and labels[0] == labels[1] and all(self._fits(part.box, int(k)) for part, k in zip(parts, labels)):
+                one_kind = labels[0] == labels[1] and all(self._fits(part.box, int(labels[0])) for part in parts)
+                if float(scores.min()) >= choice_score and one_kind:
                     choice, choice_score = parts, float(scores.min())
             if choice is None:
                 result.append(proposal)

@@ -17,7 +17,7 @@ from threed_llm_ros.objects.proposals import cluster, split_by_height, split_sup
 # stand, a table's leg): nothing floats, so the two are one thing, named as the upper piece is.
 HOLD_REACH_M = 0.1  # the slender piece's top reaches this close to the upper piece's bottom
 HOLD_SLENDER = 0.5  # ... and its widest side is at most this share of the upper piece's
-HOLD_NEAR_M = 0.08  # ... and its centre is this close to the upper footprint (seen from the front: a shade's front half)
+HOLD_NEAR_M = 0.08  # ... its centre this close to the upper footprint (seen from the front: a shade's front half)
 
 
 @dataclass
