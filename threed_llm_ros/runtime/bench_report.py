@@ -94,8 +94,9 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"{row['rss_growth_mb']:.1f} MB |"
         )
     llama = report["llama_cpp"]
+    ours = llama.get("ours", "ours")
     lines += ["", f"llama.cpp: {llama['status']}" + "".join(
-        f"; {pair['threads']} thread(s), {pair['condition']}: ours (int8) {pair['ours_tokens_per_s']:.1f} vs "
+        f"; {pair['threads']} thread(s), {pair['condition']}: {ours} {pair['ours_tokens_per_s']:.1f} vs "
         f"{pair['llama_cpp_tokens_per_s']:.1f} tokens/s = {pair['ours_over_llama_cpp']:.2f}×"
         for pair in llama.get("comparisons", []) if pair["ours_over_llama_cpp"]), ""]
     if report.get("language_model"):
