@@ -60,8 +60,8 @@ COMPLETE_THIN_M = 0.25
 SIZE_SLACK = 1.3  # a merged object may exceed its category's largest size by this factor
 LARGEST_SIDE_M = 1.1 * max(max(spec.size_max[:2]) for spec in CATEGORIES.values())
 MIN_JOIN_POINTS = 20
-# Two tables pushed together, a table against a cabinet of its height: one cluster larger than
-# its category gets. It is cut across its long side where both parts are surer things that fit.
+# Two tables pushed together: one cluster larger than any table. It is cut across its long side
+# where both parts are surer things of one category that fit it.
 SPLIT_CUTS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)  # where along the long side a cut is tried
 MAX_OBJECTS = 40
 
