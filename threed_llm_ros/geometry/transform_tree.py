@@ -4,7 +4,7 @@ camera is tilted.
 TF (``/tf``, ``/tf_static``) sends, per child frame, its parent and the child's pose in it. This keeps
 the latest rotation per child and composes the chains of two frames up to their common root. Time
 is ignored (the latest transform is used): right for a camera's mount, which changes slowly if at
-all, not for interpolating fast motion. ``threed_llm_ros.ros.tf_tilt`` feeds it from DDS.
+all, not for interpolating fast motion. ``threed_llm_ros.ros.camera_tilt`` feeds it from DDS.
 """
 
 from __future__ import annotations
