@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError, ThreeDLLMError
-from threed_llm_ros.mono3d.ask import IMAGE_SUFFIXES, tilt_problem  # light: no torch
+from threed_llm_ros.mono3d.ask import IMAGE_SUFFIXES, camera_height_problem, tilt_problem  # light: no torch
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, route
 
@@ -152,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-roll", type=float, default=None, metavar="DEG",
                         help="with an IMAGE: the camera's roll about its optical axis in degrees (positive: "
                              "clockwise seen from behind it)")
+    parser.add_argument("--camera-height", type=float, default=None, metavar="M",
+                        help="with an IMAGE: the camera's height above the floor in metres (default: 1.2, the "
+                             "training frames'); it sets the depth of objects on the floor")
     parser.add_argument("--checkpoint", default=None,
                         help=f"checkpoint directory (default: {DEFAULT_CHECKPOINT}; models/mono3d for an IMAGE)")
     parser.add_argument("--up-axis", choices=("-y", "z"), default=None,
@@ -211,16 +214,18 @@ def _prompts_from(stream: Any) -> Any:
 def _image_mode_problem(arguments: argparse.Namespace, scene: str | None, image_given: bool) -> str | None:
     """What is wrong with an IMAGE --camera-info call (None when nothing is)."""
     if scene is None:
-        return "--camera-info / --camera-pitch / --camera-roll go with an IMAGE file, not with --node"
+        return ("--camera-info / --camera-pitch / --camera-roll / --camera-height go with an IMAGE file, "
+                "not with --node")
     if not image_given:
-        return (f"--camera-info (and --camera-pitch / --camera-roll) goes with an image "
+        return (f"--camera-info (and --camera-pitch / --camera-roll / --camera-height) goes with an image "
                 f"({', '.join(IMAGE_SUFFIXES)}), not with {Path(scene).name}; drop it to ask about a point cloud")
     if arguments.camera_info is None:
         return (f"{Path(scene).name} is an image: give its intrinsics with --camera-info K.yaml "
                 "(a ROS camera-calibration YAML)")
     if arguments.interactive:
         return "--interactive is for a SCENE file; give the prompts after the IMAGE"
-    return tilt_problem(arguments.camera_pitch, arguments.camera_roll)
+    return (tilt_problem(arguments.camera_pitch, arguments.camera_roll)
+            or camera_height_problem(arguments.camera_height, "--camera-height"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a prompt to send to the node")
     image_given = not arguments.node and Path(scene).suffix.lower() in IMAGE_SUFFIXES
     if arguments.camera_info is not None or image_given or arguments.camera_pitch is not None \
-            or arguments.camera_roll is not None:
+            or arguments.camera_roll is not None or arguments.camera_height is not None:
         problem = _image_mode_problem(arguments, scene if not arguments.node else None, image_given)
         if problem:
             parser.error(problem)
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return ask_image(Path(scene), arguments.camera_info, prompts,
                          Path(arguments.checkpoint) if arguments.checkpoint else None, arguments.json,
-                         "threed-llm ask", arguments.camera_pitch, arguments.camera_roll)
+                         "threed-llm ask", arguments.camera_pitch, arguments.camera_roll, arguments.camera_height)
     arguments.checkpoint = arguments.checkpoint or DEFAULT_CHECKPOINT
     if arguments.node:
         from threed_llm_ros.ros.prompt_client import main as ask_node  # ROS only on this path

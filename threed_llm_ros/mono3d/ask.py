@@ -4,7 +4,9 @@ The camera file is a ROS camera-calibration YAML (what ``camera_calibration`` wr
 ``camera_info_manager`` reads): ``image_width``, ``image_height`` and ``camera_matrix``
 (``rows: 3, cols: 3, data: [fx, 0, cx, 0, fy, cy, 0, 0, 1]``). ``--camera-pitch DEG`` (negative:
 looking down) and ``--camera-roll DEG`` give the camera's tilt: the image is levelled before the
-model, and the pose is still given in the camera's optical frame. Prints the reply and, with
+model, and the pose is still given in the camera's optical frame. ``--camera-height M`` gives its height
+above the floor (default: the 1.2 m of the training frames), which sets the depth of floor objects.
+Prints the reply and, with
 ``--json``, the box as JSON. ``threed-llm ask IMAGE --camera-info K.yaml "where is the bed?"``
 comes here too (:func:`ask_image`).
 """
@@ -49,6 +51,17 @@ def tilt_problem(pitch_deg: float | None, roll_deg: float | None) -> str | None:
     return None
 
 
+CAMERA_HEIGHT_RANGE_M = (0.05, 5.0)  # a camera on the floor's edge to one on a tall mast
+
+
+def camera_height_problem(height_m: float | None, name: str = "camera height") -> str | None:
+    """What is wrong with a camera height above the floor in metres (None when nothing is, or none given)."""
+    low, high = CAMERA_HEIGHT_RANGE_M
+    if height_m is not None and not low <= height_m <= high:  # NaN fails too
+        return f"{name} {height_m:g} m is out of range: give metres between {low:g} and {high:g}"
+    return None
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -70,14 +83,17 @@ def reply_json(grounding) -> str:  # noqa: ANN001 - ImageGrounding (its module i
     box = grounding.box
     return json.dumps({"category": grounding.referral.category, "color": grounding.referral.color,
                        "seen": grounding.seen, "presence": round(grounding.presence, 4),
+                       "camera_height_m": grounding.camera_height_m,
                        "position_optical": grounding.position, "orientation_optical": grounding.orientation,
                        "size": list(box.size) if box is not None else None, "score": round(grounding.score, 4)})
 
 
 def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Path | None, as_json: bool,
-              program: str, pitch_deg: float | None = None, roll_deg: float | None = None) -> int:
+              program: str, pitch_deg: float | None = None, roll_deg: float | None = None,
+              height_m: float | None = None) -> int:
     """Ground each prompt in one image from its intrinsics alone (levelled first where the camera's
-    ``pitch_deg`` / ``roll_deg`` are given) and print the replies; the image and camera file are checked
+    ``pitch_deg`` / ``roll_deg`` are given; ``height_m`` above the floor, None: 1.2 m) and print the
+    replies; the image and camera file are checked
     before torch is imported. Exit 0, 1 if a prompt named no known object, 2 (one line on stderr) on bad
     input or a missing checkpoint."""
     try:
@@ -101,7 +117,7 @@ def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Pa
     for prompt in prompts:
         try:
             grounding = grounder.ground(image, intrinsics, prompt, frame_id="the camera's optical frame",
-                                        level_from_optical=level_from_optical)
+                                        level_from_optical=level_from_optical, camera_height_m=height_m)
         except ConfigError as error:  # the prompt names no category the model knows
             print(f"{program}: {error}", file=sys.stderr)
             failures += 1
@@ -123,13 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="the optical axis above the horizon (negative: looking down); the image is levelled")
     parser.add_argument("--camera-roll", type=float, default=None, metavar="DEG",
                         help="roll about the optical axis (positive: clockwise seen from behind the camera)")
+    parser.add_argument("--camera-height", type=float, default=None, metavar="M",
+                        help="the camera's height above the floor in metres (default: 1.2, the training frames')")
     parser.add_argument("--json", action="store_true", help="also print the box as JSON")
     arguments = parser.parse_args(argv)
     problem = tilt_problem(arguments.camera_pitch, arguments.camera_roll)
+    problem = problem or camera_height_problem(arguments.camera_height, "--camera-height")
     if problem:
         parser.error(problem)
     return ask_image(arguments.image, arguments.camera_info, [arguments.prompt], arguments.model, arguments.json,
-                     "threed-llm mono3d-ask", arguments.camera_pitch, arguments.camera_roll)
+                     "threed-llm mono3d-ask", arguments.camera_pitch, arguments.camera_roll, arguments.camera_height)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from threed_llm_ros.data.sim.sensor import SensorConfig, apply_sensor_model
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
-from threed_llm_ros.mono3d.model import Mono3DConfig
+from threed_llm_ros.mono3d.model import DEFAULT_CAMERA_HEIGHT_M, Mono3DConfig
 from threed_llm_ros.mono3d.projection import (
     box_to_targets, fit_to_canvas, level_camera, level_view, pitch_rotation, seen_by_tilted_camera,
 )
@@ -44,7 +44,7 @@ CAMERA_HEIGHT_RANGE_M = (0.4, 1.6)  # a small base's camera to a tall robot's he
 MIN_VISIBLE_PIXELS = 60  # on the canvas
 TEST_SEED_OFFSET = 1_000_000
 CALIBRATION_SEED_OFFSET = 2_000_000  # held-out frames that set the presence threshold
-CACHE_VERSION = 2  # 2: per-frame visible labels (for absent queries)
+CACHE_VERSION = 3  # 2: per-frame visible labels (for absent queries); 3: per-frame camera height
 TILT_SPLIT_SUFFIX = "_tilt"  # cache names of splits rendered with ``tilt``
 PITCH_ONLY_SPLIT_SUFFIX = "_tiltpitch"  # ... with ``tilt`` at the simulator's fixed camera height
 DEFAULT_TRAIN_FRAMES, DEFAULT_TEST_FRAMES, DEFAULT_CALIBRATION_FRAMES = 2500, 300, 200
@@ -69,6 +69,7 @@ class Mono3DFrame:
     referrals: list[Referral]
     visible_labels: frozenset[tuple[str, str]] = frozenset()  # (colour, category) with any visible pixel
     pitch_deg: float = 0.0  # the tilted camera's pitch that was levelled out (0: a level camera)
+    camera_height_m: float = DEFAULT_CAMERA_HEIGHT_M  # the camera's height above the floor
 
 
 def draw_camera(rng: np.random.Generator) -> CameraIntrinsics:
@@ -123,17 +124,18 @@ def draw_tilt(seed: int) -> tuple[float, float]:
 
 
 def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False, tilt: bool = False,
-                   fixed_height: bool = False) -> Mono3DFrame:
+                   fixed_height: bool = False, camera_height_m: float | None = None) -> Mono3DFrame:
     """A random scene through a random camera, rendered at the canvas size, with its referrals;
     ``realism`` adds :func:`camera_realism` (training frames; the test split stays as it was);
     ``tilt`` pitches the camera and draws its height (:func:`draw_tilt`; ``fixed_height``: the pitch
     only, at the simulator's 1.2 m), then levels the view (the module docstring): ``canvas_camera`` is
-    then the level camera the boxes are measured in."""
+    then the level camera the boxes are measured in. ``camera_height_m`` puts the camera at that height
+    instead (level or tilted)."""
     rng = np.random.default_rng([seed, 20])
     camera = draw_camera(rng)
     fov = float(np.degrees(2 * np.arctan(camera.width / 2 / camera.fx)))
     pitch, height = draw_tilt(seed) if tilt else (0.0, None)
-    height = None if fixed_height else height
+    height = camera_height_m if camera_height_m is not None else None if fixed_height else height
     scene_config = SceneConfig(view_fov_deg=fov) if height is None else SceneConfig(view_fov_deg=fov,
                                                                                     camera_height_m=height)
     scene = generate_scene(seed, scene_config)
@@ -169,7 +171,8 @@ def simulate_frame(seed: int, config: Mono3DConfig, realism: bool = False, tilt:
         color = None if categories.count(obj.category) == 1 and rng.random() < 0.5 else obj.color
         referrals.append(Referral(obj.category, color, box))
     seen_labels = frozenset(label for label, pixels in zip(labels, visible) if pixels > 0)
-    return Mono3DFrame(on_canvas(rgb, config), camera, canvas_camera, referrals, seen_labels, pitch)
+    return Mono3DFrame(on_canvas(rgb, config), camera, canvas_camera, referrals, seen_labels, pitch,
+                       scene_config.camera_height_m)
 
 
 def tilted_camera_rgb(scene: Scene, camera: CameraIntrinsics, level_from_optical: np.ndarray) -> np.ndarray:
@@ -198,6 +201,7 @@ class FeatureSet:
     targets: dict[str, torch.Tensor]  # per query: uv, depth_canonical, center_optical, size, yaw
     boxes: list[OrientedBox]
     visible: torch.Tensor  # (F, categories, colours) bool: label seen (colour 0 = "any": the category in any colour)
+    camera_height: torch.Tensor  # (F,) float: each frame's camera height above the floor (m)
 
     def __len__(self) -> int:
         return int(self.image_index.numel())
@@ -205,7 +209,8 @@ class FeatureSet:
     def save(self, path: str | Path) -> None:
         """Write to one torch file (a cache: no code runs on load)."""
         state = {key: getattr(self, key)
-                 for key in ("local", "global_", "image_index", "category", "color", "targets", "visible")}
+                 for key in ("local", "global_", "image_index", "category", "color", "targets", "visible",
+                             "camera_height")}
         state["canvas_cameras"] = [_camera_tuple(k) for k in self.canvas_cameras]
         state["cameras"] = [_camera_tuple(k) for k in self.cameras]
         state["boxes"] = [box.to_array().tolist() for box in self.boxes]
@@ -264,21 +269,24 @@ def build_feature_set(frames: Iterable[Mono3DFrame], backbone: torch.nn.Module, 
         color=torch.tensor(color, dtype=torch.long),
         targets={key: torch.tensor(np.stack(values), dtype=torch.float32) for key, values in targets.items()},
         boxes=boxes, visible=visible,
+        camera_height=torch.tensor([frame.camera_height_m for frame in frames], dtype=torch.float32),
     )
 
 
 def simulated_feature_set(seeds: Iterable[int], backbone: torch.nn.Module, config: Mono3DConfig,
                           progress: bool = False, chunk: int = 32, realism: bool = False,
-                          tilt: bool = False, fixed_height: bool = False) -> FeatureSet:
-    """Render the frames of ``seeds`` (with ``realism`` and ``tilt``: see :func:`simulate_frame`) and
-    cache their features (chunk by chunk, to bound memory)."""
+                          tilt: bool = False, fixed_height: bool = False,
+                          camera_height_m: float | None = None) -> FeatureSet:
+    """Render the frames of ``seeds`` (with ``realism``, ``tilt`` and ``camera_height_m``: see
+    :func:`simulate_frame`) and cache their features (chunk by chunk, to bound memory)."""
     from tqdm import tqdm
 
     seeds = list(seeds)
     parts = []
     bar = tqdm(total=len(seeds), desc="render+features", unit="frame", disable=not progress)
     for start in range(0, len(seeds), chunk):
-        frames = [simulate_frame(seed, config, realism, tilt, fixed_height) for seed in seeds[start:start + chunk]]
+        frames = [simulate_frame(seed, config, realism, tilt, fixed_height, camera_height_m)
+                  for seed in seeds[start:start + chunk]]
         parts.append(build_feature_set(frames, backbone, config))
         bar.update(len(frames))
     bar.close()
@@ -297,6 +305,7 @@ def concatenate(parts: list[FeatureSet]) -> FeatureSet:
         targets={key: torch.cat([part.targets[key] for part in parts]) for key in parts[0].targets},
         boxes=[box for part in parts for box in part.boxes],
         visible=torch.cat([part.visible for part in parts]),
+        camera_height=torch.cat([part.camera_height for part in parts]),
     )
 
 
@@ -312,6 +321,7 @@ def subset(features: FeatureSet, frame_indices: torch.Tensor) -> tuple[FeatureSe
         image_index=lookup[features.image_index[taken]], category=features.category[taken],
         color=features.color[taken], targets={key: value[taken] for key, value in features.targets.items()},
         boxes=[features.boxes[i] for i in taken.tolist()], visible=features.visible[frame_indices],
+        camera_height=features.camera_height[frame_indices],
     ), taken
 
 

@@ -40,8 +40,10 @@ FOV_BUCKETS_DEG = ((60.0, 75.0), (75.0, 90.0), (90.0, 105.0), (105.0, 120.01))
 
 
 @torch.no_grad()
-def predict_boxes(model: Mono3DGrounder, features: FeatureSet, chunk_frames: int = 32) -> list[OrientedBox]:
-    """The model's box for every query of ``features`` (frames in chunks)."""
+def predict_boxes(model: Mono3DGrounder, features: FeatureSet, chunk_frames: int = 32,
+                  known_height: bool = True) -> list[OrientedBox]:
+    """The model's box for every query of ``features`` (frames in chunks; ``known_height``: given each
+    frame's camera height, as the node is from TF)."""
     from threed_llm_ros.mono3d.data import subset
     from threed_llm_ros.mono3d.train import forward_features
 
@@ -52,7 +54,7 @@ def predict_boxes(model: Mono3DGrounder, features: FeatureSet, chunk_frames: int
         batch, taken = subset(features, torch.arange(start, min(frame_count, start + chunk_frames)))
         if len(batch) == 0:
             continue
-        outputs = forward_features(model, batch)
+        outputs = forward_features(model, batch, known_height=known_height)
         cameras = [batch.canvas_cameras[i] for i in batch.image_index.tolist()]
         for position, box in zip(taken.tolist(), decode_boxes(outputs, cameras, model.config)):
             boxes[position] = box
@@ -145,26 +147,29 @@ def summarise(scores: dict[str, np.ndarray], rows: np.ndarray | None = None) -> 
     }
 
 
-def evaluate(model: Mono3DGrounder, test: FeatureSet, train: FeatureSet) -> dict:
-    """The model and the blind baseline on the test split, overall and per FOV bucket."""
+def evaluate(model: Mono3DGrounder, test: FeatureSet, train: FeatureSet, known_height: bool = True) -> dict:
+    """The model and the blind baseline on the test split, overall and per FOV bucket (``known_height``:
+    the model is given each frame's camera height; the presence output does not use it)."""
     fov = horizontal_fov_deg(test)
-    results: dict = {"geometry_projection": model.config.geometry_projection}
+    results: dict = {"geometry_projection": model.config.geometry_projection, "known_camera_height": known_height}
     present, absent = presence_probabilities(model, test)
     threshold = model.config.presence_threshold
     results["presence"] = presence_summary(present, absent, threshold)
-    for name, boxes in (("model", predict_boxes(model, test)), ("blind", blind_boxes(test, train))):
+    predicted = predict_boxes(model, test, known_height=known_height)
+    for name, boxes in (("model", predicted), ("blind", blind_boxes(test, train))):
         scores = score(boxes, test.boxes)
         results[name] = {"all": summarise(scores)}
         for low, high in FOV_BUCKETS_DEG:
             results[name][f"fov_{low:.0f}_{min(high, 120):.0f}"] = summarise(scores, (fov >= low) & (fov < high))
-    answered = np.where(present >= threshold, score(predict_boxes(model, test), test.boxes)["iou"], 0.0)
+    answered = np.where(present >= threshold, score(predicted, test.boxes)["iou"], 0.0)
     results["presence"]["acc_0.25_not_seen_as_miss"] = round(float((answered >= 0.25).mean()), 4)
     return results
 
 
 def format_metrics(metrics: dict) -> str:
     """A Markdown table of :func:`evaluate`'s results."""
-    lines = [f"geometry projection: {metrics['geometry_projection']}", "",
+    lines = [f"geometry projection: {metrics['geometry_projection']}; camera height given: "
+             f"{metrics.get('known_camera_height', False)}", "",
              "| model | split | queries | Acc@0.25 | Acc@0.5 | mean IoU | depth err (m) | depth err (rel) "
              "| size err (rel) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -281,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tilt", action="store_true",
                         help="the test split of tilted cameras (pitched 0-30 degrees down, 0.4-1.6 m), levelled")
     parser.add_argument("--fixed-height", action="store_true", help="with --tilt: the pitch only, at 1.2 m")
+    parser.add_argument("--camera-height", type=float, default=None, metavar="M",
+                        help="render the test split with the camera at this height (m; level, or with --tilt)")
+    parser.add_argument("--height-unknown", action="store_true",
+                        help="do not give the model each frame's camera height (it then assumes 1.2 m)")
     parser.add_argument("--realdata", type=Path, default=Path("../shared/realdata"))
     parser.add_argument("--output", type=Path, default=None, help="report directory (default: the model's)")
     arguments = parser.parse_args(argv)
@@ -288,10 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     train = load_or_build(range(arguments.train_frames), cache_file(arguments.cache, "train", arguments.train_frames),
                           model.config, True)
     split = "test" + tilt_suffix(arguments.tilt, arguments.fixed_height)
+    if arguments.camera_height is not None:
+        split += f"_h{arguments.camera_height:.2f}"
     test = load_or_build(range(TEST_SEED_OFFSET, TEST_SEED_OFFSET + arguments.test_frames),
                          cache_file(arguments.cache, split, arguments.test_frames), model.config, True,
-                         tilt=arguments.tilt, fixed_height=arguments.fixed_height)
-    metrics = evaluate(model, test, train)
+                         tilt=arguments.tilt, fixed_height=arguments.fixed_height,
+                         camera_height_m=arguments.camera_height)
+    metrics = evaluate(model, test, train, known_height=not arguments.height_unknown)
     metrics["sun_rgbd_000001"] = real_check_or_reason(model, arguments.realdata)
     output = arguments.output or arguments.model
     output.mkdir(parents=True, exist_ok=True)

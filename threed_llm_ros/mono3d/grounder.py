@@ -13,7 +13,9 @@ A box that is given comes from the image alone, and the reply says so.
 The model assumes a level camera. Where the camera's tilt is known (``level_from_optical``: from
 TF on a robot, or a pitch the user gives), the image is levelled first (``projection.level_image``)
 and the box is turned back into the camera's optical frame, so the pose is always in the frame the
-image names.
+image names. Where the camera's height above the floor is known (``camera_height_m``: TF's translation
+on a robot, or a height the user gives), the model's ground-plane depth uses it instead of the 1.2 m
+of its training frames (``model.Mono3DGrounder.height_shift``); None keeps 1.2 m.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class ImageGrounding:
     seconds: float
     presence: float = 1.0  # the presence output's probability that the referred label is in the image
     up: tuple[float, float, float] = (0.0, -1.0, 0.0)  # the level frame's up in the camera's optical frame
+    camera_height_m: float | None = None  # the camera height above the floor that was given (None: 1.2 m assumed)
 
     @property
     def seen(self) -> bool:
@@ -90,11 +93,17 @@ class ImageGrounder:
 
     @torch.no_grad()
     def ground(self, image: np.ndarray, intrinsics: CameraIntrinsics, prompt: str, frame_id: str = "camera",
-               level_from_optical: np.ndarray | None = None) -> ImageGrounding:
+               level_from_optical: np.ndarray | None = None, camera_height_m: float | None = None) -> ImageGrounding:
         """The referred object's box from ``image`` (H×W×3 uint8 RGB) and its camera alone; with the
-        camera's tilt (``level_from_optical``: optical frame → a level camera's) the image is levelled first."""
+        camera's tilt (``level_from_optical``: optical frame → a level camera's) the image is levelled first;
+        ``camera_height_m`` (above the floor; None: the training frames' 1.2 m) scales floor objects' depth."""
+        from threed_llm_ros.mono3d.ask import camera_height_problem
+
         started = time.perf_counter()
         config = self.model.config
+        problem = camera_height_problem(camera_height_m)
+        if problem:
+            raise ConfigError("camera height", problem, "give the camera's height above the floor in metres")
         referral = parse_referral(prompt, config.categories, config.colors[1:])
         if image.shape[:2] != (intrinsics.height, intrinsics.width):
             raise ConfigError("camera_info", f"image is {image.shape[1]}x{image.shape[0]} but the camera is "
@@ -107,14 +116,16 @@ class ImageGrounder:
         outputs = self.model(local, global_, torch.zeros(1, dtype=torch.long),
                              torch.tensor([self.model.category_index(referral.category)]),
                              torch.tensor([self.model.color_index(referral.color)]),
-                             camera_features([canvas_camera], config))
+                             camera_features([canvas_camera], config),
+                             None if camera_height_m is None else torch.tensor([float(camera_height_m)]))
         score = float(outputs["pointer_logits"].softmax(dim=-1).max())
         presence = float(torch.sigmoid(outputs["presence_logit"][0]))
         label = f"{referral.color} {referral.category}" if referral.color else referral.category
         if presence < config.presence_threshold:
             article = "an" if label[0] in "aeiou" else "a"
             text = f"I don't see {article} {label} in this image (not seen; presence {presence:.2f})."
-            return ImageGrounding(referral, None, None, None, score, text, time.perf_counter() - started, presence)
+            return ImageGrounding(referral, None, None, None, score, text, time.perf_counter() - started, presence,
+                                  camera_height_m=camera_height_m)
         (box,) = decode_boxes(outputs, [canvas_camera], config)
         position, orientation = pose_in_optical_frame(box, optical_from_level)
         up = optical_from_level @ np.array([0.0, -1.0, 0.0])
@@ -123,7 +134,7 @@ class ImageGrounder:
                 f"{' x '.join(f'{s:.2f}' for s in box.size)} m (from the RGB image alone; presence {presence:.2f}).")
         return ImageGrounding(referral, box, (x, y, z), tuple(float(v) for v in orientation),  # type: ignore[arg-type]
                               score, text, time.perf_counter() - started, presence,
-                              tuple(float(v) for v in up))  # type: ignore[arg-type]
+                              tuple(float(v) for v in up), camera_height_m)  # type: ignore[arg-type]
 
 
 def pose_in_optical_frame(box: OrientedBox, optical_from_level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,11 @@ The query attends to the image tokens through two decoder layers, then:
   depth that does not depend on the object's size. The direct and the ground-plane canonical depths
   are fused by their predicted uncertainties (inverse-variance weights), so the model falls back on
   the direct one where the bottom is hidden or the object stands on furniture;
+* the drop head learns drops for a camera at ``reference_camera_height_m`` (the training frames'
+  1.2 m). A camera whose height H is known (TF, a parameter, a flag) is explicit geometry: the drop
+  below it is the drop below the reference camera plus (H − 1.2) for an object on the floor or on
+  furniture alike, so the ground-plane depth scales with H without retraining (an object whose bottom
+  is then above the camera has no ground-plane depth: the direct one alone is used);
 * with ``geometry_projection=False`` (the ablation) a head regresses the metric optical
   centre (X, Y, log Z) directly instead, given the camera as an input (fx, fy, cx, cy over
   the canvas size), so the comparison isolates the projection, not the information.
@@ -46,6 +51,8 @@ from threed_llm_ros.mono3d.image_tokens import SpatialLocalFeatureMining
 from threed_llm_ros.mono3d.projection import CANONICAL_FOCAL_PX, ground_plane_canonical_depth
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+DEFAULT_CAMERA_HEIGHT_M = 1.2  # the simulator's camera height above the floor: what level training frames have
+MIN_DROP_M = 0.05  # a drop below the camera under this gives no ground-plane depth (the bottom is at or above it)
 ANY_COLOR = "any"
 
 
@@ -66,6 +73,9 @@ class Mono3DConfig:
     colors: tuple[str, ...] = (ANY_COLOR, *COLOR_NAMES)
     seed: int = 0
     presence_threshold: float = 0.5  # presence probability below which the answer is "not seen" (calibrated)
+    # the camera height (m) the drop head was trained for; None: heights were drawn in training, so the
+    # model estimates the height from the image and a given one is not used
+    reference_camera_height_m: float | None = DEFAULT_CAMERA_HEIGHT_M
     notes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -128,8 +138,11 @@ class Mono3DGrounder(nn.Module):
         return self.config.colors.index(color) if color in self.config.colors else self.config.colors.index(ANY_COLOR)
 
     def forward(self, local: torch.Tensor, global_: torch.Tensor, image_index: torch.Tensor, category: torch.Tensor,
-                color: torch.Tensor, camera: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Queries (Q,) on images (B, ...): ``image_index`` says which image each query refers to.
+                color: torch.Tensor, camera: torch.Tensor | None = None,
+                camera_height: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Queries (Q,) on images (B, ...): ``image_index`` says which image each query refers to;
+        ``camera_height`` (B,) metres above the floor, NaN or None where unknown (the reference height is
+        then assumed), shifts the ground-plane drop (see the module docstring).
 
         Returns per query: ``presence_logit`` (Q,) (is the referred label in the image at all?),
         ``pointer_logits`` (Q, N), ``uv`` (Q, 2) canvas pixels,
@@ -166,29 +179,46 @@ class Mono3DGrounder(nn.Module):
         if self.config.ground_plane_depth:
             if camera is None:
                 raise ValueError("the ground-plane depth needs the camera features (for fy and cy)")
+            height_shift = self.height_shift(camera_height, image_index, hidden.shape[0])
             outputs.update(self._ground_plane_depth(hidden, tokens, centers, token_spacing, features,
                                                     camera[image_index] * self.config.canvas_width,
-                                                    outputs["log_depth_canonical"]))
+                                                    outputs["log_depth_canonical"], height_shift))
         return outputs
+
+    def height_shift(self, camera_height: torch.Tensor | None, image_index: torch.Tensor,
+                     queries: int) -> torch.Tensor:
+        """Per query: the known camera height less the reference one (m); 0 where the height is unknown
+        (None, NaN) or the checkpoint has no reference height (heights drawn in training)."""
+        reference = self.config.reference_camera_height_m
+        if camera_height is None or reference is None:
+            return torch.zeros(queries)
+        shift = torch.as_tensor(camera_height, dtype=torch.float32)[image_index] - reference
+        return torch.nan_to_num(shift, nan=0.0)
 
     def _ground_plane_depth(self, hidden: torch.Tensor, tokens: torch.Tensor, centers: torch.Tensor,
                             token_spacing: float, features: torch.Tensor, camera: torch.Tensor,
-                            log_depth_direct: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The bottom row, the drop below the camera, the ground-plane canonical depth
-        (``projection.ground_plane_canonical_depth``) and its fusion with the direct depth (``camera``:
-        canvas fx, fy, cx, cy per query). Returns the fused depth as ``log_depth_canonical`` and the parts
-        for the losses."""
+                            log_depth_direct: torch.Tensor, height_shift: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The bottom row, the drop below the camera (the reference camera's drop plus ``height_shift``),
+        the ground-plane canonical depth (``projection.ground_plane_canonical_depth``) and its fusion with
+        the direct depth (``camera``: canvas fx, fy, cx, cy per query). Returns the fused depth as
+        ``log_depth_canonical`` and the parts for the losses (``log_drop``: the reference camera's)."""
         logits = torch.einsum("qd,qnd->qn", self.bottom_query(hidden), self.pointer_key(tokens))
         logits = logits / self.config.dim ** 0.5
         head = self.ground_head(features)
         v_bottom = logits.softmax(dim=-1) @ centers[:, 1] + token_spacing * torch.tanh(head[:, 0])
         fx, fy, cy = camera[:, 0], camera[:, 1], camera[:, 3]
         rows_below = 1.0 + nn.functional.softplus(v_bottom - cy - 1.0)  # ≥ 1 px (gradient kept), = v_b − cy below
-        log_ground = torch.log(ground_plane_canonical_depth(rows_below + cy, torch.exp(head[:, 1]), fx, fy, cy,
+        drop = torch.exp(head[:, 1]) + height_shift
+        # a known height that puts the bottom at or above the camera leaves no ground-plane depth
+        below = (drop >= MIN_DROP_M) | (height_shift == 0)
+        drop = torch.where(below, drop, torch.full_like(drop, MIN_DROP_M))
+        log_ground = torch.log(ground_plane_canonical_depth(rows_below + cy, drop, fx, fy, cy,
                                                             self.config.canonical_focal_px))
         log_sigma = head[:, 2:4].clamp(-6.0, 6.0)
         estimates = torch.stack((log_depth_direct, log_ground), dim=-1)
-        fused = (estimates * (-2.0 * log_sigma).softmax(dim=-1)).sum(dim=-1)
+        weights = (-2.0 * log_sigma).softmax(dim=-1)
+        weights = torch.where(below[:, None], weights, torch.tensor([1.0, 0.0]))
+        fused = (estimates * weights).sum(dim=-1)
         return {"log_depth_canonical": fused, "log_depth_estimates": estimates, "log_depth_sigma": log_sigma,
                 "bottom_logits": logits, "v_bottom": v_bottom, "log_drop": head[:, 1]}
 

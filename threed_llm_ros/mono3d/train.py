@@ -45,12 +45,11 @@ from threed_llm_ros.mono3d.data import (
     simulated_feature_set,
     subset,
 )
-from threed_llm_ros.mono3d.model import Mono3DConfig, Mono3DGrounder, camera_features, doubled_angle, save_model
+from threed_llm_ros.mono3d.model import (
+    DEFAULT_CAMERA_HEIGHT_M, MIN_DROP_M, Mono3DConfig, Mono3DGrounder, camera_features, doubled_angle, save_model,
+)
 
 ABSENT_PER_FRAME = 2  # queries for labels a training frame does not show
-
-
-MIN_DROP_M = 0.05  # the drop below the camera a log target is clamped to (bottoms at or above the camera)
 
 
 def bottom_targets(targets: dict[str, torch.Tensor], camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,14 +93,18 @@ def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], target
 
 
 def forward_features(model: Mono3DGrounder, features: FeatureSet,
-                     absent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                     absent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                     known_height: bool = False) -> dict[str, torch.Tensor]:
     """The model on every query of a (small) feature set, then on the ``absent`` queries (image index,
-    category, colour) if given: their outputs follow the referrals' in each tensor."""
+    category, colour) if given: their outputs follow the referrals' in each tensor. ``known_height`` gives
+    the model each frame's true camera height (as TF does on a robot); training does not (its drop head
+    learns the reference camera's drops)."""
     camera = camera_features(features.canvas_cameras, model.config)
     image_index, category, color = features.image_index, features.category, features.color
     if absent is not None:
         image_index, category, color = (torch.cat(pair) for pair in zip((image_index, category, color), absent))
-    return model(features.local.float(), features.global_.float(), image_index, category, color, camera)
+    return model(features.local.float(), features.global_.float(), image_index, category, color, camera,
+                 features.camera_height if known_height else None)
 
 
 def presence_loss(outputs: dict[str, torch.Tensor], present_count: int) -> torch.Tensor:
@@ -158,15 +161,16 @@ def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_st
 
 
 def load_or_build(seeds: range, path: Path | None, config: Mono3DConfig, progress: bool,
-                  realism: bool = False, tilt: bool = False, fixed_height: bool = False) -> FeatureSet:
-    """The cached features of ``seeds`` from ``path``, or render (``realism``, ``tilt``, ``fixed_height``:
-    see ``data.simulate_frame``) and cache them there."""
+                  realism: bool = False, tilt: bool = False, fixed_height: bool = False,
+                  camera_height_m: float | None = None) -> FeatureSet:
+    """The cached features of ``seeds`` from ``path``, or render (``realism``, ``tilt``, ``fixed_height``,
+    ``camera_height_m``: see ``data.simulate_frame``) and cache them there."""
     if path is not None and path.is_file():
         return FeatureSet.load(path)
     from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
 
     features = simulated_feature_set(seeds, FrozenBackbone(), config, progress=progress, realism=realism,
-                                    tilt=tilt, fixed_height=fixed_height)
+                                    tilt=tilt, fixed_height=fixed_height, camera_height_m=camera_height_m)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         features.save(path)
@@ -221,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(arguments.seed)
     config = Mono3DConfig(dim=arguments.dim, seed=arguments.seed,
                           geometry_projection=not arguments.no_geometry_projection,
-                          ground_plane_depth=not (arguments.no_geometry_projection or arguments.no_ground_plane))
+                          ground_plane_depth=not (arguments.no_geometry_projection or arguments.no_ground_plane),
+                          reference_camera_height_m=None if arguments.tilt and not arguments.fixed_height
+                          else DEFAULT_CAMERA_HEIGHT_M)
     started = time.perf_counter()
     suffix = tilt_suffix(arguments.tilt, arguments.fixed_height)
     train_split = ("train_realism" if arguments.realism else "train") + suffix
