@@ -32,9 +32,10 @@ from threed_llm_ros.data.sim.sensor import SensorConfig, apply_sensor_model
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
-from threed_llm_ros.mono3d.model import DEFAULT_CAMERA_HEIGHT_M, Mono3DConfig
+from threed_llm_ros.mono3d.model import Mono3DConfig
 from threed_llm_ros.mono3d.projection import (
-    box_to_targets, fit_to_canvas, level_camera, level_view, pitch_rotation, seen_by_tilted_camera,
+    DEFAULT_CAMERA_HEIGHT_M, box_to_targets, fit_to_canvas, level_camera, level_view, pitch_rotation,
+    seen_by_tilted_camera,
 )
 
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (640, 360), (848, 480), (1024, 768), (1280, 720))

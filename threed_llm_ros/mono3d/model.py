@@ -48,10 +48,11 @@ from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.mono3d.image_tokens import SpatialLocalFeatureMining
-from threed_llm_ros.mono3d.projection import CANONICAL_FOCAL_PX, ground_plane_canonical_depth
+from threed_llm_ros.mono3d.projection import (
+    CANONICAL_FOCAL_PX, DEFAULT_CAMERA_HEIGHT_M, ground_plane_canonical_depth,
+)
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-DEFAULT_CAMERA_HEIGHT_M = 1.2  # the simulator's camera height above the floor: what level training frames have
 MIN_DROP_M = 0.05  # a drop below the camera under this gives no ground-plane depth (the bottom is at or above it)
 ANY_COLOR = "any"
 

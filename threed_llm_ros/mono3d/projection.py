@@ -30,6 +30,9 @@ from threed_llm_ros.geometry.frames import from_gravity_frame, to_gravity_frame
 
 #: The canonical focal length (pixels) that predicted depths refer to: a 60° camera 320 px wide.
 CANONICAL_FOCAL_PX = 0.5 * 320 / math.tan(math.radians(30.0))
+#: The simulator's camera height above the floor (m): what the level training frames have, and what the
+#: ground-plane depth assumes where a camera's height is not given.
+DEFAULT_CAMERA_HEIGHT_M = 1.2
 
 # The optical frame of a level camera has "-y" up (see geometry.frames).
 _OPTICAL_UP_AXIS = "-y"

@@ -46,8 +46,9 @@ from threed_llm_ros.mono3d.data import (
     subset,
 )
 from threed_llm_ros.mono3d.model import (
-    DEFAULT_CAMERA_HEIGHT_M, MIN_DROP_M, Mono3DConfig, Mono3DGrounder, camera_features, doubled_angle, save_model,
+    MIN_DROP_M, Mono3DConfig, Mono3DGrounder, camera_features, doubled_angle, save_model,
 )
+from threed_llm_ros.mono3d.projection import DEFAULT_CAMERA_HEIGHT_M
 
 ABSENT_PER_FRAME = 2  # queries for labels a training frame does not show
 

@@ -1,4 +1,5 @@
-"""How the camera is tilted, for a node that levels its images: from TF, else from parameters.
+"""How the camera is tilted and how high it is, for a node that levels its images: from TF, else from
+parameters.
 
 :class:`CameraTilt` subscribes to ``/tf`` and ``/tf_static`` (``tf2_msgs/TFMessage``) and keeps the
 latest rotation per frame (:class:`~threed_llm_ros.geometry.transform_tree.TransformTree`; no tf2
@@ -7,7 +8,10 @@ needed). For an image in frame F it gives ``level_from_optical`` from the rotati
 level ground), the camera's heading taken out. Where TF has no path from F to ``level_frame`` (or
 ``level_frame`` is empty, or tf2_msgs is not installed), it falls back to the ``camera_pitch_deg``
 and ``camera_roll_deg`` parameters, and says which it used (:attr:`TiltReading.source`), so
-/diagnostics can tell.
+/diagnostics can tell. The same transform's translation gives the camera's height above ``level_frame``
+(which must sit on the floor: ``base_footprint``, or a ``base_link`` at floor level), which sets the
+depth of floor objects (``mono3d.model``); without it, the ``camera_height_m`` parameter
+(:attr:`TiltReading.height_source`).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from threed_llm_ros.errors import ConfigError
+from threed_llm_ros.mono3d.ask import CAMERA_HEIGHT_RANGE_M, camera_height_problem
 from threed_llm_ros.geometry.transform_tree import TransformTree
-from threed_llm_ros.mono3d.projection import level_from_gravity_frame, pitch_and_roll, pitch_rotation
+from threed_llm_ros.mono3d.projection import (
+    DEFAULT_CAMERA_HEIGHT_M, level_from_gravity_frame, pitch_and_roll, pitch_rotation,
+)
 from threed_llm_ros.ros.parameters import ParameterSpec
 
 TF_DEPTH = 100
@@ -34,6 +41,9 @@ TILT_PARAMETER_SPECS: list[ParameterSpec] = [
                   "optical axis above the horizon in degrees (negative: looking down).", -89.0, 89.0),
     ParameterSpec("camera_roll_deg", 0.0, "Fallback roll about the optical axis in degrees (positive: clockwise seen "
                   "from behind the camera).", -180.0, 180.0),
+    ParameterSpec("camera_height_m", DEFAULT_CAMERA_HEIGHT_M, "Fallback when TF has no transform level_frame <- "
+                  "image frame: the camera's height above the floor in metres (it sets the depth of floor objects; "
+                  "1.2 is the training frames' height).", *CAMERA_HEIGHT_RANGE_M),
 ]
 
 
@@ -45,6 +55,8 @@ class TiltReading:
     source: str  # "tf level_frame <- frame" or "parameters (why)"
     pitch_deg: float
     roll_deg: float
+    camera_height_m: float  # above the floor
+    height_source: str  # "tf level_frame <- frame" or "parameter camera_height_m (why)"
 
 
 class CameraTilt:
@@ -56,6 +68,7 @@ class CameraTilt:
         self.fallback = pitch_rotation(float(values["camera_pitch_deg"]), float(values["camera_roll_deg"]))
         self.fallback_text = (f"camera_pitch_deg {float(values['camera_pitch_deg']):g}, "
                               f"camera_roll_deg {float(values['camera_roll_deg']):g}")
+        self.fallback_height = float(values["camera_height_m"])
         self.tree = TransformTree()
         self.subscriptions: list[Any] = []
         self.unavailable = "" if self.level_frame else "level_frame is empty"
@@ -78,26 +91,34 @@ class CameraTilt:
 
     def _on_transforms(self, message: Any) -> None:
         for transform in message.transforms:
-            rotation = transform.transform.rotation
+            rotation, offset = transform.transform.rotation, transform.transform.translation
             try:
                 self.tree.set(transform.header.frame_id, transform.child_frame_id,
-                              (rotation.x, rotation.y, rotation.z, rotation.w))
+                              (rotation.x, rotation.y, rotation.z, rotation.w), (offset.x, offset.y, offset.z))
             except ValueError as error:
                 if self._on_bad_transform is not None:
                     self._on_bad_transform(error)
 
     def reading(self, frame_id: str) -> TiltReading:
-        """The levelling rotation for an image in ``frame_id`` (see the module docstring)."""
+        """The levelling rotation and the camera height for an image in ``frame_id`` (see the module
+        docstring); each falls back to its parameters on its own (a bad height does not discard a good tilt)."""
         why = self.unavailable
-        if not why:
-            gravity_from_optical = self.tree.rotation(self.level_frame, frame_id)
-            if gravity_from_optical is not None:
-                try:
-                    rotation = level_from_gravity_frame(gravity_from_optical)
-                except ConfigError as error:
-                    why = error.problem
-                else:
-                    return TiltReading(rotation, f"tf {self.level_frame} <- {frame_id}", *pitch_and_roll(rotation))
-            else:
-                why = f"no transform {self.level_frame} <- {frame_id or '(empty frame_id)'} on /tf or /tf_static"
-        return TiltReading(self.fallback, f"parameters {self.fallback_text} ({why})", *pitch_and_roll(self.fallback))
+        found = None if why else self.tree.transform(self.level_frame, frame_id)
+        if found is None:
+            why = why or f"no transform {self.level_frame} <- {frame_id or '(empty frame_id)'} on /tf or /tf_static"
+            return TiltReading(self.fallback, f"parameters {self.fallback_text} ({why})",
+                               *pitch_and_roll(self.fallback), self.fallback_height,
+                               f"parameter camera_height_m {self.fallback_height:g} ({why})")
+        gravity_from_optical, origin = found
+        source = f"tf {self.level_frame} <- {frame_id}"
+        height, height_source = float(origin[2]), source
+        problem = camera_height_problem(height, f"the camera's height above {self.level_frame} from TF")
+        if problem:
+            height = self.fallback_height
+            height_source = f"parameter camera_height_m {height:g} ({problem})"
+        try:
+            rotation = level_from_gravity_frame(gravity_from_optical)
+        except ConfigError as error:
+            return TiltReading(self.fallback, f"parameters {self.fallback_text} ({error.problem})",
+                               *pitch_and_roll(self.fallback), height, height_source)
+        return TiltReading(rotation, source, *pitch_and_roll(rotation), height, height_source)

@@ -16,7 +16,9 @@ the camera's optical frame the image names. The model assumes a level camera, so
 levelled first with the camera's tilt: from TF (the rotation of the image's frame in
 ``level_frame``, a gravity-aligned frame such as ``base_link``), else from the ``camera_pitch_deg`` /
 ``camera_roll_deg`` parameters; /diagnostics says which (``tilt_source``) and the pitch and roll
-used (``ros/camera_tilt.py``). The model and its
+used (``ros/camera_tilt.py``). The camera's height above the floor, which sets the depth of floor
+objects, comes from the same transform (its translation: ``level_frame`` must sit on the floor), else
+from the ``camera_height_m`` parameter (``height_source``, ``camera_height_m_used``). The model and its
 limits are those of :mod:`threed_llm_ros.mono3d` (the prompt's category and colour are read
 from its words). An object the model does not see (presence below the checkpoint's calibrated
 threshold) is answered "not seen": the markers are cleared (DELETEALL alone) and no pose is
@@ -258,7 +260,7 @@ class Mono3DNode(LifecycleNode):
         tilt = self._tilt_reading(frame.frame_id)
         try:
             grounding: ImageGrounding = self.grounder.ground(frame.rgb, intrinsics, prompt, frame.frame_id,
-                                                             tilt.level_from_optical)
+                                                             tilt.level_from_optical, tilt.camera_height_m)
         except ConfigError as error:  # no known category named
             self._bad_input("unknown_object", "prompt", error)
             return f"Cannot ground that: {error.problem}; {error.fix}."
@@ -284,12 +286,15 @@ class Mono3DNode(LifecycleNode):
     # ------------------------------------------------------------------ diagnostics
 
     def _tilt_reading(self, frame_id: str) -> TiltReading:
-        """The camera's tilt for an image in ``frame_id``, recorded in /diagnostics (which source, what angles)."""
+        """The camera's tilt and height for an image in ``frame_id``, recorded in /diagnostics (which source,
+        what angles, what height)."""
         assert self.tilt is not None
         tilt = self.tilt.reading(frame_id)
         self.diagnostics.set_value("tilt_source", tilt.source)
         self.diagnostics.set_value("camera_pitch_deg_used", f"{tilt.pitch_deg:.2f}")
         self.diagnostics.set_value("camera_roll_deg_used", f"{tilt.roll_deg:.2f}")
+        self.diagnostics.set_value("height_source", tilt.height_source)
+        self.diagnostics.set_value("camera_height_m_used", f"{tilt.camera_height_m:.3f}")
         return tilt
 
     def _publish_diagnostics(self) -> None:
