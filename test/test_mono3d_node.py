@@ -78,6 +78,9 @@ class _Client:
             self.executor.spin_once(timeout_sec=0.1)
 
     def ask(self, prompt: str, processes: list[NodeProcess]) -> str:
+        # a prompt published before discovery has matched the node's subscription and our answer one is lost
+        self.spin_until(lambda: self.prompts.get_subscription_count() > 0 and self.node.count_publishers("answer") > 0,
+                        processes, "the node's prompt subscription and answer publisher to be matched")
         count = len(self.answers)
         self.prompts.publish(String(data=prompt))
         self.spin_until(lambda: len(self.answers) > count, processes, f"the answer to {prompt!r}")

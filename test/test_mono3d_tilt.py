@@ -207,11 +207,12 @@ def _transform(parent: str, child: str, rotation: np.ndarray, translation: tuple
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint")
 def test_node_levels_with_the_camera_tilt_from_tf_else_its_parameter(tmp_path: Path) -> None:
-    """mono3d_node in its own process, a camera pitched 20 degrees down publishing RGB + camera_info from
-    this one. Before any transform the node levels with its camera_pitch_deg parameter (-10, on purpose
-    wrong) and /diagnostics says so; once /tf_static gives base_link -> camera_link (pitched) ->
-    camera_color_optical_frame, it levels with TF: the pose (in the image's optical frame) is the library's
-    grounding with the true tilt, and that box finds the grey table."""
+    """mono3d_node in its own process, a camera pitched 20 degrees down, 1.2 m above the floor, publishing
+    RGB + camera_info from this one. Before any transform the node levels with its camera_pitch_deg parameter
+    (-10, on purpose wrong) at its camera_height_m parameter (0.9, wrong too) and /diagnostics says so; once
+    /tf_static gives base_link -> camera_link (pitched, 1.2 m up) -> camera_color_optical_frame, it takes tilt
+    and height from TF: the pose (in the image's optical frame) is the library's grounding with the true
+    tilt and height, and that box finds the grey table."""
     rclpy = pytest.importorskip("rclpy")
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
@@ -235,7 +236,7 @@ def test_node_levels_with_the_camera_tilt_from_tf_else_its_parameter(tmp_path: P
     node = NodeProcess(NodeProcessSpec(
         module="threed_llm_ros.ros.mono3d_node",
         parameters={"checkpoint": str(SHIPPED), "level_frame": "base_link", "camera_pitch_deg": -10.0,
-                    "diagnostics_period_s": 0.2},
+                    "camera_height_m": 0.9, "diagnostics_period_s": 0.2},
         remappings={"image_raw": "tilted/image_raw", "camera_info": "tilted/camera_info"}),
         log_path=tmp_path / "mono3d_node.log")
     context = Context()
@@ -298,11 +299,14 @@ def test_node_levels_with_the_camera_tilt_from_tf_else_its_parameter(tmp_path: P
         spin_until(lambda: "active" in node.output() and prompts.get_subscription_count() > 0
                    and client.count_publishers("answer") > 0, "the node to activate and be discovered")
         position = answered_pose("Where is the grey table?")
-        by_parameter = grounder.ground(rgb, CAMERA, "Where is the grey table?", FRAME_ID, pitch_rotation(-10.0))
+        by_parameter = grounder.ground(rgb, CAMERA, "Where is the grey table?", FRAME_ID, pitch_rotation(-10.0),
+                                       camera_height_m=0.9)
         np.testing.assert_allclose(position, by_parameter.position, atol=1e-4)
         spin_until(lambda: "tilt_source" in diagnostics, "diagnostics")
         assert diagnostics["tilt_source"].startswith("parameters camera_pitch_deg -10"), diagnostics
         assert "no transform base_link <- camera_color_optical_frame" in diagnostics["tilt_source"]
+        assert diagnostics["height_source"].startswith("parameter camera_height_m 0.9 (no transform"), diagnostics
+        assert diagnostics["camera_height_m_used"] == "0.900"
 
         camera_link = np.array([[math.cos(math.radians(20.0)), 0.0, math.sin(math.radians(20.0))], [0.0, 1.0, 0.0],
                                 [-math.sin(math.radians(20.0)), 0.0, math.cos(math.radians(20.0))]])  # 20° down
@@ -311,10 +315,11 @@ def test_node_levels_with_the_camera_tilt_from_tf_else_its_parameter(tmp_path: P
             _transform("camera_link", FRAME_ID, BASE_FROM_LEVEL_OPTICAL, (0.0, 0.0, 0.0))]))
         diagnostics.clear()
         spin_until(lambda: diagnostics.get("tilt_source", "").startswith("tf"), "the node to take the tilt from TF")
-        assert diagnostics["tilt_source"] == f"tf base_link <- {FRAME_ID}"
+        assert diagnostics["tilt_source"] == diagnostics["height_source"] == f"tf base_link <- {FRAME_ID}"
         assert float(diagnostics["camera_pitch_deg_used"]) == pytest.approx(-20.0, abs=0.01)
+        assert diagnostics["camera_height_m_used"] == "1.200"
         position = answered_pose("Where is the grey table?")
-        by_tf = grounder.ground(rgb, CAMERA, "Where is the grey table?", FRAME_ID, tilt)
+        by_tf = grounder.ground(rgb, CAMERA, "Where is the grey table?", FRAME_ID, tilt, camera_height_m=1.2)
         # TF's quaternions compose to the tilt up to rounding, which moves the resampled pixels a hair: 1 cm
         np.testing.assert_allclose(position, by_tf.position, atol=0.01)
         assert np.linalg.norm(np.subtract(by_tf.position, by_parameter.position)) > 0.1  # the tilt mattered
