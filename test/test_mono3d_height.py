@@ -74,6 +74,34 @@ def test_a_known_height_shifts_the_drop_of_the_ground_plane_depth(backbone) -> N
         torch.testing.assert_close(above["log_depth_canonical"], reference["log_depth_estimates"][:, 0])
 
 
+def test_training_with_known_heights_targets_the_reference_cameras_drop(backbone) -> None:
+    """Frames rendered at 0.6 and 1.8 m, their heights given (as `mono3d-train --tilt` does): the drop loss
+    compares the head with the drop below a 1.2 m camera, which is 1.2 m for every floor object whatever the
+    real height, so the head need not guess the height; with the heights hidden it is the real drop."""
+    from threed_llm_ros.mono3d.image_tokens import token_centers
+    from threed_llm_ros.mono3d.train import bottom_targets, forward_features, query_losses
+
+    frames = [simulate_frame(3, TINY, camera_height_m=0.6), simulate_frame(5, TINY, camera_height_m=1.8)]
+    features = build_feature_set(frames, backbone, TINY)
+    torch.testing.assert_close(features.camera_height, torch.tensor([0.6, 1.8]))
+    model = Mono3DGrounder(TINY).eval()
+    centers = token_centers(*features.local.shape[-2:], TINY.canvas_height, TINY.canvas_width)
+    camera = camera_features(features.canvas_cameras, TINY)[features.image_index] * TINY.canvas_width
+    _, true_drop = bottom_targets(features.targets, camera)
+    floor = torch.tensor([abs(box.center[2] - box.size[2] / 2 + height) < 0.02
+                          for box, height in zip(features.boxes, features.camera_height[features.image_index])])
+    assert floor.sum() >= 4 and not torch.allclose(true_drop[floor], torch.full_like(true_drop[floor], 1.2))
+    below_reference = true_drop - (features.camera_height[features.image_index] - 1.2)
+    torch.testing.assert_close(below_reference[floor], torch.full_like(below_reference[floor], 1.2),
+                               atol=1e-5, rtol=0)
+    with torch.no_grad():
+        for known, target in ((True, below_reference), (False, true_drop)):
+            outputs = forward_features(model, features, known_height=known)
+            losses = query_losses(model, outputs, features.targets, centers, camera)
+            expected = (outputs["log_drop"] - torch.log(target.clamp(min=MIN_DROP_M))).abs().mean()
+            torch.testing.assert_close(losses["drop"], expected)
+
+
 @pytest.mark.skipif(not (SHIPPED / "model.safetensors").is_file(), reason="no shipped checkpoint")
 @pytest.mark.parametrize("height", (0.6, 1.8))
 def test_the_true_camera_height_puts_floor_objects_at_the_right_depth(backbone, height: float) -> None:

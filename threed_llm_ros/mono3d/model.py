@@ -221,7 +221,7 @@ class Mono3DGrounder(nn.Module):
         weights = torch.where(below[:, None], weights, torch.tensor([1.0, 0.0]))
         fused = (estimates * weights).sum(dim=-1)
         return {"log_depth_canonical": fused, "log_depth_estimates": estimates, "log_depth_sigma": log_sigma,
-                "bottom_logits": logits, "v_bottom": v_bottom, "log_drop": head[:, 1]}
+                "bottom_logits": logits, "v_bottom": v_bottom, "log_drop": head[:, 1], "height_shift": height_shift}
 
 
 def trainable_state(model: Mono3DGrounder) -> dict[str, torch.Tensor]:

@@ -13,8 +13,11 @@ Losses per query: cross-entropy of the centre pointer against the token nearest 
 centre, smooth-L1 of (u, v) in token spacings, L1 of log canonical depth and log size,
 L1 of the doubled-angle yaw; the ablation adds L1 of its direct (X, Y, log Z). With the
 ground-plane depth (the default), also: cross-entropy + smooth-L1 of the bottom row's pointer, L1 of
-the log drop below the camera and the Laplace likelihood of each depth estimate under its predicted
-uncertainty (what makes the fusion weights mean something). Presence:
+the log drop below the reference camera (1.2 m: the true drop less the frame's height difference, so with
+``--tilt`` the drawn heights are given to the model as TF gives them to the node, and it learns
+1.2 m − the support's height instead of guessing the camera height; ``--height-unknown`` hides them) and
+the Laplace likelihood of each depth estimate under its predicted uncertainty (what makes the fusion
+weights mean something). Presence:
 binary cross-entropy over the referrals (present) and ABSENT_PER_FRAME queries per frame for
 labels the frame does not show (``data.draw_absent_queries``).
 """
@@ -86,6 +89,7 @@ def query_losses(model: Mono3DGrounder, outputs: dict[str, torch.Tensor], target
         losses["bottom_pointer"] = nn.functional.cross_entropy(outputs["bottom_logits"],
                                                                torch.cdist(bottom_uv, centers).argmin(dim=1))
         losses["bottom_row"] = nn.functional.smooth_l1_loss(outputs["v_bottom"] / spacing, v_bottom / spacing)
+        drop = drop - outputs["height_shift"]  # the drop below the reference camera
         losses["drop"] = (outputs["log_drop"] - torch.log(drop.clamp(min=MIN_DROP_M))).abs().mean()
         error = (outputs["log_depth_estimates"] - torch.log(targets["depth_canonical"])).abs()
         sigma = outputs["log_depth_sigma"]
@@ -98,8 +102,7 @@ def forward_features(model: Mono3DGrounder, features: FeatureSet,
                      known_height: bool = False) -> dict[str, torch.Tensor]:
     """The model on every query of a (small) feature set, then on the ``absent`` queries (image index,
     category, colour) if given: their outputs follow the referrals' in each tensor. ``known_height`` gives
-    the model each frame's true camera height (as TF does on a robot); training does not (its drop head
-    learns the reference camera's drops)."""
+    the model each frame's true camera height (as TF does on a robot)."""
     camera = camera_features(features.canvas_cameras, model.config)
     image_index, category, color = features.image_index, features.category, features.color
     if absent is not None:
@@ -123,8 +126,9 @@ def present_part(outputs: dict[str, torch.Tensor], present_count: int) -> dict[s
 
 
 def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_step: int = 16,
-          learning_rate: float = 2e-3, progress: bool = True) -> list[float]:
-    """AdamW with a cosine schedule over ``steps`` batches of frames; returns the total loss per step."""
+          learning_rate: float = 2e-3, progress: bool = True, known_height: bool = True) -> list[float]:
+    """AdamW with a cosine schedule over ``steps`` batches of frames (``known_height``: each frame's camera
+    height given, see the module docstring); returns the total loss per step."""
     from tqdm import tqdm
 
     from threed_llm_ros.mono3d.image_tokens import token_centers
@@ -145,7 +149,7 @@ def train(model: Mono3DGrounder, features: FeatureSet, steps: int, frames_per_st
         if len(batch) == 0:
             continue
         absent = draw_absent_queries(batch.visible, generator, ABSENT_PER_FRAME)
-        outputs = forward_features(model, batch, absent)
+        outputs = forward_features(model, batch, absent, known_height)
         camera = camera_features(batch.canvas_cameras, model.config)[batch.image_index] * model.config.canvas_width
         losses = query_losses(model, present_part(outputs, len(batch)), batch.targets, centers, camera)
         losses["presence"] = presence_loss(outputs, len(batch))
@@ -214,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="cameras pitched 0-30 degrees down at 0.4-1.6 m, levelled before the model (all splits)")
     parser.add_argument("--fixed-height", action="store_true",
                         help="with --tilt: the pitch only, the camera at the simulator's 1.2 m")
+    parser.add_argument("--height-unknown", action="store_true",
+                        help="with --tilt: do not give the model the drawn camera heights (it guesses them)")
     parser.add_argument("--no-ground-plane", action="store_true",
                         help="depth from the direct head only (no bottom-row / camera-height estimate)")
     parser.add_argument("--cache", type=Path, default=Path("runs/mono3d_cache"), help="feature cache directory")
@@ -227,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Mono3DConfig(dim=arguments.dim, seed=arguments.seed,
                           geometry_projection=not arguments.no_geometry_projection,
                           ground_plane_depth=not (arguments.no_geometry_projection or arguments.no_ground_plane),
-                          reference_camera_height_m=None if arguments.tilt and not arguments.fixed_height
-                          else DEFAULT_CAMERA_HEIGHT_M)
+                          reference_camera_height_m=None if arguments.height_unknown else DEFAULT_CAMERA_HEIGHT_M)
     started = time.perf_counter()
     suffix = tilt_suffix(arguments.tilt, arguments.fixed_height)
     train_split = ("train_realism" if arguments.realism else "train") + suffix
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     data_seconds = time.perf_counter() - started
     model = Mono3DGrounder(config)
     started = time.perf_counter()
-    history = train(model, train_set, arguments.steps, arguments.frames_per_step, arguments.learning_rate)
+    history = train(model, train_set, arguments.steps, arguments.frames_per_step, arguments.learning_rate,
+                    known_height=not arguments.height_unknown)
     train_seconds = time.perf_counter() - started
     threshold = calibrate_presence_threshold(*presence_probabilities(model, calibration_set, seed=1))
     model.config = replace(model.config, presence_threshold=round(threshold, 4))
