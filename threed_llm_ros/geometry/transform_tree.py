@@ -3,9 +3,8 @@ camera is tilted and how high it is.
 
 TF (``/tf``, ``/tf_static``) sends, per child frame, its parent and the child's pose in it. This keeps
 the latest pose (rotation and translation) per child and composes the chains of two frames up to their
-common root. Time
-is ignored (the latest transform is used): right for a camera's mount, which changes slowly if at
-all, not for interpolating fast motion. ``threed_llm_ros.ros.camera_tilt`` feeds it from DDS.
+common root. Time is ignored (the latest transform is used): right for a camera's mount, which changes
+slowly if at all, not for interpolating fast motion. ``threed_llm_ros.ros.camera_tilt`` feeds it from DDS.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ The camera file is a ROS camera-calibration YAML (what ``camera_calibration`` wr
 looking down) and ``--camera-roll DEG`` give the camera's tilt: the image is levelled before the
 model, and the pose is still given in the camera's optical frame. ``--camera-height M`` gives its height
 above the floor (default: the 1.2 m of the training frames), which sets the depth of floor objects.
-Prints the reply and, with
-``--json``, the box as JSON. ``threed-llm ask IMAGE --camera-info K.yaml "where is the bed?"``
+Prints the reply and, with ``--json``, the box as JSON. ``threed-llm ask IMAGE --camera-info K.yaml "where is the bed?"``
 comes here too (:func:`ask_image`).
 """
 
@@ -93,8 +92,7 @@ def ask_image(image_path: Path, camera_path: Path, prompts: list[str], model: Pa
               height_m: float | None = None) -> int:
     """Ground each prompt in one image from its intrinsics alone (levelled first where the camera's
     ``pitch_deg`` / ``roll_deg`` are given; ``height_m`` above the floor, None: 1.2 m) and print the
-    replies; the image and camera file are checked
-    before torch is imported. Exit 0, 1 if a prompt named no known object, 2 (one line on stderr) on bad
+    replies; the image and camera file are checked before torch is imported. Exit 0, 1 if a prompt named no known object, 2 (one line on stderr) on bad
     input or a missing checkpoint."""
     try:
         intrinsics = load_camera_yaml(camera_path)

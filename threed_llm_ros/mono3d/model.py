@@ -74,8 +74,8 @@ class Mono3DConfig:
     colors: tuple[str, ...] = (ANY_COLOR, *COLOR_NAMES)
     seed: int = 0
     presence_threshold: float = 0.5  # presence probability below which the answer is "not seen" (calibrated)
-    # the camera height (m) the drop head was trained for; None: heights were drawn in training, so the
-    # model estimates the height from the image and a given one is not used
+    # the camera height (m) the drop head's drops are below; None: trained with heights drawn but hidden
+    # (`mono3d-train --tilt --height-unknown`), so the model guesses the height and a given one is not used
     reference_camera_height_m: float | None = DEFAULT_CAMERA_HEIGHT_M
     notes: dict[str, Any] = field(default_factory=dict)
 

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--realism", action="store_true",
                         help="training renders with uneven light, vignetting and blur (data.camera_realism)")
     parser.add_argument("--tilt", action="store_true",
-                        help="cameras pitched 0-30 degrees down at 0.4-1.6 m, levelled before the model (all splits)")
+                        help="cameras pitched 0-30 degrees down at 0.4-1.6 m, levelled before the model, their "
+                             "heights given to it (all splits)")
     parser.add_argument("--fixed-height", action="store_true",
                         help="with --tilt: the pitch only, the camera at the simulator's 1.2 m")
     parser.add_argument("--height-unknown", action="store_true",
