@@ -17,6 +17,7 @@ from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
 from threed_llm_ros.objects.recognition import OTHER, load_classifier
+from threed_llm_ros.objects.refine import load_refiner
 from threed_llm_ros.resources import default_object_classifier
 
 #: Floors measured with the shipped classifier (models/object-classifier/README.md), a little under.
@@ -151,12 +152,15 @@ def test_a_classifier_for_other_features_is_refused(tmp_path: Path) -> None:
 def test_training_on_a_few_frames_lowers_the_loss(tmp_path: Path) -> None:
     from threed_llm_ros.objects.train import ObjectTrainConfig, train_object_classifier
 
-    report = train_object_classifier(ObjectTrainConfig(scenes=4, validation_scenes=2, steps=60, batch=64), tmp_path,
-                                     progress=False)
-    first, last = report["loss_first_last"]
-    assert last < first
-    loaded = load_classifier(tmp_path)
-    assert loaded.config.temperature > 0
+    reports = train_object_classifier(ObjectTrainConfig(scenes=4, validation_scenes=2, steps=60, batch=64), tmp_path,
+                                      progress=False)
+    assert set(reports) == {"classifier", "refiner"}
+    for report in reports.values():
+        first, last = report["loss_first_last"]
+        assert last < first
+    assert load_classifier(tmp_path).config.temperature > 0
+    refiner = load_refiner(tmp_path)
+    assert refiner is not None and OTHER not in refiner.classes
 
 
 def test_cached_features_made_by_other_proposal_code_are_rebuilt(tmp_path: Path) -> None:

@@ -198,8 +198,8 @@ def evaluate_real(layer: ObjectLayer, root: Path, output: Path) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     frame, record, body_from_optical = sun_frame(root)
     results: dict = {"sunrgbd_000001": {}}
-    optical_layer = ObjectLayer(layer.classifier, PerceptionSettings(up_axis="-y"))
-    upright_layer = ObjectLayer(layer.classifier, PerceptionSettings(up_axis="z"))
+    optical_layer = layer.with_settings(PerceptionSettings(up_axis="-y"))
+    upright_layer = layer.with_settings(PerceptionSettings(up_axis="z"))
     found = optical_layer.perceive(frame.points, frame.colors, frame.name)
     results["sunrgbd_000001"]["optical_no_image"] = score_sun(found, record, body_from_optical @ found.gravity.rotation.T)
     draw_overlay(frame, found, output / "sunrgbd_000001_no_image.png", [obj.box for obj in record.objects], body_from_optical.T)

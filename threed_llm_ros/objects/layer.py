@@ -35,6 +35,7 @@ from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
 from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, holds_up, merge_pieces, propose
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
 from threed_llm_ros.objects.plausibility import doubt_implausible
+from threed_llm_ros.objects.refine import Refiner, load_refiner, refine, view_features
 from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
 
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
@@ -131,21 +132,28 @@ def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float
 class ObjectLayer:
     """The trained object classifier and :meth:`perceive`; load once, call per frame."""
 
-    def __init__(self, classifier: ShapeClassifier, settings: PerceptionSettings = PerceptionSettings()) -> None:
+    def __init__(self, classifier: ShapeClassifier, settings: PerceptionSettings = PerceptionSettings(),
+                 refiner: Refiner | None = None) -> None:
         settings.validate()
         self.classifier = classifier
+        self.refiner = refiner
         self.settings = settings
         self.classes = list(classifier.config.classes)
         self._image_evidence: Any = None
 
     @classmethod
     def load(cls, directory: str | Path, settings: PerceptionSettings = PerceptionSettings()) -> "ObjectLayer":
-        return cls(load_classifier(directory), settings)
+        return cls(load_classifier(directory), settings, load_refiner(directory))
+
+    def with_settings(self, settings: PerceptionSettings) -> "ObjectLayer":
+        """This layer's trained models under other perception settings (another up axis)."""
+        return ObjectLayer(self.classifier, settings, self.refiner)
 
     def _recognise(self, proposals: list[Proposal], gravity: GravityFrame, camera: tuple = (None, None, None),
-                   rays: RayGrid | None = None) -> np.ndarray:
-        """(N, classes) probabilities: the shape classifier's, times the image's evidence where the
-        frame has an image, then physics: a floor category stands on the floor and a top category
+                   rays: RayGrid | None = None, final: bool = True) -> np.ndarray:
+        """(N, classes) probabilities: the shape classifier's (for the ``final`` objects, its object mass
+        shared with the look-alike refiner where the checkpoint has one, ``refine.py``; joins and cuts
+        are judged on shape alone), times the image's evidence where the frame has an image, then physics: a floor category stands on the floor and a top category
         on something. An object whose bottom is above that may have its lower part hidden; it is
         ruled out only where the sensor's rays saw the space beneath it empty (``visibility.py``;
         without ``rays``, always). The simulator never shows floating junk, so the classifier
@@ -155,6 +163,10 @@ class ObjectLayer:
         floor_z = gravity.floor_z
         features = np.stack([shape_features(p.points, p.box, floor_z, p.wall_distance, p.support_gap) for p in proposals])
         probabilities = self.classifier.probabilities(features)
+        if self.refiner is not None and final:  # which object it is: the view tells look-alikes apart
+            views = np.stack([view_features(p.points, p.box) for p in proposals])
+            probabilities = refine(probabilities, self.classes, self.refiner.probabilities(features, views),
+                                   self.refiner.classes)
         image, intrinsics, camera_from_input = camera
         if image is not None and intrinsics is not None and self.settings.use_image:
             probabilities = self._with_image(probabilities, proposals, gravity, image, intrinsics, camera_from_input)
@@ -296,7 +308,7 @@ class ObjectLayer:
         """Each candidate's likeliest category other than ``OTHER`` (class indices) and its
         probability, from shape and physics (no image: joins and cuts are judged before it)."""
         other = self.classes.index(OTHER)
-        kept = np.delete(self._recognise(candidates, gravity, rays=rays), other, axis=1)
+        kept = np.delete(self._recognise(candidates, gravity, rays=rays, final=False), other, axis=1)
         labels = kept.argmax(axis=1)
         return kept.max(axis=1), labels + (labels >= other)
 

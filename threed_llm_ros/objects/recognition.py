@@ -145,7 +145,7 @@ def save_classifier(model: ShapeClassifier, directory: str | Path, extra: dict |
     (directory / "config.json").write_text(json.dumps({**asdict(model.config), **(extra or {})}, indent=2) + "\n")
 
 
-def load_classifier(directory: str | Path) -> ShapeClassifier:
+def load_classifier(directory: str | Path, features: tuple[str, ...] = FEATURE_NAMES) -> ShapeClassifier:
     """The classifier saved in ``directory``; ModelFileError naming the file when it is missing or bad."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -162,7 +162,7 @@ def load_classifier(directory: str | Path) -> ShapeClassifier:
         model.load_state_dict(load_file(str(weights_path)))
     except (ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as error:
         raise ModelFileError(f"object classifier in {directory} cannot be read: {error}") from error
-    if list(model.config.features) != list(FEATURE_NAMES):
+    if list(model.config.features) != list(features):
         raise ModelFileError(f"object classifier in {directory} was trained on other features than this code "
                              "computes; retrain it with `threed-llm train-objects`")
     return model.eval()

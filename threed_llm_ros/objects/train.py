@@ -37,8 +37,9 @@ from threed_llm_ros.geometry.frames import yaw_rotation
 from threed_llm_ros.objects.fit import fit_box
 from threed_llm_ros.objects.pieces import propose, wall_distance_of
 from threed_llm_ros.objects.recognition import (
-    OTHER, ClassifierConfig, ShapeClassifier, ensemble_probabilities, save_classifier, shape_features,
+    FEATURE_NAMES, OTHER, ClassifierConfig, ShapeClassifier, ensemble_probabilities, save_classifier, shape_features,
 )
+from threed_llm_ros.objects.refine import REFINER_DIRECTORY, REFINER_FEATURE_NAMES, view_features
 
 MIN_PURITY = 0.5
 CLUTTER_PER_WALL = 2
@@ -61,7 +62,8 @@ class ObjectTrainConfig:
 
 
 def proposal_examples(seed: int, config: ObjectTrainConfig, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Features and class indices of every proposal of one simulated frame."""
+    """Features (``REFINER_FEATURE_NAMES``: the shape features, then the view's) and class indices
+    of every proposal of one simulated frame."""
     intrinsics = CameraIntrinsics.from_field_of_view(config.width, config.height, config.fov_deg)
     frame = simulate(seed, intrinsics, SceneConfig(), SensorConfig(enabled=True))
     with np.errstate(invalid="ignore"):
@@ -83,15 +85,17 @@ def proposal_examples(seed: int, config: ObjectTrainConfig, classes: list[str]) 
             best = int(np.argmax(counts))
             if best > 0 and counts[best] >= MIN_PURITY * len(owners):
                 label = classes.index(frame.objects[best - 1].category)
-        features.append(shape_features(proposal.points, proposal.box, gravity.floor_z, proposal.wall_distance, proposal.support_gap))
+        features.append(np.concatenate([
+            shape_features(proposal.points, proposal.box, gravity.floor_z, proposal.wall_distance, proposal.support_gap),
+            view_features(proposal.points, proposal.box)]))
         labels.append(label)
     if not features:
-        return np.zeros((0, len(ClassifierConfig().features)), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, len(REFINER_FEATURE_NAMES)), np.float32), np.zeros(0, np.int64)
     return np.stack(features), np.asarray(labels, dtype=np.int64)
 
 
 def wall_clutter(rng: np.random.Generator, walls: list[tuple[np.ndarray, float]], floor_z: float) -> list[np.ndarray]:
-    """Feature rows of thin slabs flat on the walls (pictures, frames, shelves): ``other``."""
+    """Feature rows (shape and view) of thin slabs flat on the walls (pictures, frames, shelves): ``other``."""
     rows = []
     for normal, offset in walls:
         for _ in range(CLUTTER_PER_WALL):
@@ -109,7 +113,8 @@ def wall_clutter(rng: np.random.Generator, walls: list[tuple[np.ndarray, float]]
             points += rng.normal(0, 0.008, points.shape)
             box = fit_box(points, floor_z)
             gap = rng.uniform(0.0, bottom)
-            rows.append(shape_features(points, box, floor_z, wall_distance_of(box, walls), gap))
+            rows.append(np.concatenate([shape_features(points, box, floor_z, wall_distance_of(box, walls), gap),
+                                        view_features(points, box)]))
     return rows
 
 
@@ -143,7 +148,7 @@ def pipeline_fingerprint() -> str:
     sources = sorted([*(package / "geometry").glob("*.py"), *(package / "data" / "sim").glob("*.py"),
                       package / "data" / "catalog.py",
                       *(package / "objects" / name for name in ("gravity.py", "proposals.py", "fit.py", "recognition.py",
-                                                                "layer.py", "pieces.py", "visibility.py"))])
+                                                                "layer.py", "pieces.py", "visibility.py", "refine.py"))])
     digest = hashlib.sha256()
     for source in sources:
         digest.update(source.read_bytes())
@@ -157,7 +162,7 @@ def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None,
     key = json.dumps({**asdict(config), "code": pipeline_fingerprint()}, sort_keys=True)
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as data:
-            if str(data["key"]) == key and data["train_x"].shape[1] == len(ClassifierConfig().features):
+            if str(data["key"]) == key and data["train_x"].shape[1] == len(REFINER_FEATURE_NAMES):
                 return data["train_x"], data["train_y"], data["val_x"], data["val_y"]
     train_x, train_y = build_examples(0, config.scenes, config, classes, "train", progress)
     val_x, val_y = build_examples(config.scenes, config.validation_scenes, config, classes, "validation", progress)
@@ -167,18 +172,10 @@ def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None,
     return train_x, train_y, val_x, val_y
 
 
-def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progress: bool = True,
-                            cache: Path | None = None) -> dict:
-    """Train, calibrate and save the classifier; returns its report (also in config.json).
-    Each ensemble member trains on its own bootstrap resample of the proposals."""
-    torch.manual_seed(config.seed)
-    started = time.perf_counter()
-    classes = ClassifierConfig().classes
-    train_x, train_y, val_x, val_y = _examples(config, classes, cache, progress)
-    mean, scale = train_x.mean(axis=0), train_x.std(axis=0) + 1e-3
-    model = ShapeClassifier(ClassifierConfig(classes=classes, mean=mean.tolist(), scale=scale.tolist(),
-                                             members=config.members))
-    x, y = torch.as_tensor(train_x), torch.as_tensor(train_y)
+def _train_ensemble(model: ShapeClassifier, x: torch.Tensor, y: torch.Tensor, config: ObjectTrainConfig,
+                    progress: bool, what: str) -> list[float]:
+    """Train each member of ``model`` on its own bootstrap resample of (``x``, ``y``); the
+    members' mean loss per step."""
     losses: list[list[float]] = []
     for index, member in enumerate(model.members):
         generator = torch.Generator().manual_seed(config.seed + index)
@@ -187,7 +184,8 @@ def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progr
         optimizer = torch.optim.AdamW(member.parameters(), lr=config.learning_rate, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
         member_losses = []
-        for _ in tqdm(range(config.steps), desc=f"training member {index + 1}/{config.members}", disable=not progress):
+        for _ in tqdm(range(config.steps), desc=f"training {what} member {index + 1}/{config.members}",
+                      disable=not progress):
             batch = torch.randint(0, len(member_x), (config.batch,), generator=generator)
             loss = torch.nn.functional.cross_entropy(member(member_x[batch]), member_y[batch])
             optimizer.zero_grad()
@@ -196,22 +194,62 @@ def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progr
             schedule.step()
             member_losses.append(loss.item())
         losses.append(member_losses)
+    return np.mean(np.asarray(losses), axis=0).tolist()
+
+
+def _fit_and_report(features: list[str], classes: list[str], train: tuple[np.ndarray, np.ndarray],
+                    validation: tuple[np.ndarray, np.ndarray], config: ObjectTrainConfig, progress: bool,
+                    what: str) -> tuple[ShapeClassifier, dict]:
+    """An ensemble over ``features`` → ``classes`` trained on ``train`` (rows, labels), its
+    temperature fitted on ``validation``, and its report."""
+    (train_x, train_y), (val_x, val_y) = train, validation
+    mean, scale = train_x.mean(axis=0), train_x.std(axis=0) + 1e-3
+    model = ShapeClassifier(ClassifierConfig(classes=classes, features=features, mean=mean.tolist(),
+                                             scale=scale.tolist(), members=config.members))
+    losses = _train_ensemble(model, torch.as_tensor(train_x), torch.as_tensor(train_y), config, progress, what)
     model.eval()
     with torch.no_grad():
         logits = model(torch.as_tensor(val_x))
     model.config.temperature = fit_temperature(logits, torch.as_tensor(val_y))
     predicted = ensemble_probabilities(logits, model.config.temperature).argmax(-1)
-    accuracy = float((predicted == torch.as_tensor(val_y)).float().mean())
-    losses = np.mean(np.asarray(losses), axis=0).tolist()
     report = {
         "training": asdict(config),
         "train_proposals": int(len(train_y)), "validation_proposals": int(len(val_y)),
         "loss_first_last": [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))],
-        "validation_accuracy": round(accuracy, 4),
-        "seconds": round(time.perf_counter() - started, 1),
+        "validation_accuracy": round(float((predicted == torch.as_tensor(val_y)).float().mean()), 4),
     }
-    save_classifier(model, output, extra={"report": report})
-    return report
+    return model, report
+
+
+def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progress: bool = True,
+                            cache: Path | None = None, only: str = "all") -> dict:
+    """Train, calibrate and save the shape classifier (``only="classifier"``), its look-alike refiner
+    over the object proposals into ``output/refiner`` (``only="refiner"``, ``objects/refine.py``), or
+    both; returns their reports by name (each also in its config.json). Each ensemble member trains
+    on its own bootstrap resample of the proposals."""
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    classes = ClassifierConfig().classes
+    train_x, train_y, val_x, val_y = _examples(config, classes, cache, progress)
+    reports = {}
+    if only in ("all", "classifier"):
+        shape = len(FEATURE_NAMES)
+        model, report = _fit_and_report(list(FEATURE_NAMES), classes, (train_x[:, :shape], train_y),
+                                        (val_x[:, :shape], val_y), config, progress, "classifier")
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        save_classifier(model, output, extra={"report": report})
+        reports["classifier"] = report
+    if only in ("all", "refiner"):
+        objects = [name for name in classes if name != OTHER]
+        index_among_objects = np.array([objects.index(name) if name != OTHER else -1 for name in classes])
+        train_rows, val_rows = index_among_objects[train_y] >= 0, index_among_objects[val_y] >= 0
+        model, report = _fit_and_report(
+            list(REFINER_FEATURE_NAMES), objects, (train_x[train_rows], index_among_objects[train_y[train_rows]]),
+            (val_x[val_rows], index_among_objects[val_y[val_rows]]), config, progress, "refiner")
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        save_classifier(model, Path(output) / REFINER_DIRECTORY, extra={"report": report})
+        reports["refiner"] = report
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,12 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=ObjectTrainConfig.steps)
     parser.add_argument("--seed", type=int, default=ObjectTrainConfig.seed)
     parser.add_argument("--members", type=int, default=ObjectTrainConfig.members, help="ensemble size")
+    parser.add_argument("--only", choices=("all", "classifier", "refiner"), default="all",
+                        help="train only the shape classifier, or only its look-alike refiner (into OUTPUT/refiner)")
     parser.add_argument("--cache", default="runs/object_features.npz",
                         help="proposal features kept between runs of the same configuration and proposal code ('' = none)")
     arguments = parser.parse_args(argv)
     config = ObjectTrainConfig(scenes=arguments.scenes, validation_scenes=arguments.validation_scenes,
                                steps=arguments.steps, seed=arguments.seed, members=arguments.members)
-    report = train_object_classifier(config, arguments.output, cache=Path(arguments.cache) if arguments.cache else None)
+    report = train_object_classifier(config, arguments.output, cache=Path(arguments.cache) if arguments.cache else None,
+                                     only=arguments.only)
     print(json.dumps(report, indent=2))
     return 0
 
