@@ -104,3 +104,59 @@ def test_tiny_training_lowers_the_validation_loss(tmp_path) -> None:
     record = train_object_tokens(config, model=load_checkpoint(checkpoint), progress=False)
     assert record["validation_loss_after"] < record["validation_loss_before"]
     assert load_object_tokens(tmp_path / "tokens").config.max_objects == config.max_objects
+
+
+# --------------------------------------------------------------------------- the shipped projector
+
+CAPTION_SEED = 90_004  # a simulated test frame (eval-free-text's seeds), far from every training seed
+needs_shipped_projector = pytest.mark.skipif(
+    not (TRAINED_CHECKPOINT / "object_tokens" / "model.safetensors").is_file(),
+    reason="the shipped object-token projector models/threed-llm-mini/object_tokens is missing",
+)
+
+
+@pytest.fixture(scope="module")
+def objects_engine():
+    from threed_llm_ros.runtime.engine import InferenceEngine
+    from threed_llm_ros.runtime.engine_settings import EngineSettings
+
+    torch.set_num_threads(1)
+    engine = InferenceEngine(EngineSettings(checkpoint=str(TRAINED_CHECKPOINT), free_text_tokens="objects",
+                                            max_new_tokens=48))
+    engine.load()
+    return engine
+
+
+@needs_shipped_projector
+@pytest.mark.slow
+def test_shipped_projector_caption_names_what_is_there_and_nothing_else(objects_engine) -> None:
+    """The language model's free-text caption of a fixed simulated frame, read from the object list's
+    tokens, names a category that is in the frame and none that is not."""
+    from threed_llm_ros.data.sim.frames import simulate
+    from threed_llm_ros.eval.robot_input import frame_cloud
+    from threed_llm_ros.runtime.engine import CAPTION_PROMPT
+
+    frame = simulate(CAPTION_SEED)
+    present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
+    reply = objects_engine.free_text(frame_cloud(frame), CAPTION_PROMPT)
+    named = named_categories(reply.text)
+    assert named & present, reply.text
+    assert not named - present, (reply.text, sorted(named - present))
+    assert "object_tokens_s" in reply.timings
+
+
+@needs_shipped_projector
+@pytest.mark.slow
+def test_free_text_answers_read_the_object_tokens(objects_engine) -> None:
+    """answer() without programs is free text from the same object list (the node's, ask's and eval's path)."""
+    from threed_llm_ros.data.sim.frames import simulate
+    from threed_llm_ros.eval.robot_input import frame_cloud
+
+    assert objects_engine.object_tokens is not None
+    cloud = frame_cloud(simulate(CAPTION_SEED))
+    reply = objects_engine.answer(cloud, "What colour is the biggest thing here?", programs=False)
+    assert reply.text.strip() and "object_tokens_s" in reply.timings
+    scene = objects_engine.free_text(cloud, "What colour is the biggest thing here?", tokens="scene")
+    assert "object_tokens_s" not in scene.timings
+    with pytest.raises(ValueError, match="tokens must be"):
+        objects_engine.free_text(cloud, "Hi", tokens="words")

@@ -41,18 +41,21 @@ def evaluate_free_text(engine: InferenceEngine, scenes: int, first_seed: int = F
     """The simulated-frame figures of the module docstring, per way, with a few example captions."""
     rows: dict[str, list[tuple[bool, float, bool]]] = {way: [] for way in ways}
     examples: list[dict] = []
+    absent_named: list[dict] = []  # per frame and way: the absent categories its caption names
     for seed in tqdm(range(first_seed, first_seed + scenes), desc="frames", disable=not progress):
         frame = simulate(seed)
         cloud = frame_cloud(frame)
         present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
         truth = {obj.category for obj in frame.objects if obj.visible_pixels >= MIN_VISIBLE_PIXELS}
         example = {"seed": seed, "truth": sorted(truth)}
+        absent_named.append({"seed": seed})
         for way in ways:
             text = engine.free_text(cloud, prompt, tokens=way).text
             named = named_categories(text)
             recall = len(named & truth) / len(truth) if truth else 1.0
             rows[way].append((bool(named - present), recall, bool(named & present)))
             example[way] = text
+            absent_named[-1][way] = sorted(named - present)
         if len(examples) < 5:
             examples.append(example)
     summary = {}
@@ -61,7 +64,8 @@ def evaluate_free_text(engine: InferenceEngine, scenes: int, first_seed: int = F
         summary[way] = {"names_absent": round(float(array[:, 0].mean()), 4),
                         "truth_named": round(float(array[:, 1].mean()), 4),
                         "names_any_present": round(float(array[:, 2].mean()), 4)}
-    return {"frames": scenes, "first_seed": first_seed, "prompt": prompt, "ways": summary, "examples": examples}
+    return {"frames": scenes, "first_seed": first_seed, "prompt": prompt, "language_backend": engine.language_backend,
+            "ways": summary, "examples": examples, "absent_named": absent_named}
 
 
 def evaluate_sun(engine: InferenceEngine, root: Path, ways: tuple = WAYS, prompt: str = CAPTION_PROMPT) -> dict:
@@ -79,7 +83,7 @@ def evaluate_sun(engine: InferenceEngine, root: Path, ways: tuple = WAYS, prompt
         text = engine.free_text(cloud, prompt, tokens=way).text
         named = named_categories(text)
         result[way] = {"caption": text, "names": sorted(named), "names_bed": "bed" in named,
-                       "names_unlabelled": sorted(named - set(labelled))}
+                       "names_labelled": sorted(named & set(labelled)), "names_unlabelled": sorted(named - set(labelled))}
     return result
 
 

@@ -56,8 +56,8 @@ class EngineSettings:
     lm_precision: str = DEFAULT_LM_PRECISION  # onnxruntime decoder weights: mixed, int8 or int4 (choices.LM_PRECISIONS)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
     lm_adapters: str = "merged"  # onnxruntime decoder's LoRA adapters: merged (a graph each) or switchable (one graph)
-    free_text_tokens: str = "scene"  # what free text reads: objects (the object list's tokens, where the checkpoint
-    # has an object-token projector) or scene (the scene encoder's tokens)
+    free_text_tokens: str = "objects"  # what free text reads: objects (the object list's tokens, where the checkpoint
+    # has an object-token projector; else as scene) or scene (the scene encoder's tokens)
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
