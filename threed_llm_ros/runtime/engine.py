@@ -72,6 +72,7 @@ from threed_llm_ros.runtime.replies import (
     navigation_goal_for_box,
     not_seen_text,
 )
+from threed_llm_ros.model.object_tokens import load_projector_of, tokens_of_scene
 from threed_llm_ros.model.preprocessing import prepare_scenes
 from threed_llm_ros.objects.describe import caption, category_in_phrase, color_fits, color_in_phrase
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
@@ -162,8 +163,6 @@ class InferenceEngine:
         """The checkpoint's object-token projector where ``free_text_tokens`` is ``objects`` and it has one."""
         if self.settings.free_text_tokens != "objects":
             return None
-        from threed_llm_ros.model.object_tokens import load_projector_of  # lazy: transformers (see load)
-
         model = self.model.model if isinstance(self.model, OnnxGenerator) else self.model
         directory = self.checkpoint_path or resolve_checkpoint(self.settings.checkpoint)
         try:
@@ -383,13 +382,9 @@ class InferenceEngine:
     def free_text(self, cloud: SceneCloud, prompt: str, on_token: Callable[[str], None] | None = None,
                   deadline: float | None = None, timings: dict[str, float] | None = None,
                   started: float | None = None, tokens: str = "") -> TextReply:
-        """The language model's own reply to ``prompt`` (no program, no routing), streamed through ``on_token``.
-
-        It reads ``tokens``: ``objects`` (the confident objects of the object list every other
-        reply comes from, as object tokens), ``scene`` (the scene encoder's tokens) or ``blind``
-        (none); '' = the engine's choice (object tokens where ``free_text_tokens`` is ``objects``
-        and the checkpoint has a projector, else the scene encoder's).
-        """
+        """The language model's own reply to ``prompt`` (no program, no routing), streamed through ``on_token``,
+        reading ``tokens``: ``objects`` (the object list's confident objects as object tokens), ``scene``
+        (the scene encoder's tokens), ``blind`` (none) or '' (objects where the engine has a projector)."""
         started = time.perf_counter() if started is None else started
         timings = {} if timings is None else timings
         deadline = self.reply_deadline() if deadline is None else deadline
@@ -398,8 +393,6 @@ class InferenceEngine:
         if tokens == "blind":
             options["blind"] = True
         elif tokens == "objects":
-            from threed_llm_ros.model.object_tokens import tokens_of_scene  # lazy: transformers (see load)
-
             if self.object_tokens is None:
                 raise ValueError("object tokens asked for, but the engine has no object-token projector "
                                  "(free_text_tokens: objects and a checkpoint with object_tokens/)")
