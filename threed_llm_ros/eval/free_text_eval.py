@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from threed_llm_ros.data.sim.frames import simulate
+from threed_llm_ros.errors import ThreeDLLMError
 from threed_llm_ros.eval.objects_eval import FIRST_SEED, MIN_VISIBLE_PIXELS
 from threed_llm_ros.eval.robot_input import frame_cloud
 from threed_llm_ros.objects.describe import named_categories
@@ -97,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm-backend", default="auto", help="auto (what the node runs), torch or onnxruntime")
     parser.add_argument("--output", type=Path, default=None, help="write the figures as JSON here")
     arguments = parser.parse_args(argv)
-    engine = InferenceEngine(EngineSettings(checkpoint=arguments.checkpoint, free_text_tokens="objects",
-                                            lm_backend=arguments.lm_backend))
-    print("loading the checkpoint and the language model ...", file=sys.stderr)
-    engine.load()
+    try:
+        engine = InferenceEngine(EngineSettings(checkpoint=arguments.checkpoint, free_text_tokens="objects",
+                                                lm_backend=arguments.lm_backend))
+        print("loading the checkpoint and the language model ...", file=sys.stderr)
+        engine.load()
+    except ThreeDLLMError as error:
+        print(f"threed-llm eval-free-text: {error}", file=sys.stderr)
+        return 2
     if engine.object_tokens is None:
         print(f"{arguments.checkpoint} has no object-token projector (object_tokens/): train one with "
               "`threed-llm train-object-tokens`", file=sys.stderr)

@@ -36,6 +36,8 @@ from threed_llm_ros.data.annotations import annotate_scene
 from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord, scene_split
 from threed_llm_ros.data.generate import GenerateConfig, generate_scenes
+from threed_llm_ros.errors import ThreeDLLMError
+from threed_llm_ros.runtime.engine_settings import resolve_checkpoint
 from threed_llm_ros.model.object_tokens import (
     GEOMETRY_FEATURES, OBJECT_TOKENS_DIRECTORY, ObjectFeatures, ObjectTokenConfig, ObjectTokenProjector, attach_word_embeddings,
     geometry_row, save_object_tokens,
@@ -183,7 +185,8 @@ def train_object_tokens(config: ObjectTokenTrainConfig, model: Any | None = None
 
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = model if model is not None else load_checkpoint(config.checkpoint)
+    checkpoint = resolve_checkpoint(config.checkpoint)
+    model = model if model is not None else load_checkpoint(checkpoint)
     model.eval()  # LoRA dropout off: the adapter is frozen and read as at inference
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -232,7 +235,7 @@ def train_object_tokens(config: ObjectTokenTrainConfig, model: Any | None = None
         "first_losses": [round(v, 4) for v in losses[:10]], "last_losses": [round(v, 4) for v in losses[-10:]],
         "seconds": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
     }}
-    output = Path(config.output) if config.output else Path(config.checkpoint) / OBJECT_TOKENS_DIRECTORY
+    output = Path(config.output) if config.output else checkpoint / OBJECT_TOKENS_DIRECTORY
     save_object_tokens(projector, output, record)
     return {**record["training"], "output": str(output)}
 
@@ -244,8 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in asdict(defaults).items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     arguments = vars(parser.parse_args(argv))
-    config = ObjectTokenTrainConfig(**arguments)
-    print(json.dumps(train_object_tokens(config), indent=2))
+    try:
+        record = train_object_tokens(ObjectTokenTrainConfig(**arguments))
+    except ThreeDLLMError as error:
+        print(f"threed-llm train-object-tokens: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(record, indent=2))
     return 0
 
 
