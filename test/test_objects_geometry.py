@@ -164,6 +164,7 @@ def test_named_categories_are_whole_words() -> None:
 
     assert named_categories("I see a black bookshelf and two night stands.") == {"bookshelf", "night stand"}
     assert named_categories("I see no object I know in this frame.") == set()
+    assert named_categories("Two bedside tables and a trash can.") == {"night stand", "trash can"}
 
 
 def test_a_floor_mostly_hidden_by_furniture_is_still_the_floor() -> None:

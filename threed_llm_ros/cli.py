@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("threed_llm_ros.eval.evaluate", "evaluate a checkpoint and its blind baseline; Markdown + JSON report"),
     "train-objects": ("threed_llm_ros.objects.train", "train the object layer's classifier on the simulator's proposals"),
     "eval-objects": ("threed_llm_ros.eval.objects_eval", "grounding, absence, counts and captions on simulated frames, via the engine"),
+    "train-object-tokens": ("threed_llm_ros.train.object_tokens", "train the object-token projector (the language "
+                            "model reads the object list) against the frozen language model"),
+    "eval-free-text": ("threed_llm_ros.eval.free_text_eval", "the language model's free-text captions from object "
+                       "tokens, scene tokens and blind, on simulated frames and SUN RGB-D 000001"),
     "eval-real": ("threed_llm_ros.eval.realdata", "the object layer on the real frames of ../shared/realdata; PNG overlays"),
     "mono3d-train": ("threed_llm_ros.mono3d.train", "train the single-image (RGB + intrinsics) grounder on simulator "
                      "renders; --no-geometry-projection: the ablation"),

@@ -183,10 +183,13 @@ class ThreeDLLM(ReplyGenerator, nn.Module):
         normalized = boxes_to_normalized(metres, scene_at(scene, index))[0, 0].numpy()
         return self.codec.encode(normalized)
 
-    def _build_batch(self, prompts: Sequence[str], targets: Sequence[str], num_scene_tokens: int, blind: bool) -> _Batch:
+    def _build_batch(self, prompts: Sequence[str], targets: Sequence[str], num_scene_tokens: int | Sequence[int],
+                     blind: bool) -> _Batch:
+        """Teacher-forcing rows; ``num_scene_tokens``: one count for every sample, or one per sample."""
+        counts = [num_scene_tokens] * len(prompts) if isinstance(num_scene_tokens, int) else list(num_scene_tokens)
         rows: list[tuple[list[int], list[int]]] = []
-        for prompt, target in zip(prompts, targets):
-            prefix = self._token_ids(self.prompt_text(prompt, num_scene_tokens, blind=blind))
+        for prompt, target, count in zip(prompts, targets, counts):
+            prefix = self._token_ids(self.prompt_text(prompt, count, blind=blind))
             answer = self._token_ids(target + self.tokenizer.eos_token)
             rows.append((prefix, answer))
         length = max(len(p) + len(a) for p, a in rows)
@@ -285,6 +288,25 @@ class ThreeDLLM(ReplyGenerator, nn.Module):
             + self.config.semantic_loss_weight * semantic_loss
         )
         return ThreeDLLMOutput(loss, language_loss, box_loss, load_balance, logits, box_prediction, semantic_loss)
+
+    def language_loss_given_tokens(self, token_sets: Sequence[torch.Tensor], prompts: Sequence[str],
+                                   targets: Sequence[str]) -> torch.Tensor:
+        """Teacher-forced language loss of ``targets`` where sample ``i``'s scene block holds
+        ``token_sets[i]`` (n_i, hidden) instead of the scene encoder's tokens (n_i may differ and be 0):
+        what trains an alternative source of scene tokens (``model/object_tokens.py``) against the
+        frozen language model, whose gradient reaches the tokens."""
+        if not len(token_sets) == len(prompts) == len(targets):
+            raise ValueError(f"{len(token_sets)} token sets, {len(prompts)} prompts, {len(targets)} targets")
+        batch = self._build_batch(prompts, targets, [int(tokens.shape[0]) for tokens in token_sets], False)
+        flat = torch.cat([tokens.reshape(-1, tokens.shape[-1]) for tokens in token_sets])[None]
+        embeddings = self._input_embeddings(batch.input_ids, flat)
+        hidden = self.causal_lm.model(
+            inputs_embeds=embeddings, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state
+        shifted_labels = batch.labels[:, 1:]
+        predicted = shifted_labels != IGNORE_INDEX
+        logits = self.causal_lm.get_output_embeddings()(hidden[:, :-1][predicted])
+        return F.cross_entropy(logits.float(), shifted_labels[predicted])
 
     def patch_semantics_loss(
         self, patch_tokens: torch.Tensor, patch_labels: torch.Tensor, patch_votes: torch.Tensor | None = None

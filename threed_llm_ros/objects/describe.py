@@ -51,9 +51,14 @@ def caption(objects: Sequence[DetectedObject]) -> str:
 
 def named_categories(text: str) -> set[str]:
     """Every category ``text`` names, as whole words, by name, synonym or plural ("bookshelf" is
-    not "book")."""
+    not "book"; "bedside tables" are night stands, not tables: longer names are read first and taken out)."""
     words = f" {re.sub(r'[^a-z ]+', ' ', text.lower())} "
-    return {category for word, category in CATEGORY_WORDS.items() if f" {word} " in words}
+    found = set()
+    for word in sorted(CATEGORY_WORDS, key=len, reverse=True):
+        if f" {word} " in words:
+            found.add(CATEGORY_WORDS[word])
+            words = words.replace(f" {word} ", "  ")
+    return found
 
 
 def category_in_phrase(phrase: str) -> str | None:

@@ -14,7 +14,7 @@ from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.ros.parameters import ParameterSpec, dataclass_from_parameters
 from threed_llm_ros.ros.qos import qos_parameter_specs, sensor_qos
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS
-from threed_llm_ros.runtime.engine_settings import LM_PRECISIONS, EngineSettings
+from threed_llm_ros.runtime.engine_settings import FREE_TEXT_TOKENS, LM_PRECISIONS, EngineSettings
 from threed_llm_ros.runtime.prompt_queue import PROMPT_QUEUE_DEPTH
 
 NODE_NAME = "threed_llm_node"
@@ -68,6 +68,10 @@ PARAMETER_SPECS: list[ParameterSpec] = [
     _engine_spec("lm_adapters", "LoRA adapters of the onnxruntime decoder: merged (one graph per adapter, "
                   "each merged in) or switchable (one graph, base weights quantized once, each adapter a small "
                   "fp32 branch chosen at run time; see docs/benchmarks.md).", choices=LM_LAYOUTS),
+    _engine_spec("free_text_tokens", "What the language model reads where a reply is free text (no program "
+                  "parses): objects (one token pair per confident object of the object list, where the checkpoint "
+                  "has an object_tokens projector; else as scene) or scene (the scene encoder's tokens).",
+                  choices=FREE_TEXT_TOKENS),
     _engine_spec("lm_threads", "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "
                   "cores, see `threed-llm bench`).", 1, 64),
     _engine_spec("max_new_tokens", "Most tokens the model generates per reply.", 1, 1024),

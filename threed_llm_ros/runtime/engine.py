@@ -25,7 +25,9 @@ list is "not seen".
 * ``answer``: a model with ``question_programs`` writes the question's program and runs it
   over the confident objects (count, existence, colour, relations); an object the program
   asks about that is not among them is answered "not seen". Free text from the language
-  model (streamed through ``on_token``) only where the program does not parse.
+  model (streamed through ``on_token``, :meth:`InferenceEngine.free_text`) only where the program
+  does not parse; it reads the object list's tokens (``model/object_tokens.py``) where
+  ``free_text_tokens`` is ``objects`` and the checkpoint has a projector, else the scene encoder's.
 * ``ground``: the confident object the query names (its ``locate`` program, else the
   category its words name), as a box with its pose in the input frame; none at all when
   it is not seen (no box, no pose). ``score`` is the object's calibrated confidence.
@@ -70,6 +72,7 @@ from threed_llm_ros.runtime.replies import (
     navigation_goal_for_box,
     not_seen_text,
 )
+from threed_llm_ros.model.object_tokens import load_projector_of, tokens_of_scene
 from threed_llm_ros.model.preprocessing import prepare_scenes
 from threed_llm_ros.objects.describe import caption, category_in_phrase, color_fits, color_in_phrase
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
@@ -98,6 +101,7 @@ class InferenceEngine:
         self._cached: tuple[SceneCloud, Any] | None = None  # the last cloud's scene batch (language model)
         self._objects: tuple[SceneCloud, Any] | None = None  # the last cloud's object layer output
         self.object_layer: Any = None
+        self.object_tokens: Any = None  # the object-token projector free text reads through (None: scene tokens)
         self.scene_backend: Any = None  # None = the model's own torch encoder inside generate
         self.generator: Any = None  # what generates replies: the model (torch) or an OnnxGenerator
         self.language_backend = ""  # the backend that serves replies: torch or onnxruntime (``lm_backend`` resolved)
@@ -153,6 +157,19 @@ class InferenceEngine:
         self.scene_backend = self._make_scene_backend()
         self._say("loading the object layer (its classifier and the image model)")
         self.object_layer = self._load_object_layer()
+        self.object_tokens = self._load_object_tokens()
+
+    def _load_object_tokens(self) -> Any:
+        """The checkpoint's object-token projector where ``free_text_tokens`` is ``objects`` and it has one."""
+        if self.settings.free_text_tokens != "objects":
+            return None
+        model = self.model.model if isinstance(self.model, OnnxGenerator) else self.model
+        directory = self.checkpoint_path or resolve_checkpoint(self.settings.checkpoint)
+        try:
+            return load_projector_of(directory, model)
+        except ModelFileError as error:
+            raise ConfigError("free_text_tokens", str(error), "use free_text_tokens: scene, or train the projector "
+                              "with `threed-llm train-object-tokens`") from error
 
     def _load_object_layer(self) -> Any:
         """The object layer every reply is computed from (``object_classifier``, ``min_confidence``)."""
@@ -308,7 +325,7 @@ class InferenceEngine:
     def _generate(self, cloud: SceneCloud, prompt: str, timings: dict[str, float], **options: Any) -> Any:
         scene = self._prepare(cloud, timings)
         options.setdefault("max_new_tokens", self.settings.max_new_tokens)
-        if self.scene_backend is not None:
+        if self.scene_backend is not None and options.get("scene_tokens") is None and not options.get("blind"):
             started = time.perf_counter()
             options["scene_tokens"], _, options["patch_tokens"] = self.scene_backend.encode(scene.patches, scene.centers)
             timings["scene_encoder_s"] = timings.get("scene_encoder_s", 0.0) + time.perf_counter() - started
@@ -360,7 +377,30 @@ class InferenceEngine:
                     on_token(text)
                 timings["total_s"] = time.perf_counter() - started
                 return TextReply(text, timings, program=reply.program)
-        result = self._generate(cloud, prompt, timings, on_token=on_token, deadline=deadline)
+        return self.free_text(cloud, prompt, on_token, deadline, timings, started)
+
+    def free_text(self, cloud: SceneCloud, prompt: str, on_token: Callable[[str], None] | None = None,
+                  deadline: float | None = None, timings: dict[str, float] | None = None,
+                  started: float | None = None, tokens: str = "") -> TextReply:
+        """The language model's own reply to ``prompt`` (no program, no routing), streamed through ``on_token``,
+        reading ``tokens``: ``objects`` (the object list's confident objects as object tokens), ``scene``
+        (the scene encoder's tokens), ``blind`` (none) or '' (objects where the engine has a projector)."""
+        started = time.perf_counter() if started is None else started
+        timings = {} if timings is None else timings
+        deadline = self.reply_deadline() if deadline is None else deadline
+        tokens = tokens or ("objects" if self.object_tokens is not None else "scene")
+        options: dict[str, Any] = {"on_token": on_token, "deadline": deadline}
+        if tokens == "blind":
+            options["blind"] = True
+        elif tokens == "objects":
+            if self.object_tokens is None:
+                raise ValueError("object tokens asked for, but the engine has no object-token projector "
+                                 "(free_text_tokens: objects and a checkpoint with object_tokens/)")
+            found = self.scene_objects(cloud, timings)
+            options["scene_tokens"] = tokens_of_scene(self.object_tokens, found, timings)
+        elif tokens != "scene":
+            raise ValueError(f"tokens must be objects, scene, blind or '', got {tokens!r}")
+        result = self._generate(cloud, prompt, timings, **options)
         text = result.text
         if result.cut_short:
             text += self.cut_short_note()

@@ -20,6 +20,7 @@ from threed_llm_ros.runtime.replies import STANDOFF_M
 from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_tensorrt
 
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
+FREE_TEXT_TOKENS: tuple[str, ...] = ("objects", "scene")  # see EngineSettings.free_text_tokens
 REPLY_TIMEOUT_S = 30.0
 DEFAULT_CHECKPOINT = "models/threed-llm-mini"  # the trained default, under the package share directory
 CHECKPOINT_FIX = (
@@ -55,6 +56,8 @@ class EngineSettings:
     lm_precision: str = DEFAULT_LM_PRECISION  # onnxruntime decoder weights: mixed, int8 or int4 (choices.LM_PRECISIONS)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
     lm_adapters: str = "merged"  # onnxruntime decoder's LoRA adapters: merged (a graph each) or switchable (one graph)
+    free_text_tokens: str = "objects"  # what free text reads: objects (the object list's tokens, where the checkpoint
+    # has an object-token projector; else as scene) or scene (the scene encoder's tokens)
 
     def validate(self) -> None:
         """ConfigError naming the first bad setting."""
@@ -91,6 +94,8 @@ class EngineSettings:
             raise ConfigError("lm_precision", "mixed gives each adapter's graph its own precision; "
                               f"lm_adapters {self.lm_adapters} has one graph for all",
                               "use lm_adapters: merged, or lm_precision int8 or int4")
+        if self.free_text_tokens not in FREE_TEXT_TOKENS:
+            raise ConfigError("free_text_tokens", f"got {self.free_text_tokens!r}", f"use one of {list(FREE_TEXT_TOKENS)}")
         if self.lm_threads < 1:
             raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
         if self.lm_backend == "onnxruntime" and self.compile_language_model:
