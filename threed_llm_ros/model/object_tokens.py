@@ -10,7 +10,7 @@ own embeddings of the colour names mixed by the object's colour distribution, th
 the category names mixed by its category distribution; a small MLP of the object's features
 (both distributions, its gravity-frame box normalised, its confidence) adds to each what the
 words do not say (where it is, how large, how sure). Only that MLP trains
-(``threed-llm train-object-tokens``, ``model/object_tokens_train.py``); its last layer starts
+(``threed-llm train-object-tokens``, ``train/object_tokens.py``); its last layer starts
 near zero, so an untrained projector already gives plain word tokens.
 
 A projector lives in its own directory (``config.json`` + ``model.safetensors``); the shipped
