@@ -11,7 +11,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from threed_llm_ros.errors import ModelFileError
+from threed_llm_ros.errors import ConfigError, ModelFileError
 
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LANGUAGE_MODEL_ENV = "THREED_LLM_LANGUAGE_MODEL"
@@ -83,3 +83,28 @@ OBJECT_CLASSIFIER = "object-classifier"
 def default_object_classifier() -> Path:
     """Directory of the shipped object classifier (``threed-llm train-objects`` makes it)."""
     return models_directory() / OBJECT_CLASSIFIER
+
+
+DEFAULT_CHECKPOINT = "models/threed-llm-mini"  # the trained default, under the package share directory
+CHECKPOINT_FIX = (
+    "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
+    "save_checkpoint / training), or train the default one into " + DEFAULT_CHECKPOINT
+)
+
+
+def resolve_checkpoint(value: str) -> Path:
+    """The checkpoint directory named by ``value``: as given, else under the package share directory."""
+    if not str(value).strip():
+        raise ConfigError("checkpoint", "is empty", CHECKPOINT_FIX)
+    given = Path(value).expanduser()
+    candidates = [given]
+    if not given.is_absolute():
+        try:
+            candidates += [share_directory() / given, models_directory() / given]
+        except ModelFileError:
+            pass
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    looked = ", ".join(str(candidate) for candidate in candidates)
+    raise ConfigError("checkpoint", f"no checkpoint (config.json) at {value!r} (looked in {looked})", CHECKPOINT_FIX)

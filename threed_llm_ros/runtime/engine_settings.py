@@ -11,9 +11,11 @@ from pathlib import Path
 
 import torch
 
-from threed_llm_ros.errors import ConfigError, ModelFileError
+from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.frames import UP_AXIS_ROTATIONS
-from threed_llm_ros.resources import models_directory, share_directory
+from threed_llm_ros.resources import (  # noqa: F401 (CHECKPOINT_FIX and resolve_checkpoint are re-exported)
+    CHECKPOINT_FIX, DEFAULT_CHECKPOINT, resolve_checkpoint,
+)
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS, LM_LAYOUTS, LM_PRECISIONS, MIXED, DEFAULT_LM_PRECISION
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS
 from threed_llm_ros.runtime.replies import STANDOFF_M
@@ -22,11 +24,6 @@ from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable, require_
 DTYPES: tuple[str, ...] = ("auto", "float32", "float16", "bfloat16")
 FREE_TEXT_TOKENS: tuple[str, ...] = ("objects", "scene")  # see EngineSettings.free_text_tokens
 REPLY_TIMEOUT_S = 30.0
-DEFAULT_CHECKPOINT = "models/threed-llm-mini"  # the trained default, under the package share directory
-CHECKPOINT_FIX = (
-    "set the 'checkpoint' parameter to a checkpoint directory (config.json + model.safetensors, written by "
-    "save_checkpoint / training), or train the default one into " + DEFAULT_CHECKPOINT
-)
 
 
 @dataclass(frozen=True)
@@ -116,23 +113,6 @@ class EngineSettings:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device", f"{device} requested but CUDA is not available", "use device: cpu")
 
-
-def resolve_checkpoint(value: str) -> Path:
-    """The checkpoint directory named by ``value``: as given, else under the package share directory."""
-    if not str(value).strip():
-        raise ConfigError("checkpoint", "is empty", CHECKPOINT_FIX)
-    given = Path(value).expanduser()
-    candidates = [given]
-    if not given.is_absolute():
-        try:
-            candidates += [share_directory() / given, models_directory() / given]
-        except ModelFileError:
-            pass
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return candidate
-    looked = ", ".join(str(candidate) for candidate in candidates)
-    raise ConfigError("checkpoint", f"no checkpoint (config.json) at {value!r} (looked in {looked})", CHECKPOINT_FIX)
 
 def build_untrained_checkpoint(directory: str | Path, preset: str = "mini") -> Path:
     """Write a real but untrained checkpoint of ``preset`` to ``directory`` (kept if already there).

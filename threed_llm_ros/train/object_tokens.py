@@ -37,7 +37,7 @@ from threed_llm_ros.data.catalog import CATEGORY_NAMES, COLOR_NAMES
 from threed_llm_ros.data.dataset import ObjectRecord, SceneRecord, scene_split
 from threed_llm_ros.data.generate import GenerateConfig, generate_scenes
 from threed_llm_ros.errors import ThreeDLLMError
-from threed_llm_ros.runtime.engine_settings import resolve_checkpoint
+from threed_llm_ros.resources import resolve_checkpoint
 from threed_llm_ros.model.object_tokens import (
     GEOMETRY_FEATURES, OBJECT_TOKENS_DIRECTORY, ObjectFeatures, ObjectTokenConfig, ObjectTokenProjector, attach_word_embeddings,
     geometry_row, save_object_tokens,
