@@ -151,10 +151,10 @@ class ObjectLayer:
 
     def _recognise(self, proposals: list[Proposal], gravity: GravityFrame, camera: tuple = (None, None, None),
                    rays: RayGrid | None = None, final: bool = True) -> np.ndarray:
-        """(N, classes) probabilities: the shape classifier's (for the ``final`` objects, its object mass
-        shared with the look-alike refiner where the checkpoint has one, ``refine.py``; joins and cuts
-        are judged on shape alone), times the image's evidence where the frame has an image, then physics: a floor category stands on the floor and a top category
-        on something. An object whose bottom is above that may have its lower part hidden; it is
+        """(N, classes) probabilities: the shape classifier's (for the ``final`` objects, shared between
+        look-alikes with the refiner where the checkpoint has one, ``refine.py``; joins and cuts are
+        judged on shape alone), times the image's evidence where the frame has an image, then physics:
+        a floor category stands on the floor and a top category on something. An object whose bottom is above that may have its lower part hidden; it is
         ruled out only where the sensor's rays saw the space beneath it empty (``visibility.py``;
         without ``rays``, always). The simulator never shows floating junk, so the classifier
         alone cannot know."""
