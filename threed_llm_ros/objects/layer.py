@@ -154,9 +154,9 @@ class ObjectLayer:
         """(N, classes) probabilities: the shape classifier's (for the ``final`` objects, shared between
         look-alikes with the refiner where the checkpoint has one, ``refine.py``; joins and cuts are
         judged on shape alone), times the image's evidence where the frame has an image, then physics:
-        a floor category stands on the floor and a top category on something. An object whose bottom is above that may have its lower part hidden; it is
-        ruled out only where the sensor's rays saw the space beneath it empty (``visibility.py``;
-        without ``rays``, always). The simulator never shows floating junk, so the classifier
+        a floor category stands on the floor and a top category on something. An object whose bottom
+        is above that may have its lower part hidden; it is ruled out only where the sensor's rays
+        saw the space beneath it empty (``visibility.py``; without ``rays``, always). The simulator never shows floating junk, so the classifier
         alone cannot know."""
         if not proposals:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
