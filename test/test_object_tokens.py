@@ -72,6 +72,9 @@ def test_projector_round_trips_and_refuses_a_foreign_directory(tmp_path) -> None
     assert torch.equal(loaded.tokens_for(features), projector.tokens_for(features))
     with pytest.raises(ModelFileError, match="train-object-tokens"):
         load_object_tokens(tmp_path)
+    (tmp_path / "tokens" / "config.json").write_text("{not json")  # a damaged file: one clear error, not a traceback
+    with pytest.raises(ModelFileError, match="cannot be read"):
+        load_object_tokens(tmp_path / "tokens")
     with pytest.raises(RuntimeError, match="set_word_embeddings"):
         ObjectTokenProjector(projector.config).tokens_for(features)
 

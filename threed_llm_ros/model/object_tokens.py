@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -234,10 +235,15 @@ def load_object_tokens(directory: str | Path) -> ObjectTokenProjector:
     if not config_path.is_file() or not weights.is_file():
         raise ModelFileError(f"{directory} holds no object-token projector ({CONFIG_FILE} and {WEIGHTS_FILE}); "
                              "write one with `threed-llm train-object-tokens`")
-    document = json.loads(config_path.read_text(encoding="utf-8"))
-    if document.get("format") != FORMAT:
-        raise ModelFileError(f"{config_path} is not an object-token projector (format {document.get('format')!r})")
-    projector = ObjectTokenProjector(ObjectTokenConfig.from_dict(document["config"]))
-    projector.load_state_dict(load_file(str(weights)), strict=True)
+    try:
+        document = json.loads(config_path.read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            found = document.get("format") if isinstance(document, dict) else type(document).__name__
+            raise ModelFileError(f"{config_path} is not an object-token projector (format {found!r})")
+        projector = ObjectTokenProjector(ObjectTokenConfig.from_dict(document["config"]))
+        projector.load_state_dict(load_file(str(weights)), strict=True)
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
+        raise ModelFileError(f"the object-token projector in {directory} cannot be read: {error}; "
+                             "write it again with `threed-llm train-object-tokens`") from error
     projector.eval()
     return projector
