@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from threed_llm_ros.errors import ConfigError, MessageFormatError, ThreeDLLMError
-from threed_llm_ros.mono3d.ask import IMAGE_SUFFIXES, camera_height_problem, tilt_problem  # light: no torch
+from threed_llm_ros.mono3d.ask import IMAGE_SUFFIXES, tilt_problem  # light: no torch
+from threed_llm_ros.mono3d.projection import camera_height_problem
 from threed_llm_ros.runtime.choices import BACKENDS, LM_BACKENDS
 from threed_llm_ros.runtime.intent import MAX_PROMPT_CHARS, route
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from threed_llm_ros.errors import ConfigError, ModelFileError
 from threed_llm_ros.geometry.camera import CameraIntrinsics
+from threed_llm_ros.mono3d.projection import camera_height_problem
 
 
 def load_camera_yaml(path: Path) -> CameraIntrinsics:
@@ -50,15 +51,6 @@ def tilt_problem(pitch_deg: float | None, roll_deg: float | None) -> str | None:
     return None
 
 
-CAMERA_HEIGHT_RANGE_M = (0.05, 5.0)  # a camera on the floor's edge to one on a tall mast
-
-
-def camera_height_problem(height_m: float | None, name: str = "camera height") -> str | None:
-    """What is wrong with a camera height above the floor in metres (None when nothing is, or none given)."""
-    low, high = CAMERA_HEIGHT_RANGE_M
-    if height_m is not None and not low <= height_m <= high:  # NaN fails too
-        return f"{name} {height_m:g} m is out of range: give metres between {low:g} and {high:g}"
-    return None
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

@@ -34,7 +34,7 @@ from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.mono3d.data import image_to_canvas
 from threed_llm_ros.geometry.frames import quaternion_from_matrix, rotation_to_gravity, yaw_rotation
 from threed_llm_ros.mono3d.model import Mono3DGrounder, camera_features, decode_boxes, load_model
-from threed_llm_ros.mono3d.projection import level_image
+from threed_llm_ros.mono3d.projection import camera_height_problem, level_image
 
 OPTICAL_UP_AXIS = "-y"
 
@@ -97,8 +97,6 @@ class ImageGrounder:
         """The referred object's box from ``image`` (H×W×3 uint8 RGB) and its camera alone; with the
         camera's tilt (``level_from_optical``: optical frame → a level camera's) the image is levelled first;
         ``camera_height_m`` (above the floor; None: the training frames' 1.2 m) scales floor objects' depth."""
-        from threed_llm_ros.mono3d.ask import camera_height_problem
-
         started = time.perf_counter()
         config = self.model.config
         problem = camera_height_problem(camera_height_m)

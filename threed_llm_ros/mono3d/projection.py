@@ -33,6 +33,7 @@ CANONICAL_FOCAL_PX = 0.5 * 320 / math.tan(math.radians(30.0))
 #: The simulator's camera height above the floor (m): what the level training frames have, and what the
 #: ground-plane depth assumes where a camera's height is not given.
 DEFAULT_CAMERA_HEIGHT_M = 1.2
+VALID_CAMERA_HEIGHT_M = (0.05, 5.0)  # a camera on the floor's edge to one on a tall mast
 
 # The optical frame of a level camera has "-y" up (see geometry.frames).
 _OPTICAL_UP_AXIS = "-y"
@@ -232,3 +233,11 @@ def fit_to_canvas(intrinsics: CameraIntrinsics, canvas_width: int,
         height=max(1, min(canvas_height, int(round(intrinsics.height * scale)))),
     )
     return scale, scaled
+
+
+def camera_height_problem(height_m: float | None, name: str = "camera height") -> str | None:
+    """What is wrong with a camera height above the floor in metres (None when nothing is, or none given)."""
+    low, high = VALID_CAMERA_HEIGHT_M
+    if height_m is not None and not low <= height_m <= high:  # NaN fails too
+        return f"{name} {height_m:g} m is out of range: give metres between {low:g} and {high:g}"
+    return None

@@ -24,7 +24,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from threed_llm_ros.errors import ConfigError
-from threed_llm_ros.mono3d.ask import CAMERA_HEIGHT_RANGE_M, camera_height_problem
+from threed_llm_ros.mono3d.projection import VALID_CAMERA_HEIGHT_M, camera_height_problem
 from threed_llm_ros.geometry.transform_tree import TransformTree
 from threed_llm_ros.mono3d.projection import (
     DEFAULT_CAMERA_HEIGHT_M, level_from_gravity_frame, pitch_and_roll, pitch_rotation,
@@ -43,7 +43,7 @@ TILT_PARAMETER_SPECS: list[ParameterSpec] = [
                   "from behind the camera).", -180.0, 180.0),
     ParameterSpec("camera_height_m", DEFAULT_CAMERA_HEIGHT_M, "Fallback when TF has no transform level_frame <- "
                   "image frame: the camera's height above the floor in metres (it sets the depth of floor objects; "
-                  "1.2 is the training frames' height).", *CAMERA_HEIGHT_RANGE_M),
+                  "1.2 is the training frames' height).", *VALID_CAMERA_HEIGHT_M),
 ]
 
 
