@@ -61,6 +61,7 @@ from threed_llm_ros.data.programs import supports
 from threed_llm_ros.errors import ConfigError, FrameTooSparseError, ModelFileError
 from threed_llm_ros.geometry.frames import rotation_to_gravity
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
+from threed_llm_ros.runtime.engine_loading import load_object_layer, load_object_tokens
 from threed_llm_ros.runtime.engine_settings import CHECKPOINT_FIX, EngineSettings, resolve_checkpoint
 from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
 from threed_llm_ros.runtime.replies import (
@@ -72,11 +73,9 @@ from threed_llm_ros.runtime.replies import (
     navigation_goal_for_box,
     not_seen_text,
 )
-from threed_llm_ros.model.object_tokens import load_projector_of, tokens_of_scene
+from threed_llm_ros.model.object_tokens import tokens_of_scene
 from threed_llm_ros.model.preprocessing import prepare_scenes
 from threed_llm_ros.objects.describe import caption, category_in_phrase, color_fits, color_in_phrase
-from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
-from threed_llm_ros.resources import default_object_classifier
 from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
 from threed_llm_ros.runtime.lm_backend import release_torch_decoder, serving_generator
 from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
@@ -156,32 +155,8 @@ class InferenceEngine:
         self._configure_language_model()
         self.scene_backend = self._make_scene_backend()
         self._say("loading the object layer (its classifier and the image model)")
-        self.object_layer = self._load_object_layer()
-        self.object_tokens = self._load_object_tokens()
-
-    def _load_object_tokens(self) -> Any:
-        """The checkpoint's object-token projector where ``free_text_tokens`` is ``objects`` and it has one."""
-        if self.settings.free_text_tokens != "objects":
-            return None
-        model = self.model.model if isinstance(self.model, OnnxGenerator) else self.model
-        directory = self.checkpoint_path or resolve_checkpoint(self.settings.checkpoint)
-        try:
-            return load_projector_of(directory, model)
-        except ModelFileError as error:
-            raise ConfigError("free_text_tokens", str(error), "use free_text_tokens: scene, or train the projector "
-                              "with `threed-llm train-object-tokens`") from error
-
-    def _load_object_layer(self) -> Any:
-        """The object layer every reply is computed from (``object_classifier``, ``min_confidence``)."""
-        directory = self.settings.object_classifier or default_object_classifier()
-        perception = PerceptionSettings(up_axis=self.settings.up_axis, min_range=self.settings.min_range,
-                                        max_range=self.settings.max_range, min_confidence=self.settings.min_confidence,
-                                        sensor_height=self.settings.sensor_height)
-        try:
-            return ObjectLayer.load(directory, perception)
-        except ModelFileError as error:
-            raise ConfigError("object_classifier", str(error),
-                              "give the directory `threed-llm train-objects` wrote, or '' for the shipped one") from error
+        self.object_layer = load_object_layer(self.settings)
+        self.object_tokens = load_object_tokens(self.settings, self.model, self.checkpoint_path)
 
     def language_model_dtype(self) -> torch.dtype:
         """The dtype the language model runs in (``dtype`` setting; auto = fp32 on CPU, bf16/fp16 on CUDA)."""
