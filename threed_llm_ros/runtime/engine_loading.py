@@ -1,9 +1,9 @@
 """What :class:`~threed_llm_ros.runtime.engine.InferenceEngine` loads before it can reply, as plain functions.
 
 Kept apart from ``runtime/engine.py`` so that the engine holds the tasks (describe, answer, ground,
-plan) and the order of loading (``load``, ``around``), and this module each step of it: it takes the
-settings and what it needs, and returns what it loads, turning a bad file into a :class:`ConfigError`
-that names the parameter to fix.
+plan) and the order of loading (``load``, ``around``), and this module each step of it. Each function
+takes the settings and what it needs and returns what it loads; a missing or broken file is a
+:class:`ConfigError` that names the parameter to fix.
 """
 
 from __future__ import annotations
