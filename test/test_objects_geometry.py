@@ -217,6 +217,46 @@ def test_a_box_on_a_cabinet_is_its_own_proposal_but_a_chairs_back_is_not() -> No
     assert len(split_supported(chair, np.arange(len(chair)), 0.0)[0]) == 1
 
 
+def _table_with(rng: np.random.Generator, thing: np.ndarray, thing_colour: tuple[float, float, float],
+                extra: np.ndarray | None = None, extra_colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A 1 × 0.8 m table top 0.745 m up (light brown, its front face slightly shaded) with ``thing``
+    (and ``extra``) lying on it in their colours: (points, colours 0-1)."""
+    top = np.column_stack([rng.uniform(2.0, 3.0, 900), rng.uniform(-0.4, 0.4, 900), rng.normal(0.745, 0.002, 900)])
+    front = np.column_stack([np.full(300, 2.0), rng.uniform(-0.4, 0.4, 300), rng.uniform(0.0, 0.745, 300)])
+    # the thing hides the top under it
+    top = top[~((np.abs(top[:, 0] - thing[:, 0].mean()) < 0.12) & (np.abs(top[:, 1] - thing[:, 1].mean()) < 0.1))]
+    parts = [top, front, thing] + ([extra] if extra is not None else [])
+    colours = [np.tile((0.8, 0.6, 0.4), (len(top), 1)), np.tile((0.6, 0.45, 0.3), (len(front), 1)),
+               np.tile(thing_colour, (len(thing), 1))] + ([np.tile(extra_colour, (len(extra), 1))] if extra is not None else [])
+    return np.vstack(parts), np.vstack(colours)
+
+
+def test_a_book_lying_flat_on_a_table_is_its_own_proposal() -> None:
+    """A 1.5 cm book barely rises above the top it lies on: its colour tells it from the top. The
+    same patch in the table's own colour, printed flat on it, or as the foot of a monitor of its
+    colour standing on it, is no thing of its own."""
+    from threed_llm_ros.objects.proposals import split_supported
+
+    rng = np.random.default_rng(9)
+
+    def book(rise: float) -> np.ndarray:
+        return np.column_stack([rng.uniform(2.4, 2.62, 80), rng.uniform(-0.1, 0.08, 80), rng.normal(0.745 + rise, 0.002, 80)])
+
+    points, colours = _table_with(rng, book(0.015), (0.2, 0.3, 0.8))
+    pieces, surface = split_supported(points, np.arange(len(points)), 0.0, rgb=colours)
+    assert surface == pytest.approx(0.745, abs=0.02)
+    assert len(pieces) == 2 and set(pieces[1]) == set(range(len(points) - 80, len(points)))
+    assert len(split_supported(points, np.arange(len(points)), 0.0)[0]) == 1  # without colours: not seen
+    for rise, colour in ((0.015, (0.78, 0.58, 0.39)), (0.0, (0.2, 0.3, 0.8))):  # the table's colour; a print
+        points, colours = _table_with(rng, book(rise), colour)
+        assert len(split_supported(points, np.arange(len(points)), 0.0, rgb=colours)[0]) == 1
+    screen = np.column_stack([np.full(200, 2.5), rng.uniform(-0.25, 0.25, 200), rng.uniform(0.83, 1.13, 200)])
+    points, colours = _table_with(rng, book(0.015), (0.1, 0.1, 0.1), screen, (0.1, 0.1, 0.1))
+    pieces, _ = split_supported(points, np.arange(len(points)), 0.0, rgb=colours)
+    assert all(len(piece) != 80 for piece in pieces)  # the foot is no book; the screen alone stands on the top
+
+
 def test_a_dresser_against_a_beds_side_is_split_off_by_its_higher_top() -> None:
     """One DBSCAN cluster: a bed (top 0.55 m) and a dresser touching its side (top 0.85 m).
     Their tops step by 0.3 m, so they come apart; a long flat table stays whole."""

@@ -75,7 +75,8 @@ def propose(xyz: np.ndarray, rgb: np.ndarray | None, gravity: GravityFrame, seed
     clusters, origins = [], []  # origins: the z of the support's top surface each piece stands on, or None
     for touching in cluster(voxels.xyz[free]):
         for whole in split_by_height(voxels.xyz[free], touching):
-            pieces, surface = split_supported(voxels.xyz[free], whole, gravity.floor_z)
+            pieces, surface = split_supported(voxels.xyz[free], whole, gravity.floor_z,
+                                              rgb=None if voxels.rgb is None else voxels.rgb[free])
             clusters += pieces
             origins += [surface if index > 0 else None for index in range(len(pieces))]
     for number, indices in enumerate(clusters):

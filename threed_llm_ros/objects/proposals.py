@@ -42,6 +42,13 @@ SUPPORT_MAX_HEIGHT_M = 1.3
 SUPPORT_BAND_M = 0.03
 SUPPORT_CANDIDATES = 3  # the most exposed height bands tried as a support's top
 ON_TOP_MAX_SIDE_M = 0.7  # a thing on the surface is smaller than this (a headboard or a sofa back is not)
+# A flat thing lying on a top (a book, a tray) barely rises above it: it is told from the top by its
+# colour, and from a printed pattern or a stain by standing at least a little proud of the top.
+FLAT_CHROMA_STEP = 0.06  # unlike colours: their chromaticities (r, g, b over their sum) this far apart,
+FLAT_BRIGHTNESS_RATIO = 2.0  # ... or one this many times brighter (shading alone changes brightness, not hue)
+FLAT_MIN_RISE_M = 0.01  # median height above the top's own points
+FLAT_NEAR_M = 0.1  # what a flat thing lies on: the points this close to it, horizontally
+FLAT_CLEAR_M = 0.15  # a flat thing this close under something of its colour is its foot (a lamp shade overhangs)
 
 
 @dataclass
@@ -135,8 +142,79 @@ def cluster(xyz: np.ndarray, eps: float = CLUSTER_EPS_M, min_points: int = MIN_C
     return sorted(clusters, key=len, reverse=True)
 
 
-def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M
-                    ) -> tuple[list[np.ndarray], float | None]:
+def _near(points: np.ndarray, others: np.ndarray, reach: float, horizontal: bool = True) -> np.ndarray:
+    """(len(others),) bool: which of ``others`` lie within ``reach`` of any of ``points``
+    (horizontally, or in 3D)."""
+    if len(others) == 0:
+        return np.zeros(0, dtype=bool)
+    axes = 2 if horizontal else 3
+    gaps = np.linalg.norm(others[:, None, :axes] - points[None, :, :axes], axis=-1)
+    return gaps.min(axis=1) <= reach
+
+
+def unlike_colours(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of ``colours`` (N×3, 0–1) are unlike ``reference`` (3,) under any shading:
+    another chromaticity (``FLAT_CHROMA_STEP``) or a brightness ``FLAT_BRIGHTNESS_RATIO`` apart."""
+    colours = np.atleast_2d(np.asarray(colours, dtype=np.float64)) + 0.02
+    reference = np.asarray(reference, dtype=np.float64) + 0.02
+    chroma = colours / colours.sum(axis=1, keepdims=True) - reference / reference.sum()
+    ratio = np.abs(np.log(colours.max(axis=1) / reference.max()))
+    return (np.linalg.norm(chroma, axis=1) > FLAT_CHROMA_STEP) | (ratio > np.log(FLAT_BRIGHTNESS_RATIO))
+
+
+def _foot_of_something(xyz: np.ndarray, rgb: np.ndarray, flat: np.ndarray, colour: np.ndarray) -> bool:
+    """Whether ``flat`` (points) is the foot of something of its ``colour`` standing on it: enough of
+    the cloud's points (``xyz``, ``rgb``: all of them, a lamp's shade is a cluster of its own) rise
+    above it within ``FLAT_CLEAR_M``, in its colour (a monitor's foot, a lamp's base)."""
+    low, high = flat.min(axis=0), flat.max(axis=0)
+    window = np.flatnonzero(np.all(xyz[:, :2] >= low[:2] - FLAT_CLEAR_M, axis=1)
+                            & np.all(xyz[:, :2] <= high[:2] + FLAT_CLEAR_M, axis=1)
+                            & (xyz[:, 2] > high[2] + SUPPORT_BAND_M) & (xyz[:, 2] < high[2] + ON_TOP_MAX_SIDE_M))
+    window = window[_near(flat, xyz[window], FLAT_CLEAR_M)]
+    return int((~unlike_colours(rgb[window], colour)).sum()) >= MIN_CLUSTER_POINTS // 2
+
+
+def _flat_things(xyz: np.ndarray, rgb: np.ndarray, members: np.ndarray, top: np.ndarray, heights: np.ndarray,
+                 above: np.ndarray) -> np.ndarray:
+    """Positions (into ``members``) of the points of flat things lying on a top: among the top's
+    exposed points (``top``, a mask), each cluster whose colour is unlike the top's own, whose
+    median height stands ``FLAT_MIN_RISE_M`` above the top's own points, whose colour is unlike
+    what it lies on (the cluster's points within ``FLAT_NEAR_M`` and not above it: not a rim of the
+    thing itself), and that is not the foot of something of its colour (:func:`_foot_of_something`).
+    Only things apart from what stands higher on the top (``above``, positions) are added, so they
+    change no other piece: the lower edge of a thick book stays with the top, as without colours,
+    and two flat books side by side are not bridged into one."""
+    if top.sum() < MIN_CLUSTER_POINTS:
+        return np.zeros(0, dtype=np.int64)
+    colours = rgb[members]
+    own = np.median(colours[top], axis=0)
+    differs = top & unlike_colours(colours, own)
+    if differs.sum() < MIN_CLUSTER_POINTS // 2 or (top & ~differs).sum() < MIN_CLUSTER_POINTS:
+        return np.zeros(0, dtype=np.int64)
+    level = float(np.median(heights[top & ~differs]))
+    candidates = np.flatnonzero(differs)
+    points = xyz[members]
+    flat = []
+    for group in cluster(points[candidates], eps=CLUSTER_EPS_M * 0.7, min_points=MIN_CLUSTER_POINTS // 2):
+        chosen = candidates[group]
+        middle = float(np.median(heights[chosen]))
+        if middle < level + FLAT_MIN_RISE_M:
+            continue
+        if len(above) and _near(points[chosen], points[above], CLUSTER_EPS_M * 0.7, horizontal=False).any():
+            continue
+        if _foot_of_something(xyz, rgb, points[chosen], np.median(colours[chosen], axis=0)):
+            continue
+        rest = np.setdiff1d(np.arange(len(members)), chosen)
+        under = rest[(heights[rest] <= middle) & _near(points[chosen], points[rest], FLAT_NEAR_M)]
+        if len(under) < MIN_CLUSTER_POINTS // 2 or not unlike_colours(np.median(colours[chosen], axis=0),
+                                                                      np.median(colours[under], axis=0))[0]:
+            continue
+        flat.append(chosen)
+    return np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
+
+
+def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel: float = VOXEL_M,
+                    rgb: np.ndarray | None = None) -> tuple[list[np.ndarray], float | None]:
     """``members`` (indices into ``xyz``) split into the support and the small things on its top surface.
 
     The top surface is, of the height bands between ``SUPPORT_MIN_HEIGHT_M`` and
@@ -164,6 +242,8 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
         on_surface = np.abs(heights - surface) <= SUPPORT_BAND_M
         covered = np.unique(np.floor(xyz[members[on_surface & exposed], :2] / cell).astype(np.int64), axis=0)
         above = np.flatnonzero(heights > surface + SUPPORT_BAND_M)
+        if rgb is not None:
+            above = np.union1d(above, _flat_things(xyz, rgb, members, on_surface & exposed, heights, above))
         # the first of the most exposed bands that is large and has something on it (the box's
         # own top, exposed too, holds nothing)
         if len(covered) * cell * cell >= SUPPORT_MIN_AREA_M2 and len(above) >= MIN_CLUSTER_POINTS:
