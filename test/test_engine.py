@@ -79,6 +79,8 @@ def test_not_seen_replies_name_what_is_missing() -> None:
         "I don't see a black book here (not seen)."
     assert not_seen_text("Where is the orange?") == "I don't see that here (not seen)."
     assert not_seen_text("Where is the apple chair?") == "I don't see a chair here (not seen)."
+    assert not_seen_text("Where is the dresser?", "dresser", unsure=(2.04, 0.42)) == \
+        "I don't see a dresser here (not seen); something about 2.0 m away might be one (0.42), too unsure to mark."
 
 
 def test_the_robots_goal_is_the_plan_annotations_goal() -> None:
@@ -319,12 +321,33 @@ def test_a_seen_category_in_another_colour_is_not_seen(trained_engine: Inference
                  and not any(name in NEAR_COLORS[color] for color in same_category if color))
     reply = trained_engine.ground(cloud, f"Where is the {wrong} {largest.category}?")
     assert reply.target is None, reply.text
-    assert f"I see a {largest.color} {largest.category}" in reply.text or f"I see an {largest.color}" in reply.text, reply.text
+    assert "; I see " in reply.text and f"{largest.color} {largest.category}" in reply.text.split("; I see ")[1], reply.text
     planned = trained_engine.plan(cloud, f"Go to the {wrong} {largest.category}.")
     assert planned.plan.steps[0]["action"] == "navigate_to" and "pose" not in planned.plan.steps[0], planned.plan.steps
     assert not planned.targets
     reply = trained_engine.ground(cloud, f"Where is the {largest.color} {largest.category}?")
     assert reply.target is not None and reply.target.category == largest.category
+
+
+@needs_trained_model
+@pytest.mark.slow
+def test_a_not_seen_reply_says_where_an_unsure_one_might_be(trained_engine: InferenceEngine, cloud: SceneCloud) -> None:
+    """An object of the asked category scoring under ``min_confidence`` gets no box and no pose,
+    but the reply says how far away something might be one, and how sure that is."""
+    from threed_llm_ros.runtime.engine import UNSURE_MIN_SCORE
+
+    found = trained_engine.scene_objects(cloud)
+    confident = {obj.category for obj in found.confident}
+    unsure = [obj for obj in found.objects
+              if UNSURE_MIN_SCORE <= obj.score < found.min_confidence and obj.category not in confident]
+    assert unsure, "frame 3 has no unsure object of an unseen category any more: pick a frame that has one"
+    best = max((obj for obj in unsure if obj.category == unsure[0].category), key=lambda obj: obj.score)
+    reply = trained_engine.ground(cloud, f"Where is the {best.category}?")
+    assert reply.target is None, reply.text
+    distance = float(np.linalg.norm(best.box.center))  # the cloud is in the sensor's frame: the origin is the sensor
+    assert reply.text.endswith(f"about {distance:.1f} m away might be one ({best.score:.2f}), too unsure to mark."), reply.text
+    planned = trained_engine.plan(cloud, f"Go to the {best.category}.")
+    assert not planned.targets and "pose" not in planned.plan.steps[0]
 
 
 @needs_trained_model

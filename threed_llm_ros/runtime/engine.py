@@ -31,7 +31,9 @@ list is "not seen".
   ``free_text_tokens`` is ``objects`` and the checkpoint has a projector, else the scene encoder's.
 * ``ground``: the confident object the query names (its ``locate`` program, else the
   category its words name), as a box with its pose in the input frame; none at all when
-  it is not seen (no box, no pose). ``score`` is the object's calibrated confidence.
+  it is not seen (no box, no pose), where the text says how far away the likeliest object of
+  the category scoring at least ``UNSURE_MIN_SCORE`` (but under ``min_confidence``) might be one.
+  ``score`` is the object's calibrated confidence.
 * ``plan``: the instruction's program over the objects (``"source": "program"``), else the
   model's plan text (``"model"``), else the rules of :mod:`threed_llm_ros.runtime.intent`
   (``"rules"``). Each ``navigate_to`` target that is seen gets a goal pose on the floor in
@@ -90,6 +92,7 @@ from threed_llm_ros.runtime.lm_backend import release_torch_decoder
 CAPTION_PROMPT = "Describe the scene."
 MIN_FRAME_POINTS = 100  # fewer valid points: "the frame is too sparse", not an answer
 CUT_SHORT_NOTE = " [cut short: reply_timeout_s ({:g} s) reached]"
+UNSURE_MIN_SCORE = 0.3  # a "not seen" reply names the likeliest object of the category scoring this much
 
 
 class InferenceEngine:
@@ -360,7 +363,13 @@ class InferenceEngine:
         if chosen is None:
             category = category_in_phrase(target) or category_in_phrase(prompt)
             others = [f"{obj.color} {obj.category}".strip() for obj in found.confident if obj.category == category]
-            return GroundingReply([], not_seen_text(prompt, target, others[:3]), timings, program)
+            color = color_in_phrase(target) or color_in_phrase(prompt)
+            unsure = [obj for obj in found.objects if obj.category == category and color_fits(color, obj.color)
+                      and UNSURE_MIN_SCORE <= obj.score < found.min_confidence]
+            maybe = max(unsure, key=lambda obj: obj.score, default=None)
+            where = None if maybe is None else (
+                float(np.linalg.norm(found.gravity.pose_in_input(np.asarray(maybe.box.center), maybe.box.yaw)[0])), maybe.score)
+            return GroundingReply([], not_seen_text(prompt, target, others[:3], where), timings, program)
         grounded = self._grounded(chosen, target, found.gravity)
         return GroundingReply([grounded], f"{chosen.color} {chosen.category}".strip(), timings, program)
 

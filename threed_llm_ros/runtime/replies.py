@@ -93,13 +93,17 @@ def navigation_goal_for_box(box: OrientedBox, floor_z: float, standoff_m: float 
     return np.array([position[0], position[1], floor_z]), yaw
 
 
-def not_seen_text(prompt: str, target: str = "", seen_instead: Sequence[str] = ()) -> str:
+def not_seen_text(prompt: str, target: str = "", seen_instead: Sequence[str] = (),
+                  unsure: tuple[float, float] | None = None) -> str:
     """The honest reply about an object that is not among the confident objects; ``seen_instead``:
-    labels of confident objects of its category that the words rule out (another colour)."""
+    labels of confident objects of its category that the words rule out (another colour);
+    ``unsure``: (distance m, score) of an object that might be it, too unsure to mark or drive to."""
     name = target or category_in_phrase(prompt) or "that"
     text = f"I don't see {_with_article(name)} here (not seen)."
     if seen_instead:
         text = text[:-1] + "; I see " + " and ".join(_with_article(label) for label in seen_instead) + "."
+    elif unsure is not None:
+        text = text[:-1] + f"; something about {unsure[0]:.1f} m away might be one ({unsure[1]:.2f}), too unsure to mark."
     return text
 
 
