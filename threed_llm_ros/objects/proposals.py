@@ -1,4 +1,4 @@
-"""Object proposals from geometry alone: remove the room's planes, cluster what stands in it.
+"""Object proposals from geometry: remove the room's planes, cluster what stands in it.
 
 In the gravity frame (z up, floor at ``floor_z``): the cloud is voxelised, the floor band
 and anything above a ceiling are removed, then vertical planes that bound the room are
@@ -10,9 +10,10 @@ with DBSCAN; each cluster is a proposal (its points' indices into the voxelised 
 Clusters too small to be an object are dropped. Things standing on a large horizontal
 surface (a cup on a table, a monitor on a desk) touch it and so share its cluster:
 :func:`split_supported` finds the surface and makes each small group of points above it a
-cluster of its own (PCL's classic tabletop segmentation). Before that, a long cluster whose
-top steps up or down by more than ``HEIGHT_STEP_M`` between neighbouring footprint cells is
-split there (:func:`split_by_height`: a dresser against a bed's side).
+cluster of its own (PCL's classic tabletop segmentation); a flat thing lying on the top (a book),
+which barely rises out of the top's band, is told from it by its colour (:func:`_flat_things`).
+Before that, a long cluster whose top steps up or down by more than ``HEIGHT_STEP_M`` between
+neighbouring footprint cells is split there (:func:`split_by_height`: a dresser against a bed's side).
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
     clustered, and each cluster no wider than ``ON_TOP_MAX_SIDE_M`` and smaller than the
     support becomes its own proposal. Returns
     (the support's points followed by each thing's, the surface's z), or ``([members], None)``
-    when there is no such surface or nothing on it.
+    when there is no such surface or nothing on it. With ``rgb`` (colours of ``xyz``, 0–1), flat
+    things on the top count as things on it too (:func:`_flat_things`).
     """
     heights = xyz[members, 2] - floor_z
     columns = np.unique(np.floor(xyz[members, :2] / voxel).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
