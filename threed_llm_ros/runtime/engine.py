@@ -364,7 +364,10 @@ class InferenceEngine:
             category = category_in_phrase(target) or category_in_phrase(prompt)
             others = [f"{obj.color} {obj.category}".strip() for obj in found.confident if obj.category == category]
             color = color_in_phrase(target) or color_in_phrase(prompt)
-            unsure = [obj for obj in found.objects if obj.category == category and color_fits(color, obj.color)
+            # an unsure candidate is named only for a category (and colour) alone: whether it stands
+            # where a relation says ("left of the bed") is not checked
+            plain = program is None or len(program.split(":", 1)[-1].split(",")) <= 2
+            unsure = [obj for obj in found.objects if plain and obj.category == category and color_fits(color, obj.color)
                       and UNSURE_MIN_SCORE <= obj.score < found.min_confidence]
             maybe = max(unsure, key=lambda obj: obj.score, default=None)
             where = None if maybe is None else (
