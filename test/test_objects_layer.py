@@ -140,6 +140,25 @@ def test_two_tables_pushed_together_are_two_tables() -> None:
         assert max(rotated_box_iou(obj.box, box) for obj in found) >= 0.7
 
 
+def test_two_tables_side_by_side_stay_two_tables() -> None:
+    """Two 1.4 × 0.8 m tables side by side, 0.15 m apart, are two clusters named table. Merged they
+    would be 1.4 m long, as a table may be, but 1.75 m deep, as no table is: fragments of one
+    object under one name merge only where the whole fits the category on both sides (seen in
+    the card's scene sim0_000007, where a blue and a purple table became one)."""
+    rng = np.random.default_rng(5)
+    floor = np.column_stack([rng.uniform(0.5, 6, 8000), rng.uniform(-3, 3, 8000), np.zeros(8000)])
+    wall = np.column_stack([np.full(4000, 6.0), rng.uniform(-3, 3, 4000), rng.uniform(0, 2.5, 4000)])
+    tables = [_table_points(rng, (x0, -0.7), (0.8, 1.4), 0.74) for x0 in (2.2, 3.15)]
+    points = np.vstack([floor, wall, *tables])
+    points = points + rng.normal(0, 0.004, points.shape) - np.array([0.0, 0.0, 1.2])  # the sensor 1.2 m up
+    layer = ObjectLayer.load(default_object_classifier(), PerceptionSettings(up_axis="z", sensor_height=1.2))
+    found = [obj for obj in layer.perceive(points).confident if obj.category in ("table", "desk")]
+    truth = [OrientedBox((x, 0.0, -0.83), (0.8, 1.4, 0.74), 0.0) for x in (2.6, 3.55)]
+    assert len(found) == 2, [(obj.category, obj.box.size) for obj in found]
+    for box in truth:
+        assert max(rotated_box_iou(obj.box, box) for obj in found) >= 0.5
+
+
 def test_a_classifier_for_other_features_is_refused(tmp_path: Path) -> None:
     config = json.loads((default_object_classifier() / "config.json").read_text())
     config["features"] = config["features"][:-1]
@@ -235,14 +254,14 @@ def test_sun_counts_one_bed_boxes_it_and_invents_nothing(sun_results: dict) -> N
 @pytest.mark.slow
 def test_sun_objects_agree_across_headings(sun_results: dict) -> None:
     """Turning the cloud about the vertical moves the voxel grid, not the objects: the large
-    objects' IoUs stay within 0.05 and the confident categories mostly agree."""
+    objects' IoUs stay within 0.05 (of the report's 3-decimal figures) and the confident categories mostly agree."""
     turned = [scored for name, scored in sun_results.items() if name.startswith("upright_turned_")]
     reference = {entry["category"]: entry["best_iou_any_object"] for entry in turned[0]["objects"]}
     first = {entry["category"] for entry in turned[0]["detections"]}
     for scored in turned[1:]:
         for entry in scored["objects"]:
             if entry["category"] in ("bed", "dresser", "ottoman"):
-                assert abs(entry["best_iou_any_object"] - reference[entry["category"]]) <= 0.05, entry
+                assert abs(entry["best_iou_any_object"] - reference[entry["category"]]) <= 0.05 + 1e-9, entry
         categories = {entry["category"] for entry in scored["detections"]}
         assert len(categories & first) >= 0.6 * len(categories | first), (categories, first)
 

@@ -245,6 +245,13 @@ class ObjectLayer:
         spec = CATEGORIES[self.classes[label]]
         return max(box.size[:2]) <= max(spec.size_max[:2]) * slack and box.size[2] <= spec.size_max[2] * slack
 
+    def _fits_both_sides(self, box: OrientedBox, label: int, slack: float = SIZE_SLACK) -> bool:
+        """Whether ``box``'s footprint fits category ``label``'s on its long and its short side
+        (with ``slack``): two tables side by side make a box as long as one table but twice as deep."""
+        short, long = sorted(box.size[:2])
+        short_max, long_max = sorted(CATEGORIES[self.classes[label]].size_max[:2])
+        return self._fits(box, label, slack) and short <= short_max * slack
+
     def _join_fragments(self, proposals: list[Proposal], gravity: GravityFrame, rays: RayGrid) -> list[Proposal]:
         """Touching proposals that are likelier one object than two join: a table's top and its
         legs, split where the sensor saw little of the joint. Two join when the joined shape's
@@ -412,7 +419,7 @@ class ObjectLayer:
             while j < len(proposals):
                 if labels[i] == labels[j] != other and footprint_gap(proposals[i].box, proposals[j].box) <= MERGE_GAP_M:
                     candidate = merge_pieces(proposals[i], proposals[j], floor_z)
-                    if self._fits(candidate.box, labels[i]) and not cut_apart(proposals[i], proposals[j]):
+                    if self._fits_both_sides(candidate.box, labels[i]) and not cut_apart(proposals[i], proposals[j]):
                         proposals[i] = candidate
                         probabilities[i] = np.maximum(probabilities[i], probabilities[j])
                         del proposals[j], labels[j]
