@@ -29,6 +29,7 @@ from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
+from threed_llm_ros.objects.context import weigh_by_room
 from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
@@ -428,6 +429,9 @@ class ObjectLayer:
                         continue
                 j += 1
             i += 1
+        probabilities = weigh_by_room(probabilities, self.classes)
+        labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
+        labels = [label + (label >= other) for label in labels]
         objects = []
         for proposal, label, row in zip(proposals, labels, probabilities):
             category = self.classes[label]
