@@ -114,6 +114,17 @@ class PerceptionSettings:
                               "give the sensor's height above the floor in metres (from the URDF), or 0 if unknown")
 
 
+def hidden_depth(category: str, box: OrientedBox) -> float:
+    """How deep a box of ``category`` is completed behind the face a view sees: a round thing as
+    deep as the width the view shows (within its category's sizes), anything else the category's
+    expected depth, halfway between its least and its greatest (with the least, Acc@0.5 on
+    simulated frames was 5-8 points lower)."""
+    spec = CATEGORIES[category]
+    if spec.round_footprint:
+        return min(max(min(spec.size_min[:2]), max(box.size[:2])), max(spec.size_max[:2]))
+    return (min(spec.size_min[:2]) + min(spec.size_max[:2])) / 2
+
+
 def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
     """Drop objects whose points lie mostly (``share``) inside the completed box of a larger,
     more confident, confident object: a mattress patch inside a bed is the bed, not a table. A
@@ -447,10 +458,7 @@ class ObjectLayer:
             else:
                 bottom = box.center[2] - box.size[2] / 2
             box = OrientedBox((box.center[0], box.center[1], (top + bottom) / 2), (box.size[0], box.size[1], top - bottom), box.yaw)
-            depth = min(spec.size_min[:2])
-            if spec.round_footprint:  # a round thing is as deep as the width the view shows
-                depth = min(max(depth, max(box.size[:2])), max(spec.size_max[:2]))
-            box = complete_box(box, depth, walls, max(spec.size_min[:2]))
+            box = complete_box(box, hidden_depth(category, box), walls, max(spec.size_min[:2]))
             ranked = np.argsort(row)[::-1][:3]
             objects.append(SceneObject(
                 category=category, color=object_color(proposal.colors, color_gain), box=box, score=float(row[label]),
