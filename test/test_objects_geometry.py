@@ -276,6 +276,34 @@ def test_a_dresser_against_a_beds_side_is_split_off_by_its_higher_top() -> None:
     assert len(split_by_height(table, np.arange(len(table)))) == 1
 
 
+def test_a_sliver_of_points_is_no_sighting() -> None:
+    """24 points 6.6 m away (the real NYU basement's far room) cover 4 % of the smallest face a
+    table has: no longer a 0.79 table. The same table seen whole, a cup of 10 points, a coarse
+    camera whose every point covers more, and a cloud of unknown density keep their scores."""
+    from threed_llm_ros.geometry.camera import CameraIntrinsics
+    from threed_llm_ros.objects.layer import SceneObject, camera_resolution
+    from threed_llm_ros.objects.plausibility import doubt_thin_evidence
+
+    def thing(category: str, center: tuple, size: tuple, points: int, score: float) -> SceneObject:
+        return SceneObject(category=category, color="red", box=OrientedBox(center, size, 0.0), score=score,
+                           points=np.zeros((points, 3)), categories=((category, score), ("chair", 0.1)))
+
+    kinect = (582.6, 582.7)
+    sliver = thing("table", (5.8, -3.1, -1.2), (0.7, 0.8, 0.52), 24, 0.786)
+    doubted = doubt_thin_evidence([sliver], kinect)[0]
+    assert doubted.score < 0.5 and doubted.categories[0][1] == pytest.approx(doubted.score, abs=1e-4)
+    seen = thing("table", (3.0, 0.0, -0.8), (1.2, 0.8, 0.75), 400, 0.786)
+    cup = thing("cup", (2.0, 0.0, -0.4), (0.08, 0.08, 0.1), 10, 0.9)
+    assert [obj.score for obj in doubt_thin_evidence([seen, cup], kinect)] == [0.786, 0.9]
+    assert doubt_thin_evidence([sliver], (100.0, 100.0))[0].score == 0.786  # 6 cm pixels at 6.6 m
+    assert doubt_thin_evidence([sliver], None)[0].score == 0.786
+    intrinsics = CameraIntrinsics.from_field_of_view(640, 480, 60.0)
+    lidar_beside_camera = np.eye(4)
+    lidar_beside_camera[:3, 3] = (0.1, -0.2, 0.0)
+    assert camera_resolution(intrinsics, None) == (intrinsics.fx, intrinsics.fy)
+    assert camera_resolution(intrinsics, lidar_beside_camera) is None and camera_resolution(None, None) is None
+
+
 def test_a_small_thing_on_a_bed_or_sofa_is_only_possible() -> None:
     """A book-sized thing on a confident bed (a pillow, a fold of the blanket: no category names
     those), or on any long low surface whatever it is called (an ottoman's tufts), keeps only

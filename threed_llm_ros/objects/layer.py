@@ -114,6 +114,17 @@ class PerceptionSettings:
                               "give the sensor's height above the floor in metres (from the URDF), or 0 if unknown")
 
 
+def camera_resolution(intrinsics: Any, camera_from_input: np.ndarray | None) -> tuple[float, float] | None:
+    """The camera's (fx, fy) where the cloud is that camera's own depth image (its intrinsics given,
+    and the cloud's origin the camera's: no transform, or a rotation only); None otherwise (a lidar
+    beside a camera, or a bare cloud)."""
+    if intrinsics is None:
+        return None
+    if camera_from_input is not None and float(np.linalg.norm(np.asarray(camera_from_input)[:3, 3])) > 0.01:
+        return None
+    return float(intrinsics.fx), float(intrinsics.fy)
+
+
 def hidden_depth(category: str, box: OrientedBox) -> float:
     """How deep a box of ``category`` is completed behind the face a view sees: a round thing as
     deep as the width the view shows (within its category's sizes), anything else the category's
@@ -465,6 +476,6 @@ class ObjectLayer:
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
                 on_top=proposal.on_top,
             ))
-        objects = doubt_implausible(objects, self.settings.min_confidence, floor_z)
+        objects = doubt_implausible(objects, self.settings.min_confidence, floor_z, camera_resolution(*camera[1:]))
         objects.sort(key=lambda obj: -obj.score)
         return absorb_parts(objects, self.settings.min_confidence)[:MAX_OBJECTS]
