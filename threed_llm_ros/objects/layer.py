@@ -114,6 +114,12 @@ class PerceptionSettings:
                               "give the sensor's height above the floor in metres (from the URDF), or 0 if unknown")
 
 
+def named_labels(probabilities: np.ndarray, other: int) -> list[int]:
+    """Each row's likeliest class other than ``other`` (class indices)."""
+    labels = np.delete(probabilities, other, axis=1).argmax(axis=1)
+    return [int(label) + int(label >= other) for label in labels]
+
+
 def camera_resolution(intrinsics: Any, camera_from_input: np.ndarray | None) -> tuple[float, float] | None:
     """The camera's (fx, fy) where the cloud is that camera's own depth image (its intrinsics given,
     and the cloud's origin the camera's: no transform, or a rotation only); None otherwise (a lidar
@@ -433,8 +439,7 @@ class ObjectLayer:
         proposals = self._join_fragments(self._split_oversized(proposals, gravity, rays), gravity, rays)
         probabilities = self._recognise(proposals, gravity, camera, rays)
         other = self.classes.index(OTHER)
-        labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
-        labels = [label + (label >= other) for label in labels]
+        labels = named_labels(probabilities, other)
         # fragments of one object seen under one name (a bed's headboard and footboard): merge
         # while the merged box still fits the category's largest size (each pair looked at once,
         # a merged one against the rest again)
@@ -454,8 +459,7 @@ class ObjectLayer:
                 j += 1
             i += 1
         probabilities = weigh_by_room(probabilities, self.classes)
-        labels = [int(np.argmax(np.delete(row, other))) for row in probabilities]
-        labels = [label + (label >= other) for label in labels]
+        labels = named_labels(probabilities, other)
         objects = []
         for proposal, label, row in zip(proposals, labels, probabilities):
             category = self.classes[label]
