@@ -15,7 +15,7 @@ from threed_llm_ros.errors import ModelFileError
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
-from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings, hidden_depth
+from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings, beyond_long_ends, hidden_depth
 from threed_llm_ros.objects.recognition import OTHER, load_classifier
 from threed_llm_ros.objects.refine import load_refiner
 from threed_llm_ros.resources import default_object_classifier
@@ -237,7 +237,7 @@ def test_sun_dresser_and_ottoman_are_boxed_in_every_frame(sun_results: dict) -> 
 @pytest.mark.slow
 def test_sun_counts_one_bed_boxes_it_and_invents_nothing(sun_results: dict) -> None:
     """In every input, with the image and without: "How many beds?" counts one, its box has
-    IoU >= 0.45 with the labelled bed (0.53 measured: its headboard, pillows, the strip of
+    IoU >= 0.45 with the labelled bed (0.58 measured: its headboard, pillows, the strip of
     mattress seen at a grazing angle and the footboard are one bed), and no lamp, night stand or other confident object of
     a category that is not in the room is put where nothing of its kind is (the mirror's
     reflections included)."""
@@ -249,6 +249,28 @@ def test_sun_counts_one_bed_boxes_it_and_invents_nothing(sun_results: dict) -> N
         bed = next(entry for entry in scored["objects"] if entry["category"] == "bed")
         assert bed["best_iou"] >= 0.45 and bed["matched_as"] == "bed", (name, bed)
         assert not scored["invented"], (name, scored["invented"])
+
+
+@pytest.mark.slow
+def test_sun_night_stand_is_not_taken_into_the_bed(sun_results: dict) -> None:
+    """The night stand beside the headboard (66 points, with its lamp's foot) lies beyond the
+    headboard's end: it is no piece of the bed, so something of its own, named or uncertain, is
+    where it stands in every input (it was inside the bed's box, best IoU 0.02)."""
+    for name, scored in sun_results.items():
+        if name == "timings":
+            continue
+        stand = next(entry for entry in scored["objects"] if entry["category"] == "night stand")
+        assert stand["best_iou_any_object"] >= 0.1, (name, stand)
+
+
+def test_a_piece_beyond_the_long_sides_end_is_measured_from_it() -> None:
+    """``beyond_long_ends``: 0 for a piece alongside a headboard, the overshoot past its end
+    otherwise, whichever of the box's sides is the long one."""
+    headboard = OrientedBox((5.0, -1.0, 0.0), (0.16, 1.8, 0.8), 0.0)  # long along y
+    assert beyond_long_ends(headboard, OrientedBox((3.8, -1.5, -0.4), (0.3, 0.5, 0.2), 0.0)) == 0.0
+    assert beyond_long_ends(headboard, OrientedBox((4.7, -2.3, -0.4), (0.4, 0.4, 0.7), 0.0)) == pytest.approx(0.4)
+    turned = OrientedBox((5.0, -1.0, 0.0), (1.8, 0.16, 0.8), math.pi / 2)  # the same board
+    assert beyond_long_ends(turned, OrientedBox((4.7, -2.3, -0.4), (0.4, 0.4, 0.7), 0.0)) == pytest.approx(0.4)
 
 
 @pytest.mark.slow
