@@ -261,6 +261,22 @@ def test_programs_on_a_hand_built_room() -> None:
         assert execute_program(parse_program(text), facts) == answer, text
 
 
+def test_a_raised_thing_whose_support_is_unseen_is_next_to_nothing() -> None:
+    """A lamp standing 0.7 m up on a table the layer did not name (sim0_000007 of the card's CI
+    subset: the blue table too unsure) is at no known level: it is not "next to" the purple table
+    beside it on the floor, while two floor-standing things side by side still are."""
+    objects = [
+        DetectedObject("table", "purple", OrientedBox((3.0, -1.0, -0.85), (1.2, 0.8, 0.7))),
+        DetectedObject("lamp", "red", OrientedBox((3.0, 0.0, -0.3), (0.3, 0.3, 0.5))),
+        DetectedObject("chair", "green", OrientedBox((3.0, -1.8, -0.75), (0.5, 0.5, 0.9))),
+    ]
+    facts = detected_facts(objects)
+    assert list(facts.support) == [-1, -1, -1]
+    assert execute_program(parse_program("relation: next to ; lamp, red ; table, purple"), facts) == "no"
+    assert execute_program(parse_program("relation: next to ; chair ; table, purple"), facts) == "yes"
+    assert execute_program(parse_program("category: next to ; lamp"), facts) != "table"
+
+
 def test_objects_the_scene_lacks() -> None:
     """What a program cannot find it does not make up; missing things are small things, so they
     are in no relation and lose size comparisons."""

@@ -265,6 +265,17 @@ class DetectedObject:
     score: float = 1.0
 
 
+def raised(boxes: Sequence[OrientedBox], by_centre: bool = True) -> list[bool]:
+    """Per box, whether it may stand on something: its bottom ``ABOVE_FLOOR_M`` clear of the floor
+    (the lowest bottom), or, ``by_centre``, its centre twice that high (detected bottoms are rough)."""
+    if not boxes:
+        return []
+    bottoms = [box.center[2] - box.size[2] / 2 for box in boxes]
+    floor = min(bottoms)
+    return [bottom - floor >= ABOVE_FLOOR_M or (by_centre and box.center[2] - floor >= 2 * ABOVE_FLOOR_M)
+            for bottom, box in zip(bottoms, boxes)]
+
+
 def supports(boxes: Sequence[OrientedBox]) -> list[int | None]:
     """Per box, the index of the box it rests on, or None (on the floor, or nothing under it).
 
@@ -278,12 +289,11 @@ def supports(boxes: Sequence[OrientedBox]) -> list[int | None]:
     centres = np.array([box.center for box in boxes], dtype=np.float64)
     sizes = np.array([box.size for box in boxes], dtype=np.float64)
     tops = centres[:, 2] + sizes[:, 2] / 2
-    floor = float((centres[:, 2] - sizes[:, 2] / 2).min())
     areas = sizes[:, 0] * sizes[:, 1]
     result: list[int | None] = []
-    for index in range(len(boxes)):
+    for index, clear in enumerate(raised(boxes)):
         best: int | None = None
-        if centres[index, 2] - sizes[index, 2] / 2 - floor >= ABOVE_FLOOR_M or centres[index, 2] - floor >= 2 * ABOVE_FLOOR_M:
+        if clear:
             for other, base in enumerate(boxes):
                 if other == index or areas[other] <= areas[index] or centres[other, 2] >= centres[index, 2]:
                     continue
@@ -303,13 +313,18 @@ def _to_box_frame(offset: np.ndarray, yaw: float) -> np.ndarray:
 
 
 def detected_facts(objects: Sequence[DetectedObject], config: AnnotationConfig = DECISION_CONFIG) -> SceneFacts:
-    """``SceneFacts`` of detected objects (support inferred from the boxes), for running programs."""
+    """``SceneFacts`` of detected objects (support inferred from the boxes), for running programs.
+    A raised object whose support was not found (a lamp on a table too unsure to be named) stands
+    at no known level: it is next to nothing, where the floor's level would make it "next to"
+    every floor-standing thing near it."""
     boxes = [obj.box for obj in objects]
+    rests_on = supports(boxes)
     records = [
         ObjectRecord(index, obj.category, obj.color, obj.box, on=support, visible_points=max(config.min_visible_points, 1))
-        for index, (obj, support) in enumerate(zip(objects, supports(boxes)))
+        for index, (obj, support) in enumerate(zip(objects, rests_on))
     ]
-    return SceneFacts(records, config)
+    unknown_level = [support is None and clear for support, clear in zip(rests_on, raised(boxes, by_centre=False))]
+    return SceneFacts(records, config, unknown_level=unknown_level)
 
 
 # --------------------------------------------------------------------------- execution

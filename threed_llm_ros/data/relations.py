@@ -131,11 +131,12 @@ class SceneFacts:
     ``objects`` are ``ObjectRecord``-like (``category``, ``color``, ``box``, ``on``,
     ``visible_points``), indexed by position. ``strict[relation]`` and
     ``lenient[relation]`` are M×M boolean matrices: entry [i, j] says "object i
-    <relation> object j".
+    <relation> object j". ``unknown_level`` (detected objects only): per object, whether it is
+    raised with no support found under it; such an object is "next to" nothing.
     """
 
     def __init__(self, objects: Sequence[ObjectRecord], config: AnnotationConfig = AnnotationConfig(),
-                 room_type: str = "") -> None:
+                 room_type: str = "", unknown_level: Sequence[bool] | None = None) -> None:
         self.objects = list(objects)
         self.room_type = room_type
         self.config = config
@@ -159,7 +160,11 @@ class SceneFacts:
         indices = np.arange(count)
         on = self.support[:, None] == indices[None, :]
         stacked = on | on.T
-        same_level = self.support[:, None] == self.support[None, :]
+        level = self.support.copy()  # an object's support level: what it rests on, -1 the floor
+        if unknown_level is not None:  # ... or a level of its own (raised, its support not found)
+            unknown = np.flatnonzero(np.asarray(unknown_level, dtype=bool))
+            level[unknown] = -2 - unknown
+        same_level = level[:, None] == level[None, :]
         not_self = ~np.eye(count, dtype=bool)
         dy = self.centers[:, 1][:, None] - self.centers[:, 1][None, :]
         dx = self.centers[:, 0][:, None] - self.centers[:, 0][None, :]
