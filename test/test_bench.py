@@ -15,6 +15,7 @@ RUN_KEYS = {
     "backend", "device", "language_model_dtype", "scene_encoder", "providers", "load_s", "warm_up_s", "preprocess_s",
     "encoder_s", "encoder_batch", "prefill_s", "decode_tokens_per_s", "decode_tokens", "end_to_end_s",
     "plan_generations", "prompt_tokens", "peak_rss_mb", "rss_increase_mb", "peak_gpu_mb", "object_layer_s", "lm_backend",
+    "object_layer_rgbd_s",
 }
 POSITIVE_RUN_KEYS = ("load_s", "warm_up_s", "preprocess_s", "encoder_s", "prefill_s", "decode_tokens_per_s",
                      "decode_tokens", "prompt_tokens", "peak_rss_mb")
@@ -49,10 +50,12 @@ def test_quick_bench_writes_every_field(tmp_path: Path) -> None:
         assert set(run) == RUN_KEYS
         for key in POSITIVE_RUN_KEYS:
             assert _positive_finite(run[key]), (run["backend"], key, run[key])
-        assert set(run["end_to_end_s"]) == {"caption", "grounding", "plan", "free_text_answer"}
+        assert set(run["end_to_end_s"]) == {"caption", "grounding", "plan", "free_text_answer", "grounding_rgbd"}
         assert all(_positive_finite(value) for value in run["end_to_end_s"].values())
         assert run["end_to_end_s"]["free_text_answer"] >= run["prefill_s"]
-        assert set(run["object_layer_s"]) == {"gravity_s", "proposals_s", "recognition_s", "objects_s"}
+        assert set(run["object_layer_s"]) == set(run["object_layer_rgbd_s"]) == {
+            "gravity_s", "proposals_s", "recognition_s", "objects_s"}
+        assert all(_positive_finite(value) for value in run["object_layer_rgbd_s"].values())
     onnx_run = next(run for run in report["runs"] if run["backend"] == "onnxruntime")
     assert onnx_run["scene_encoder"] == "onnxruntime" and "CPUExecutionProvider" in onnx_run["providers"]
     if not any(run["backend"] == "tensorrt" for run in report["runs"]):

@@ -116,6 +116,7 @@ def test_the_robots_goal_is_the_plan_annotations_goal() -> None:
         ({"checkpoint": "x", "min_range": 5.0, "max_range": 1.0}, "min_range"),
         ({"checkpoint": "x", "reply_timeout_s": 0.0}, "reply_timeout_s"),
         ({"checkpoint": "x", "reply_timeout_s": float("nan")}, "reply_timeout_s"),
+        ({"checkpoint": "x", "torch_threads": 0}, "torch_threads"),
     ],
 )
 def test_bad_settings_name_the_parameter(settings: dict, parameter: str) -> None:

@@ -74,6 +74,9 @@ PARAMETER_SPECS: list[ParameterSpec] = [
                   choices=FREE_TEXT_TOKENS),
     _engine_spec("lm_threads", "Threads of the onnxruntime decoder (no spinning; 1 holds up best on shared "
                   "cores, see `threed-llm bench`).", 1, 64),
+    _engine_spec("torch_threads", "Threads of torch in this process (the object layer's classifiers and its "
+                  "ImageNet crops, a torch scene encoder or language model); 1 holds up best on shared cores, see "
+                  "`threed-llm bench`.", 1, 64),
     _engine_spec("max_new_tokens", "Most tokens the model generates per reply.", 1, 1024),
     _engine_spec("reply_timeout_s", "Deadline of one reply (s): the model stops generating there, "
                   "as at max_new_tokens, and the reply says it was cut short. Also how long a min_stamp goal "

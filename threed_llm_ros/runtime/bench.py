@@ -4,7 +4,8 @@ For each backend (torch, onnxruntime, tensorrt where present) and device (cpu, c
 where present) it loads the engine and measures, as medians over ``--repeats``:
 preprocessing, the scene encoder (batch 1), prompt prefill, decode tokens/s, and the
 end-to-end latency of a caption, a grounding and a plan on the same simulated 640×480
-frame with the same prompts; peak memory (process RSS, sampled; GPU when present). Then
+frame with the same prompts, and the object layer and a grounding again with the frame's colour
+image and intrinsics (as from an RGB-D camera: each object's crop then goes through ImageNet); peak memory (process RSS, sampled; GPU when present). Then
 the sustained input rate of the node's latest-frame pipeline, measured without ROS
 (see :func:`sustained_rates`), and the language model's section (``lm_bench``: torch, the
 exported decoders and, when ``llama_cpp`` is importable, llama.cpp on the same GGUF, at 1 and 2
@@ -82,8 +83,12 @@ def bench_frame() -> Any:
     return simulate(SCENE_SEED)
 
 
-def fresh_cloud(frame: Any) -> Any:
-    """A new SceneCloud object of ``frame`` (the engine caches by object, so this forces preprocessing)."""
+def fresh_cloud(frame: Any, with_image: bool = False) -> Any:
+    """A new SceneCloud object of ``frame`` (the engine caches by object, so this forces preprocessing);
+    ``with_image``: with its colour image and intrinsics, as the node gets them from an RGB-D camera."""
+    if with_image:
+        return SceneCloud(frame.points, frame.colors, "camera_color_optical_frame", (0, 0), image=frame.rgb,
+                          intrinsics=frame.intrinsics)
     return SceneCloud(frame.points, frame.colors, "camera_color_optical_frame", (0, 0))
 
 
@@ -114,8 +119,12 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
         encoder_s = [timed(lambda: encoder.encode(scene.patches, scene.centers), device)[0]
                      for _ in range(options.encoder_repeats)]
         captions, groundings, plans, texts, objects = [], [], [], [], []
+        objects_rgbd, groundings_rgbd = [], []
+        engine.scene_objects(fresh_cloud(frame, with_image=True))  # loads the ImageNet network: not timed
         for _ in range(options.repeats):
             objects.append(engine.scene_objects(fresh_cloud(frame)).timings)
+            objects_rgbd.append(engine.scene_objects(fresh_cloud(frame, with_image=True)).timings)
+            groundings_rgbd.append(engine.ground(fresh_cloud(frame, with_image=True), GROUNDING_PROMPT))
             texts.append(engine.answer(fresh_cloud(frame), FREE_TEXT_PROMPT, programs=False))
             captions.append(engine.describe(fresh_cloud(frame), prompt=CAPTION_PROMPT))
             groundings.append(engine.ground(fresh_cloud(frame), GROUNDING_PROMPT))
@@ -137,6 +146,7 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
         "encoder_s": median(encoder_s),
         "encoder_batch": 1,
         "object_layer_s": {stage: median([timings[stage] for timings in objects]) for stage in OBJECT_STAGES},
+        "object_layer_rgbd_s": {stage: median([timings[stage] for timings in objects_rgbd]) for stage in OBJECT_STAGES},
         "prefill_s": median([reply.timings["prefill_s"] for reply in texts]),
         "decode_tokens_per_s": median(decode_rates) if decode_rates else None,
         "decode_tokens": median([reply.timings["generated_tokens"] for reply in texts]),
@@ -144,6 +154,7 @@ def bench_backend(checkpoint: Path, backend: str, device: str, frame: Any, optio
             "caption": median([reply.timings["total_s"] for reply in captions]),
             "free_text_answer": median([reply.timings["total_s"] for reply in texts]),
             "grounding": median([reply.timings["total_s"] for reply in groundings]),
+            "grounding_rgbd": median([reply.timings["total_s"] for reply in groundings_rgbd]),
             "plan": median([reply.timings["total_s"] for reply in plans]),
         },
         "plan_generations": median([reply.timings.get("generated_tokens", 0.0) for reply in plans]),

@@ -119,6 +119,9 @@ class InferenceEngine:
     def load(self) -> float:
         """Load the checkpoint on the device; returns the seconds it took. ConfigError names the parameter."""
         started = time.perf_counter()
+        # torch's pool is process-wide; its threads spin, and on two cores shared with drivers two of
+        # them made the RGB-D object layer 4x slower (docs/benchmarks.md, 2026-12-07)
+        torch.set_num_threads(self.settings.torch_threads)
         self.checkpoint_path = resolve_checkpoint(self.settings.checkpoint)
         self._say(f"loading {self.checkpoint_path}: SmolLM2-135M from its GGUF (dequantised once into the cache, "
                   "about 15 s, then read from there), then the trained tensors")

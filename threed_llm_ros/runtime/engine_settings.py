@@ -52,6 +52,7 @@ class EngineSettings:
     lm_backend: str = "auto"  # auto: onnxruntime on the CPU for a trained checkpoint, else torch; or torch / onnxruntime
     lm_precision: str = DEFAULT_LM_PRECISION  # onnxruntime decoder weights: mixed, int8 or int4 (choices.LM_PRECISIONS)
     lm_threads: int = 1  # onnxruntime decoder threads (spinning off: shared cores do not collapse)
+    torch_threads: int = 1  # torch's threads (object layer, ImageNet crops, torch encoder / LM): 1 holds up on shared cores
     lm_adapters: str = "merged"  # onnxruntime decoder's LoRA adapters: merged (a graph each) or switchable (one graph)
     free_text_tokens: str = "objects"  # what free text reads: objects (the object list's tokens, where the checkpoint
     # has an object-token projector; else as scene) or scene (the scene encoder's tokens)
@@ -95,6 +96,8 @@ class EngineSettings:
             raise ConfigError("free_text_tokens", f"got {self.free_text_tokens!r}", f"use one of {list(FREE_TEXT_TOKENS)}")
         if self.lm_threads < 1:
             raise ConfigError("lm_threads", f"got {self.lm_threads}", "use 1 or 2 (see `threed-llm bench`)")
+        if self.torch_threads < 1:
+            raise ConfigError("torch_threads", f"got {self.torch_threads}", "use 1 or 2 (see `threed-llm bench`)")
         if self.lm_backend == "onnxruntime" and self.compile_language_model:
             raise ConfigError("compile_language_model", "torch.compile applies to lm_backend torch only",
                               "set compile_language_model: false, or lm_backend: torch or auto")
