@@ -42,6 +42,31 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value * 1000:.1f} ms"
 
 
+def _stage_rows(runs: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(row name, one value per run) of the per-stage table."""
+    return [
+        ("preprocessing", [_ms(run["preprocess_s"]) for run in runs]),
+        ("scene encoder (batch 1)", [_ms(run["encoder_s"]) for run in runs]),
+        ("object layer: gravity", [_ms(run["object_layer_s"]["gravity_s"]) for run in runs]),
+        ("object layer: proposals", [_ms(run["object_layer_s"]["proposals_s"]) for run in runs]),
+        ("object layer: recognition", [_ms(run["object_layer_s"]["recognition_s"]) for run in runs]),
+        ("object layer: all", [_ms(run["object_layer_s"]["objects_s"]) for run in runs]),
+        ("object layer with the image (RGB-D): recognition",
+         [_ms(run["object_layer_rgbd_s"]["recognition_s"]) for run in runs]),
+        ("object layer with the image (RGB-D): all", [_ms(run["object_layer_rgbd_s"]["objects_s"]) for run in runs]),
+        ("prompt prefill", [_ms(run["prefill_s"]) for run in runs]),
+        ("decode tokens/s", [f"{run['decode_tokens_per_s']:.1f}" if run["decode_tokens_per_s"] else "—"
+                             for run in runs]),
+        ("caption, end to end", [_ms(run["end_to_end_s"]["caption"]) for run in runs]),
+        ("free-text answer, end to end", [_ms(run["end_to_end_s"]["free_text_answer"]) for run in runs]),
+        ("grounding, end to end", [_ms(run["end_to_end_s"]["grounding"]) for run in runs]),
+        ("grounding, end to end, RGB-D", [_ms(run["end_to_end_s"]["grounding_rgbd"]) for run in runs]),
+        ("plan, end to end", [_ms(run["end_to_end_s"]["plan"]) for run in runs]),
+        ("peak RSS", [f"{run['peak_rss_mb']:.0f} MB" for run in runs]),
+        ("peak GPU memory", [f"{run['peak_gpu_mb']:.0f} MB" if run["peak_gpu_mb"] else "—" for run in runs]),
+    ]
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """The report's main numbers as a Markdown document."""
     runs = report["runs"]
@@ -60,27 +85,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     if runs:
         header = "| stage | " + " | ".join(f"{run['backend']} / {run['device']} (LM {run['lm_backend']})" for run in runs) + " |"
         lines += [header, "|" + " --- |" * (len(runs) + 1)]
-        rows = [
-            ("preprocessing", [_ms(run["preprocess_s"]) for run in runs]),
-            ("scene encoder (batch 1)", [_ms(run["encoder_s"]) for run in runs]),
-            ("object layer: gravity", [_ms(run["object_layer_s"]["gravity_s"]) for run in runs]),
-            ("object layer: proposals", [_ms(run["object_layer_s"]["proposals_s"]) for run in runs]),
-            ("object layer: recognition", [_ms(run["object_layer_s"]["recognition_s"]) for run in runs]),
-            ("object layer: all", [_ms(run["object_layer_s"]["objects_s"]) for run in runs]),
-            ("object layer with the image (RGB-D): recognition",
-             [_ms(run["object_layer_rgbd_s"]["recognition_s"]) for run in runs]),
-            ("object layer with the image (RGB-D): all", [_ms(run["object_layer_rgbd_s"]["objects_s"]) for run in runs]),
-            ("prompt prefill", [_ms(run["prefill_s"]) for run in runs]),
-            ("decode tokens/s", [f"{run['decode_tokens_per_s']:.1f}" if run["decode_tokens_per_s"] else "—"
-                                 for run in runs]),
-            ("caption, end to end", [_ms(run["end_to_end_s"]["caption"]) for run in runs]),
-            ("free-text answer, end to end", [_ms(run["end_to_end_s"]["free_text_answer"]) for run in runs]),
-            ("grounding, end to end", [_ms(run["end_to_end_s"]["grounding"]) for run in runs]),
-            ("grounding, end to end, RGB-D", [_ms(run["end_to_end_s"]["grounding_rgbd"]) for run in runs]),
-            ("plan, end to end", [_ms(run["end_to_end_s"]["plan"]) for run in runs]),
-            ("peak RSS", [f"{run['peak_rss_mb']:.0f} MB" for run in runs]),
-            ("peak GPU memory", [f"{run['peak_gpu_mb']:.0f} MB" if run["peak_gpu_mb"] else "—" for run in runs]),
-        ]
+        rows = _stage_rows(runs)
         lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
     for skipped in report["skipped"]:
         lines.append(f"\nSkipped {skipped['backend']} / {skipped['device']}: {skipped['reason']}")
