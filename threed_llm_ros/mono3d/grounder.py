@@ -84,9 +84,13 @@ class ImageGrounding:
 class ImageGrounder:
     """A mono3d checkpoint and the frozen backbone, loaded once."""
 
-    def __init__(self, checkpoint: str | Path) -> None:
+    def __init__(self, checkpoint: str | Path, torch_threads: int | None = None) -> None:
+        """``torch_threads``: torch's process-wide thread count, where the caller owns the process (a node);
+        its threads spin, and on two shared cores one thread held up best (docs/benchmarks.md)."""
         from threed_llm_ros.mono3d.image_tokens import FrozenBackbone
 
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
         self.model: Mono3DGrounder = load_model(checkpoint)
         self.backbone = FrozenBackbone()
         self.checkpoint = Path(checkpoint)
