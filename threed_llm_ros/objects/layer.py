@@ -29,8 +29,8 @@ from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
-from threed_llm_ros.objects.context import weigh_by_room
 from threed_llm_ros.objects.colors import exposure_gain, object_color
+from threed_llm_ros.objects.context import weigh_by_room
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
 from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, holds_up, merge_pieces, propose

@@ -5,7 +5,8 @@ where present) it loads the engine and measures, as medians over ``--repeats``:
 preprocessing, the scene encoder (batch 1), prompt prefill, decode tokens/s, and the
 end-to-end latency of a caption, a grounding and a plan on the same simulated 640×480
 frame with the same prompts, and the object layer and a grounding again with the frame's colour
-image and intrinsics (as from an RGB-D camera: each object's crop then goes through ImageNet); peak memory (process RSS, sampled; GPU when present). Then
+image and intrinsics (as from an RGB-D camera: each object's crop then goes through ImageNet);
+peak memory (process RSS, sampled; GPU when present). Then
 the sustained input rate of the node's latest-frame pipeline, measured without ROS
 (see :func:`sustained_rates`), and the language model's section (``lm_bench``: torch, the
 exported decoders and, when ``llama_cpp`` is importable, llama.cpp on the same GGUF, at 1 and 2

@@ -119,8 +119,8 @@ class InferenceEngine:
     def load(self) -> float:
         """Load the checkpoint on the device; returns the seconds it took. ConfigError names the parameter."""
         started = time.perf_counter()
-        # torch's pool is process-wide; its threads spin, and on two cores shared with drivers two of
-        # them made the RGB-D object layer 4x slower (docs/benchmarks.md, 2026-12-07)
+        # torch's pool is process-wide and its threads spin: on two cores with one kept busy, two of
+        # them made an RGB-D grounding reply 1.76 s against 1.21 s at one (docs/benchmarks.md)
         torch.set_num_threads(self.settings.torch_threads)
         self.checkpoint_path = resolve_checkpoint(self.settings.checkpoint)
         self._say(f"loading {self.checkpoint_path}: SmolLM2-135M from its GGUF (dequantised once into the cache, "
