@@ -100,8 +100,8 @@ demo: venv interfaces lm-export
 
 # The shipped models, each by one command (CPU times on the 2-core development machine are in
 # the model cards). `train` runs every stage of models/threed-llm-mini in order (about 3.6 h),
-# its object-token projector last (`train-object-tokens`, about 28 min), then the object
-# classifier (`train-objects`, about 8 min).
+# its object-token projector last (`train-object-tokens`, about 28 min), after the object
+# classifier's refiner and a comparison retrain of its shape classifier (`train-objects`, about 8 min).
 TRAIN := $(VENV)/bin/threed-llm train
 train: venv train-objects
 	$(TRAIN) --config config/train_mini.yaml
