@@ -114,7 +114,7 @@ train: venv train-objects
 	$(VENV)/bin/threed-llm train-object-tokens
 	$(MAKE) --no-print-directory lm-export
 
-# The object classifier: its look-alike refiner is reproduced exactly, into models/object-classifier;
+# The object classifier: its look-alike refiner is reproduced (within float drift) into models/object-classifier;
 # the shape classifier is retrained into runs/object-classifier and NOT installed: the shipped one
 # is a good draw of an older proposal stage that no recipe of today reproduces (its model card,
 # "Retraining"). Compare the two with eval-real / eval-objects before replacing it.
