@@ -355,3 +355,38 @@ def test_a_slender_piece_under_a_wider_one_holds_it_up() -> None:
     assert not holds_up(too_low, shade)
     leg = OrientedBox((3.15, 0.61, -0.94), (0.13, 0.07, 0.52), 0.0)  # a table's leg under its top
     assert holds_up(leg, OrientedBox((2.62, 0.86, -0.63), (1.13, 0.93, 0.38), 0.0))
+
+
+def _room_with_a_low_clump(panel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A gravity-frame cloud (sensor at the origin, floor 1.2 m below): floor, a back wall 5 m
+    ahead and a 0.5 m wide, 0.12 m tall clump on the floor 2.5 m ahead; with ``panel``, a
+    board 2 m ahead hides the space over the clump (a desk's modesty panel)."""
+    rng = np.random.default_rng(0)
+    floor = np.column_stack([rng.uniform(0.5, 5, 6000), rng.uniform(-2, 2, 6000), np.full(6000, -1.2)])
+    wall = np.column_stack([np.full(6000, 5.0), rng.uniform(-2, 2, 6000), rng.uniform(-1.2, 1.0, 6000)])
+    clump = np.column_stack([rng.uniform(2.25, 2.75, 800), rng.uniform(-0.25, 0.25, 800), rng.uniform(-1.2, -1.08, 800)])
+    parts = [floor, wall, clump]
+    if panel:
+        parts.append(np.column_stack([np.full(3000, 2.0), rng.uniform(-0.6, 0.6, 3000), rng.uniform(-1.0, -0.2, 3000)]))
+    return np.vstack(parts), clump
+
+
+@pytest.mark.parametrize("panel", [False, True])
+def test_a_low_clump_under_seen_open_space_is_no_floor_furniture(panel: bool) -> None:
+    """A 0.12 m tall thing on the floor is no chair (least height 0.8 m) where the sensor saw the
+    space over it empty, up to the chair's height; where that space is hidden, the rest of a chair
+    may stand there, and nothing is ruled out."""
+    from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings
+    from threed_llm_ros.objects.pieces import Proposal
+    from threed_llm_ros.objects.recognition import OTHER
+    from threed_llm_ros.objects.visibility import RayGrid, open_above
+    from threed_llm_ros.resources import default_object_classifier
+
+    cloud, clump = _room_with_a_low_clump(panel)
+    rays, box = RayGrid(cloud), fit_box(clump, -1.2)
+    assert open_above(rays, box, -1.2 + 0.72) is not panel
+    layer = ObjectLayer.load(default_object_classifier(), PerceptionSettings())
+    ruled_out = {name: bool(flag) for name, flag in
+                 zip(layer.classes, layer._seen_too_low(Proposal(clump, None, box, 3.0, 0.0), -1.2, rays))}
+    assert ruled_out["chair"] == ruled_out["bed"] == (not panel)
+    assert not ruled_out[OTHER] and not ruled_out["cup"]  # top categories and `other` are never ruled out here

@@ -37,7 +37,7 @@ from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, ho
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
 from threed_llm_ros.objects.plausibility import doubt_implausible
 from threed_llm_ros.objects.refine import Refiner, load_refiner, refine, view_features
-from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air
+from threed_llm_ros.objects.visibility import RayGrid, hangs_in_the_air, open_above
 
 MERGE_GAP_M = 0.25  # fragments of one object under one name lie this close
 MAX_SUPPORT_GAP_M = 0.2  # an object resting on something floats at most this far above it
@@ -214,6 +214,7 @@ class ObjectLayer:
         if image is not None and intrinsics is not None and self.settings.use_image:
             probabilities = self._with_image(probabilities, proposals, gravity, image, intrinsics, camera_from_input)
         placement = np.array([CATEGORIES[name].placement if name in CATEGORIES else "" for name in self.classes])
+        other = self.classes.index(OTHER)
         for row, proposal in zip(probabilities, proposals):
             bottom = proposal.box.center[2] - proposal.box.size[2] / 2
             off_floor = bottom - floor_z >= ON_FLOOR_M and (
@@ -221,6 +222,9 @@ class ObjectLayer:
             floating = proposal.support_gap > MAX_SUPPORT_GAP_M and (
                 rays is None or hangs_in_the_air(rays, proposal.box, bottom - proposal.support_gap + FLOOR_CLEARANCE_M))
             row[(placement == "floor") & off_floor] = 0.0
+            too_low = self._seen_too_low(proposal, floor_z, rays)
+            row[other] += row[too_low].sum()  # none of those, so something no category names
+            row[too_low] = 0.0
             row[(placement == "top") & floating] = 0.0
             row /= max(float(row.sum()), 1e-9)
             if proposal.support_gap > MAX_SUPPORT_GAP_M and not floating:
@@ -232,6 +236,21 @@ class ObjectLayer:
             if row.sum() < 0.5:  # every category ruled out: it is not an object we know
                 row[self.classes.index(OTHER)] = 1.0
         return probabilities
+
+    def _seen_too_low(self, proposal: Proposal, floor_z: float, rays: RayGrid | None) -> np.ndarray:
+        """(classes,) bool: floor categories ``proposal`` cannot be, as it reaches less than half their
+        least height while the sensor saw the space over it, up to that height, empty (a chair's star
+        base whose seat went elsewhere, floor clutter: not a 0.12 m "chair"). Where that space is
+        hidden the rest of the object may stand there, and nothing is ruled out."""
+        ruled_out = np.zeros(len(self.classes), dtype=bool)
+        if rays is None:
+            return ruled_out
+        seen_top = proposal.box.center[2] + proposal.box.size[2] / 2 - floor_z
+        for index, name in enumerate(self.classes):
+            spec = CATEGORIES.get(name)
+            if spec is not None and spec.placement == "floor" and seen_top < 0.5 * spec.size_min[2]:
+                ruled_out[index] = open_above(rays, proposal.box, floor_z + 0.9 * spec.size_min[2])
+        return ruled_out
 
     def _with_image(self, probabilities: np.ndarray, proposals: list[Proposal], gravity: GravityFrame,
                     image: np.ndarray, intrinsics: Any, camera_from_input: np.ndarray | None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Free space from the sensor's own rays: is the space under an object seen empty, or hidden?
+"""Free space from the sensor's own rays: is the space under (or over) an object seen empty, or hidden?
 
 A single view often hides an object's lower part (a bed behind an ottoman, a mattress that
 returns no depth) but a picture on a wall really hangs in the air. The difference is what the
@@ -52,8 +52,16 @@ class RayGrid:
 
 def space_below(box: OrientedBox, down_to: float) -> np.ndarray:
     """Sample points filling the box's footprint (inset) from ``down_to`` up to its bottom."""
-    bottom = box.center[2] - box.size[2] / 2
-    heights = np.arange(down_to + SAMPLE_STEP_M / 2, bottom - SAMPLE_STEP_M / 4, SAMPLE_STEP_M)
+    return _footprint_samples(box, down_to, box.center[2] - box.size[2] / 2)
+
+
+def space_above(box: OrientedBox, up_to: float) -> np.ndarray:
+    """Sample points filling the box's footprint (inset) from its top up to ``up_to``."""
+    return _footprint_samples(box, box.center[2] + box.size[2] / 2, up_to)
+
+
+def _footprint_samples(box: OrientedBox, low: float, high: float) -> np.ndarray:
+    heights = np.arange(low + SAMPLE_STEP_M / 2, high - SAMPLE_STEP_M / 4, SAMPLE_STEP_M)
     if len(heights) == 0:
         return np.zeros((0, 3))
     grid = np.array([-0.3, 0.0, 0.3])
@@ -65,7 +73,16 @@ def space_below(box: OrientedBox, down_to: float) -> np.ndarray:
 
 def hangs_in_the_air(grid: RayGrid, box: OrientedBox, down_to: float, share: float = 0.5) -> bool:
     """Whether the sensor saw the space between ``down_to`` and the box's bottom empty."""
-    samples = space_below(box, down_to)
+    return _mostly_seen_empty(grid, space_below(box, down_to), share)
+
+
+def open_above(grid: RayGrid, box: OrientedBox, up_to: float, share: float = 0.5) -> bool:
+    """Whether the sensor saw the space between the box's top and ``up_to`` empty: nothing of
+    the object stands there, hidden or not."""
+    return _mostly_seen_empty(grid, space_above(box, up_to), share)
+
+
+def _mostly_seen_empty(grid: RayGrid, samples: np.ndarray, share: float) -> bool:
     if len(samples) == 0:
         return False
     empty, known = grid.seen_empty(samples)
