@@ -299,6 +299,10 @@ def test_node_answers_streams_grounds_and_survives_bad_input(tmp_path: Path, che
 
 @pytest.mark.slow
 def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint: Path) -> None:
+    # Each inference is held delay_s longer than it takes, so frames arrive far faster than they are
+    # used; the diagnostics are compared over window_s (at 15 Hz a queue of these frames would grow
+    # by about 90 MB in it, a leak check of 50 MB sees that).
+    delay_s, window_s = 2.0, 16.0
     intrinsics = CameraIntrinsics.from_field_of_view(320, 240, 60.0)
     frame = simulate(3, intrinsics=intrinsics)
     color = array_to_image(frame.rgb, "rgb8", frame_id=FRAME_ID)
@@ -306,8 +310,8 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
     info = intrinsics_to_camera_info(intrinsics, frame_id=FRAME_ID)
     bad_color = copy.deepcopy(color)
     bad_color.encoding = "yuv422_nonsense"
-    process = _start_node(tmp_path, checkpoint, "rgbd_node", input="rgbd", caption_rate_hz=1.0, inference_delay_s=4.0,
-                          max_new_tokens=2)
+    process = _start_node(tmp_path, checkpoint, "rgbd_node", input="rgbd", caption_rate_hz=1.0,
+                          inference_delay_s=delay_s, max_new_tokens=2)
     probe = Probe("threed_llm_node_rgbd_probe")
     try:
         probe.subscribe(DiagnosticArray, "/diagnostics")
@@ -348,7 +352,7 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
         first = probe.latest_diagnostics()
         rss_first = psutil.Process(process.process.pid).memory_info().rss
         captions_first = len(probe.messages("caption"))
-        time.sleep(16.0)
+        time.sleep(window_s)
         last = probe.latest_diagnostics()
         rss_last = psutil.Process(process.process.pid).memory_info().rss
         sensor.stop()
@@ -360,7 +364,7 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
         dropped = int(last["frames_dropped"]) - int(first["frames_dropped"])
         consumed = int(last["frames_consumed"]) - int(first["frames_consumed"])
         assert received >= 10, (first, last)
-        assert consumed <= 16.0 / 4.0 + 1, (first, last)  # at most one per inference (4 s delay each)
+        assert consumed <= window_s / delay_s + 1, (first, last)  # at most one per inference (delay_s each)
         assert dropped >= received - consumed - 1, (first, last)  # everything else dropped: no queue
         assert int(last["frames_consumed"]) < int(last["frames_received"]) / 5
         if abs(rss_last - rss_first) >= 50 * 2**20:
@@ -368,17 +372,17 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
             # (a one-time plateau). A queue or a leak keeps growing: look at a second window.
             sensor = Publisher(15.0, publish_trio)
             rss_first = rss_last
-            time.sleep(16.0)
+            time.sleep(window_s)
             rss_last = psutil.Process(process.process.pid).memory_info().rss
             sensor.stop()
         assert abs(rss_last - rss_first) < 50 * 2**20, f"RSS {rss_first / 2**20:.0f} -> {rss_last / 2**20:.0f} MiB"
         assert 1 <= int(last.get("bad_messages.image", 0)) <= bad_images_sent
-        # Captions continue after the bad image (each one takes the 4 s delay plus inference,
-        # which is slow on a loaded 2-core machine, so wait for it rather than assume 16 s).
+        # Captions continue after the bad image (each one takes the delay plus inference,
+        # which is slow on a loaded 2-core machine, so wait for it rather than assume a window).
         sensor = Publisher(15.0, publish_trio)
         probe.wait_for(lambda: len(probe.messages("caption")) > captions_first, 180, process,
                        "a caption after the bad image")
-        # Captions are due back to back (1 Hz, each takes over 4 s); a prompt still comes first,
+        # Captions are due back to back (1 Hz, each takes over delay_s); a prompt still comes first,
         # after at most the caption already running (and one that started as it arrived).
         captions_before = len(probe.messages("caption"))
         answer, _ = _ask(probe, prompt_publisher, process, "What is in front of the camera?")

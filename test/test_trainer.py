@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -122,16 +123,18 @@ def test_bf16_autocast_trains_and_computes_in_bf16(tiny_config, tmp_path: Path) 
     trainer = Trainer(_config(tiny_config, tmp_path, precision="bf16"))
     assert trainer.bf16
     trainer.prepare_stage(1)
-    stage = tiny_config.stages[1]
+    # One short question per step: bf16 matmuls are slow on CPUs without bf16 units (measured here: 11 s a
+    # step for one question, 21 s for the stage's two samples; fp32 1.2 s), and the GPU recipe is what uses it.
+    stage = dataclasses.replace(tiny_config.stages[1], batch_size=1, tasks=["qa"], task_weights=None)
     batch = trainer.batch(StageSampler(trainer.load_data(), stage, 1, seed=3), 0)
     dtypes: set[torch.dtype] = set()
     output_layer = trainer.model.causal_lm.get_output_embeddings()
     hook = output_layer.register_forward_hook(lambda _module, _inputs, output: dtypes.add(output.dtype))
-    steps = [trainer.train_step(batch, stage, seed=step) for step in range(5)]
+    steps = [trainer.train_step(batch, stage, seed=step) for step in range(3)]
     hook.remove()
     assert dtypes == {torch.bfloat16}
     losses = [step["loss"] for step in steps]
-    assert all(np.isfinite(losses)) and np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses  # measured: 4.48, 3.06, 2.02
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
     with pytest.raises(ConfigError, match="precision"):
         _config(tiny_config, tmp_path, precision="fp16").__post_init__()
