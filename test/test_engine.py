@@ -365,6 +365,14 @@ def test_eval_objects_scores_the_robots_replies_on_unseen_frames(trained_engine:
                 "existence_accuracy", "count_accuracy", "captions_naming_absent"):
         assert 0.0 <= report[key] <= 1.0, key
     assert report["grounding_acc_at_0.25"] >= 0.5 and report["absent_not_seen"] >= 0.5, report
+    # The scores mean what they say: objects found at 0.8 or more are right (a true object of that
+    # category under the box) at least 8 times in 10. Measured: 18 of 18 here; 0.93 / 0.92 over
+    # seeds 90000 / 91000 x 40 with the sensor height given, where the expected calibration error is 0.042.
+    reliability = report["score_reliability"]
+    assert all(0.0 <= row["right"] <= 1.0 for row in reliability) and report["expected_calibration_error"] is not None
+    sure = [row for row in reliability if float(row["score"].split("-")[0]) >= 0.8]
+    sure_objects = sum(row["objects"] for row in sure)
+    assert sure_objects >= 5 and sum(row["objects"] * row["right"] for row in sure) >= 0.8 * sure_objects, reliability
 
 
 def test_a_frame_too_sparse_to_see_anything_gets_no_answer(engine: InferenceEngine) -> None:

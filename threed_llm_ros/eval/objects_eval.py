@@ -11,7 +11,10 @@ simulated frames whose seeds the object classifier never trained on:
   "not seen" (no box);
 * existence and counts: "Is there a <category>?" (present and absent), "How many <category>s
   are there?" (objects with at least ``MIN_VISIBLE_PIXELS`` pixels) → accuracy;
-* captions: share of frames whose caption names a category that is not in the frame.
+* captions: share of frames whose caption names a category that is not in the frame;
+* score reliability: every object the layer finds (confident or not), binned by its score, and
+  the share of each bin that is right (a true object of its category overlaps its box at IoU ≥
+  0.25), with the expected calibration error: whether a score of 0.7 means right 7 times in 10.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIR
     rng = np.random.default_rng(first_seed)
     ious, absent_not_seen, present_missed = [], [], []
     existence, counts, caption_invents = [], [], []
+    scored: list[tuple[float, bool]] = []
     for seed in tqdm(range(first_seed, first_seed + scenes), desc="frames", disable=not progress):
         frame = simulate(seed)
         cloud = frame_cloud(frame, with_image)
@@ -74,6 +78,7 @@ def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIR
             answer = engine.answer(cloud, f"How many {_plural(name)} are there?").text.strip().lower()
             counts.append(answer == str(per_category[name]))
         caption_invents.append(bool(named_categories(engine.describe(cloud).text) - present))
+        scored.extend((found.score, _is_right(found, frame.objects)) for found in engine.scene_objects(cloud).objects)
 
     def share(values: list) -> float | None:
         return round(float(np.mean(values)), 4) if values else None
@@ -89,7 +94,33 @@ def evaluate_objects(engine: InferenceEngine, scenes: int, first_seed: int = FIR
         "existence_accuracy": share(existence),
         "count_accuracy": share(counts),
         "captions_naming_absent": share(caption_invents),
+        **score_reliability(scored),
     }
+
+
+def _is_right(found, truth) -> bool:
+    """A found object is right when a true object of its category overlaps its box at IoU ≥ 0.25."""
+    return any(obj.category == found.category and rotated_box_iou(found.box, obj.box) >= 0.25 for obj in truth)
+
+
+def score_reliability(scored: list[tuple[float, bool]], bins: int = 10) -> dict:
+    """(score, right) pairs → the share right per score bin of width 1/``bins`` (bins holding
+    objects only) and the expected calibration error (the objects' mean gap between score and
+    share right, bin by bin)."""
+    scores = np.array([score for score, _ in scored], dtype=float)
+    right = np.array([is_right for _, is_right in scored], dtype=bool)
+    index = np.minimum((scores * bins).astype(int), bins - 1)
+    rows, gap = [], 0.0
+    for b in range(bins):
+        members = index == b
+        if not members.any():
+            continue
+        share_right = float(right[members].mean())
+        rows.append({"score": f"{b / bins:.1f}-{(b + 1) / bins:.1f}", "objects": int(members.sum()),
+                     "right": round(share_right, 4), "mean_score": round(float(scores[members].mean()), 4)})
+        gap += members.sum() * abs(float(scores[members].mean()) - share_right)
+    return {"score_reliability": rows,
+            "expected_calibration_error": round(gap / len(scored), 4) if scored else None}
 
 
 def main(argv: list[str] | None = None) -> int:
