@@ -197,6 +197,25 @@ def test_a_far_walls_noisy_points_all_go_with_the_wall() -> None:
     assert structure[-3000:].mean() < 0.5  # the cabinet's front stays (its back, against the wall, may go)
 
 
+def test_a_strip_of_wall_taller_than_any_furniture_is_wall() -> None:
+    """A room's corner: past a bookshelf's side only 0.6 m of the side wall shows, floor to ceiling
+    (2.5 m). Too narrow for a wall by width, it is taller than any category gets, so it goes with
+    the walls rather than join the bookshelf (the card's scene sim0_000026: a 2.4 m "cabinet").
+    The bookshelf's own 1.85 m front, as narrow, stays."""
+    from threed_llm_ros.objects.proposals import structure_mask
+
+    rng = np.random.default_rng(8)
+    back = np.column_stack([np.full(15000, 3.5), rng.uniform(-1.5, 1.5, 15000), rng.uniform(-1.2, 1.3, 15000)])
+    strip = np.column_stack([rng.uniform(2.9, 3.5, 3000), np.full(3000, -1.5), rng.uniform(-1.2, 1.3, 3000)])
+    shelf = np.column_stack([np.full(3000, 3.1), rng.uniform(-1.45, -0.85, 3000), rng.uniform(-1.2, 0.65, 3000)])
+    floor = np.column_stack([rng.uniform(0.5, 3.5, 6000), rng.uniform(-1.5, 1.5, 6000), np.full(6000, -1.2)])
+    points = np.vstack([back, strip, shelf, floor]) + rng.normal(0, 0.003, (27000, 3))
+    structure, walls = structure_mask(points, -1.2)
+    assert len(walls) == 2
+    assert structure[15000:18000].mean() > 0.85  # bar the slice on the bookshelf front's plane (measured 0.91)
+    assert structure[18000:21000].mean() < 0.1
+
+
 def test_a_box_on_a_cabinet_is_its_own_proposal_but_a_chairs_back_is_not() -> None:
     """The top of a cabinet, mostly hidden by the box on it, still holds the box; a seat 0.42 m
     up is not a support, so a chair's back stays with its seat."""

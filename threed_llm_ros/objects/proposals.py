@@ -29,6 +29,10 @@ VOXEL_M = 0.03
 FLOOR_BAND_M = 0.05
 WALL_MIN_HEIGHT_M = 1.2
 WALL_MIN_WIDTH_M = 0.9
+# A narrower vertical plane is a wall too when it is taller than any category gets (the catalogue's
+# tallest, a bookshelf, is 2.0 m): a strip of side wall seen past the corner of a bookshelf, a pillar.
+WALL_STRIP_MIN_HEIGHT_M = 2.2
+WALL_STRIP_MIN_WIDTH_M = 0.3
 WALL_MAX_SHARE_BEHIND = 0.02
 WALL_BEHIND_M = 0.10
 DEPTH_NOISE_PER_M = 0.0015  # a structured-light / ToF depth camera's noise: sigma = k·range² (Kinect-like)
@@ -110,7 +114,8 @@ def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.n
         if vertical:
             tall = float(np.percentile(xyz[members, 2], 98) - np.percentile(xyz[members, 2], 2))
             wide = _horizontal_extent(xyz[members], normal)
-            if tall >= WALL_MIN_HEIGHT_M and wide >= WALL_MIN_WIDTH_M:
+            if (tall >= WALL_MIN_HEIGHT_M and wide >= WALL_MIN_WIDTH_M) or (
+                    tall >= WALL_STRIP_MIN_HEIGHT_M and wide >= WALL_STRIP_MIN_WIDTH_M):
                 # orient the normal toward the sensor (the origin): "behind" is the far side
                 if offset < 0:
                     normal, offset = -normal, -offset
