@@ -367,7 +367,9 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
         assert consumed <= window_s / delay_s + 1, (first, last)  # at most one per inference (delay_s each)
         assert dropped >= received - consumed - 1, (first, last)  # everything else dropped: no queue
         assert int(last["frames_consumed"]) < int(last["frames_received"]) / 5
-        if abs(rss_last - rss_first) >= 50 * 2**20:
+        # A queue or a leak only grows; RSS that falls is the allocator handing memory back
+        # (CI, 2026-12-07: 1622 -> 1564 MiB in the second window), so only growth counts.
+        if rss_last - rss_first >= 50 * 2**20:
             # A busy machine slows the warm-up, and the allocator may still be growing its arenas
             # (a one-time plateau). A queue or a leak keeps growing: look at a second window.
             sensor = Publisher(15.0, publish_trio)
@@ -375,7 +377,7 @@ def test_rgbd_node_drops_stale_frames_without_growing(tmp_path: Path, checkpoint
             time.sleep(window_s)
             rss_last = psutil.Process(process.process.pid).memory_info().rss
             sensor.stop()
-        assert abs(rss_last - rss_first) < 50 * 2**20, f"RSS {rss_first / 2**20:.0f} -> {rss_last / 2**20:.0f} MiB"
+        assert rss_last - rss_first < 50 * 2**20, f"RSS grew {rss_first / 2**20:.0f} -> {rss_last / 2**20:.0f} MiB"
         assert 1 <= int(last.get("bad_messages.image", 0)) <= bad_images_sent
         # Captions continue after the bad image (each one takes the delay plus inference,
         # which is slow on a loaded 2-core machine, so wait for it rather than assume a window).
