@@ -409,3 +409,37 @@ def test_a_low_clump_under_seen_open_space_is_no_floor_furniture(panel: bool) ->
                  zip(layer.classes, layer._seen_too_low(Proposal(clump, None, box, 3.0, 0.0), -1.2, rays))}
     assert ruled_out["chair"] == ruled_out["bed"] == (not panel)
     assert not ruled_out[OTHER] and not ruled_out["cup"]  # top categories and `other` are never ruled out here
+
+
+def test_two_flat_books_side_by_side_in_unlike_colours_are_two_things() -> None:
+    """A white and a pink book lying side by side on a table touch: one 0.4 m flat piece, longer
+    than any book. Their unlike colours, each one piece in space, make them two things (in the
+    card's scene sim0_000027 they were one 0.53 m "box 0.27"). One book with a striped cover, a
+    long tray of one colour and two books of one colour stay one piece."""
+    from threed_llm_ros.objects.proposals import split_by_colour, split_supported
+
+    rng = np.random.default_rng(11)
+
+    def book(x: tuple[float, float], y: tuple[float, float], thickness: float, count: int) -> np.ndarray:
+        return np.column_stack([rng.uniform(*x, count), rng.uniform(*y, count), rng.normal(0.745 + thickness, 0.002, count)])
+
+    white, pink = (0.9, 0.9, 0.88), (0.85, 0.45, 0.6)
+    first, second = book((2.3, 2.53), (-0.2, 0.03), 0.04, 90), book((2.4, 2.65), (0.04, 0.24), 0.03, 70)
+    points, colours = _table_with(rng, first, white, second, pink)
+    pieces, surface = split_supported(points, np.arange(len(points)), 0.0, rgb=colours)
+    books = sorted(len(piece) for piece in pieces[1:])
+    assert surface == pytest.approx(0.745, abs=0.02) and books == [70, 90], books
+    points, colours = _table_with(rng, first, white, second, white)
+    pieces, _ = split_supported(points, np.arange(len(points)), 0.0, rgb=colours)
+    assert sorted(len(piece) for piece in pieces[1:]) == [160]
+    # on a 3 cm grid: stripes of 3-12 cm, one colour with a few stray points, two halves
+    xs, ys = np.meshgrid(np.arange(0, 0.45, 0.03), np.arange(0, 0.24, 0.03))
+    grid = np.column_stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)])
+    for width in (0.03, 0.06, 0.12):
+        striped = np.where(((grid[:, 0] // width) % 2 == 0)[:, None], (0.8, 0.1, 0.1), (0.9, 0.8, 0.1))
+        assert len(split_by_colour(grid, striped)) == 1, width
+    stray = np.tile((0.4, 0.4, 0.45), (len(grid), 1))
+    stray[:3] = (0.9, 0.8, 0.1)
+    assert len(split_by_colour(grid, stray)) == 1
+    halves = np.where((grid[:, 0] < 0.22)[:, None], white, pink)
+    assert sorted(len(part) for part in split_by_colour(grid, halves)) == [64, 64]

@@ -54,6 +54,12 @@ FLAT_BRIGHTNESS_RATIO = 2.0  # ... or one this many times brighter (shading alon
 FLAT_MIN_RISE_M = 0.01  # median height above the top's own points
 FLAT_NEAR_M = 0.1  # what a flat thing lies on: the points this close to it, horizontally
 FLAT_CLEAR_M = 0.15  # a flat thing this close under something of its colour is its foot (a lamp shade overhangs)
+# A low thing on a top (at most FLAT_PAIR_MAX_RISE_M high) longer than a book or a magazine gets
+# (0.3 m) whose points fall into two unlike colours, each one piece, is two flat things side by side.
+FLAT_PAIR_MAX_RISE_M = 0.08
+FLAT_PAIR_MIN_SIDE_M = 0.36
+NEIGHBOURS = 4
+MAX_SEAM_SHARE = 0.35  # of the points with a neighbour of the other colour (two books: about 0.2)
 
 
 @dataclass
@@ -180,6 +186,54 @@ def _foot_of_something(xyz: np.ndarray, rgb: np.ndarray, flat: np.ndarray, colou
     return int((~unlike_colours(rgb[window], colour)).sum()) >= MIN_CLUSTER_POINTS // 2
 
 
+def _colour_distance(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N,) how unlike ``colours`` (N×3, 0–1) are ``reference`` (3,), in units of
+    :func:`unlike_colours`' steps: above 1 is unlike."""
+    colours = np.atleast_2d(np.asarray(colours, dtype=np.float64)) + 0.02
+    reference = np.asarray(reference, dtype=np.float64) + 0.02
+    chroma = np.linalg.norm(colours / colours.sum(axis=1, keepdims=True) - reference / reference.sum(), axis=1)
+    ratio = np.abs(np.log(colours.max(axis=1) / reference.max()))
+    return np.maximum(chroma / FLAT_CHROMA_STEP, ratio / np.log(FLAT_BRIGHTNESS_RATIO))
+
+
+def split_by_colour(points: np.ndarray, colours: np.ndarray) -> list[np.ndarray]:
+    """Positions (into ``points``) of the two things of unlike colours that one piece holds (two
+    books side by side, one white, one pink), or the whole piece as one. Two groups by their
+    colours (2-medians seeded by the commonest colour and the median of the points unlike it: a
+    few stray points of another colour do not seed a group); they are two things when each
+    holds ``MIN_CLUSTER_POINTS // 2`` points, their colours are unlike (:func:`unlike_colours`)
+    and each is one piece in space (a striped or printed cover gives groups of many pieces)."""
+    whole = [np.arange(len(points))]
+    if len(points) < MIN_CLUSTER_POINTS:
+        return whole
+    alike = np.stack([_colour_distance(colours, colour) <= 1.0 for colour in colours])
+    first = colours[int(np.argmax(alike.sum(axis=1)))]  # the commonest colour
+    unlike = _colour_distance(colours, first) > 1.0
+    if unlike.sum() < MIN_CLUSTER_POINTS // 2:
+        return whole
+    second = np.median(colours[unlike], axis=0)
+    for _ in range(5):
+        nearer_second = _colour_distance(colours, second) < _colour_distance(colours, first)
+        if nearer_second.all() or not nearer_second.any():
+            return whole
+        first, second = np.median(colours[~nearer_second], axis=0), np.median(colours[nearer_second], axis=0)
+    groups = [np.flatnonzero(~nearer_second), np.flatnonzero(nearer_second)]
+    if min(len(group) for group in groups) < MIN_CLUSTER_POINTS // 2 or not unlike_colours(first, second)[0]:
+        return whole
+    # side by side, only the points along the seam have the other colour among their nearest
+    # neighbours; a striped or printed cover mixes them throughout
+    gaps = np.linalg.norm(points[:, None, :2] - points[None, :, :2], axis=-1)
+    np.fill_diagonal(gaps, np.inf)
+    nearest = np.argsort(gaps, axis=1)[:, :NEIGHBOURS]
+    if float((nearer_second[nearest] != nearer_second[:, None]).any(axis=1).mean()) > MAX_SEAM_SHARE:
+        return whole
+    for group in groups:
+        parts = cluster(points[group], eps=CLUSTER_EPS_M * 0.7, min_points=1)
+        if not parts or len(parts[0]) < 0.8 * len(group):
+            return whole
+    return groups
+
+
 def _flat_things(xyz: np.ndarray, rgb: np.ndarray, members: np.ndarray, top: np.ndarray, heights: np.ndarray,
                  above: np.ndarray) -> np.ndarray:
     """Positions (into ``members``) of the points of flat things lying on a top: among the top's
@@ -262,8 +316,12 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
         local = above[group]
         extent = np.ptp(xyz[members[local], :2], axis=0)
         if float(extent.max()) <= ON_TOP_MAX_SIDE_M:
-            pieces.append(members[local])
             taken[local] = True
+            low = float(heights[local].max()) - surface <= FLAT_PAIR_MAX_RISE_M
+            if rgb is not None and low and float(extent.max()) >= FLAT_PAIR_MIN_SIDE_M:
+                pieces += [members[local[part]] for part in split_by_colour(xyz[members[local]], rgb[members[local]])]
+            else:
+                pieces.append(members[local])
     # each thing on a support is smaller than it
     if not pieces or max(len(piece) for piece in pieces) >= (~taken).sum():
         return [members], None
