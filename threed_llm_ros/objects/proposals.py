@@ -11,7 +11,8 @@ Clusters too small to be an object are dropped. Things standing on a large horiz
 surface (a cup on a table, a monitor on a desk) touch it and so share its cluster:
 :func:`split_supported` finds the surface and makes each small group of points above it a
 cluster of its own (PCL's classic tabletop segmentation); a flat thing lying on the top (a book),
-which barely rises out of the top's band, is told from it by its colour (:func:`_flat_things`).
+which barely rises out of the top's band, is told from it by its colour (:func:`_flat_things`),
+and two flat things side by side in unlike colours from each other (:func:`split_by_colour`).
 Before that, a long cluster whose top steps up or down by more than ``HEIGHT_STEP_M`` between
 neighbouring footprint cells is split there (:func:`split_by_height`: a dresser against a bed's side).
 """
@@ -164,14 +165,20 @@ def _near(points: np.ndarray, others: np.ndarray, reach: float, horizontal: bool
     return gaps.min(axis=1) <= reach
 
 
+def _colour_distance(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N,) how unlike ``colours`` (N×3, 0–1) are ``reference`` (3,), in units of
+    :func:`unlike_colours`' steps: above 1 is unlike."""
+    colours = np.atleast_2d(np.asarray(colours, dtype=np.float64)) + 0.02
+    reference = np.asarray(reference, dtype=np.float64) + 0.02
+    chroma = np.linalg.norm(colours / colours.sum(axis=1, keepdims=True) - reference / reference.sum(), axis=1)
+    ratio = np.abs(np.log(colours.max(axis=1) / reference.max()))
+    return np.maximum(chroma / FLAT_CHROMA_STEP, ratio / np.log(FLAT_BRIGHTNESS_RATIO))
+
+
 def unlike_colours(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """(N,) bool: which of ``colours`` (N×3, 0–1) are unlike ``reference`` (3,) under any shading:
     another chromaticity (``FLAT_CHROMA_STEP``) or a brightness ``FLAT_BRIGHTNESS_RATIO`` apart."""
-    colours = np.atleast_2d(np.asarray(colours, dtype=np.float64)) + 0.02
-    reference = np.asarray(reference, dtype=np.float64) + 0.02
-    chroma = colours / colours.sum(axis=1, keepdims=True) - reference / reference.sum()
-    ratio = np.abs(np.log(colours.max(axis=1) / reference.max()))
-    return (np.linalg.norm(chroma, axis=1) > FLAT_CHROMA_STEP) | (ratio > np.log(FLAT_BRIGHTNESS_RATIO))
+    return _colour_distance(colours, reference) > 1.0
 
 
 def _foot_of_something(xyz: np.ndarray, rgb: np.ndarray, flat: np.ndarray, colour: np.ndarray) -> bool:
@@ -186,23 +193,14 @@ def _foot_of_something(xyz: np.ndarray, rgb: np.ndarray, flat: np.ndarray, colou
     return int((~unlike_colours(rgb[window], colour)).sum()) >= MIN_CLUSTER_POINTS // 2
 
 
-def _colour_distance(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(N,) how unlike ``colours`` (N×3, 0–1) are ``reference`` (3,), in units of
-    :func:`unlike_colours`' steps: above 1 is unlike."""
-    colours = np.atleast_2d(np.asarray(colours, dtype=np.float64)) + 0.02
-    reference = np.asarray(reference, dtype=np.float64) + 0.02
-    chroma = np.linalg.norm(colours / colours.sum(axis=1, keepdims=True) - reference / reference.sum(), axis=1)
-    ratio = np.abs(np.log(colours.max(axis=1) / reference.max()))
-    return np.maximum(chroma / FLAT_CHROMA_STEP, ratio / np.log(FLAT_BRIGHTNESS_RATIO))
-
-
 def split_by_colour(points: np.ndarray, colours: np.ndarray) -> list[np.ndarray]:
     """Positions (into ``points``) of the two things of unlike colours that one piece holds (two
     books side by side, one white, one pink), or the whole piece as one. Two groups by their
     colours (2-medians seeded by the commonest colour and the median of the points unlike it: a
     few stray points of another colour do not seed a group); they are two things when each
-    holds ``MIN_CLUSTER_POINTS // 2`` points, their colours are unlike (:func:`unlike_colours`)
-    and each is one piece in space (a striped or printed cover gives groups of many pieces)."""
+    holds ``MIN_CLUSTER_POINTS // 2`` points, their colours are unlike (:func:`unlike_colours`),
+    at most ``MAX_SEAM_SHARE`` of the points have the other colour among their ``NEIGHBOURS``
+    nearest (a seam, not a striped or printed cover) and each group is one piece in space."""
     whole = [np.arange(len(points))]
     if len(points) < MIN_CLUSTER_POINTS:
         return whole
@@ -285,7 +283,8 @@ def split_supported(xyz: np.ndarray, members: np.ndarray, floor_z: float, voxel:
     support becomes its own proposal. Returns
     (the support's points followed by each thing's, the surface's z), or ``([members], None)``
     when there is no such surface or nothing on it. With ``rgb`` (colours of ``xyz``, 0–1), flat
-    things on the top count as things on it too (:func:`_flat_things`).
+    things on the top count as things on it too (:func:`_flat_things`), and a low thing longer
+    than a book that holds two unlike colours side by side is two (:func:`split_by_colour`).
     """
     heights = xyz[members, 2] - floor_z
     columns = np.unique(np.floor(xyz[members, :2] / voxel).astype(np.int64), axis=0, return_inverse=True)[1].reshape(-1)
