@@ -376,6 +376,29 @@ def test_a_slender_piece_under_a_wider_one_holds_it_up() -> None:
     assert holds_up(leg, OrientedBox((2.62, 0.86, -0.63), (1.13, 0.93, 0.38), 0.0))
 
 
+def test_a_seat_over_a_low_base_on_the_floor_stands_on_it() -> None:
+    """The real TUM frame's yellow office chair: its seat and back (0.44-0.90 m up) over its
+    five-star base (0.05-0.13 m), the gas spring between them unseen. The seat stands on the base;
+    a box on the floor beside the chair, a box under a table's wide top, a base reaching 0.3 m up
+    and a seat resting right on the base do not count."""
+    from threed_llm_ros.objects.pieces import stands_on_base
+
+    floor_z = -1.75
+    seat = OrientedBox((1.84, -0.58, -1.06), (0.43, 0.39, 0.43), 0.3)
+    base = OrientedBox((1.87, -0.61, -1.66), (0.54, 0.33, 0.08), 0.1)
+    assert stands_on_base(base, seat, floor_z)
+    assert not stands_on_base(seat, base, floor_z)
+    beside = OrientedBox((1.84, -1.10, -1.62), (0.30, 0.30, 0.16), 0.0)
+    assert not stands_on_base(beside, seat, floor_z)
+    table_top = OrientedBox((2.00, -0.50, -1.05), (1.60, 0.80, 0.06), 0.0)
+    under_the_table = OrientedBox((2.50, -0.55, -1.60), (0.30, 0.30, 0.20), 0.0)
+    assert not stands_on_base(under_the_table, table_top, floor_z)
+    tall = OrientedBox((1.87, -0.61, -1.60), (0.54, 0.33, 0.30), 0.1)  # its top 0.3 m up
+    assert not stands_on_base(tall, seat, floor_z)
+    resting = OrientedBox((1.84, -0.58, -1.45), (0.43, 0.39, 0.30), 0.3)  # its bottom 0.08 m over the base
+    assert not stands_on_base(base, resting, floor_z)
+
+
 def _room_with_a_low_clump(panel: bool) -> tuple[np.ndarray, np.ndarray]:
     """A gravity-frame cloud (sensor at the origin, floor 1.2 m below): floor, a back wall 5 m
     ahead and a 0.5 m wide, 0.12 m tall clump on the floor 2.5 m ahead; with ``panel``, a

@@ -33,7 +33,7 @@ from threed_llm_ros.objects.colors import exposure_gain, object_color
 from threed_llm_ros.objects.context import weigh_by_room
 from threed_llm_ros.objects.fit import complete_box, fit_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
-from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, holds_up, merge_pieces, propose
+from threed_llm_ros.objects.pieces import Proposal, cut_apart, footprint_gap, holds_up, merge_pieces, propose, stands_on_base
 from threed_llm_ros.objects.recognition import OTHER, ShapeClassifier, load_classifier, shape_features
 from threed_llm_ros.objects.plausibility import doubt_implausible
 from threed_llm_ros.objects.refine import Refiner, load_refiner, refine, view_features
@@ -323,7 +323,11 @@ class ObjectLayer:
         top out, and a vague desk must not swallow the chair beside it). Shape and physics only:
         the image is asked about the final objects. A thing split off a support's top surface
         rejoins its support only where the whole is surer and no support (a chair's seat).
-        Up to ``COMPLETE_GAP_M`` apart, a thin piece completes a confident large object (a bed's
+        A low piece on the floor under a piece hanging above it (``pieces.stands_on_base``: an
+        office chair's star base under its seat) joins it where the whole is a floor category at
+        ``JOIN_MIN_SCORE`` that fits, as tall as that category gets (its whole height is seen; the
+        base and rim of a trash can whose middle a chair hides are no 0.5 m "chair"). Up to
+        ``COMPLETE_GAP_M`` apart, a thin piece completes a confident large object (a bed's
         footboard, mattress strip and pillows join its headboard)."""
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
@@ -339,6 +343,7 @@ class ObjectLayer:
             while j < joinable:
                 lower, upper = (i, j) if proposals[i].box.center[2] < proposals[j].box.center[2] else (j, i)
                 held = holds_up(proposals[lower].box, proposals[upper].box)
+                based = stands_on_base(proposals[lower].box, proposals[upper].box, gravity.floor_z)
                 if cut_apart(proposals[i], proposals[j]):
                     j += 1
                     continue
@@ -346,23 +351,8 @@ class ObjectLayer:
                     candidate = merge_pieces(proposals[i], proposals[j], gravity.floor_z)
                     if max(candidate.box.size[:2]) <= LARGEST_SIDE_M:
                         score, label = (float(values[0]) for values in best([candidate]))
-                        # a thing split off a support's top rejoins it only where the whole is
-                        # clearly surer and no support (a chair's back and seat); a book stays off
-                        # its table, a box off its cabinet
-                        same_level = proposals[i].on_top == proposals[j].on_top
-                        surer = score > max(scores[i], scores[j]) + JOIN_MARGIN and score >= JOIN_MIN_SCORE and (
-                            same_level or not CATEGORIES[self.classes[int(label)]].is_support)
-                        surer_part = i if scores[i] >= scores[j] else j
-                        completes = (same_level and label == labels[surer_part]
-                                     and score >= max(min(scores[i], scores[j]), JOIN_MIN_SCORE)
-                                     and self._fits(candidate.box, int(label)))
-                        # a slender piece under a wider one holds it up: one thing, named as the
-                        # upper piece (a lamp's stem and shade), or named at all where the upper
-                        # piece alone, hanging in the air, could not be
-                        held = (held and score >= JOIN_MIN_SCORE
-                                and (label == labels[upper] or scores[upper] < JOIN_MIN_SCORE)
-                                and self._fits(candidate.box, int(label)))
-                        if surer or completes or held:
+                        if self._one_object((proposals[i], proposals[j]), (scores[i], scores[j]), (labels[i], labels[j]),
+                                            int(upper == j), candidate, score, int(label), held, based):
                             proposals[i], scores[i], labels[i] = candidate, score, int(label)
                             del proposals[j], scores[j], labels[j]
                             joinable -= 1
@@ -371,6 +361,31 @@ class ObjectLayer:
                 j += 1
             i += 1
         return self._complete_large(proposals, scores, labels, best, gravity.floor_z)
+
+    def _one_object(self, pair: tuple[Proposal, Proposal], scores: tuple[float, float], labels: tuple[int, int],
+                    upper: int, candidate: Proposal, score: float, label: int, held: bool, based: bool) -> bool:
+        """Whether the two parts of ``pair`` (their best ``scores`` and ``labels``; ``upper``: which of
+        them is higher) are one object, ``candidate``, named ``label`` at ``score``; ``held``: the lower
+        part holds the upper up (``holds_up``), ``based``: the upper stands on the lower as on its
+        base (``stands_on_base``). The rules are :meth:`_join_fragments`'."""
+        spec = CATEGORIES[self.classes[label]]
+        fits = self._fits(candidate.box, label)
+        # a thing split off a support's top rejoins it only where the whole is clearly surer and
+        # no support (a chair's back and seat); a book stays off its table, a box off its cabinet
+        same_level = pair[0].on_top == pair[1].on_top
+        surer = score > max(scores) + JOIN_MARGIN and score >= JOIN_MIN_SCORE and (same_level or not spec.is_support)
+        surer_part = 0 if scores[0] >= scores[1] else 1
+        completes = same_level and label == labels[surer_part] and score >= max(min(scores), JOIN_MIN_SCORE) and fits
+        # a slender piece under a wider one holds it up: one thing, named as the upper piece (a
+        # lamp's stem and shade), or named at all where the upper piece alone, hanging in the air,
+        # could not be
+        held = held and score >= JOIN_MIN_SCORE and (label == labels[upper] or scores[upper] < JOIN_MIN_SCORE) and fits
+        # a base on the floor under a piece that hangs above it: one floor object (an office
+        # chair's seat and back over its star base), whose whole height is seen, so it is as
+        # tall as its category gets
+        based = (based and score >= JOIN_MIN_SCORE and fits and spec.placement == "floor"
+                 and candidate.box.size[2] >= 0.9 * spec.size_min[2])
+        return surer or completes or held or based
 
     def _best_named(self, candidates: list[Proposal], gravity: GravityFrame, rays: RayGrid
                     ) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,10 @@ from threed_llm_ros.objects.proposals import cluster, split_by_height, split_sup
 HOLD_REACH_M = 0.1  # the slender piece's top reaches this close to the upper piece's bottom
 HOLD_SLENDER = 0.5  # ... and its widest side is at most this share of the upper piece's
 HOLD_NEAR_M = 0.08  # ... its centre this close to the upper footprint (seen from the front: a shade's front half)
+# A base: a low piece on the floor (its top at most BASE_MAX_TOP_M up) under a piece whose bottom is at
+# least BASE_MIN_GAP_M above it, each one's centre over the other's footprint (within HOLD_NEAR_M).
+BASE_MAX_TOP_M = 0.2
+BASE_MIN_GAP_M = 0.15
 
 
 @dataclass
@@ -138,3 +142,22 @@ def holds_up(lower: OrientedBox, upper: OrientedBox) -> bool:
     probe = np.asarray(lower.center, dtype=np.float64)[None].copy()
     probe[0, 2] = upper.center[2]
     return bool(upper.contains(probe, margin=HOLD_NEAR_M).any())
+
+
+def stands_on_base(lower: OrientedBox, upper: OrientedBox, floor_z: float) -> bool:
+    """Whether ``upper`` stands on ``lower`` as on its base, the column between them unseen: an office
+    chair's seat over its five-star base (a thin dark gas spring the sensor often misses), a
+    stool's top over its foot. ``lower`` is low on the floor (its top at most ``BASE_MAX_TOP_M``
+    up), ``upper``'s bottom is ``BASE_MIN_GAP_M`` above it, and each one's centre lies over the
+    other's footprint: not a box on the floor beside the chair, nor one under a table's wide top."""
+    lower_top = lower.center[2] + lower.size[2] / 2
+    upper_bottom = upper.center[2] - upper.size[2] / 2
+    if lower_top - floor_z > BASE_MAX_TOP_M or upper_bottom - lower_top < BASE_MIN_GAP_M:
+        return False
+
+    def over(box: OrientedBox, other: OrientedBox) -> bool:
+        probe = np.asarray(other.center, dtype=np.float64)[None].copy()
+        probe[0, 2] = box.center[2]
+        return bool(box.contains(probe, margin=HOLD_NEAR_M).any())
+
+    return over(upper, lower) and over(lower, upper)
