@@ -15,7 +15,8 @@ from threed_llm_ros.errors import ModelFileError
 from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
-from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings, beyond_long_ends, hidden_depth
+from threed_llm_ros.objects.joins import beyond_long_ends
+from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings, hidden_depth
 from threed_llm_ros.objects.recognition import OTHER, load_classifier
 from threed_llm_ros.objects.refine import load_refiner
 from threed_llm_ros.resources import default_object_classifier
