@@ -166,13 +166,15 @@ def _near(points: np.ndarray, others: np.ndarray, reach: float, horizontal: bool
 
 
 def _colour_distance(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(N,) how unlike ``colours`` (N×3, 0–1) are ``reference`` (3,), in units of
-    :func:`unlike_colours`' steps: above 1 is unlike."""
+    """How unlike ``colours`` (N×3, 0–1) are ``reference``, in units of :func:`unlike_colours`'
+    steps (above 1 is unlike): (N,) for one reference colour (3,), (N, M) for M of them (M×3)."""
     colours = np.atleast_2d(np.asarray(colours, dtype=np.float64)) + 0.02
-    reference = np.asarray(reference, dtype=np.float64) + 0.02
-    chroma = np.linalg.norm(colours / colours.sum(axis=1, keepdims=True) - reference / reference.sum(), axis=1)
-    ratio = np.abs(np.log(colours.max(axis=1) / reference.max()))
-    return np.maximum(chroma / FLAT_CHROMA_STEP, ratio / np.log(FLAT_BRIGHTNESS_RATIO))
+    references = np.atleast_2d(np.asarray(reference, dtype=np.float64)) + 0.02
+    chroma = np.linalg.norm((colours / colours.sum(axis=1, keepdims=True))[:, None]
+                            - (references / references.sum(axis=1, keepdims=True))[None], axis=-1)
+    ratio = np.abs(np.log(colours.max(axis=1)[:, None] / references.max(axis=1)[None]))
+    distance = np.maximum(chroma / FLAT_CHROMA_STEP, ratio / np.log(FLAT_BRIGHTNESS_RATIO))
+    return distance[:, 0] if np.ndim(reference) == 1 else distance
 
 
 def unlike_colours(colours: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -204,7 +206,7 @@ def split_by_colour(points: np.ndarray, colours: np.ndarray) -> list[np.ndarray]
     whole = [np.arange(len(points))]
     if len(points) < MIN_CLUSTER_POINTS:
         return whole
-    alike = np.stack([_colour_distance(colours, colour) <= 1.0 for colour in colours])
+    alike = _colour_distance(colours, colours) <= 1.0
     first = colours[int(np.argmax(alike.sum(axis=1)))]  # the commonest colour
     unlike = _colour_distance(colours, first) > 1.0
     if unlike.sum() < MIN_CLUSTER_POINTS // 2:
