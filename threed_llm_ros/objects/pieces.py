@@ -139,9 +139,14 @@ def holds_up(lower: OrientedBox, upper: OrientedBox) -> bool:
         return False
     if max(lower.size[:2]) > HOLD_SLENDER * max(upper.size[:2]):
         return False
-    probe = np.asarray(lower.center, dtype=np.float64)[None].copy()
-    probe[0, 2] = upper.center[2]
-    return bool(upper.contains(probe, margin=HOLD_NEAR_M).any())
+    return _centre_over(lower, upper)
+
+
+def _centre_over(piece: OrientedBox, box: OrientedBox) -> bool:
+    """Whether ``piece``'s centre lies over ``box``'s footprint (within ``HOLD_NEAR_M``)."""
+    probe = np.asarray(piece.center, dtype=np.float64)[None].copy()
+    probe[0, 2] = box.center[2]
+    return bool(box.contains(probe, margin=HOLD_NEAR_M).any())
 
 
 def stands_on_base(lower: OrientedBox, upper: OrientedBox, floor_z: float) -> bool:
@@ -154,10 +159,4 @@ def stands_on_base(lower: OrientedBox, upper: OrientedBox, floor_z: float) -> bo
     upper_bottom = upper.center[2] - upper.size[2] / 2
     if lower_top - floor_z > BASE_MAX_TOP_M or upper_bottom - lower_top < BASE_MIN_GAP_M:
         return False
-
-    def over(box: OrientedBox, other: OrientedBox) -> bool:
-        probe = np.asarray(other.center, dtype=np.float64)[None].copy()
-        probe[0, 2] = box.center[2]
-        return bool(box.contains(probe, margin=HOLD_NEAR_M).any())
-
-    return over(upper, lower) and over(lower, upper)
+    return _centre_over(lower, upper) and _centre_over(upper, lower)
