@@ -183,6 +183,20 @@ def test_training_on_a_few_frames_lowers_the_loss(tmp_path: Path) -> None:
     assert refiner is not None and OTHER not in refiner.classes
 
 
+@pytest.mark.slow
+def test_frames_rendered_by_two_processes_give_the_same_rows_as_one() -> None:
+    """``train-objects --workers``: every frame has its own seed and the rows keep the frames'
+    order, so the training set does not depend on how many processes made it."""
+    from threed_llm_ros.objects.recognition import ClassifierConfig
+    from threed_llm_ros.objects.train import ObjectTrainConfig, build_examples
+
+    config, classes = ObjectTrainConfig(), ClassifierConfig().classes
+    one = build_examples(0, 3, config, classes, "one process", progress=False)
+    two = build_examples(0, 3, config, classes, "two processes", progress=False, workers=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+
+
 def test_cached_features_made_by_other_proposal_code_are_rebuilt(tmp_path: Path) -> None:
     """The feature cache is keyed on the configuration and on the proposal code: a cache from
     other code (here: a stale key with the same configuration) is not reused."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -119,13 +120,29 @@ def wall_clutter(rng: np.random.Generator, walls: list[tuple[np.ndarray, float]]
 
 
 def build_examples(first: int, count: int, config: ObjectTrainConfig, classes: list[str], label: str,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of the proposals of ``count`` simulated frames from scene ``first`` on."""
+                   progress: bool = True, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of the proposals of ``count`` simulated frames from scene ``first`` on,
+    rendered by ``workers`` processes (each frame has its own seed, and the rows keep the frames'
+    order, so they do not depend on how many)."""
+    seeds = [scene_seed(config.seed, index) for index in range(first, first + count)]
+    pool = None
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(proposal_examples, seeds, [config] * count, [classes] * count, chunksize=8)
+    else:
+        results = (proposal_examples(seed, config, classes) for seed in seeds)
     rows, labels = [], []
-    for index in tqdm(range(first, first + count), desc=f"proposals ({label})", unit="scene", disable=not progress):
-        features, targets = proposal_examples(scene_seed(config.seed, index), config, classes)
-        rows.append(features)
-        labels.append(targets)
+    try:
+        for features, targets in tqdm(results, total=count, desc=f"proposals ({label})", unit="scene",
+                                      disable=not progress):
+            rows.append(features)
+            labels.append(targets)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return np.concatenate(rows), np.concatenate(labels)
 
 
@@ -155,7 +172,8 @@ def pipeline_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None, progress: bool) -> tuple[np.ndarray, ...]:
+def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None, progress: bool,
+              workers: int = 1) -> tuple[np.ndarray, ...]:
     """Training and validation features and labels, from ``cache`` (an .npz) when it was made
     with the same configuration and the same proposal code, else from the simulator (and then
     written to ``cache``)."""
@@ -164,8 +182,8 @@ def _examples(config: ObjectTrainConfig, classes: list[str], cache: Path | None,
         with np.load(cache, allow_pickle=False) as data:
             if str(data["key"]) == key and data["train_x"].shape[1] == len(REFINER_FEATURE_NAMES):
                 return data["train_x"], data["train_y"], data["val_x"], data["val_y"]
-    train_x, train_y = build_examples(0, config.scenes, config, classes, "train", progress)
-    val_x, val_y = build_examples(config.scenes, config.validation_scenes, config, classes, "validation", progress)
+    train_x, train_y = build_examples(0, config.scenes, config, classes, "train", progress, workers)
+    val_x, val_y = build_examples(config.scenes, config.validation_scenes, config, classes, "validation", progress, workers)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(cache, key=np.array(key), train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y)
@@ -222,15 +240,15 @@ def _fit_and_report(features: list[str], classes: list[str], train: tuple[np.nda
 
 
 def train_object_classifier(config: ObjectTrainConfig, output: str | Path, progress: bool = True,
-                            cache: Path | None = None, only: str = "all") -> dict:
+                            cache: Path | None = None, only: str = "all", workers: int = 1) -> dict:
     """Train, calibrate and save the shape classifier (``only="classifier"``), its look-alike refiner
     over the object proposals into ``output/refiner`` (``only="refiner"``, ``objects/refine.py``), or
     both; returns their reports by name (each also in its config.json). Each ensemble member trains
-    on its own bootstrap resample of the proposals."""
+    on its own bootstrap resample of the proposals; ``workers`` processes render the frames."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     classes = ClassifierConfig().classes
-    train_x, train_y, val_x, val_y = _examples(config, classes, cache, progress)
+    train_x, train_y, val_x, val_y = _examples(config, classes, cache, progress, workers)
     reports = {}
     if only in ("all", "classifier"):
         shape = len(FEATURE_NAMES)
@@ -265,11 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="train only the shape classifier, or only its look-alike refiner (into OUTPUT/refiner)")
     parser.add_argument("--cache", default="runs/object_features.npz",
                         help="proposal features kept between runs of the same configuration and proposal code ('' = none)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes rendering the frames (default: one per core; the result does not depend on it)")
     arguments = parser.parse_args(argv)
     config = ObjectTrainConfig(scenes=arguments.scenes, validation_scenes=arguments.validation_scenes,
                                steps=arguments.steps, seed=arguments.seed, members=arguments.members)
     report = train_object_classifier(config, arguments.output, cache=Path(arguments.cache) if arguments.cache else None,
-                                     only=arguments.only)
+                                     only=arguments.only, workers=max(1, arguments.workers))
     print(json.dumps(report, indent=2))
     return 0
 
