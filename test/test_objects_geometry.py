@@ -13,7 +13,7 @@ from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import rotation_to_gravity, yaw_rotation
 from threed_llm_ros.geometry.iou import rotated_box_iou
-from threed_llm_ros.objects.colors import color_name, exposure_gain, object_color
+from threed_llm_ros.objects.colors import body_colors, color_name, exposure_gain, object_color
 from threed_llm_ros.objects.describe import NOTHING_SEEN, caption, category_in_phrase
 from threed_llm_ros.objects.fit import complete_box, fit_box, min_area_rectangle
 from threed_llm_ros.objects.gravity import estimate_gravity
@@ -122,6 +122,22 @@ def test_catalogue_colours_are_named_as_themselves() -> None:
     shaded = np.array(COLORS["red"]) / 255 * np.linspace(0.8, 1.0, 50)[:, None]
     assert object_color(shaded) == "red"
     assert object_color(None) == ""
+
+
+def test_a_chairs_colour_is_its_seat_and_back_not_its_star_base() -> None:
+    """A red office chair whose black star base and casters hold most of its points (the base
+    faces the sensor, the seat is seen at a grazing angle) is red; a thing seen only low keeps
+    every point's colour."""
+    rng = np.random.default_rng(0)
+    red, black = np.array(COLORS["red"]) / 255, np.array(COLORS["black"]) / 255
+    base = np.column_stack([rng.uniform(-0.3, 0.3, 400), rng.uniform(-0.3, 0.3, 400), rng.uniform(0.0, 0.15, 400)])
+    seat = np.column_stack([rng.uniform(-0.25, 0.25, 300), rng.uniform(-0.25, 0.25, 300), rng.uniform(0.45, 1.0, 300)])
+    points, colors = np.vstack([base, seat]), np.vstack([np.tile(black, (400, 1)), np.tile(red, (300, 1))])
+    assert object_color(colors) == "black"
+    assert object_color(body_colors(points, colors)) == "red"
+    low = np.vstack([base, seat[:20]])  # almost nothing above its lowest quarter: all of it counts
+    assert len(body_colors(low, colors[:420])) == 420
+    assert body_colors(points, None) is None
 
 
 def test_an_under_exposed_frame_is_brightened_before_its_colours_are_named() -> None:

@@ -1,7 +1,8 @@
 """A colour name for an object from its own points' colours.
 
-The median colour of the points (robust to shadows at the edges), exposure-corrected by the
-frame's brightest points (white patch), is named by hue,
+The median colour of the points (robust to shadows at the edges) above the object's lowest
+quarter (legs, a star base and the floor's fringe are not what a person names it by),
+exposure-corrected by the frame's brightest points (white patch), is named by hue,
 saturation and value, not by the nearest catalogue RGB: real lighting shifts brightness
 far more than hue. Weakly saturated colours are white, grey or black by value; dark
 orange-to-yellow hues are brown; weakly saturated red hues are pink.
@@ -16,6 +17,8 @@ import numpy as np
 UNKNOWN = ""
 WHITE_PATCH_QUANTILE = 0.98
 MAX_EXPOSURE_GAIN = 2.0
+BASE_SHARE = 0.25  # the lowest share of an object's height that does not name its colour
+MIN_BODY_SHARE = 0.3  # unless fewer than this share of its points lie above it
 
 
 def color_name(rgb: tuple[float, float, float]) -> str:
@@ -63,3 +66,15 @@ def object_color(colors: np.ndarray | None, gain: float = 1.0) -> str:
     if colors is None or len(colors) == 0:
         return UNKNOWN
     return color_name(tuple(np.clip(np.median(np.asarray(colors, dtype=np.float64), axis=0) * gain, 0.0, 1.0)))
+
+
+def body_colors(points: np.ndarray, colors: np.ndarray | None) -> np.ndarray | None:
+    """The colours of an object's points above the lowest ``BASE_SHARE`` of its height: a yellow
+    office chair on a black star base is yellow, a white table on dark legs white. All of them
+    where fewer than ``MIN_BODY_SHARE`` lie above (an object seen mostly low)."""
+    if colors is None or len(colors) == 0:
+        return colors
+    heights = np.asarray(points, dtype=np.float64)[:, 2]
+    low, high = float(heights.min()), float(heights.max())
+    body = heights > low + BASE_SHARE * (high - low)
+    return colors[body] if body.mean() >= MIN_BODY_SHARE else colors

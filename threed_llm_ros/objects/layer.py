@@ -28,7 +28,7 @@ from threed_llm_ros.data.catalog import CATEGORIES
 from threed_llm_ros.data.programs import DetectedObject
 from threed_llm_ros.errors import ConfigError
 from threed_llm_ros.geometry.boxes import OrientedBox
-from threed_llm_ros.objects.colors import exposure_gain, object_color
+from threed_llm_ros.objects.colors import body_colors, exposure_gain, object_color
 from threed_llm_ros.objects.context import weigh_by_room
 from threed_llm_ros.objects.fit import complete_box
 from threed_llm_ros.objects.gravity import GravityFrame, estimate_gravity
@@ -324,8 +324,9 @@ class ObjectLayer(FragmentJoins):
             box = OrientedBox((box.center[0], box.center[1], (top + bottom) / 2), (box.size[0], box.size[1], top - bottom), box.yaw)
             box = complete_box(box, hidden_depth(category, box), walls, max(spec.size_min[:2]))
             ranked = np.argsort(row)[::-1][:3]
+            color = object_color(body_colors(proposal.points, proposal.colors), color_gain)
             objects.append(SceneObject(
-                category=category, color=object_color(proposal.colors, color_gain), box=box, score=float(row[label]),
+                category=category, color=color, box=box, score=float(row[label]),
                 points=proposal.points, categories=tuple((self.classes[k], round(float(row[k]), 4)) for k in ranked),
                 on_top=proposal.on_top,
             ))
