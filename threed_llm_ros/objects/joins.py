@@ -58,6 +58,24 @@ def beyond_long_ends(box: OrientedBox, other: OrientedBox) -> float:
     return max(0.0, along - max(box.size[:2]) / 2)
 
 
+def with_their_stems(proposals: list[Proposal], floor_z: float) -> list[Proposal]:
+    """``proposals`` where each piece too small to be named alone (under ``MIN_JOIN_POINTS``) that
+    holds a larger one up (``pieces.holds_up``: a lamp's thin stem under its shade) is part of it.
+    Named alone, the stem is a 0.2 m "lamp" and the shade, hanging over the desk, nothing."""
+    large = [k for k, proposal in enumerate(proposals) if len(proposal.points) >= MIN_JOIN_POINTS]
+    merged = list(proposals)
+    taken: set[int] = set()
+    for k, piece in enumerate(proposals):
+        if len(piece.points) >= MIN_JOIN_POINTS:
+            continue
+        holder = next((m for m in large if holds_up(piece.box, proposals[m].box)
+                       and not cut_apart(piece, proposals[m])), None)
+        if holder is not None:
+            merged[holder] = merge_pieces(merged[holder], piece, floor_z)
+            taken.add(k)
+    return [proposal for k, proposal in enumerate(merged) if k not in taken]
+
+
 class FragmentJoins:
     """The join and cut rules of the object layer (see the module docstring)."""
 
@@ -94,12 +112,13 @@ class FragmentJoins:
         ``JOIN_MIN_SCORE`` that fits, as tall as that category gets (its whole height is seen; the
         base and rim of a trash can whose middle a chair hides are no 0.5 m "chair"). Up to
         ``COMPLETE_GAP_M`` apart, a thin piece completes a confident large object (a bed's
-        footboard, mattress strip and pillows join its headboard)."""
+        footboard, mattress strip and pillows join its headboard). First, a piece too small to be
+        named alone joins the piece it holds up (``with_their_stems``: a lamp's stem)."""
 
         def best(candidates: list[Proposal]) -> tuple[np.ndarray, np.ndarray]:
             return self._best_named(candidates, gravity, rays)
 
-        proposals = sorted(proposals, key=lambda p: -len(p.points))
+        proposals = sorted(with_their_stems(proposals, gravity.floor_z), key=lambda p: -len(p.points))
         # the largest MAX_OBJECTS with enough points: bounded work on a cluttered 360° lidar frame
         joinable = min(MAX_OBJECTS, sum(len(p.points) >= MIN_JOIN_POINTS for p in proposals))
         scores, labels = (list(values) for values in best(proposals[:joinable])) if joinable else ([], [])

@@ -166,8 +166,9 @@ class ObjectLayer(FragmentJoins):
         judged on shape alone), times the image's evidence where the frame has an image, then physics:
         a floor category stands on the floor and a top category on something. An object whose bottom
         is above that may have its lower part hidden; it is ruled out only where the sensor's rays
-        saw the space beneath it empty (``visibility.py``; without ``rays``, always). The simulator never shows floating junk, so the classifier
-        alone cannot know."""
+        saw the space beneath it empty (``visibility.py``; without ``rays``, always), or saw empty the space
+        between it and a top under it (no floor object passes through a desk's top). The simulator
+        never shows floating junk, so the classifier alone cannot know."""
         if not proposals:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         floor_z = gravity.floor_z
@@ -188,7 +189,11 @@ class ObjectLayer(FragmentJoins):
                 rays is None or hangs_in_the_air(rays, proposal.box, floor_z + FLOOR_CLEARANCE_M))
             floating = proposal.support_gap > MAX_SUPPORT_GAP_M and (
                 rays is None or hangs_in_the_air(rays, proposal.box, bottom - proposal.support_gap + FLOOR_CLEARANCE_M))
-            row[(placement == "floor") & off_floor] = 0.0
+            # over something's seen top, with the space between seen empty (a lamp's shade over the
+            # desk, its stem unseen): no floor object stands there, its lower part hidden, as no
+            # object passes through that top
+            over_a_top = floating and bottom - proposal.support_gap - floor_z >= ON_FLOOR_M
+            row[(placement == "floor") & (off_floor | over_a_top)] = 0.0
             too_low = self._seen_too_low(proposal, floor_z, rays)
             row[other] += row[too_low].sum()  # none of those, so something no category names
             row[too_low] = 0.0
