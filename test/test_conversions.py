@@ -262,6 +262,19 @@ def test_non_finite_points_are_dropped_with_their_attributes(is_dense):
     np.testing.assert_array_equal(decoded.intensity, intensity.reshape(-1)[finite])
 
 
+def test_float64_values_beyond_float32_are_dropped_as_non_finite_without_a_warning():
+    """A FLOAT64 cloud (a fuzzer's, or a driver's garbage) with values no float32 holds: those
+    points become infinite and are dropped as NaNs are; numpy's overflow warning is not raised."""
+    import warnings
+
+    xyz = np.array([[1.0, 2.0, 3.0], [1e300, 0.0, 1.0], [0.5, -1e39, 2.0], [4.0, 5.0, 6.0]])
+    msg = arrays_to_pointcloud2(xyz, xyz_dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = pointcloud2_to_arrays(msg)
+    np.testing.assert_array_equal(decoded.xyz, np.float32(xyz[[0, 3]]))
+
+
 def test_keep_invalid_and_organized_keep_every_point():
     msg, xyz, intensity = cloud_with_invalid_points(False)
     kept = pointcloud2_to_arrays(msg, keep_invalid=True)

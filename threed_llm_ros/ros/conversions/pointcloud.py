@@ -143,7 +143,15 @@ def _colour_byte_offsets(layouts: dict[str, _FieldLayout], big_endian: bool) -> 
 
 def _decode_xyz(view: Callable[[int, np.dtype], np.ndarray], layouts: dict[str, _FieldLayout], height: int,
                 width: int) -> np.ndarray:
-    """(H, W, 3) float32 positions read through ``view(offset, dtype)`` (a strided view of the message bytes)."""
+    """(H, W, 3) float32 positions read through ``view(offset, dtype)`` (a strided view of the message bytes).
+    FLOAT64 values beyond float32's range become infinite, and are then dropped as non-finite
+    points are (no metric position is that large), without numpy's overflow warning."""
+    with np.errstate(over="ignore"):
+        return _decode_xyz_as_float32(view, layouts, height, width)
+
+
+def _decode_xyz_as_float32(view: Callable[[int, np.dtype], np.ndarray], layouts: dict[str, _FieldLayout], height: int,
+                           width: int) -> np.ndarray:
     x_layout, y_layout, z_layout = layouts["x"], layouts["y"], layouts["z"]
     step = x_layout.dtype.itemsize
     if (
