@@ -31,9 +31,7 @@ FLOOR_BAND_M = 0.05
 WALL_MIN_HEIGHT_M = 1.2
 WALL_MIN_WIDTH_M = 0.9
 # A narrower vertical plane is a wall too when it is taller than any category gets (the catalogue's
-# tallest, a bookshelf, is 2.0 m): a strip of side wall seen past the corner of a bookshelf, a pillar;
-# or when it is a wall's height and reaches higher above the floor than any category does: a side
-# wall's strip above a cabinet, whose lower part the cabinet hides.
+# tallest, a bookshelf, is 2.0 m): a strip of side wall seen past the corner of a bookshelf, a pillar.
 WALL_STRIP_MIN_HEIGHT_M = 2.2
 WALL_STRIP_MIN_WIDTH_M = 0.3
 WALL_MAX_SHARE_BEHIND = 0.02
@@ -121,11 +119,10 @@ def structure_mask(xyz: np.ndarray, floor_z: float, seed: int = 0) -> tuple[np.n
         vertical = abs(normal[2]) < math.sin(math.radians(12.0))
         is_wall = False
         if vertical:
-            low, high = np.percentile(xyz[members, 2], [2, 98])
-            tall, wide = float(high - low), _horizontal_extent(xyz[members], normal)
-            reaches_above_furniture = tall >= WALL_MIN_HEIGHT_M and high - floor_z >= WALL_STRIP_MIN_HEIGHT_M
+            tall = float(np.percentile(xyz[members, 2], 98) - np.percentile(xyz[members, 2], 2))
+            wide = _horizontal_extent(xyz[members], normal)
             if (tall >= WALL_MIN_HEIGHT_M and wide >= WALL_MIN_WIDTH_M) or (
-                    (tall >= WALL_STRIP_MIN_HEIGHT_M or reaches_above_furniture) and wide >= WALL_STRIP_MIN_WIDTH_M):
+                    tall >= WALL_STRIP_MIN_HEIGHT_M and wide >= WALL_STRIP_MIN_WIDTH_M):
                 # orient the normal toward the sensor (the origin): "behind" is the far side
                 if offset < 0:
                     normal, offset = -normal, -offset
