@@ -16,7 +16,7 @@ from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.camera import CameraIntrinsics
 from threed_llm_ros.objects.fit import fit_box
-from threed_llm_ros.objects.joins import with_their_stems, beyond_long_ends
+from threed_llm_ros.objects.joins import beyond_long_ends, with_their_stems
 from threed_llm_ros.objects.layer import ObjectLayer, PerceptionSettings, hidden_depth
 from threed_llm_ros.objects.pieces import Proposal
 from threed_llm_ros.objects.recognition import OTHER, load_classifier
