@@ -108,6 +108,20 @@ def test_completion_grows_away_from_the_sensor_unless_a_wall_is_there() -> None:
     assert free.center[0] > headboard.center[0]
 
 
+def test_furniture_that_stands_against_walls_is_completed_on_to_the_wall_just_behind_it() -> None:
+    front = OrientedBox((3.0, 0.0, -0.5), (1.2, 0.15, 1.0), math.pi / 2)  # a dresser's front, its face at x = 2.925
+    wall = (np.array([-1.0, 0.0, 0.0]), 3.6)  # the wall at x = 3.6, 0.675 m behind the front face
+    snapped = complete_box(front, min_depth=0.5, walls=[wall], snap_depth=1.6)
+    assert snapped.center[0] + snapped.size[1] / 2 == pytest.approx(3.6)  # its back on the wall
+    assert snapped.center[0] - snapped.size[1] / 2 == pytest.approx(2.925)  # its front where it was seen
+    assert complete_box(front, min_depth=0.5, walls=[wall]) == complete_box(front, min_depth=0.5, walls=[])  # no snap asked
+    assert complete_box(front, min_depth=0.5, walls=[wall], snap_depth=0.6).size[1] == pytest.approx(0.5)  # too deep
+    far = (np.array([-1.0, 0.0, 0.0]), 4.0)  # 0.4 m beyond the completed back: a free-standing dresser
+    assert complete_box(front, min_depth=0.5, walls=[far], snap_depth=1.6).size[1] == pytest.approx(0.5)
+    side = (np.array([0.0, -1.0, 0.0]), 1.0)  # a wall the back does not face
+    assert complete_box(front, min_depth=0.5, walls=[side], snap_depth=1.6).size[1] == pytest.approx(0.5)
+
+
 def test_completion_grows_a_short_front_to_the_category_length() -> None:
     toilet = OrientedBox((4.0, 0.0, -0.8), (0.38, 0.36, 0.7), 0.0)  # a toilet seen end-on: too short
     grown = complete_box(toilet, min_depth=0.36, walls=[], min_length=0.65)

@@ -8,6 +8,9 @@ A single view sees an object's front: :func:`complete_box` grows the box along i
 thinner horizontal axis to the depth its category is expected to have (``layer.hidden_depth``;
 and along its longer one to the category's least length), away from the sensor
 unless that crosses a wall (then toward the sensor, as for a headboard against a wall).
+Furniture that stands against walls (``snap_depth``) whose completed back falls just short of a
+wall facing it (``WALL_SNAP_M``) is grown on to that wall, as far as its category's size allows:
+the sensor sees a dresser's front, the wall behind it says where its back is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from threed_llm_ros.geometry.frames import yaw_rotation
 
 FLOOR_SNAP_M = 0.2
 TRIM_PERCENT = 1.0
+WALL_SNAP_M = 0.25  # a completed back this close to a wall it faces is grown on to the wall
+WALL_FACING_COS = math.cos(math.radians(25.0))  # a box side faces a wall within this angle
 
 
 def min_area_rectangle(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -69,29 +74,49 @@ def fit_box(points: np.ndarray, floor_z: float) -> OrientedBox:
 
 
 def complete_box(box: OrientedBox, min_depth: float, walls: list[tuple[np.ndarray, float]],
-                 min_length: float = 0.0) -> OrientedBox:
+                 min_length: float = 0.0, snap_depth: float | None = None) -> OrientedBox:
     """``box`` with its thinner horizontal side grown to at least ``min_depth`` and its longer
     one to at least ``min_length`` (see the module docstring).
 
     ``walls``: (unit normal toward the sensor, offset) of the room's wall planes; the box is
     grown away from the sensor unless its far side would then cross one of them.
+    ``snap_depth``: for furniture that stands against walls, the most either side may reach
+    when it is grown on to a wall behind it (None: never).
     """
     sizes = [box.size[0], box.size[1]]
     thin = 1 if sizes[1] <= sizes[0] else 0
-    box = _grow_side(box, thin, min_depth, walls)
-    return _grow_side(box, 1 - thin, min_length, walls)
+    box = _grow_side(box, thin, min_depth, walls, snap_depth)
+    return _grow_side(box, 1 - thin, min_length, walls, snap_depth)
 
 
-def _grow_side(box: OrientedBox, side: int, minimum: float, walls: list[tuple[np.ndarray, float]]) -> OrientedBox:
+def _wall_behind(face: np.ndarray, away: np.ndarray, walls: list[tuple[np.ndarray, float]]) -> float:
+    """How far a wall facing the box side lies behind ``face`` (its centre, 2-D), along ``away``
+    (inf if no wall faces it)."""
+    reach = math.inf
+    for normal, offset in walls:
+        facing = -float(normal[:2] @ away) / max(float(np.linalg.norm(normal[:2])), 1e-9)
+        if facing >= WALL_FACING_COS:
+            reach = min(reach, (float(normal[:2] @ face) + offset) / -float(normal[:2] @ away))
+    return reach
+
+
+def _grow_side(box: OrientedBox, side: int, minimum: float, walls: list[tuple[np.ndarray, float]],
+               snap_depth: float | None = None) -> OrientedBox:
     """``box`` with horizontal side ``side`` (0: along yaw) grown to ``minimum``, away from the
-    sensor unless that crosses a wall."""
+    sensor unless that crosses a wall; on to a wall just behind it up to ``snap_depth``."""
     centre = np.asarray(box.center, dtype=np.float64)
     sizes = [box.size[0], box.size[1]]
-    grow = minimum - sizes[side]
-    if grow <= 1e-6:
-        return box
     axis = yaw_rotation(box.yaw)[:2, side]
     away = axis if float(axis @ centre[:2]) >= 0 else -axis  # pointing away from the sensor
+    grow = minimum - sizes[side]
+    if snap_depth is not None:
+        to_wall = _wall_behind(centre[:2] + away * sizes[side] / 2, away, walls)
+        if max(grow, 0.0) - 0.05 <= to_wall <= max(grow, 0.0) + WALL_SNAP_M and sizes[side] + to_wall <= snap_depth:
+            centre[:2] += away * max(to_wall, 0.0) / 2
+            sizes[side] += max(to_wall, 0.0)
+            return OrientedBox(tuple(centre.tolist()), (float(sizes[0]), float(sizes[1]), float(box.size[2])), box.yaw)
+    if grow <= 1e-6:
+        return box
     far_corner = centre[:2] + away * (grow / 2 + minimum / 2)
     crosses = any(float(normal[:2] @ far_corner) + offset < -0.05 for normal, offset in walls)
     centre[:2] += (-away if crosses else away) * grow / 2

@@ -327,7 +327,8 @@ class ObjectLayer(FragmentJoins):
             else:
                 bottom = box.center[2] - box.size[2] / 2
             box = OrientedBox((box.center[0], box.center[1], (top + bottom) / 2), (box.size[0], box.size[1], top - bottom), box.yaw)
-            box = complete_box(box, hidden_depth(category, box), walls, max(spec.size_min[:2]))
+            box = complete_box(box, hidden_depth(category, box), walls, max(spec.size_min[:2]),
+                               max(spec.size_max[:2]) if spec.wall_affinity >= 0.5 else None)
             ranked = np.argsort(row)[::-1][:3]
             color = object_color(body_colors(proposal.points, proposal.colors), color_gain)
             objects.append(SceneObject(
