@@ -16,6 +16,7 @@ from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.objects.colors import body_colors, color_name, exposure_gain, object_color
 from threed_llm_ros.objects.describe import NOTHING_SEEN, caption, category_in_phrase
 from threed_llm_ros.objects.fit import complete_box, fit_box, min_area_rectangle
+from threed_llm_ros.objects.proposals import DEPTH_NOISE_PER_M
 from threed_llm_ros.objects.gravity import estimate_gravity
 
 
@@ -98,7 +99,9 @@ def test_completion_grows_away_from_the_sensor_unless_a_wall_is_there() -> None:
     front = OrientedBox((3.0, 0.0, -0.5), (1.2, 0.15, 1.0), math.pi / 2)  # a dresser's front, seen from the origin
     grown = complete_box(front, min_depth=0.5, walls=[])
     assert grown.size[1] == pytest.approx(0.5)
-    assert grown.center[0] == pytest.approx(3.0 + (0.5 - 0.15) / 2)  # grew behind the seen face
+    behind = 3.0 + (0.5 - 0.15) / 2  # grew behind the seen face, and a depth-noise sigma (k·range²) further:
+    noise = DEPTH_NOISE_PER_M * (behind**2 + 0.5**2)  # the face's nearest points scatter toward the sensor
+    assert grown.center[0] == pytest.approx(behind + noise)
     headboard = OrientedBox((5.2, 0.0, -0.5), (0.2, 1.8, 1.0), 0.0)  # thin along x, against a wall at x = 5.4
     wall = (np.array([-1.0, 0.0, 0.0]), 5.4)  # normal toward the sensor, offset: n·p + d = 0 at x = 5.4
     grown = complete_box(headboard, min_depth=1.9, walls=[wall])
@@ -106,6 +109,16 @@ def test_completion_grows_away_from_the_sensor_unless_a_wall_is_there() -> None:
     assert grown.center[0] + grown.size[0] / 2 <= 5.31  # grew toward the sensor, not through the wall
     free = complete_box(headboard, min_depth=1.9, walls=[])
     assert free.center[0] > headboard.center[0]
+
+
+def test_a_box_grown_behind_a_far_face_starts_behind_the_faces_noisy_nearest_points() -> None:
+    near = complete_box(OrientedBox((1.0, 0.0, 0.0), (1.2, 0.1, 1.0), math.pi / 2), min_depth=0.5, walls=[])
+    far = complete_box(OrientedBox((5.0, 0.0, 0.0), (1.2, 0.1, 1.0), math.pi / 2), min_depth=0.5, walls=[])
+    shift_near, shift_far = near.center[0] - (1.0 + 0.2), far.center[0] - (5.0 + 0.2)
+    assert 0.0 < shift_near < 0.003  # about 1.4 mm at 1.2 m, σ = k·range²
+    assert shift_far == pytest.approx(DEPTH_NOISE_PER_M * 5.2**2)  # about 4 cm at 5.2 m
+    across = complete_box(OrientedBox((0.0, 5.0, 0.0), (0.1, 1.2, 1.0), 0.0), min_depth=0.5, walls=[])
+    assert across.center[:2] == pytest.approx((0.2, 5.0))  # its thin side across the ray: no noise along it to undo
 
 
 def test_furniture_that_stands_against_walls_is_completed_on_to_the_wall_just_behind_it() -> None:
@@ -126,7 +139,8 @@ def test_completion_grows_a_short_front_to_the_category_length() -> None:
     toilet = OrientedBox((4.0, 0.0, -0.8), (0.38, 0.36, 0.7), 0.0)  # a toilet seen end-on: too short
     grown = complete_box(toilet, min_depth=0.36, walls=[], min_length=0.65)
     assert max(grown.size[:2]) == pytest.approx(0.65)
-    assert grown.center[0] == pytest.approx(4.0 + (0.65 - 0.38) / 2)  # away from the sensor
+    behind = 4.0 + (0.65 - 0.38) / 2  # away from the sensor
+    assert grown.center[0] == pytest.approx(behind + DEPTH_NOISE_PER_M * (behind**2 + 0.8**2))
     assert complete_box(toilet, min_depth=0.3, walls=[]) == toilet
 
 

@@ -7,7 +7,9 @@ so a stray return does not stretch it. The box stands on the floor when its lowe
 A single view sees an object's front: :func:`complete_box` grows the box along its
 thinner horizontal axis to the depth its category is expected to have (``layer.hidden_depth``;
 and along its longer one to the category's least length), away from the sensor
-unless that crosses a wall (then toward the sensor, as for a headboard against a wall).
+unless that crosses a wall (then toward the sensor, as for a headboard against a wall). A
+face's nearest points scatter toward the sensor by the depth noise (sigma = k·range², as the
+wall removal models it), so a box grown behind a face starts ``FRONT_NOISE_SIGMAS`` sigmas behind them.
 Furniture that stands against walls (``snap_depth``) whose completed back falls just short of a
 wall facing it (``WALL_SNAP_M``) is grown on to that wall, as far as its category's size allows:
 the sensor sees a dresser's front, the wall behind it says where its back is.
@@ -21,9 +23,13 @@ import numpy as np
 
 from threed_llm_ros.geometry.boxes import OrientedBox
 from threed_llm_ros.geometry.frames import yaw_rotation
+from threed_llm_ros.objects.proposals import DEPTH_NOISE_PER_M
 
 FLOOR_SNAP_M = 0.2
 TRIM_PERCENT = 1.0
+# a seen face's nearest points scatter toward the sensor by the depth noise (sigma = k·range²): a box
+# grown behind that face starts this many sigmas behind them
+FRONT_NOISE_SIGMAS = 1.0
 WALL_SNAP_M = 0.25  # a completed back this close to a wall it faces is grown on to the wall
 WALL_FACING_COS = math.cos(math.radians(25.0))  # a box side faces a wall within this angle
 
@@ -119,6 +125,9 @@ def _grow_side(box: OrientedBox, side: int, minimum: float, walls: list[tuple[np
         return box
     far_corner = centre[:2] + away * (grow / 2 + minimum / 2)
     crosses = any(float(normal[:2] @ far_corner) + offset < -0.05 for normal, offset in walls)
+    along_ray = abs(float(away @ centre[:2])) / max(float(np.linalg.norm(centre[:2])), 1e-9)
     centre[:2] += (-away if crosses else away) * grow / 2
+    if not crosses:  # the seen face's nearest points scattered toward the sensor by its depth noise
+        centre[:2] += away * along_ray * FRONT_NOISE_SIGMAS * DEPTH_NOISE_PER_M * float(centre @ centre)
     sizes[side] = minimum
     return OrientedBox(tuple(centre.tolist()), (float(sizes[0]), float(sizes[1]), float(box.size[2])), box.yaw)
