@@ -16,8 +16,8 @@ from threed_llm_ros.geometry.iou import rotated_box_iou
 from threed_llm_ros.objects.colors import body_colors, color_name, exposure_gain, object_color
 from threed_llm_ros.objects.describe import NOTHING_SEEN, caption, category_in_phrase
 from threed_llm_ros.objects.fit import complete_box, fit_box, min_area_rectangle
-from threed_llm_ros.objects.proposals import DEPTH_NOISE_PER_M
 from threed_llm_ros.objects.gravity import estimate_gravity
+from threed_llm_ros.objects.proposals import DEPTH_NOISE_PER_M
 
 
 def _room(rng: np.random.Generator, floor_z: float = -1.5) -> np.ndarray:
